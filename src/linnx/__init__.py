@@ -1,0 +1,25 @@
+"""linnx: run Flax Linen and Flax NNX together, and migrate Linen to NNX.
+
+``import linnx as bridge`` gives the API of Flax's bridge guide: :class:`ToNNX` and
+:func:`lazy_init` (Linen inside NNX), :class:`ToLinen` and :func:`to_linen` (NNX inside
+Linen), :class:`NNXMeta`, and the collection <-> variable type registry.
+"""
+
+from ._errors import BridgeTypeError as BridgeTypeError
+from ._errors import LinnxError as LinnxError
+from ._errors import MutableCollectionError as MutableCollectionError
+from ._errors import NotInitializedError as NotInitializedError
+from ._errors import RegistryConflictError as RegistryConflictError
+from ._errors import RngStreamError as RngStreamError
+from ._errors import StructureMismatchError as StructureMismatchError
+from ._errors import UnknownMethodError as UnknownMethodError
+from .bridge import NNXMeta as NNXMeta
+from .bridge import ToNNX as ToNNX
+from .bridge import lazy_init as lazy_init
+from .bridge import register_variable_name as register_variable_name
+from .bridge import register_variable_name_type_pair as register_variable_name_type_pair
+from .bridge import registered_pairs as registered_pairs
+from .bridge import variable_name_from_type as variable_name_from_type
+from .bridge import variable_type_from_name as variable_type_from_name
+
+__version__ = "0.1.0"

@@ -1,0 +1,40 @@
+"""Version-specific workarounds for today's Flax and JAX, kept in one place.
+
+Each function here papers over a difference between the bridge documents (written for older
+Flax) and Flax 0.12, and says why.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flax import nnx
+
+__all__ = ["variable_with_sharding_names", "sharding_names_of"]
+
+
+def variable_with_sharding_names(
+    var_type: type[nnx.Variable], value: Any, names: tuple, **metadata: Any
+) -> nnx.Variable:
+    """Creates ``var_type(value)`` annotated with partition names, without sharding it.
+
+    Flax 0.12 reads partition names from the ``out_sharding`` metadata, and only warns about
+    the older ``sharding`` key, which it renames. The bridge guide reads them back as
+    ``variable.sharding``, so both keys are kept. ``sharding`` is written directly into the
+    metadata dict because every public setter renames it. ``eager_sharding=False``: the
+    variable carries the annotation only, whether or not a mesh is active; arrays are laid out
+    by ``jax.jit`` with a sharding constraint, as the guide does (and as FLIP 4844 advises).
+    """
+    metadata.setdefault("eager_sharding", False)
+    var = var_type(value, out_sharding=names, **metadata)
+    var._var_metadata["sharding"] = names
+    return var
+
+
+def sharding_names_of(var: nnx.Variable) -> tuple | None:
+    """The partition names of a variable, from either metadata key."""
+    metadata = var.get_metadata()
+    names = metadata.get("out_sharding")
+    if names is None:
+        names = metadata.get("sharding")
+    return tuple(names) if names is not None else None

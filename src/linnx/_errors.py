@@ -1,0 +1,183 @@
+"""The exceptions linnx raises for bad input.
+
+Every error linnx raises on purpose derives from :class:`LinnxError`, so callers can catch the
+whole family with one clause. Each subclass also derives from the builtin exception a Python
+user would expect (``TypeError`` for a wrong kind of argument, ``KeyError`` for an unknown
+path...), so existing ``except`` clauses keep working. Messages say what is wrong, where (the
+argument name or key path) and how to fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "LinnxError",
+    "BridgeTypeError",
+    "NotInitializedError",
+    "UnknownMethodError",
+    "MutableCollectionError",
+    "RegistryConflictError",
+    "RngStreamError",
+    "StructureMismatchError",
+]
+
+
+class LinnxError(Exception):
+    """Base class of every error that linnx raises for bad input.
+
+    Example:
+        >>> import linnx
+        >>> try:
+        ...     linnx.register_variable_name_type_pair('params', int)
+        ... except linnx.LinnxError as e:
+        ...     print(type(e).__name__)
+        BridgeTypeError
+    """
+
+
+class BridgeTypeError(LinnxError, TypeError):
+    """An argument has the wrong kind: a class where an instance is expected, or vice versa.
+
+    Example:
+        >>> import linnx
+        >>> from flax import linen as nn
+        >>> try:
+        ...     linnx.ToNNX(nn.Dense)
+        ... except linnx.BridgeTypeError as e:
+        ...     print(str(e).splitlines()[0])
+        ToNNX(module=...) expects a Linen module instance, got the class Dense.
+    """
+
+
+class NotInitializedError(LinnxError, RuntimeError):
+    """A bridged module was used before its variables were created.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import linnx
+        >>> from flax import linen as nn, nnx
+        >>> model = linnx.ToNNX(nn.Dense(4), rngs=nnx.Rngs(0))
+        >>> try:
+        ...     model(jnp.ones((1, 3)))
+        ... except linnx.NotInitializedError as e:
+        ...     print(str(e).splitlines()[0])
+        ToNNX(Dense) has no variables yet: it was called before initialization.
+    """
+
+
+class UnknownMethodError(LinnxError, AttributeError):
+    """A method name given to a bridged module does not exist on the wrapped module.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import linnx
+        >>> from flax import linen as nn, nnx
+        >>> model = linnx.ToNNX(nn.Dense(4), rngs=nnx.Rngs(0)).lazy_init(jnp.ones((1, 3)))
+        >>> try:
+        ...     model(jnp.ones((1, 3)), method='encode')
+        ... except linnx.UnknownMethodError as e:
+        ...     print(str(e).splitlines()[0])
+        method='encode': Dense has no method named 'encode'.
+    """
+
+
+class MutableCollectionError(LinnxError, ValueError):
+    """A collection passed as ``mutable`` is never written by the module, or may not change.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import linnx
+        >>> from flax import linen as nn, nnx
+        >>> model = linnx.ToNNX(nn.Dense(4), rngs=nnx.Rngs(0)).lazy_init(jnp.ones((1, 3)))
+        >>> try:
+        ...     model(jnp.ones((1, 3)), mutable=['batch_stat'])
+        ... except linnx.MutableCollectionError as e:
+        ...     print(str(e).splitlines()[0])
+        mutable=['batch_stat']: Dense never wrote the collection 'batch_stat' during this call.
+    """
+
+
+class RegistryConflictError(LinnxError, ValueError):
+    """A registration conflicts with an existing entry of a registry.
+
+    Example:
+        >>> import linnx
+        >>> from flax import nnx
+        >>> try:
+        ...     linnx.register_variable_name_type_pair('params', nnx.BatchStat)
+        ... except linnx.RegistryConflictError as e:
+        ...     print(str(e).splitlines()[0])
+        Cannot register 'params' -> BatchStat: 'params' is already paired with Param.
+    """
+
+
+class RngStreamError(LinnxError, ValueError):
+    """A random layer needs an rng stream that nobody provided.
+
+    Example:
+        >>> import linnx
+        >>> issubclass(linnx.RngStreamError, linnx.LinnxError)
+        True
+    """
+
+
+class StructureMismatchError(LinnxError, ValueError):
+    """Two trees that must have the same structure do not.
+
+    The message lists the key paths that are missing, unexpected, or of a different shape or
+    dtype, instead of a bare inequality. The lists are also available as attributes.
+
+    Attributes:
+        missing: key paths expected but absent.
+        unexpected: key paths present but not expected.
+        mismatched: ``(path, expected, actual)`` triples for leaves that differ in kind.
+
+    Example:
+        >>> import linnx
+        >>> e = linnx.StructureMismatchError.from_paths(
+        ...     'variables', missing=['params/w'], unexpected=['params/W'],
+        ...     fix='Rename params/W to params/w.')
+        >>> print(e)
+        variables do not match the expected structure:
+          missing (1): params/w
+          unexpected (1): params/W
+        Fix: Rename params/W to params/w.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing: Sequence[str] = (),
+        unexpected: Sequence[str] = (),
+        mismatched: Sequence[tuple[str, str, str]] = (),
+    ):
+        super().__init__(message)
+        self.missing = tuple(missing)
+        self.unexpected = tuple(unexpected)
+        self.mismatched = tuple(mismatched)
+
+    @classmethod
+    def from_paths(
+        cls,
+        what: str,
+        *,
+        missing: Iterable[str] = (),
+        unexpected: Iterable[str] = (),
+        mismatched: Iterable[tuple[str, str, str]] = (),
+        fix: str,
+    ) -> StructureMismatchError:
+        """Builds the error with a message that lists every path, grouped by kind."""
+        missing, unexpected, mismatched = list(missing), list(unexpected), list(mismatched)
+        lines = [f"{what} do not match the expected structure:"]
+        if missing:
+            lines.append(f"  missing ({len(missing)}): " + ", ".join(missing))
+        if unexpected:
+            lines.append(f"  unexpected ({len(unexpected)}): " + ", ".join(unexpected))
+        for path, expected, actual in mismatched:
+            lines.append(f"  mismatched at {path}: expected {expected}, got {actual}")
+        lines.append(f"Fix: {fix}")
+        return cls(
+            "\n".join(lines), missing=missing, unexpected=unexpected, mismatched=mismatched
+        )

@@ -1,0 +1,147 @@
+"""How NNX rng state feeds Linen rng streams, in both directions.
+
+Linen takes a dict of keys per call; NNX keeps ``nnx.Rngs`` streams that count their draws.
+
+* **Initialization** uses each stream's key as it stands, without folding in the count and
+  without advancing it. A fresh ``ToNNX(m, rngs=nnx.Rngs(k))`` therefore creates exactly the
+  variables of ``m.init(jax.random.key(k), x)``, and initialization does not consume
+  randomness that later calls would see. A stream that has been drawn from before uses the
+  key folded with its count, so a wrapper that shares ``rngs`` with NNX layers built before it
+  still gets fresh keys. Wrappers initialized in the same ``lazy_init`` pass from one stream
+  get distinct keys (see :class:`InitKeys`).
+* **Calls** draw one fresh key per stream (``stream()``), so two dropout calls differ and
+  ``nnx.reseed`` reproduces a call. Linen falls back to the ``'params'`` stream for a name it
+  was not given, so the NNX ``default`` stream serves as ``'params'`` and thereby as every
+  stream the user did not name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+__all__ = ["InitKeys", "init_keys", "call_keys", "restore_counts", "as_linen_rngs"]
+
+# An arbitrary constant folded into keys that a stream hands to a second wrapper during the
+# same initialization pass; it only needs to differ from the small counts NNX uses.
+_SIBLING_SALT = 0x6C696E6E
+
+
+def _linen_streams(rngs: nnx.Rngs) -> Iterator[tuple[str, nnx.RngStream]]:
+    """The streams Linen should see, by Linen name: ``default`` serves as ``params``."""
+    for name, stream in rngs.items():
+        if name == "default":
+            if "params" in rngs:
+                continue
+            name = "params"
+        yield name, stream
+
+
+class InitKeys:
+    """Per-initialization-pass bookkeeping of which streams already handed out an init key."""
+
+    def __init__(self) -> None:
+        self._uses: dict[int, int] = {}
+
+    def take(self, stream: nnx.RngStream) -> jax.Array:
+        key, count = stream.key[...], stream.count[...]
+        uses = self._uses.get(id(stream), 0)
+        self._uses[id(stream)] = uses + 1
+        key = _unconsumed_or_folded(key, count)
+        if uses:
+            key = jax.random.fold_in(key, _SIBLING_SALT + uses)
+        return key
+
+
+def _unconsumed_or_folded(key: jax.Array, count: jax.Array) -> jax.Array:
+    """The raw key while the stream has never been drawn from, else ``fold_in(key, count)``."""
+    folded = jax.random.fold_in(key, count)
+    if isinstance(count, jax.core.Tracer):
+        # Under nnx.vmap/scan the count is traced: select without Python control flow.
+        data = jnp.where(
+            (count == 0)[..., None], jax.random.key_data(key), jax.random.key_data(folded)
+        )
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
+    return key if int(count) == 0 else folded
+
+
+_init_pass: contextvars.ContextVar[InitKeys | None] = contextvars.ContextVar(
+    "linnx_init_pass", default=None
+)
+
+
+@contextlib.contextmanager
+def initialization_pass() -> Iterator[InitKeys]:
+    """Marks a ``lazy_init`` pass; nested passes share the outer one's bookkeeping."""
+    current = _init_pass.get()
+    if current is not None:
+        yield current
+        return
+    keys = InitKeys()
+    token = _init_pass.set(keys)
+    try:
+        yield keys
+    finally:
+        _init_pass.reset(token)
+
+
+def in_initialization_pass() -> bool:
+    return _init_pass.get() is not None
+
+
+def init_keys(rngs: nnx.Rngs | None) -> dict[str, jax.Array]:
+    """Linen init rngs from NNX streams: ``params`` (or ``default``) plus every named stream."""
+    if rngs is None:
+        return {}
+    with initialization_pass() as bookkeeping:
+        return {
+            linen_name: bookkeeping.take(stream)
+            for linen_name, stream in _linen_streams(rngs)
+        }
+
+
+def call_keys(rngs: nnx.Rngs | None) -> tuple[dict[str, jax.Array], list]:
+    """Draws one key per stream for a Linen call.
+
+    Returns the keys and the counts as they were before, for :func:`restore_counts` to undo
+    the draws if the call fails.
+    """
+    if rngs is None:
+        return {}, []
+    keys, before = {}, []
+    for linen_name, stream in _linen_streams(rngs):
+        before.append((stream.count, stream.count[...]))
+        keys[linen_name] = stream()
+    return keys, before
+
+
+def restore_counts(before: list) -> None:
+    for count_var, value in before:
+        count_var[...] = value
+
+
+def as_linen_rngs(rngs: object, argname: str = "rngs") -> dict[str, jax.Array] | None:
+    """Normalizes a per-call ``rngs=`` argument: ``nnx.Rngs``, a key, an int seed, or a dict."""
+    from .._errors import BridgeTypeError
+
+    if rngs is None:
+        return None
+    if isinstance(rngs, nnx.Rngs):
+        return call_keys(rngs)[0]
+    if isinstance(rngs, Mapping):
+        return {
+            name: jax.random.key(v) if isinstance(v, int) else v for name, v in rngs.items()
+        }
+    if isinstance(rngs, int):
+        return {"params": jax.random.key(rngs)}
+    if isinstance(rngs, jax.Array):
+        return {"params": rngs}
+    raise BridgeTypeError(
+        f"{argname}={rngs!r}: expected an nnx.Rngs, a jax.random.key, an int seed, or a dict "
+        f"of stream name -> key, e.g. {argname}={{'dropout': jax.random.key(1)}}."
+    )

@@ -1,0 +1,376 @@
+"""Linen modules inside NNX: :class:`ToNNX` and :func:`lazy_init`.
+
+Design. A ``ToNNX`` holds the Linen module instance (static), an ``nnx.Rngs`` and one attribute
+per Linen collection: the collection's nested dict with ``nnx.Variable`` leaves. A call
+rebuilds the plain Linen variables dict from those attributes (no copies: the leaves are the
+same arrays), runs ``module.apply`` and, for ``mutable`` collections, writes the result back
+into the existing variables. Everything that can fail runs before anything is written, so a
+failed call leaves the module as it was.
+
+Initialization is lazy, as in Linen: the first call made under :func:`lazy_init` runs
+``module.init`` instead of ``apply``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import flax.errors
+import jax
+from flax import linen as nn
+from flax import nnx
+
+from .._errors import (
+    BridgeTypeError,
+    MutableCollectionError,
+    NotInitializedError,
+    UnknownMethodError,
+)
+from . import _rngs
+from ._variables import is_variable, to_linen_values, to_nnx_tree
+
+__all__ = ["ToNNX", "lazy_init"]
+
+M = TypeVar("M")
+
+# Attributes of ToNNX itself; a Linen collection with one of these names cannot become an
+# attribute.
+_RESERVED = frozenset({"module", "rngs", "linen_collections", "lazy_init"})
+
+_NOT_INITIALIZED = (
+    "{name} has no variables yet: it was called before initialization.\n"
+    "Fix: create them with a sample input first, as Linen's `init` would:\n"
+    "  model = linnx.lazy_init(model, x)       # or: model.lazy_init(x)\n"
+    "lazy_init also works on an NNX module that contains this ToNNX anywhere inside it.\n"
+    "Linen said: {cause}"
+)
+
+_NOT_INIT_ERRORS = (
+    flax.errors.ScopeParamNotFoundError,
+    flax.errors.ScopeCollectionNotFound,
+    flax.errors.ScopeVariableNotFoundError,
+)
+
+
+def _module_name(module: nn.Module) -> str:
+    return type(module).__name__
+
+
+class ToNNX(nnx.Module):
+    """Wraps a Linen module instance as a stateful NNX module.
+
+    The Linen variables live on the wrapper as NNX variables, one attribute per collection:
+    ``model.params['w']`` is an ``nnx.Param``, ``model.batch_stats[...]`` an ``nnx.BatchStat``,
+    and a custom collection gets the type registered for it (see
+    :func:`register_variable_name_type_pair`). A leaf can also be reached by its name when
+    that name is unambiguous (``model.kernel``), and the Linen module's methods are methods of
+    the wrapper (``model.encode(x)``).
+
+    Since Linen modules need a sample input to create their variables, call
+    :func:`lazy_init` (or :meth:`lazy_init`) once before using the module.
+
+    Args:
+        module: the Linen module *instance*, e.g. ``nn.Dense(64)``.
+        rngs: the ``nnx.Rngs`` the module draws from, for initialization and for random layers
+            such as dropout. With ``nnx.Rngs(k)`` the variables equal those of Linen's own
+            ``module.init(jax.random.key(k), x)``.
+
+    Raises:
+        BridgeTypeError: ``module`` is a class or not a Linen module, or ``rngs`` is not an
+            ``nnx.Rngs``.
+
+    Example:
+        >>> import jax
+        >>> import linnx
+        >>> from flax import linen as nn, nnx
+        >>> x = jax.numpy.ones((1, 32))
+        >>> model = linnx.ToNNX(nn.Dense(features=64), rngs=nnx.Rngs(0)).lazy_init(x)
+        >>> model(x).shape
+        (1, 64)
+        >>> model.kernel.shape, model.params['bias'].shape
+        ((32, 64), (64,))
+        >>> model.linen_collections
+        ('params',)
+    """
+
+    def __init__(self, module: nn.Module, *, rngs: nnx.Rngs | None = None):
+        if isinstance(module, type):
+            what = "an NNX module class" if issubclass(module, nnx.Module) else (
+                f"the class {module.__name__}"
+            )
+            raise BridgeTypeError(
+                f"ToNNX(module=...) expects a Linen module instance, got {what}.\n"
+                f"Fix: instantiate it with its fields, e.g. ToNNX({module.__name__}(...), "
+                f"rngs=nnx.Rngs(0))."
+            )
+        if isinstance(module, nnx.Module):
+            raise BridgeTypeError(
+                f"ToNNX(module=...) expects a Linen module, got the NNX module "
+                f"{type(module).__name__}, which is already an NNX module.\n"
+                f"Fix: use it directly, without ToNNX."
+            )
+        if not isinstance(module, nn.Module):
+            raise BridgeTypeError(
+                f"ToNNX(module=...) expects a Linen module instance (a flax.linen.Module), "
+                f"got {type(module).__name__}."
+            )
+        if rngs is not None and not isinstance(rngs, nnx.Rngs):
+            raise BridgeTypeError(
+                f"ToNNX(rngs=...) expects an nnx.Rngs, got {type(rngs).__name__}.\n"
+                f"Fix: wrap it, e.g. rngs=nnx.Rngs({rngs!r})."
+            )
+        self.module = module
+        self.rngs = rngs
+        self.linen_collections: tuple[str, ...] = ()
+
+    # -- variables -------------------------------------------------------------------------
+
+    def _linen_variables(self) -> dict[str, Any]:
+        return {c: to_linen_values(getattr(self, c)) for c in self.linen_collections}
+
+    def _store(self, collections: dict[str, Any]) -> None:
+        """Writes Linen collections into the module, reusing existing variables."""
+        for name in collections:
+            if name in _RESERVED:
+                raise BridgeTypeError(
+                    f"{_module_name(self.module)} writes a Linen collection named {name!r}, "
+                    f"which is the name of a ToNNX attribute.\n"
+                    f"Fix: rename the collection in the Linen module."
+                )
+        converted = {
+            name: to_nnx_tree(name, tree, getattr(self, name, None) if name in
+                              self.linen_collections else None)
+            for name, tree in collections.items()
+        }
+        for name, tree in converted.items():
+            setattr(self, name, nnx.data(tree))
+        new = tuple(c for c in converted if c not in self.linen_collections)
+        if new:
+            self.linen_collections = self.linen_collections + new
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def _resolve_method(self, method: str | Callable | None) -> str | Callable | None:
+        if method is None or callable(method):
+            return method
+        if not isinstance(method, str):
+            raise BridgeTypeError(
+                f"method={method!r}: expected the name of a method of "
+                f"{_module_name(self.module)} or a function, got {type(method).__name__}."
+            )
+        if not callable(getattr(type(self.module), method, None)):
+            raise UnknownMethodError(
+                f"method={method!r}: {_module_name(self.module)} has no method named "
+                f"{method!r}.\nAvailable methods: {', '.join(_public_methods(self.module))}."
+            )
+        return method
+
+    def __call__(
+        self,
+        *args: Any,
+        rngs: nnx.Rngs | Any = None,
+        method: str | Callable | None = None,
+        mutable: bool | str | Sequence[str] = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Applies the Linen module on the current variables.
+
+        Args:
+            *args: positional arguments of the Linen method.
+            rngs: keys for this call only (an ``nnx.Rngs``, a key, or a dict of stream name ->
+                key); by default keys are drawn from the module's own ``rngs``.
+            method: the Linen method to run, by name or as a function; ``__call__`` if None.
+            mutable: collections the call may change (``True`` for all), as in Linen's
+                ``apply``. Their new values are written back into this module.
+            **kwargs: keyword arguments of the Linen method.
+
+        Returns:
+            What the Linen method returns.
+
+        Raises:
+            NotInitializedError: the variables have not been created yet.
+            UnknownMethodError: ``method`` names no method of the Linen module.
+            MutableCollectionError: a collection named in ``mutable`` was never written.
+        """
+        method = self._resolve_method(method)
+        if _rngs.in_initialization_pass() and not self.linen_collections:
+            return self._initialize(args, kwargs, method, rngs)
+        keys, drawn = (
+            (_rngs.as_linen_rngs(rngs), []) if rngs is not None else _rngs.call_keys(self.rngs)
+        )
+        try:
+            out = self._apply(args, kwargs, method, keys, mutable)
+        except BaseException:
+            _rngs.restore_counts(drawn)
+            raise
+        if mutable is False:
+            return out
+        out, updates = out
+        self._store(updates)
+        return out
+
+    def _apply(self, args, kwargs, method, keys, mutable):
+        try:
+            result = self.module.apply(
+                self._linen_variables(), *args, rngs=keys or None, method=method,
+                mutable=mutable, **kwargs,
+            )
+        except _NOT_INIT_ERRORS as e:
+            if self.linen_collections:
+                raise
+            raise NotInitializedError(
+                _NOT_INITIALIZED.format(name=f"ToNNX({_module_name(self.module)})", cause=e)
+            ) from e
+        except flax.errors.InvalidRngError as e:
+            raise _rngs_error(self, e) from e
+        if mutable is False:
+            return result
+        out, updates = result
+        if mutable is not True:
+            requested = [mutable] if isinstance(mutable, str) else list(mutable)
+            never = [c for c in requested if c not in updates]
+            if never:
+                raise MutableCollectionError(
+                    f"mutable={requested!r}: {_module_name(self.module)} never wrote the "
+                    f"collection {never[0]!r} during this call.\n"
+                    f"Collections this module has: {list(self.linen_collections)}; written "
+                    f"in this call: {sorted(updates)}.\n"
+                    f"Fix: check the spelling, or leave {never[0]!r} out of `mutable`."
+                )
+        return out, dict(updates)
+
+    def _initialize(self, args, kwargs, method, rngs):
+        keys = _rngs.as_linen_rngs(rngs) if rngs is not None else _rngs.init_keys(self.rngs)
+        try:
+            out, variables = self.module.init_with_output(
+                keys, *args, method=method, **kwargs
+            )
+        except flax.errors.InvalidRngError as e:
+            raise _rngs_error(self, e) from e
+        self._store(dict(variables))
+        return out
+
+    def lazy_init(self: M, *args: Any, **kwargs: Any) -> M:
+        """Creates the variables with a sample input; a shortcut for ``lazy_init(self, ...)``.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import linnx
+            >>> from flax import linen as nn, nnx
+            >>> model = linnx.ToNNX(nn.Dense(3), rngs=nnx.Rngs(0)).lazy_init(jnp.ones((1, 2)))
+            >>> model.kernel.shape
+            (2, 3)
+        """
+        return lazy_init(self, *args, **kwargs)
+
+    # -- attribute access -------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: Linen methods, then unambiguous leaf names.
+        if name.startswith("_") or name in _RESERVED:
+            raise AttributeError(name)
+        try:
+            module = object.__getattribute__(self, "module")
+            collections = object.__getattribute__(self, "linen_collections")
+        except AttributeError:
+            raise AttributeError(name) from None
+        if callable(getattr(type(module), name, None)) and not hasattr(nn.Module, name):
+            return functools.partial(self.__call__, method=name)
+        found = []
+        for collection in collections:
+            tree = object.__getattribute__(self, collection)
+            found += [(collection, path) for path, _ in _flatten(tree) if path[-1:] == (name,)]
+        if len(found) == 1:
+            collection, path = found[0]
+            node = object.__getattribute__(self, collection)
+            for key in path:
+                node = node[key]
+            return node
+        if found:
+            where = ", ".join(f"{c}/{'/'.join(map(str, p))}" for c, p in found)
+            raise AttributeError(
+                f"{name!r} is ambiguous on ToNNX({_module_name(module)}): it names {where}.\n"
+                f"Fix: index the collection, e.g. model.{found[0][0]}"
+                + "".join(f"[{k!r}]" for k in found[0][1])
+            )
+        raise AttributeError(
+            f"'ToNNX' object has no attribute {name!r}: it is neither a method of "
+            f"{_module_name(module)} nor a variable name in {list(collections)}."
+        )
+
+
+def _flatten(tree: Any) -> list[tuple[tuple, Any]]:
+    out = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_variable)[0]:
+        keys = tuple(getattr(p, "key", getattr(p, "idx", p)) for p in path)
+        out.append((keys, leaf))
+    return out
+
+
+def _public_methods(module: nn.Module) -> list[str]:
+    base = set(dir(nn.Module))
+    return sorted(
+        n for n, v in inspect.getmembers(type(module), callable)
+        if not n.startswith("_") and n not in base
+    ) or ["__call__"]
+
+
+def _rngs_error(wrapper: ToNNX, cause: Exception):
+    from .._errors import RngStreamError
+
+    have = sorted(wrapper.rngs) if wrapper.rngs is not None else []
+    return RngStreamError(
+        f"ToNNX({_module_name(wrapper.module)}) needs an rng stream it was not given: {cause}\n"
+        f"Streams available: {have or 'none (rngs=None)'}.\n"
+        f"Fix: create the wrapper with rngs=nnx.Rngs(0) (a default stream serves every name), "
+        f"or name the stream, e.g. rngs=nnx.Rngs(params=0, dropout=1)."
+    )
+
+
+def lazy_init(fn: M | Callable[..., Any], *args: Any, **kwargs: Any) -> M:
+    """Creates the variables of every :class:`ToNNX` inside an NNX module with a sample input.
+
+    This is where a Linen user would call ``module.init``. It runs one forward pass of
+    ``fn`` (a module, or a bound method such as ``model.encode``); each ``ToNNX`` met on the
+    way that has no variables yet runs Linen's ``init`` instead of ``apply``. Wrappers that
+    already have variables keep them, so a partly initialized tree and a second call are fine.
+
+    Args:
+        fn: an NNX module (its ``__call__`` runs) or a bound method of one.
+        *args: sample positional inputs.
+        **kwargs: sample keyword inputs.
+
+    Returns:
+        The module (for a bound method, the module it is bound to).
+
+    Example:
+        >>> import jax
+        >>> import linnx
+        >>> from flax import linen as nn, nnx
+        >>> class Outer(nnx.Module):
+        ...     def __init__(self, rngs):
+        ...         self.dense = linnx.ToNNX(nn.Dense(4), rngs=rngs)
+        ...     def __call__(self, x):
+        ...         return self.dense(x)
+        >>> model = linnx.lazy_init(Outer(nnx.Rngs(0)), jax.numpy.ones((1, 3)))
+        >>> model.dense.params['kernel'].shape
+        (3, 4)
+    """
+    module = fn.__self__ if inspect.ismethod(fn) else fn
+    if isinstance(module, nn.Module):
+        raise BridgeTypeError(
+            f"lazy_init(fn=...) expects an NNX module, got the Linen module "
+            f"{type(module).__name__}.\nFix: wrap it first: "
+            f"lazy_init(ToNNX({type(module).__name__}(...), rngs=nnx.Rngs(0)), x)."
+        )
+    if not callable(fn):
+        raise BridgeTypeError(
+            f"lazy_init(fn=...) expects an NNX module or one of its methods, got "
+            f"{type(fn).__name__}."
+        )
+    with _rngs.initialization_pass():
+        fn(*args, **kwargs)
+    return module

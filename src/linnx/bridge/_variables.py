@@ -1,0 +1,86 @@
+"""Conversions between Linen collection trees and trees of NNX variables.
+
+A Linen collection is a nested container (dicts, and tuples for ``sow``) whose leaves are
+arrays or ``AxisMetadata`` boxes (``nn.Partitioned``, :class:`NNXMeta`). On the NNX side the
+same container holds ``nnx.Variable`` leaves of the type the registry pairs with the
+collection. Writing a Linen result back reuses the variables already there, so references
+held elsewhere (an optimizer, a user's ``w = model.params['w']``) stay live.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from flax import linen as nn
+from flax import nnx
+from flax.core import meta
+
+from .._compat import variable_with_sharding_names
+from ._meta import NNXMeta
+from ._registry import variable_type_from_name
+
+__all__ = ["to_nnx_tree", "to_linen_values", "path_str", "is_variable"]
+
+
+def is_variable(x: Any) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def _is_box(x: Any) -> bool:
+    return isinstance(x, meta.AxisMetadata)
+
+
+def path_str(path: tuple) -> str:
+    """``('params', 'Dense_0', 'kernel')`` or jax key entries -> ``'params/Dense_0/kernel'``."""
+    parts = []
+    for entry in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(entry, attr):
+                entry = getattr(entry, attr)
+                break
+        parts.append(str(entry))
+    return "/".join(parts)
+
+
+def new_variable(collection: str, leaf: Any) -> nnx.Variable:
+    """An NNX variable for one Linen leaf, keeping any partition annotation."""
+    if isinstance(leaf, NNXMeta):
+        return leaf.to_nnx_variable()
+    var_type = variable_type_from_name(collection)
+    if isinstance(leaf, nn.LogicallyPartitioned):
+        extra = {"sharding_rules": tuple(leaf.rules)} if leaf.rules else {}
+        return variable_with_sharding_names(var_type, leaf.value, tuple(leaf.names), **extra)
+    if isinstance(leaf, nn.Partitioned):
+        return variable_with_sharding_names(var_type, leaf.value, tuple(leaf.names))
+    if _is_box(leaf):
+        return var_type(meta.unbox(leaf))
+    return var_type(leaf)
+
+
+def to_nnx_tree(collection: str, tree: Any, existing: Any = None) -> Any:
+    """Turns one Linen collection into the same container of NNX variables.
+
+    Leaves at a path where ``existing`` already holds a variable of the right type update that
+    variable in place; other leaves become new variables.
+    """
+    old = {}
+    if existing is not None:
+        for path, var in jax.tree_util.tree_flatten_with_path(existing, is_leaf=is_variable)[0]:
+            old[path] = var
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_box)
+    leaves = []
+    expected_type = variable_type_from_name(collection)
+    for path, leaf in flat:
+        var = old.get(path)
+        if var is not None and (type(var) is expected_type or isinstance(leaf, NNXMeta)):
+            var.set_value(meta.unbox(leaf) if _is_box(leaf) else leaf)
+        else:
+            var = new_variable(collection, leaf)
+        leaves.append(var)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def to_linen_values(tree: Any) -> Any:
+    """The raw values of a tree of NNX variables, in the same containers."""
+    return jax.tree_util.tree_map(lambda v: v.get_value(), tree, is_leaf=is_variable)
