@@ -14,11 +14,14 @@ from ._errors import RngStreamError as RngStreamError
 from ._errors import StructureMismatchError as StructureMismatchError
 from ._errors import UnknownMethodError as UnknownMethodError
 from .bridge import NNXMeta as NNXMeta
+from .bridge import ToLinen as ToLinen
 from .bridge import ToNNX as ToNNX
 from .bridge import lazy_init as lazy_init
 from .bridge import register_variable_name as register_variable_name
 from .bridge import register_variable_name_type_pair as register_variable_name_type_pair
 from .bridge import registered_pairs as registered_pairs
+from .bridge import to_linen as to_linen
+from .bridge import to_linen_class as to_linen_class
 from .bridge import variable_name_from_type as variable_name_from_type
 from .bridge import variable_type_from_name as variable_type_from_name
 

@@ -1,0 +1,178 @@
+"""Where each variable of an NNX module lives in Linen variables, and back.
+
+An NNX ``GraphDef`` orders its variables (leaves) by path. A *layout* lists, in that order,
+one :class:`Slot` per variable: its Linen collection (from the registry), its path inside the
+collection, its type and, for rng state, the stream it belongs to. With a layout, ``apply``
+can gather the Linen leaves into a flat list and unflatten the graphdef directly, with no
+path matching per call. Layouts are cached per graphdef.
+
+Linen paths equal NNX paths with two adjustments: keys are strings (``layers/0`` stays
+``'0'``, so Linen checkpoints keep string keys), and a bare ``RngStream`` attribute (as
+``nnx.Dropout`` keeps one) is nested under its stream name, so its state sits at the guide's
+documented ``variables['RngCount']['rngs']['dropout']['count']``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from flax.core import meta
+
+from .._errors import StructureMismatchError
+from ._registry import variable_name_from_type
+
+__all__ = ["Slot", "layout_of", "to_collections", "gather", "collections_of", "streams_of"]
+
+_RNG_STATE_TYPES = (nnx.RngKey, nnx.RngCount)
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """One NNX variable's place in the Linen variables."""
+
+    collection: str
+    path: tuple[str, ...]
+    var_type: type[nnx.Variable]
+    stream: str | None
+
+
+def _slot(nnx_path: tuple, var: nnx.Variable) -> Slot:
+    var_type = type(var)
+    path = tuple(str(k) for k in nnx_path)
+    stream = None
+    if issubclass(var_type, _RNG_STATE_TYPES):
+        stream = var.get_metadata().get("tag")
+        if stream is not None and (len(path) < 2 or path[-2] != stream):
+            path = (*path[:-1], stream, path[-1])
+    return Slot(variable_name_from_type(var_type), path, var_type, stream)
+
+
+_cache: dict[Any, tuple[Slot, ...]] = {}
+_CACHE_LIMIT = 1024
+
+
+def layout_of(graphdef: nnx.GraphDef, state: nnx.State | None = None) -> tuple[Slot, ...]:
+    """The layout of ``graphdef``; ``state`` (from the same split) saves rebuilding it."""
+    layout = _cache.get(graphdef)
+    if layout is not None:
+        return layout
+    if state is None:
+        state = _placeholder_state(graphdef)
+    layout = tuple(_slot(path, var) for path, var in nnx.to_flat_state(state))
+    if len(_cache) >= _CACHE_LIMIT:
+        _cache.pop(next(iter(_cache)))
+    _cache[graphdef] = layout
+    return layout
+
+
+def _placeholder_state(graphdef: nnx.GraphDef) -> nnx.State:
+    # Paths and types are all a layout needs; scalar placeholders stand in for the arrays.
+    leaves = [np.zeros((), np.uint32) for _ in range(graphdef.num_leaves)]
+    with nnx.use_eager_sharding(False):
+        module = nnx.graphlib.unflatten(graphdef, leaves)
+    return nnx.state(module)
+
+
+def collections_of(layout: Sequence[Slot]) -> list[str]:
+    return list(dict.fromkeys(slot.collection for slot in layout))
+
+
+def streams_of(layout: Sequence[Slot]) -> list[str]:
+    return list(dict.fromkeys(slot.stream for slot in layout if slot.stream is not None))
+
+
+def to_collections(
+    layout: Sequence[Slot],
+    variables: Sequence[nnx.Variable],
+    box: Callable[..., meta.AxisMetadata],
+    skip_streams: set[str] | frozenset[str] = frozenset(),
+    values: Sequence[Any] | None = None,
+) -> Iterator[tuple[str, str, Any]]:
+    """Yields ``(collection, variable name, value)`` for Linen's ``put_variable``.
+
+    Values are nested dicts below the first path component, with every leaf boxed; ``values``
+    replaces the variables' own values when given.
+    """
+    trees: dict[tuple[str, str], Any] = {}
+    if values is None:
+        values = [var.get_value() for var in variables]
+    for slot, var, value in zip(layout, variables, values, strict=True):
+        if slot.stream is not None and slot.stream in skip_streams:
+            continue
+        boxed = box(slot.var_type, value, dict(var.get_metadata()))
+        name, rest = slot.path[0], slot.path[1:]
+        if not rest:
+            trees[(slot.collection, name)] = boxed
+            continue
+        node = trees.setdefault((slot.collection, name), {})
+        for key in rest[:-1]:
+            node = node.setdefault(key, {})
+        node[rest[-1]] = boxed
+    for (collection, name), tree in trees.items():
+        yield collection, name, tree
+
+
+def _lookup(variables: Mapping[str, Any], slot: Slot) -> Any:
+    node = variables.get(slot.collection)
+    for key in slot.path:
+        if isinstance(node, meta.AxisMetadata) or not isinstance(node, Mapping) or (
+            key not in node
+        ):
+            return _MISSING
+        node = node[key]
+    return node
+
+
+_MISSING = object()
+
+
+def gather(
+    layout: Sequence[Slot],
+    variables: Mapping[str, Any],
+    linen_key: Callable[[str], Any],
+) -> list[Any]:
+    """The raw leaves of ``variables`` in graphdef order.
+
+    Streams for which ``linen_key(stream)`` returns a key are re-keyed for this call (count
+    reset to zero), so the same Linen key gives the same randomness.
+    """
+    leaves, missing, keys = [], [], {}
+    for slot in layout:
+        if slot.stream is not None:
+            if slot.stream not in keys:
+                keys[slot.stream] = linen_key(slot.stream)
+            key = keys[slot.stream]
+            if key is not None:
+                leaves.append(key if slot.var_type is nnx.RngKey else jnp.zeros((), jnp.uint32))
+                continue
+        leaf = _lookup(variables, slot)
+        if leaf is _MISSING:
+            missing.append("/".join((slot.collection, *slot.path)))
+            continue
+        leaves.append(meta.unbox(leaf) if isinstance(leaf, meta.AxisMetadata) else leaf)
+    if missing:
+        expected = {"/".join((s.collection, *s.path)) for s in layout}
+        present = set(_leaf_paths(variables))
+        raise StructureMismatchError.from_paths(
+            "The variables passed to apply",
+            missing=missing,
+            unexpected=sorted(present - expected),
+            fix="pass the variables returned by `init` of this same module (or a checkpoint "
+            "of them); if the NNX module's structure changed, run init again.",
+        )
+    return leaves
+
+
+def _leaf_paths(variables: Mapping[str, Any], prefix: tuple = ()) -> Iterator[str]:
+    for key, value in variables.items():
+        if not prefix and key == "nnx":
+            continue
+        if isinstance(value, Mapping):
+            yield from _leaf_paths(value, (*prefix, str(key)))
+        else:
+            yield "/".join((*prefix, str(key)))

@@ -1,0 +1,376 @@
+"""NNX modules inside Linen: :class:`ToLinen`, :func:`to_linen`, :func:`to_linen_class`.
+
+Design. ``init`` constructs the NNX module once, with an ``nnx.Rngs`` fed by the Linen rng
+streams, and splits it: the static ``GraphDef`` goes to the ``'nnx'`` collection, and every
+variable goes, boxed as :class:`NNXMeta`, to the collection the registry pairs with its type.
+``apply`` never calls the constructor: it lays the Linen leaves out in the graphdef's leaf
+order (:mod:`._layout`) and unflattens them into a module that shares the arrays, runs the
+method, and writes back the collections Linen marked mutable.
+
+RNG state of the NNX module (``RngKey``/``RngCount`` collections) supports both documented
+styles: with ``mutable=['RngCount']`` and no Linen rngs the module's own streams advance;
+with ``apply(..., rngs={'dropout': key})`` each stream named in the Linen rngs is re-keyed
+from Linen for this call only, so the same key gives the same output. No seed is ever
+invented: a random layer without any stream raises :class:`RngStreamError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+from flax import linen as nn
+from flax import nnx
+from flax.core import FrozenDict, meta
+
+from .._errors import (
+    BridgeTypeError,
+    LinnxError,
+    RngStreamError,
+    StructureMismatchError,
+    UnknownMethodError,
+)
+from . import _layout
+from ._meta import NNXMeta
+from ._sharding import constrain_to_mesh
+
+__all__ = ["ToLinen", "to_linen", "to_linen_class"]
+
+_GRAPHDEF = "graphdef"
+
+
+def _check_nnx_class(nnx_class: Any, skip_rng: bool, where: str) -> None:
+    if isinstance(nnx_class, nnx.Module):
+        name = type(nnx_class).__name__
+        raise BridgeTypeError(
+            f"{where} expects an NNX module class, got an instance of {name}.\n"
+            f"An NNX module creates its variables eagerly, so the bridge must construct it "
+            f"itself, once, at Linen init.\n"
+            f"Fix: pass the class and its arguments instead of the instance:\n"
+            f"  linnx.to_linen({name}, *args, **kwargs)   # not to_linen({name}(..., rngs=...))"
+        )
+    if isinstance(nnx_class, nn.Module) or (
+        isinstance(nnx_class, type) and issubclass(nnx_class, nn.Module)
+    ):
+        raise BridgeTypeError(
+            f"{where} expects an NNX module class, got the Linen module "
+            f"{getattr(nnx_class, '__name__', type(nnx_class).__name__)}.\n"
+            f"Fix: use the Linen module directly inside Linen, or linnx.ToNNX to use it in NNX."
+        )
+    if not callable(nnx_class):
+        raise BridgeTypeError(
+            f"{where} expects an NNX module class (or a function returning an NNX module), "
+            f"got {type(nnx_class).__name__}."
+        )
+    if skip_rng:
+        return
+    try:
+        params = inspect.signature(nnx_class).parameters
+    except (TypeError, ValueError):
+        return
+    takes_rngs = "rngs" in params or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+    )
+    if not takes_rngs:
+        name = getattr(nnx_class, "__name__", repr(nnx_class))
+        raise BridgeTypeError(
+            f"{where}: {name}.__init__ takes no `rngs` argument, but the bridge passes "
+            f"rngs=nnx.Rngs(...) to it.\n"
+            f"Fix: pass skip_rng=True, e.g. linnx.ToLinen({name}, skip_rng=True), or add "
+            f"an `rngs: nnx.Rngs` parameter to {name}.__init__."
+        )
+
+
+class ToLinen(nn.Module):
+    """Wraps an NNX module class as a Linen module.
+
+    ``init`` constructs the NNX module once and returns its state as Linen variables: the
+    ``'nnx'`` collection holds ``{'graphdef': ...}`` (the static structure), and each variable
+    type gets its collection (``'params'`` for ``nnx.Param``...), every leaf boxed in an
+    :class:`NNXMeta`. ``apply`` rebuilds the module from those variables without calling its
+    constructor.
+
+    Attributes:
+        nnx_class: the NNX module class (not an instance), or a function returning a module.
+        args: positional arguments for ``nnx_class``.
+        kwargs: keyword arguments for ``nnx_class``.
+        skip_rng: True if ``nnx_class`` takes no ``rngs`` argument.
+        metadata_type: the ``AxisMetadata`` box for the variables, :class:`NNXMeta` by default.
+
+    Call keyword ``nnx_method`` runs another method of the NNX module; ``apply(...,
+    method='encode')`` does the same.
+
+    Example:
+        >>> import jax
+        >>> import linnx
+        >>> from flax import nnx
+        >>> model = linnx.ToLinen(nnx.Linear, args=(32, 64))
+        >>> x = jax.numpy.ones((1, 32))
+        >>> y, variables = model.init_with_output(jax.random.key(0), x)
+        >>> y.shape
+        (1, 64)
+        >>> variables['params']['kernel'].shape
+        (32, 64)
+        >>> list(variables.keys())
+        ['nnx', 'params']
+    """
+
+    nnx_class: Callable[..., nnx.Module]
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] = FrozenDict()
+    skip_rng: bool = False
+    metadata_type: type[meta.AxisMetadata] = NNXMeta
+
+    def __post_init__(self) -> None:
+        # Frozen containers keep the module hashable, like every Linen module (flax #4156).
+        if not isinstance(self.args, tuple):
+            object.__setattr__(self, "args", tuple(self.args))
+        if not isinstance(self.kwargs, FrozenDict):
+            object.__setattr__(self, "kwargs", FrozenDict(self.kwargs))
+        _check_nnx_class(self.nnx_class, self.skip_rng, f"{type(self).__name__}(nnx_class=...)")
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, *args: Any, nnx_method: str | None = None, **kwargs: Any) -> Any:
+        if self.has_variable("nnx", _GRAPHDEF):
+            module = self._rebuild()
+            with _rng_errors(self):
+                out = _resolve_method(module, nnx_method)(*args, **kwargs)
+            self._write_back(module)
+            return out
+        if not self.is_mutable_collection("nnx"):
+            raise _missing_graphdef(self)
+        return self._initialize(args, kwargs, nnx_method)
+
+    def __getattr__(self, name: str) -> Any:
+        # `apply(variables, x, method='encode')` and `model.encode(x)` reach NNX methods.
+        if not name.startswith("_") and callable(getattr(self.nnx_class, name, None)):
+            def method(*args, **kwargs):
+                return self(*args, nnx_method=name, **kwargs)
+
+            return method
+        return super().__getattr__(name)
+
+    # -- init --------------------------------------------------------------------------------
+
+    def _initialize(self, args: tuple, kwargs: dict, nnx_method: str | None) -> Any:
+        """Constructs the module, runs the forward pass, and stores the resulting state.
+
+        As in Linen, ``init`` returns the variables as the forward pass leaves them
+        (collections the pass changed come last). The rng state is the constructor's: the
+        pass draws keys that came from ``init``'s own rngs, so later calls start afresh.
+        """
+        module = self._construct()
+        graphdef, state = nnx.split(module)
+        constructed = nnx.to_flat_state(state).leaves
+        before = [var.get_value() for var in constructed]
+        with _rng_errors(self):
+            out = _resolve_method(module, nnx_method)(*args, **kwargs)
+        after_graphdef, after_state = nnx.split(module)
+        variables = nnx.to_flat_state(after_state).leaves
+        if after_graphdef != graphdef:
+            # The pass created or removed variables: only the new structure can be stored.
+            self._store(after_graphdef, after_state, variables)
+            return out
+        layout = _layout.layout_of(graphdef, state)
+        values, changed = [], set()
+        for slot, var, old in zip(layout, variables, before, strict=True):
+            if slot.stream is not None:
+                values.append(old)
+                continue
+            new = var.get_value()
+            if new is not old:
+                changed.add(slot.collection)
+            values.append(new)
+        self._store(graphdef, state, variables, values=values, last=changed)
+        return out
+
+    def _construct(self) -> nnx.Module:
+        kwargs = dict(self.kwargs)
+        if not self.skip_rng:
+            names = sorted(self.scope.rngs) if self.scope.rngs else []
+            kwargs["rngs"] = nnx.Rngs(**{name: self.make_rng(name) for name in names})
+        with nnx.use_eager_sharding(False), _rng_errors(self):
+            module = self.nnx_class(*self.args, **kwargs)
+        if not isinstance(module, nnx.Module):
+            raise BridgeTypeError(
+                f"ToLinen(nnx_class={_class_name(self)}) returned {type(module).__name__}, "
+                f"not an nnx.Module."
+            )
+        return module
+
+    def _store(
+        self,
+        graphdef: nnx.GraphDef,
+        state: nnx.State,
+        variables: list[nnx.Variable],
+        *,
+        values: list[Any] | None = None,
+        last: set[str] | frozenset[str] = frozenset(),
+    ) -> None:
+        layout = _layout.layout_of(graphdef, state)
+        self.put_variable("nnx", _GRAPHDEF, graphdef)
+        puts = list(_layout.to_collections(layout, variables, self.metadata_type, values=values))
+        puts.sort(key=lambda put: put[0] in last)
+        for collection, name, tree in puts:
+            self.put_variable(collection, name, constrain_to_mesh(tree))
+
+    # -- apply -------------------------------------------------------------------------------
+
+    def _rebuild(self) -> nnx.Module:
+        graphdef = self.get_variable("nnx", _GRAPHDEF)
+        layout = _layout.layout_of(graphdef)
+        leaves = _layout.gather(layout, self.variables, self._linen_rng)
+        with nnx.use_eager_sharding(False):
+            return nnx.graphlib.unflatten(graphdef, leaves)
+
+    def _linen_rng(self, stream: str) -> jax.Array | None:
+        """A Linen key for an NNX stream named in this call's rngs, else None."""
+        rngs = self.scope.rngs
+        if rngs and stream in rngs:
+            return self.make_rng(stream)
+        return None
+
+    def _write_back(self, module: nnx.Module) -> None:
+        old = self.get_variable("nnx", _GRAPHDEF)
+        graphdef, state = nnx.split(module)
+        if graphdef != old:
+            if not self.is_mutable_collection("nnx"):
+                raise _structure_changed(self)
+            self.put_variable("nnx", _GRAPHDEF, graphdef)
+        layout = _layout.layout_of(graphdef, state)
+        overridden = {s for s in _layout.streams_of(layout) if self._has_linen_rng(s)}
+        for collection, name, tree in _layout.to_collections(
+            layout, nnx.to_flat_state(state).leaves, self.metadata_type, skip_streams=overridden
+        ):
+            if self.is_mutable_collection(collection):
+                self.put_variable(collection, name, tree)
+
+    def _has_linen_rng(self, stream: str) -> bool:
+        rngs = self.scope.rngs
+        return bool(rngs) and stream in rngs
+
+
+def _resolve_method(module: nnx.Module, name: str | None) -> Callable[..., Any]:
+    if name is None:
+        return module
+    method = getattr(module, name, None)
+    if not callable(method):
+        raise UnknownMethodError(
+            f"method={name!r}: {type(module).__name__} has no method named {name!r}."
+        )
+    return method
+
+
+def _missing_graphdef(wrapper: ToLinen) -> LinnxError:
+    return StructureMismatchError.from_paths(
+        f"The variables of {type(wrapper).__name__}({_class_name(wrapper)})",
+        missing=[f"nnx/{_GRAPHDEF}"],
+        fix="pass the whole variables dict that `init` returned (including its 'nnx' "
+        "collection), e.g. model.apply(variables, x) rather than "
+        "model.apply({'params': variables['params']}, x).",
+    )
+
+
+def _structure_changed(wrapper: ToLinen) -> LinnxError:
+    return StructureMismatchError(
+        f"{_class_name(wrapper)} changed its structure (added or removed variables or "
+        f"submodules) during apply, and the 'nnx' collection is not mutable, so the change "
+        f"would be lost.\nFix: pass mutable=['nnx', ...] (or mutable=True) to apply and keep "
+        f"the returned 'nnx' collection."
+    )
+
+
+# What NNX says when a random layer finds no stream (`Rngs` lookup, `nnx.Dropout`).
+_NO_STREAM_MESSAGES = ("No RngStream named", "no `rngs` argument was provided")
+
+
+@contextlib.contextmanager
+def _rng_errors(wrapper: ToLinen) -> Iterator[None]:
+    try:
+        yield
+    except (KeyError, AttributeError, ValueError) as e:
+        if not any(m in str(e) for m in _NO_STREAM_MESSAGES):
+            raise
+        given = sorted(wrapper.scope.rngs) if wrapper.scope.rngs else []
+        raise RngStreamError(
+            f"{_class_name(wrapper)} needs an rng stream that Linen did not provide "
+            f"(rngs given: {given or 'none'}). NNX said: {e}\n"
+            f"Fix: pass the stream to init, e.g. model.init({{'params': key1, 'dropout': "
+            f"key2}}, x), or to apply, e.g. model.apply(variables, x, rngs={{'dropout': key}})."
+        ) from e
+
+
+def _class_name(wrapper: ToLinen) -> str:
+    return getattr(wrapper.nnx_class, "__name__", repr(wrapper.nnx_class))
+
+
+def to_linen(
+    nnx_class: Callable[..., nnx.Module], *args: Any, name: str | None = None, **kwargs: Any
+) -> ToLinen:
+    """Shortcut for ``ToLinen(nnx_class, args=args, kwargs=kwargs, name=name)``.
+
+    Args:
+        nnx_class: the NNX module class (not an instance).
+        *args: positional arguments for ``nnx_class``.
+        name: the Linen name of the module inside a parent (auto-named ``ToLinen_0`` if None).
+        **kwargs: keyword arguments for ``nnx_class``.
+
+    Returns:
+        A :class:`ToLinen` Linen module.
+
+    Example:
+        >>> import jax
+        >>> import linnx
+        >>> from flax import nnx
+        >>> model = linnx.to_linen(nnx.Linear, 4, out_features=2)
+        >>> model == linnx.ToLinen(nnx.Linear, args=(4,), kwargs={'out_features': 2})
+        True
+        >>> variables = model.init(jax.random.key(0), jax.numpy.ones((1, 4)))
+        >>> variables['params']['kernel'].value.shape
+        (4, 2)
+    """
+    return ToLinen(nnx_class, args=args, kwargs=FrozenDict(kwargs), name=name)
+
+
+def to_linen_class(
+    nnx_class: Callable[..., nnx.Module], **defaults: Any
+) -> type[ToLinen]:
+    """Returns a Linen module *class* wrapping ``nnx_class``, with default keyword arguments.
+
+    The class is a :class:`ToLinen` named after ``nnx_class`` (so a Linen parent auto-names
+    its instances ``Linear_0``...). Instantiate it with ``args=`` and ``kwargs=`` like
+    ``ToLinen``; its ``kwargs`` are merged over ``defaults``.
+
+    Args:
+        nnx_class: the NNX module class.
+        **defaults: keyword arguments passed to every instance.
+
+    Returns:
+        A subclass of :class:`ToLinen`.
+
+    Example:
+        >>> import jax
+        >>> import linnx
+        >>> from flax import nnx
+        >>> Linear = linnx.to_linen_class(nnx.Linear, use_bias=False)
+        >>> layer = Linear(args=(3, 2))
+        >>> sorted(layer.init(jax.random.key(0), jax.numpy.ones((1, 3)))['params'])
+        ['kernel']
+    """
+    # The rngs check waits for the instance, which may set skip_rng=True.
+    _check_nnx_class(nnx_class, True, "to_linen_class(nnx_class=...)")
+    frozen_defaults = FrozenDict(defaults)
+
+    class _Wrapped(ToLinen):
+        nnx_class: Callable[..., nnx.Module] = nnx_class
+
+        def __post_init__(self) -> None:
+            object.__setattr__(self, "kwargs", FrozenDict({**frozen_defaults, **self.kwargs}))
+            super().__post_init__()
+
+    _Wrapped.__name__ = _Wrapped.__qualname__ = getattr(nnx_class, "__name__", "ToLinen")
+    return _Wrapped
