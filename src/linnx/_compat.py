@@ -10,7 +10,7 @@ from typing import Any
 
 from flax import nnx
 
-__all__ = ["variable_with_sharding_names", "sharding_names_of"]
+__all__ = ["variable_with_sharding_names", "sharding_names_of", "can_update_in_place"]
 
 
 def variable_with_sharding_names(
@@ -38,3 +38,19 @@ def sharding_names_of(var: nnx.Variable) -> tuple | None:
     if names is None:
         names = metadata.get("sharding")
     return tuple(names) if names is not None else None
+
+
+def can_update_in_place(obj: nnx.Variable | nnx.Pytree) -> bool:
+    """Whether a variable or NNX module may be mutated at the current JAX trace level.
+
+    NNX refuses to mutate state created outside the innermost ``jax`` transform (for example
+    an ``nnx.Rngs`` count inside ``jax.jit(lambda x: model(x))``) and raises
+    ``TraceContextError``. The bridge checks first, so it can skip work it does not need or
+    raise a linnx error that says what to do. Flax 0.12 exposes the check only privately
+    (``Variable._can_update``, ``Pytree._pytree__state``); where they are missing, assume yes.
+    """
+    if isinstance(obj, nnx.Variable):
+        return bool(getattr(obj, "_can_update", True))
+    state = getattr(obj, "_pytree__state", None)
+    trace_state = getattr(state, "trace_state", None)
+    return trace_state is None or bool(trace_state.is_valid())

@@ -364,9 +364,10 @@ def to_linen_class(
     # The rngs check waits for the instance, which may set skip_rng=True.
     _check_nnx_class(nnx_class, True, "to_linen_class(nnx_class=...)")
     frozen_defaults = FrozenDict(defaults)
+    wrapped_class = nnx_class
 
     class _Wrapped(ToLinen):
-        nnx_class: Callable[..., nnx.Module] = nnx_class
+        nnx_class: Callable[..., nnx.Module] = wrapped_class
 
         def __post_init__(self) -> None:
             object.__setattr__(self, "kwargs", FrozenDict({**frozen_defaults, **self.kwargs}))
