@@ -1,0 +1,1 @@
+"""``linnx demo``: a Linen classifier moves into NNX while it keeps training."""
