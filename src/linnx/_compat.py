@@ -24,10 +24,17 @@ def variable_with_sharding_names(
     metadata dict because every public setter renames it. ``eager_sharding=False``: the
     variable carries the annotation only, whether or not a mesh is active; arrays are laid out
     by ``jax.jit`` with a sharding constraint, as the guide does (and as FLIP 4844 advises).
+
+    Two consequences of today's Flax: NNX code that rebuilds a variable from its metadata
+    through the constructor (``nnx.Optimizer`` does, for its state) gets Flax's
+    DeprecationWarning about the ``sharding`` key; and NNX's own axis transforms
+    (``nnx.vmap``/``nnx.scan`` with ``transform_metadata``) update ``out_sharding`` only, so
+    after them ``out_sharding`` (what ``nnx.get_partition_spec`` reads) is authoritative.
+    Following them would need metadata hooks, which Flax 0.12 deprecates.
     """
     metadata.setdefault("eager_sharding", False)
-    var = var_type(value, out_sharding=names, **metadata)
-    var._var_metadata["sharding"] = names
+    var = var_type(value, out_sharding=tuple(names), **metadata)
+    var._var_metadata["sharding"] = tuple(names)
     return var
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "BridgeTypeError",
     "NotInitializedError",
     "UnknownMethodError",
+    "AmbiguousNameError",
     "MutableCollectionError",
     "RegistryConflictError",
     "RngStreamError",
@@ -79,6 +80,25 @@ class UnknownMethodError(LinnxError, AttributeError):
         ... except linnx.UnknownMethodError as e:
         ...     print(str(e).splitlines()[0])
         method='encode': Dense has no method named 'encode'.
+    """
+
+
+class AmbiguousNameError(LinnxError, AttributeError):
+    """An attribute name of a bridged module names several variables, so it picks none.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import linnx
+        >>> from flax import linen as nn, nnx
+        >>> mlp = nn.Sequential([nn.Dense(3), nn.Dense(2)])
+        >>> model = linnx.ToNNX(mlp, rngs=nnx.Rngs(0)).lazy_init(jnp.ones((1, 3)))
+        >>> try:
+        ...     model.kernel
+        ... except linnx.LinnxError as e:
+        ...     print(type(e).__name__)
+        ...     print(str(e).splitlines()[0])
+        AmbiguousNameError
+        'kernel' is ambiguous on ToNNX(Sequential): it names params/layers_0/kernel, ...
     """
 
 

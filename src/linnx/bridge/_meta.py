@@ -63,6 +63,17 @@ class NNXMeta(struct.PyTreeNode, meta.AxisMetadata[A], Generic[A]):
     value: Any = struct.field(pytree_node=True)
     metadata: dict[str, Any] = struct.field(pytree_node=False)
 
+    def __post_init__(self) -> None:
+        # NNX 0.12 keeps partition names under `out_sharding` only (`nnx.with_partitioning`);
+        # the guide reads them as `metadata['sharding']`, so both keys are kept in step.
+        names = _names_of(self.metadata)
+        if names is not None and any(self.metadata.get(k) != names for k in _NAME_KEYS):
+            metadata = dict(self.metadata)
+            metadata["sharding"] = names
+            if "out_sharding" in metadata:
+                metadata["out_sharding"] = names
+            object.__setattr__(self, "metadata", metadata)
+
     def unbox(self) -> A:
         """Returns the boxed value itself (no recursive unboxing)."""
         return self.value

@@ -24,6 +24,8 @@ Policy (read this before changing anything here):
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from flax import nnx
 
@@ -37,6 +39,8 @@ __all__ = [
     "registered_pairs",
 ]
 
+V = TypeVar("V", bound=nnx.Variable)
+
 _lock = threading.RLock()
 _name_to_type: dict[str, type[nnx.Variable]] = {}
 _type_to_name: dict[type[nnx.Variable], str] = {}
@@ -47,12 +51,13 @@ _BUILTIN_PAIRS: tuple[tuple[str, type[nnx.Variable]], ...] = (
     ("batch_stats", nnx.BatchStat),
     ("intermediates", nnx.Intermediate),
     ("cache", nnx.Cache),
+    # Linen's `Module.perturb` writes to 'perturbations' (the name Flax's NNX registers too).
+    ("perturbations", nnx.Perturbation),
     ("LoRAParam", nnx.LoRAParam),
     ("RngKey", nnx.RngKey),
     ("RngCount", nnx.RngCount),
     ("RngState", nnx.RngState),
     ("OptState", nnx.OptState),
-    ("Perturbation", nnx.Perturbation),
 )
 
 
@@ -130,8 +135,40 @@ def register_variable_name_type_pair(
         _implicit_names.discard(name)
 
 
-#: Alias of :func:`register_variable_name_type_pair`, under the name Flax's NNX uses.
-register_variable_name = register_variable_name_type_pair
+def register_variable_name(
+    name: str, typ: type[V] | None = None, *, overwrite: bool = False
+) -> type[V] | Callable[[type[V]], type[V]]:
+    """:func:`register_variable_name_type_pair` under the name Flax's NNX uses today.
+
+    As in Flax, it returns the type, and without ``typ`` it is a class decorator.
+
+    Args:
+        name: the Linen collection name.
+        typ: the ``nnx.Variable`` subclass; omit it to decorate the class instead.
+        overwrite: as for :func:`register_variable_name_type_pair`.
+
+    Returns:
+        ``typ``, or a decorator that registers the class it decorates and returns it.
+
+    Raises:
+        RegistryConflictError: as for :func:`register_variable_name_type_pair`.
+
+    Example:
+        >>> import linnx
+        >>> from flax import nnx
+        >>> @linnx.register_variable_name('temperatures', overwrite=True)
+        ... class Temperature(nnx.Variable): pass
+        >>> linnx.variable_type_from_name('temperatures') is Temperature
+        True
+    """
+    if typ is None:
+        def decorator(cls: type[V]) -> type[V]:
+            register_variable_name_type_pair(name, cls, overwrite=overwrite)
+            return cls
+
+        return decorator
+    register_variable_name_type_pair(name, typ, overwrite=overwrite)
+    return typ
 
 
 def variable_type_from_name(name: str) -> type[nnx.Variable]:

@@ -20,12 +20,22 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator, Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["InitKeys", "init_keys", "call_keys", "restore_counts", "as_linen_rngs"]
+from .._compat import can_update_in_place
+
+__all__ = [
+    "CallKeys",
+    "InitKeys",
+    "init_keys",
+    "call_keys",
+    "restore_counts",
+    "per_call_keys",
+]
 
 # An arbitrary constant folded into keys that a stream hands to a second wrapper during the
 # same initialization pass; it only needs to differ from the small counts NNX uses.
@@ -105,42 +115,65 @@ def init_keys(rngs: nnx.Rngs | None) -> dict[str, jax.Array]:
         }
 
 
-def call_keys(rngs: nnx.Rngs | None) -> tuple[dict[str, jax.Array], list]:
+class CallKeys(NamedTuple):
+    """The Linen keys of one call, and what is needed to undo or explain them."""
+
+    keys: dict[str, jax.Array]
+    #: ``(count variable, count before)`` pairs, for :func:`restore_counts`.
+    drawn: list[tuple[nnx.Variable, jax.Array]]
+    #: Linen names of streams that could not advance at this trace level (see call_keys).
+    frozen: list[str]
+
+
+def call_keys(rngs: nnx.Rngs | None) -> CallKeys:
     """Draws one key per stream for a Linen call.
 
-    Returns the keys and the counts as they were before, for :func:`restore_counts` to undo
-    the draws if the call fails.
+    A stream whose count cannot change at the current trace level (the module is used inside
+    ``jax.jit``/``jax.eval_shape``... of a function that closes over it, instead of an NNX
+    transform it is passed to) is left out instead of failing: most modules need no keys
+    at all, and a module that does gets a :class:`RngStreamError` that says so, rather than
+    a key that silently repeats on every call (pitfalls #5 and #11).
     """
+    keys: dict[str, jax.Array] = {}
+    drawn, frozen = [], []
     if rngs is None:
-        return {}, []
-    keys, before = {}, []
+        return CallKeys(keys, drawn, frozen)
     for linen_name, stream in _linen_streams(rngs):
-        before.append((stream.count, stream.count[...]))
+        if not can_update_in_place(stream.count):
+            frozen.append(linen_name)
+            continue
+        drawn.append((stream.count, stream.count[...]))
         keys[linen_name] = stream()
-    return keys, before
+    return CallKeys(keys, drawn, frozen)
 
 
-def restore_counts(before: list) -> None:
-    for count_var, value in before:
+def restore_counts(drawn: list) -> None:
+    """Puts the counts drawn by :func:`call_keys` back as they were."""
+    for count_var, value in drawn:
         count_var[...] = value
 
 
-def as_linen_rngs(rngs: object, argname: str = "rngs") -> dict[str, jax.Array] | None:
-    """Normalizes a per-call ``rngs=`` argument: ``nnx.Rngs``, a key, an int seed, or a dict."""
+def per_call_keys(rngs: object, *, init: bool, argname: str = "rngs") -> CallKeys:
+    """Normalizes a per-call ``rngs=`` argument: ``nnx.Rngs``, a key, an int seed, or a dict.
+
+    An ``nnx.Rngs`` is read like the module's own (raw keys for initialization, fresh draws
+    for a call); a dict's ``'default'`` entry serves as ``'params'`` as for ``nnx.Rngs``.
+    """
     from .._errors import BridgeTypeError
 
-    if rngs is None:
-        return None
     if isinstance(rngs, nnx.Rngs):
-        return call_keys(rngs)[0]
+        return CallKeys(init_keys(rngs), [], []) if init else call_keys(rngs)
     if isinstance(rngs, Mapping):
-        return {
+        keys = {
             name: jax.random.key(v) if isinstance(v, int) else v for name, v in rngs.items()
         }
-    if isinstance(rngs, int):
-        return {"params": jax.random.key(rngs)}
+        if "default" in keys and "params" not in keys:
+            keys["params"] = keys.pop("default")
+        return CallKeys(keys, [], [])
+    if isinstance(rngs, int) and not isinstance(rngs, bool):
+        return CallKeys({"params": jax.random.key(rngs)}, [], [])
     if isinstance(rngs, jax.Array):
-        return {"params": rngs}
+        return CallKeys({"params": rngs}, [], [])
     raise BridgeTypeError(
         f"{argname}={rngs!r}: expected an nnx.Rngs, a jax.random.key, an int seed, or a dict "
         f"of stream name -> key, e.g. {argname}={{'dropout': jax.random.key(1)}}."

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -33,7 +34,7 @@ from .._errors import (
     StructureMismatchError,
     UnknownMethodError,
 )
-from . import _layout
+from . import _layout, _rngs
 from ._meta import NNXMeta
 from ._sharding import constrain_to_mesh
 
@@ -67,8 +68,11 @@ def _check_nnx_class(nnx_class: Any, skip_rng: bool, where: str) -> None:
         )
     if skip_rng:
         return
+    # For a class, read `__init__`: `inspect.signature(cls)` reports the `(*args, **kwargs)`
+    # of NNX's metaclass `__call__`, which would hide a missing `rngs`.
+    target = nnx_class.__init__ if isinstance(nnx_class, type) else nnx_class
     try:
-        params = inspect.signature(nnx_class).parameters
+        params = inspect.signature(target).parameters
     except (TypeError, ValueError):
         return
     takes_rngs = "rngs" in params or any(
@@ -135,9 +139,9 @@ class ToLinen(nn.Module):
 
     @nn.compact
     def __call__(self, *args: Any, nnx_method: str | None = None, **kwargs: Any) -> Any:
-        if self.has_variable("nnx", _GRAPHDEF):
+        if self.has_variable("nnx", _GRAPHDEF) and not self._scan_init():
             module = self._rebuild()
-            with _rng_errors(self):
+            with _rng_errors(self), _outside_linen():
                 out = _resolve_method(module, nnx_method)(*args, **kwargs)
             self._write_back(module)
             return out
@@ -147,12 +151,24 @@ class ToLinen(nn.Module):
 
     def __getattr__(self, name: str) -> Any:
         # `apply(variables, x, method='encode')` and `model.encode(x)` reach NNX methods.
+        # A bound method, not a closure over `self`: Linen's `apply` unbinds a method given
+        # by name (`__func__`) and calls it on the bound clone of this module.
         if not name.startswith("_") and callable(getattr(self.nnx_class, name, None)):
-            def method(*args, **kwargs):
-                return self(*args, nnx_method=name, **kwargs)
+            def method(module: ToLinen, *args: Any, **kwargs: Any) -> Any:
+                return module(*args, nnx_method=name, **kwargs)
 
-            return method
+            return types.MethodType(method, self)
         return super().__getattr__(name)
+
+    def _scan_init(self) -> bool:
+        """Init under ``nn.scan(..., variable_broadcast='nnx')``: Linen's broadcast pre-pass
+        stored the graphdef, but the scanned collections are still empty and mutable."""
+        if not self.is_initializing():
+            return False
+        layout = _layout.layout_of(self.get_variable("nnx", _GRAPHDEF))
+        missing = [s for s in layout if s.stream is None
+                   and not self.has_variable(s.collection, s.path[0])]
+        return bool(missing) and all(self.is_mutable_collection(s.collection) for s in missing)
 
     # -- init --------------------------------------------------------------------------------
 
@@ -162,18 +178,38 @@ class ToLinen(nn.Module):
         As in Linen, ``init`` returns the variables as the forward pass leaves them
         (collections the pass changed come last). The rng state is the constructor's: the
         pass draws keys that came from ``init``'s own rngs, so later calls start afresh.
+
+        The pass runs as a ``lazy_init`` pass, so a ``ToNNX`` inside the NNX module creates
+        its Linen variables here, as Linen's ``init`` would.
         """
         module = self._construct()
         graphdef, state = nnx.split(module)
-        constructed = nnx.to_flat_state(state).leaves
-        before = [var.get_value() for var in constructed]
-        with _rng_errors(self):
+        flat = nnx.to_flat_state(state)
+        before = [var.get_value() for var in flat.leaves]
+        rng_before = {
+            path: value
+            for (path, var), value in zip(flat, before, strict=True)
+            if isinstance(var, _layout.RNG_STATE_TYPES)
+        }
+        with (
+            nnx.use_eager_sharding(False),
+            _rng_errors(self),
+            _rngs.initialization_pass(),
+            _outside_linen(),
+        ):
             out = _resolve_method(module, nnx_method)(*args, **kwargs)
         after_graphdef, after_state = nnx.split(module)
-        variables = nnx.to_flat_state(after_state).leaves
+        after_flat = nnx.to_flat_state(after_state)
+        variables = after_flat.leaves
         if after_graphdef != graphdef:
             # The pass created or removed variables: only the new structure can be stored.
-            self._store(after_graphdef, after_state, variables)
+            # Every variable is new or changed then, except the rng state, kept as built.
+            values = [
+                rng_before.get(path, var.get_value())
+                if isinstance(var, _layout.RNG_STATE_TYPES) else var.get_value()
+                for path, var in after_flat
+            ]
+            self._store(after_graphdef, after_state, variables, values=values)
             return out
         layout = _layout.layout_of(graphdef, state)
         values, changed = [], set()
@@ -193,7 +229,7 @@ class ToLinen(nn.Module):
         if not self.skip_rng:
             names = sorted(self.scope.rngs) if self.scope.rngs else []
             kwargs["rngs"] = nnx.Rngs(**{name: self.make_rng(name) for name in names})
-        with nnx.use_eager_sharding(False), _rng_errors(self):
+        with nnx.use_eager_sharding(False), _rng_errors(self), _outside_linen():
             module = self.nnx_class(*self.args, **kwargs)
         if not isinstance(module, nnx.Module):
             raise BridgeTypeError(
@@ -212,7 +248,10 @@ class ToLinen(nn.Module):
         last: set[str] | frozenset[str] = frozenset(),
     ) -> None:
         layout = _layout.layout_of(graphdef, state)
-        self.put_variable("nnx", _GRAPHDEF, graphdef)
+        if not self.has_variable("nnx", _GRAPHDEF) or (
+            self.get_variable("nnx", _GRAPHDEF) != graphdef
+        ):
+            self.put_variable("nnx", _GRAPHDEF, graphdef)
         puts = list(_layout.to_collections(layout, variables, self.metadata_type, values=values))
         puts.sort(key=lambda put: put[0] in last)
         for collection, name, tree in puts:
@@ -252,6 +291,24 @@ class ToLinen(nn.Module):
     def _has_linen_rng(self, stream: str) -> bool:
         rngs = self.scope.rngs
         return bool(rngs) and stream in rngs
+
+
+@contextlib.contextmanager
+def _outside_linen() -> Iterator[None]:
+    """Runs NNX code as if no Linen module were being defined.
+
+    A Linen module created while a Linen method runs attaches itself, as a submodule, to that
+    method's module (Linen reads its private ``_context.module_stack``). NNX code inside a
+    ``ToLinen`` that creates a Linen module (``linnx.ToNNX(nn.Dense(3), rngs=rngs)``) must
+    get a free-standing module instead, as outside Linen: pushing ``None`` on that stack is
+    what Linen's own top-level context holds. Flax exposes no public switch for this.
+    """
+    stack = nn.module._context.module_stack
+    stack.append(None)
+    try:
+        yield
+    finally:
+        stack.pop()
 
 
 def _resolve_method(module: nnx.Module, name: str | None) -> Callable[..., Any]:

@@ -13,8 +13,10 @@ Initialization is lazy, as in Linen: the first call made under :func:`lazy_init`
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import inspect
+import re
+import types
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -22,15 +24,20 @@ import flax.errors
 import jax
 from flax import linen as nn
 from flax import nnx
+from flax.core import DenyList
+from flax.core.meta import AxisMetadata
 
+from .._compat import can_update_in_place
 from .._errors import (
+    AmbiguousNameError,
     BridgeTypeError,
     MutableCollectionError,
     NotInitializedError,
+    RngStreamError,
     UnknownMethodError,
 )
 from . import _rngs
-from ._variables import is_variable, to_linen_values, to_nnx_tree
+from ._variables import is_variable, path_str, to_linen_values, to_nnx_tree
 
 __all__ = ["ToNNX", "lazy_init"]
 
@@ -43,9 +50,33 @@ _RESERVED = frozenset({"module", "rngs", "linen_collections", "lazy_init"})
 _NOT_INITIALIZED = (
     "{name} has no variables yet: it was called before initialization.\n"
     "Fix: create them with a sample input first, as Linen's `init` would:\n"
-    "  model = linnx.lazy_init(model, x)       # or: model.lazy_init(x)\n"
+    "  model = linnx.lazy_init({call}, x)       # or: model.lazy_init(x)\n"
     "lazy_init also works on an NNX module that contains this ToNNX anywhere inside it.\n"
+    "Detail: {cause}"
+)
+
+_MISSING_VARIABLES = (
+    "{name} lacks variables that this call needs: its initialization did not create them "
+    "(for instance it ran through another method).\n"
+    "Fix: create the missing ones with a sample input; existing variables are kept:\n"
+    "  linnx.lazy_init({call}, x)\n"
     "Linen said: {cause}"
+)
+
+_IMMUTABLE = (
+    "{name} writes the collection {collection!r}, which this call did not mark mutable.\n"
+    "Fix: pass it, e.g. model(x, mutable=[{collection!r}]) (or mutable=True for all); the "
+    "new values are written back into the module.\n"
+    "Linen said: {cause}"
+)
+
+_FROZEN = (
+    "{name} cannot store the collections this call updated ({what}): they belong to an "
+    "outer JAX trace. This happens when a JAX transform such as jax.jit, jax.grad or "
+    "jax.vmap closes over the module instead of receiving it.\n"
+    "Fix: use the NNX transform (nnx.jit, nnx.grad, nnx.vmap...) and pass the module as an "
+    "argument, or pass its state explicitly with nnx.split / nnx.merge; or call without "
+    "`mutable` to leave the module unchanged."
 )
 
 _NOT_INIT_ERRORS = (
@@ -128,21 +159,46 @@ class ToNNX(nnx.Module):
 
     # -- variables -------------------------------------------------------------------------
 
+    def _collection(self, name: str) -> Any:
+        """One collection's tree of variables; None when the user deleted the attribute."""
+        return vars(self).get(name)
+
     def _linen_variables(self) -> dict[str, Any]:
-        return {c: to_linen_values(getattr(self, c)) for c in self.linen_collections}
+        # A collection deleted by the user (`del model.intermediates`, to start sowing afresh)
+        # is simply absent, as it would be from a Linen variables dict.
+        return {
+            c: to_linen_values(tree)
+            for c in self.linen_collections
+            if (tree := self._collection(c)) is not None
+        }
+
+    def _check_writable(self, collections: dict[str, Any]) -> None:
+        """Raises before anything is written if some update could not be stored."""
+        for name in collections:
+            if name in _RESERVED or name.startswith("__") or hasattr(ToNNX, name):
+                raise BridgeTypeError(
+                    f"{_module_name(self.module)} writes a Linen collection named {name!r}, "
+                    f"which is the name of a ToNNX attribute or method.\n"
+                    f"Fix: rename the collection in the Linen module."
+                )
+        frozen = [
+            f"{name}/{path_str(path)}"
+            for name in collections
+            for path, var in _flatten(self._collection(name))
+            if not can_update_in_place(var)
+        ]
+        if not can_update_in_place(self):
+            frozen.insert(0, "the module itself")
+        if frozen:
+            raise MutableCollectionError(_FROZEN.format(
+                name=f"ToNNX({_module_name(self.module)})", what=", ".join(frozen[:3])
+                + (", ..." if len(frozen) > 3 else ""),
+            ))
 
     def _store(self, collections: dict[str, Any]) -> None:
         """Writes Linen collections into the module, reusing existing variables."""
-        for name in collections:
-            if name in _RESERVED:
-                raise BridgeTypeError(
-                    f"{_module_name(self.module)} writes a Linen collection named {name!r}, "
-                    f"which is the name of a ToNNX attribute.\n"
-                    f"Fix: rename the collection in the Linen module."
-                )
         converted = {
-            name: to_nnx_tree(name, tree, getattr(self, name, None) if name in
-                              self.linen_collections else None)
+            name: to_nnx_tree(name, tree, self._collection(name))
             for name, tree in collections.items()
         }
         for name, tree in converted.items():
@@ -161,7 +217,7 @@ class ToNNX(nnx.Module):
                 f"method={method!r}: expected the name of a method of "
                 f"{_module_name(self.module)} or a function, got {type(method).__name__}."
             )
-        if not callable(getattr(type(self.module), method, None)):
+        if not _is_linen_method(self.module, method):
             raise UnknownMethodError(
                 f"method={method!r}: {_module_name(self.module)} has no method named "
                 f"{method!r}.\nAvailable methods: {', '.join(_public_methods(self.module))}."
@@ -180,55 +236,77 @@ class ToNNX(nnx.Module):
 
         Args:
             *args: positional arguments of the Linen method.
-            rngs: keys for this call only (an ``nnx.Rngs``, a key, or a dict of stream name ->
-                key); by default keys are drawn from the module's own ``rngs``.
+            rngs: keys for this call only (an ``nnx.Rngs``, a key, an int seed, or a dict of
+                stream name -> key); by default keys are drawn from the module's own ``rngs``.
             method: the Linen method to run, by name or as a function; ``__call__`` if None.
             mutable: collections the call may change (``True`` for all), as in Linen's
-                ``apply``. Their new values are written back into this module.
+                ``apply``. Their new values are written back into this module, including
+                collections that did not exist before (a decoding ``cache``).
             **kwargs: keyword arguments of the Linen method.
 
         Returns:
-            What the Linen method returns.
+            What the Linen method returns (without the updated collections, which are
+            written back instead).
 
         Raises:
-            NotInitializedError: the variables have not been created yet.
+            NotInitializedError: the variables this call needs have not been created yet.
             UnknownMethodError: ``method`` names no method of the Linen module.
-            MutableCollectionError: a collection named in ``mutable`` was never written.
+            MutableCollectionError: a collection named in ``mutable`` was never written, the
+                module writes a collection missing from ``mutable``, or the new values cannot
+                be stored at this trace level.
+            RngStreamError: the module needs an rng stream it was not given.
         """
         method = self._resolve_method(method)
-        if _rngs.in_initialization_pass() and not self.linen_collections:
-            return self._initialize(args, kwargs, method, rngs)
-        keys, drawn = (
-            (_rngs.as_linen_rngs(rngs), []) if rngs is not None else _rngs.call_keys(self.rngs)
+        if _rngs.in_initialization_pass():
+            if not self.linen_collections:
+                return self._initialize(args, kwargs, method, rngs)
+            return self._complete(args, kwargs, method, rngs)
+        keys = (
+            _rngs.per_call_keys(rngs, init=False) if rngs is not None
+            else _rngs.call_keys(self.rngs)
         )
         try:
-            out = self._apply(args, kwargs, method, keys, mutable)
+            out, updates = self._apply(args, kwargs, method, keys, mutable)
+            if updates:
+                self._check_writable(updates)
+                self._store(updates)
         except BaseException:
-            _rngs.restore_counts(drawn)
+            # A failed call changes nothing: neither variables nor rng counts.
+            _rngs.restore_counts(keys.drawn)
             raise
-        if mutable is False:
-            return out
-        out, updates = out
-        self._store(updates)
         return out
 
-    def _apply(self, args, kwargs, method, keys, mutable):
+    def _apply(self, args, kwargs, method, keys: _rngs.CallKeys, mutable):
+        """Runs Linen's ``apply``; returns the output and the updated collections."""
+        name = f"ToNNX({_module_name(self.module)})"
+        initialized = bool(self.linen_collections)
         try:
             result = self.module.apply(
-                self._linen_variables(), *args, rngs=keys or None, method=method,
+                self._linen_variables(), *args, rngs=keys.keys or None, method=method,
                 mutable=mutable, **kwargs,
             )
         except _NOT_INIT_ERRORS as e:
-            if self.linen_collections:
-                raise
+            template = _MISSING_VARIABLES if initialized else _NOT_INITIALIZED
             raise NotInitializedError(
-                _NOT_INITIALIZED.format(name=f"ToNNX({_module_name(self.module)})", cause=e)
+                template.format(name=name, cause=e, call=_call_text(method))
             ) from e
+        except flax.errors.ModifyScopeVariableError as e:
+            raise MutableCollectionError(_IMMUTABLE.format(
+                name=name, cause=e, collection=_collection_in(str(e)) or "...",
+            )) from e
         except flax.errors.InvalidRngError as e:
-            raise _rngs_error(self, e) from e
+            raise _rngs_error(self, e, keys.frozen) from e
         if mutable is False:
-            return result
+            return result, {}
         out, updates = result
+        updates = dict(updates)
+        if not initialized and "params" in updates:
+            # Linen creates missing params when 'params' is mutable; only lazy_init may.
+            raise NotInitializedError(_NOT_INITIALIZED.format(
+                name=name, call=_call_text(method),
+                cause=f"Linen would create the params in this call (mutable={mutable!r}), "
+                f"from call keys instead of init keys.",
+            ))
         if mutable is not True:
             requested = [mutable] if isinstance(mutable, str) else list(mutable)
             never = [c for c in requested if c not in updates]
@@ -240,17 +318,56 @@ class ToNNX(nnx.Module):
                     f"in this call: {sorted(updates)}.\n"
                     f"Fix: check the spelling, or leave {never[0]!r} out of `mutable`."
                 )
-        return out, dict(updates)
+        return out, updates
 
     def _initialize(self, args, kwargs, method, rngs):
-        keys = _rngs.as_linen_rngs(rngs) if rngs is not None else _rngs.init_keys(self.rngs)
+        keys = (
+            _rngs.per_call_keys(rngs, init=True).keys if rngs is not None
+            else _rngs.init_keys(self.rngs)
+        )
         try:
             out, variables = self.module.init_with_output(
                 keys, *args, method=method, **kwargs
             )
         except flax.errors.InvalidRngError as e:
-            raise _rngs_error(self, e) from e
-        self._store(dict(variables))
+            raise _rngs_error(self, e, []) from e
+        variables = dict(variables)
+        self._check_writable(variables)
+        self._store(variables)
+        return out
+
+    def _complete(self, args, kwargs, method, rngs):
+        """An initialization pass met a wrapper that already has variables.
+
+        It runs the forward pass on the stored variables and only *adds* what this call
+        creates and the module lacks (params of a method not initialized yet); existing
+        variables and rng counts stay as they were, so ``lazy_init`` may run again, and on a
+        tree where some wrappers are initialized. Collections are mutable here as in Linen's
+        ``init`` (``intermediates`` excepted), so modules that update state while running
+        (BatchNorm in training, counters) do not fail; those updates are dropped.
+        """
+        keys = (
+            _rngs.per_call_keys(rngs, init=True).keys if rngs is not None
+            else _rngs.init_keys(self.rngs)
+        )
+        try:
+            out, updates = self.module.apply(
+                self._linen_variables(), *args, rngs=keys or None, method=method,
+                mutable=DenyList("intermediates"), **kwargs,
+            )
+        except flax.errors.InvalidRngError as e:
+            raise _rngs_error(self, e, []) from e
+        current = self._linen_variables()
+        added = {}
+        for name, tree in dict(updates).items():
+            if name not in current:
+                added[name] = tree
+            elif _new_paths(tree, current[name]):
+                # Keep every existing value; take only the leaves that are new.
+                added[name] = _overlay(tree, current[name])
+        if added:
+            self._check_writable(added)
+            self._store(added)
         return out
 
     def lazy_init(self: M, *args: Any, **kwargs: Any) -> M:
@@ -277,29 +394,80 @@ class ToNNX(nnx.Module):
             collections = object.__getattribute__(self, "linen_collections")
         except AttributeError:
             raise AttributeError(name) from None
-        if callable(getattr(type(module), name, None)) and not hasattr(nn.Module, name):
-            return functools.partial(self.__call__, method=name)
+        if _is_linen_method(module, name):
+            return types.MethodType(_bound_linen_method(name), self)
         found = []
         for collection in collections:
-            tree = object.__getattribute__(self, collection)
+            tree = vars(self).get(collection)
             found += [(collection, path) for path, _ in _flatten(tree) if path[-1:] == (name,)]
         if len(found) == 1:
             collection, path = found[0]
-            node = object.__getattribute__(self, collection)
+            node = vars(self)[collection]
             for key in path:
                 node = node[key]
             return node
         if found:
             where = ", ".join(f"{c}/{'/'.join(map(str, p))}" for c, p in found)
-            raise AttributeError(
+            raise AmbiguousNameError(
                 f"{name!r} is ambiguous on ToNNX({_module_name(module)}): it names {where}.\n"
                 f"Fix: index the collection, e.g. model.{found[0][0]}"
                 + "".join(f"[{k!r}]" for k in found[0][1])
             )
-        raise AttributeError(
+        hint = ""
+        if name in _field_names(module):
+            hint = f"\nIt is a field of the Linen module: read it as model.module.{name}."
+        raise UnknownMethodError(
             f"'ToNNX' object has no attribute {name!r}: it is neither a method of "
-            f"{_module_name(module)} nor a variable name in {list(collections)}."
+            f"{_module_name(module)} nor a variable name in {list(collections)}.{hint}"
         )
+
+
+def _bound_linen_method(name: str) -> Callable[..., Any]:
+    def method(self: ToNNX, *args: Any, **kwargs: Any) -> Any:
+        return self(*args, method=name, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+def _field_names(module: nn.Module) -> set[str]:
+    return {f.name for f in dataclasses.fields(module)}
+
+
+def _is_linen_method(module: nn.Module, name: str) -> bool:
+    """A method the wrapped class defines: not a field (``w_init``), not Linen's own API."""
+    if name in _field_names(module) or (hasattr(nn.Module, name) and name != "__call__"):
+        return False
+    return callable(getattr(type(module), name, None))
+
+
+def _call_text(method: str | Callable | None) -> str:
+    if isinstance(method, str) and method != "__call__":
+        return f"model.{method}"
+    return "model"
+
+
+def _collection_in(message: str) -> str | None:
+    match = re.search(r'collection "([^"]+)"', message)
+    return match.group(1) if match else None
+
+
+def _new_paths(tree: Any, existing: Any) -> bool:
+    have = {p for p, _ in jax.tree_util.tree_flatten_with_path(existing)[0]}
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_box)[0]
+    return any(p not in have for p, _ in flat)
+
+
+def _overlay(tree: Any, existing: Any) -> Any:
+    """``tree`` with the value of ``existing`` at every path that ``existing`` has."""
+    have = dict(jax.tree_util.tree_flatten_with_path(existing)[0])
+    return jax.tree_util.tree_map_with_path(
+        lambda p, leaf: have.get(p, leaf), tree, is_leaf=_is_box
+    )
+
+
+def _is_box(x: Any) -> bool:
+    return isinstance(x, AxisMetadata)
 
 
 def _flatten(tree: Any) -> list[tuple[tuple, Any]]:
@@ -311,19 +479,26 @@ def _flatten(tree: Any) -> list[tuple[tuple, Any]]:
 
 
 def _public_methods(module: nn.Module) -> list[str]:
-    base = set(dir(nn.Module))
     return sorted(
-        n for n, v in inspect.getmembers(type(module), callable)
-        if not n.startswith("_") and n not in base
+        n for n, _ in inspect.getmembers(type(module), callable)
+        if not n.startswith("_") and _is_linen_method(module, n)
     ) or ["__call__"]
 
 
-def _rngs_error(wrapper: ToNNX, cause: Exception):
-    from .._errors import RngStreamError
-
+def _rngs_error(wrapper: ToNNX, cause: Exception, frozen: list[str]) -> RngStreamError:
+    name = f"ToNNX({_module_name(wrapper.module)})"
+    if frozen:
+        return RngStreamError(
+            f"{name} needs an rng stream that cannot advance here: {cause}\n"
+            f"The streams {frozen} belong to an outer JAX trace: a JAX transform such as "
+            f"jax.jit or jax.eval_shape closes over the module instead of receiving it, so "
+            f"drawing a key (which counts the draw) is impossible.\n"
+            f"Fix: use the NNX transform (nnx.jit...) and pass the module as an argument, or "
+            f"give this call its own keys, e.g. model(x, rngs={{'dropout': key}})."
+        )
     have = sorted(wrapper.rngs) if wrapper.rngs is not None else []
     return RngStreamError(
-        f"ToNNX({_module_name(wrapper.module)}) needs an rng stream it was not given: {cause}\n"
+        f"{name} needs an rng stream it was not given: {cause}\n"
         f"Streams available: {have or 'none (rngs=None)'}.\n"
         f"Fix: create the wrapper with rngs=nnx.Rngs(0) (a default stream serves every name), "
         f"or name the stream, e.g. rngs=nnx.Rngs(params=0, dropout=1)."

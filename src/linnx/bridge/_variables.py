@@ -19,6 +19,7 @@ from flax.core import meta
 from .._compat import variable_with_sharding_names
 from ._meta import NNXMeta
 from ._registry import variable_type_from_name
+from ._sharding import logical_to_mesh_names
 
 __all__ = ["to_nnx_tree", "to_linen_values", "path_str", "is_variable"]
 
@@ -49,8 +50,14 @@ def new_variable(collection: str, leaf: Any) -> nnx.Variable:
         return leaf.to_nnx_variable()
     var_type = variable_type_from_name(collection)
     if isinstance(leaf, nn.LogicallyPartitioned):
-        extra = {"sharding_rules": tuple(leaf.rules)} if leaf.rules else {}
-        return variable_with_sharding_names(var_type, leaf.value, tuple(leaf.names), **extra)
+        # Logical names become mesh axes with the box's rules or those of the active
+        # `nn.logical_axis_rules` context, so `variable.sharding` and `nnx.get_partition_spec`
+        # name mesh axes; the logical names are kept as `logical_sharding`. Without any rules
+        # the logical names stay, for NNX to map later under its own rules.
+        logical = tuple(leaf.names)
+        names = logical_to_mesh_names(logical, leaf.rules)
+        extra = {"logical_sharding": logical} if names != logical else {}
+        return variable_with_sharding_names(var_type, leaf.value, names, **extra)
     if isinstance(leaf, nn.Partitioned):
         return variable_with_sharding_names(var_type, leaf.value, tuple(leaf.names))
     if _is_box(leaf):
