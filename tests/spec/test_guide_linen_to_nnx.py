@@ -59,8 +59,6 @@ class LinenDot(nn.Module):
         return x @ w
 
 
-# The guide assigns `.value`; today's Flax deprecates the setter (not filtered project-wide).
-@pytest.mark.filterwarnings("ignore:'.value' setter is now deprecated:DeprecationWarning")
 def test_basics_lazy_init_and_call(capsys):
     x = jax.random.normal(jax.random.key(42), (4, 32))
     model = bridge.ToNNX(LinenDot(64), rngs=nnx.Rngs(0))  # => `model = LinenDot(64)` in Linen

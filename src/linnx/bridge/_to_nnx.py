@@ -4,11 +4,18 @@ Design. A ``ToNNX`` holds the Linen module instance (static), an ``nnx.Rngs`` an
 per Linen collection: the collection's nested dict with ``nnx.Variable`` leaves. A call
 rebuilds the plain Linen variables dict from those attributes (no copies: the leaves are the
 same arrays), runs ``module.apply`` and, for ``mutable`` collections, writes the result back
-into the existing variables. Everything that can fail runs before anything is written, so a
-failed call leaves the module as it was.
+into the existing variables. Everything that can fail runs before anything is written, and
+the rng draws of a failed call are given back, so a failed call leaves the module as it was.
 
 Initialization is lazy, as in Linen: the first call made under :func:`lazy_init` runs
-``module.init`` instead of ``apply``.
+``module.init`` instead of ``apply``. A wrapper that already has variables runs ``apply`` in
+that pass and only adds what is missing (the params of another method), so ``lazy_init`` is
+safe to repeat and works on partly initialized trees.
+
+Under a JAX transform that closes over the module (``jax.jit(lambda x: model(x))``), NNX state
+of the outer trace cannot change: streams that cannot advance are left out (a module that
+needs one gets an :class:`RngStreamError`), and writing ``mutable`` collections back raises a
+:class:`MutableCollectionError` before anything changes.
 """
 
 from __future__ import annotations
@@ -76,7 +83,7 @@ _FROZEN = (
     "jax.vmap closes over the module instead of receiving it.\n"
     "Fix: use the NNX transform (nnx.jit, nnx.grad, nnx.vmap...) and pass the module as an "
     "argument, or pass its state explicitly with nnx.split / nnx.merge; or call without "
-    "`mutable` to leave the module unchanged."
+    "`mutable` to leave the module unchanged (run lazy_init outside such transforms)."
 )
 
 _NOT_INIT_ERRORS = (
@@ -172,8 +179,7 @@ class ToNNX(nnx.Module):
             if (tree := self._collection(c)) is not None
         }
 
-    def _check_writable(self, collections: dict[str, Any]) -> None:
-        """Raises before anything is written if some update could not be stored."""
+    def _check_names(self, collections: dict[str, Any]) -> None:
         for name in collections:
             if name in _RESERVED or name.startswith("__") or hasattr(ToNNX, name):
                 raise BridgeTypeError(
@@ -181,6 +187,10 @@ class ToNNX(nnx.Module):
                     f"which is the name of a ToNNX attribute or method.\n"
                     f"Fix: rename the collection in the Linen module."
                 )
+
+    def _check_writable(self, collections: dict[str, Any]) -> None:
+        """Raises before anything is written if some update could not be stored."""
+        self._check_names(collections)
         frozen = [
             f"{name}/{path_str(path)}"
             for name in collections
@@ -197,6 +207,7 @@ class ToNNX(nnx.Module):
 
     def _store(self, collections: dict[str, Any]) -> None:
         """Writes Linen collections into the module, reusing existing variables."""
+        self._check_names(collections)
         converted = {
             name: to_nnx_tree(name, tree, self._collection(name))
             for name, tree in collections.items()
@@ -307,7 +318,7 @@ class ToNNX(nnx.Module):
                 cause=f"Linen would create the params in this call (mutable={mutable!r}), "
                 f"from call keys instead of init keys.",
             ))
-        if mutable is not True:
+        if isinstance(mutable, (str, Sequence)):  # not True, nor a filter like DenyList
             requested = [mutable] if isinstance(mutable, str) else list(mutable)
             never = [c for c in requested if c not in updates]
             if never:
