@@ -5,6 +5,7 @@
 Linen), :class:`NNXMeta`, and the collection <-> variable type registry.
 """
 
+from ._errors import AmbiguousNameError as AmbiguousNameError
 from ._errors import BridgeTypeError as BridgeTypeError
 from ._errors import LinnxError as LinnxError
 from ._errors import MutableCollectionError as MutableCollectionError
@@ -24,5 +25,11 @@ from .bridge import to_linen as to_linen
 from .bridge import to_linen_class as to_linen_class
 from .bridge import variable_name_from_type as variable_name_from_type
 from .bridge import variable_type_from_name as variable_type_from_name
+from .module import Functional as Functional
+from .module import Module as Module
+from .module import ModuleDefinitionError as ModuleDefinitionError
+from .module import NameInUseError as NameInUseError
+from .module import compact as compact
+from .module import functional as functional
 
 __version__ = "0.1.0"
