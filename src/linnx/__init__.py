@@ -33,3 +33,12 @@ from .module import compact as compact
 from .module import functional as functional
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `linnx.migrate` imports Orbax; load it on first use so `import linnx` stays light.
+    if name == "migrate":
+        import importlib
+
+        return importlib.import_module(".migrate", __name__)
+    raise AttributeError(f"module 'linnx' has no attribute {name!r}")

@@ -1,0 +1,421 @@
+"""Pairing units of two recorded models: compatibility, order alignment, leftovers.
+
+Why an alignment and not a name map: a hand port renames almost everything (``Dense_0`` ->
+``linear``) but keeps the computation, so the *sequence* of layer calls is the stable part.
+Both sequences (units in first-call order) are aligned like two strings, where two units may be
+paired when their kinds agree (``Dense`` ~ ``Linear``) and their variables pair up by name and
+shape. A stacked unit (run sliced under ``nn.scan`` or ``nnx.vmap``/``nnx.scan``) may also
+stand for ``K`` consecutive repetitions of a pattern on the other side: that pairing stacks or
+unstacks the variables.
+
+The alignment maximizes an integer score (structure first, then a coarse name similarity as a
+tie-breaker). When two different alignments reach the best score and place some unit
+differently, the pairing is ambiguous and :class:`AmbiguousPairingError` is raised instead of
+picking one. Units never called during the trace (so with no order) are paired afterwards when
+exactly one candidate fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flax import nnx
+
+from ..bridge import registered_pairs
+from ._paths import similarity
+from ._record import Unit, VarInfo
+
+__all__ = ["Compat", "VarMatch", "UnitMatch", "Item", "make_items", "align", "match_leftovers"]
+
+_BUILTIN_COLLECTIONS = frozenset(
+    {"params", "batch_stats", "intermediates", "cache", "LoRAParam", "RngKey", "RngCount",
+     "RngState", "OptState", "perturbations"}
+)  # fmt: skip
+
+# Plus a 0..10 name-similarity bonus; a mismatched pair also gets up to 440 for closeness.
+_FULL, _PARTIAL, _MISMATCHED = 3000, 2000, 50
+
+Shape = tuple[int, ...]
+ShapeFn = Callable[[VarInfo], Shape]
+
+
+def _norm(name: str) -> str:
+    return name.replace("_", "").lower().rstrip("s")
+
+
+class Compat:
+    """Whether a Linen collection may hold the values of an NNX variable type (0 = never)."""
+
+    def __init__(self) -> None:
+        self.pairs = registered_pairs()
+        self.builtin_types = tuple(
+            t for c, t in self.pairs.items() if c in _BUILTIN_COLLECTIONS and t is not None
+        )
+        self._cache: dict[tuple[str, type], int] = {}
+
+    def __call__(self, collection: str, typ: type | None) -> int:
+        if typ is None:
+            return 0
+        key = (collection, typ)
+        if key not in self._cache:
+            self._cache[key] = self._score(collection, typ)
+        return self._cache[key]
+
+    def _score(self, collection: str, typ: type) -> int:
+        registered = self.pairs.get(collection)
+        if registered is typ:
+            return 3
+        if registered is not None and issubclass(typ, registered):
+            return 2
+        if _norm(collection) == _norm(typ.__name__):
+            return 2
+        if collection in _BUILTIN_COLLECTIONS or issubclass(typ, self.builtin_types):
+            return 0
+        if issubclass(typ, nnx.Variable) and any(
+            t is typ and c != typ.__name__ for c, t in self.pairs.items()
+        ):
+            return 0  # explicitly registered under another collection
+        return 1
+
+
+@dataclass
+class VarMatch:
+    """A Linen leaf (or several, for stacking) paired with one NNX variable."""
+
+    linen: tuple[VarInfo, ...]
+    nnx: VarInfo
+    layout: str = "copy"  # copy | stack | unstack | moveaxis
+    linen_axis: int | None = None
+    nnx_axis: int | None = None
+    index: int | None = None
+    mismatch: bool = False  # same name, different (per-slice) shape
+
+
+@dataclass
+class UnitMatch:
+    score: int
+    vars: list[VarMatch] = field(default_factory=list)
+    linen_units: tuple[Unit, ...] = ()
+    nnx_units: tuple[Unit, ...] = ()
+
+
+def pair_vars(
+    lvars: Sequence[VarInfo],
+    nvars: Sequence[VarInfo],
+    lshape: ShapeFn,
+    nshape: ShapeFn,
+    compat: Compat,
+) -> tuple[list[tuple[VarInfo, VarInfo]], list[tuple[VarInfo, VarInfo]], int, int]:
+    """Pairs variables of two units: same name first, then unique (collection, shape)."""
+    pairs, mism = [], []
+    free = list(nvars)
+    deferred = []
+    for lv in lvars:
+        same = [nv for nv in free if nv.rel == lv.rel and compat(lv.collection, nv.var_type)]
+        if len(same) == 1:
+            nv = same[0]
+            free.remove(nv)
+            (pairs if lshape(lv) == nshape(nv) else mism).append((lv, nv))
+        else:
+            deferred.append(lv)
+
+    def fits(lv: VarInfo, nv: VarInfo) -> bool:
+        return bool(compat(lv.collection, nv.var_type)) and lshape(lv) == nshape(nv)
+
+    left = 0
+    for lv in deferred:
+        cands = [nv for nv in free if fits(lv, nv)]
+        if len(cands) == 1 and not any(o is not lv and fits(o, cands[0]) for o in deferred):
+            free.remove(cands[0])
+            pairs.append((lv, cands[0]))
+        else:
+            left += 1
+    return pairs, mism, left, len(free)
+
+
+def _stored(v: VarInfo) -> Shape:
+    return v.shape
+
+
+def _sliced(v: VarInfo) -> Shape:
+    return v.per_call_shape()
+
+
+def match_units(
+    lu: Unit, nu: Unit, lshape: ShapeFn, nshape: ShapeFn, compat: Compat
+) -> UnitMatch | None:
+    """Scores a Linen unit against an NNX unit; ``None`` when they cannot be the same layer."""
+    if lu.kind and nu.kind and lu.kind != nu.kind:
+        return None
+    pairs, mism, lleft, nleft = pair_vars(lu.vars, nu.vars, lshape, nshape, compat)
+    if not pairs and not mism:
+        return None
+    # A pairing with a shape mismatch scores far below a clean one: it exists so that a wrong
+    # layer size is reported as a mismatch, but it must never outweigh a clean pairing (or
+    # many mismatched pairings could tie with fewer clean ones in the alignment).
+    structure = _MISMATCHED if mism else (_PARTIAL if lleft or nleft else _FULL)
+    if mism:  # among wrong sizes, prefer the closest: same rank, most dimensions in common
+        close = sum(
+            (len(a) == len(b)) + sum(x == y for x, y in zip(a, b, strict=False))
+            for a, b in ((lshape(lv), nshape(nv)) for lv, nv in mism)
+        )
+        structure += 11 * min(close, 40)
+    match = UnitMatch(structure + similarity(lu.alias, path_of(nu)), [], (lu,), (nu,))
+    match.vars = [VarMatch((lv,), nv) for lv, nv in pairs]
+    match.vars += [VarMatch((lv,), nv, mismatch=True) for lv, nv in mism]
+    return match
+
+
+def path_of(unit: Unit) -> str:
+    return "/".join(str(k) for k in unit.path)
+
+
+@dataclass
+class Item:
+    """One step of a side's call sequence: a unit, or a group of stacked units."""
+
+    units: list[Unit]
+    stack: tuple[int, int] | None = None
+
+    @property
+    def order(self) -> int:
+        return min(u.order for u in self.units if u.order is not None)
+
+    @property
+    def name(self) -> str:
+        return ", ".join(u.name for u in self.units)
+
+
+def _stack_root(unit: Unit, units: Sequence[Unit]) -> tuple:
+    """The shallowest ancestor under which every unit is stacked the same way as ``unit``."""
+    for n in range(len(unit.path) + 1):
+        anc = unit.path[:n]
+        if not anc and unit.path:
+            continue  # the model itself is not a transform boundary; its children may be
+        under = [u for u in units if u.path[:n] == anc]
+        if all(u.stack == unit.stack for u in under):
+            return anc
+    return unit.path
+
+
+def make_items(units: Sequence[Unit]) -> tuple[list[Item], list[Unit]]:
+    """Called units as a sequence of items (stacked ones grouped), and the never-called units."""
+    called = [u for u in units if u.order is not None]
+    uncalled = [u for u in units if u.order is None]
+    groups: dict[tuple, list[Unit]] = {}
+    items: list[Item] = []
+    for u in called:
+        if u.stack is None:
+            items.append(Item([u]))
+        else:
+            groups.setdefault((_stack_root(u, called), u.stack), []).append(u)
+    for (_, stack), members in groups.items():
+        items.append(Item(sorted(members, key=lambda u: u.order), stack))
+    items.sort(key=lambda it: it.order)
+    return items, uncalled
+
+
+def _group_vs_run(
+    group: Item, run: Sequence[Item], compat: Compat, group_is_nnx: bool
+) -> UnitMatch | None:
+    """A stacked group against ``K * m`` plain units of the other side, pattern by pattern."""
+    length, axis = group.stack
+    m = len(group.units)
+    total = UnitMatch(0)
+    collected: dict[int, list[tuple[int, VarMatch]]] = {}
+    for k in range(length):
+        for r, gu in enumerate(group.units):
+            other = run[k * m + r].units[0]
+            if group_is_nnx:
+                um = match_units(other, gu, _stored, _sliced, compat)
+            else:
+                um = match_units(gu, other, _sliced, _stored, compat)
+            if um is None:
+                return None
+            total.score += um.score
+            total.linen_units += um.linen_units
+            total.nnx_units += um.nnx_units
+            for vm in um.vars:
+                if group_is_nnx:
+                    collected.setdefault(id(vm.nnx), []).append((k, vm))
+                else:
+                    total.vars.append(
+                        VarMatch(vm.linen, vm.nnx, "unstack", axis, None, k, vm.mismatch)
+                    )
+    if group_is_nnx:
+        for slices in collected.values():
+            if [k for k, _ in slices] != list(range(length)):
+                continue  # some slice has no source: the NNX variable stays unfilled
+            first = slices[0][1]
+            total.vars.append(
+                VarMatch(
+                    tuple(vm.linen[0] for _, vm in slices),
+                    first.nnx,
+                    "stack",
+                    None,
+                    axis,
+                    None,
+                    any(vm.mismatch for _, vm in slices),
+                )
+            )
+    return total
+
+
+def _group_vs_group(li: Item, ni: Item, compat: Compat) -> UnitMatch | None:
+    if li.stack[0] != ni.stack[0] or len(li.units) != len(ni.units):
+        return None
+    total = UnitMatch(0)
+    for lu, nu in zip(li.units, ni.units, strict=True):
+        um = match_units(lu, nu, _sliced, _sliced, compat)
+        if um is None:
+            return None
+        total.score += um.score
+        total.linen_units += um.linen_units
+        total.nnx_units += um.nnx_units
+        for vm in um.vars:
+            if li.stack[1] == ni.stack[1]:
+                total.vars.append(VarMatch(vm.linen, vm.nnx, mismatch=vm.mismatch))
+            else:
+                total.vars.append(
+                    VarMatch(vm.linen, vm.nnx, "moveaxis", li.stack[1], ni.stack[1], None,
+                             vm.mismatch)
+                )  # fmt: skip
+    return total
+
+
+def _edges(li: list[Item], ni: list[Item], compat: Compat) -> Callable:
+    def edges(i: int, j: int) -> list[tuple[int, int, int, UnitMatch]]:
+        out = []
+        if i >= len(li) or j >= len(ni):
+            return out
+        a, b = li[i], ni[j]
+        if a.stack is None and b.stack is None:
+            um = match_units(a.units[0], b.units[0], _stored, _stored, compat)
+            if um is not None:
+                out.append((i + 1, j + 1, um.score, um))
+        elif a.stack is not None and b.stack is not None:
+            um = _group_vs_group(a, b, compat)
+            if um is not None:
+                out.append((i + 1, j + 1, um.score, um))
+        if b.stack is not None:
+            n = b.stack[0] * len(b.units)
+            run = li[i : i + n]
+            if len(run) == n and all(x.stack is None for x in run):
+                um = _group_vs_run(b, run, compat, group_is_nnx=True)
+                if um is not None:
+                    out.append((i + n, j + 1, um.score, um))
+        if a.stack is not None:
+            n = a.stack[0] * len(a.units)
+            run = ni[j : j + n]
+            if len(run) == n and all(x.stack is None for x in run):
+                um = _group_vs_run(a, run, compat, group_is_nnx=False)
+                if um is not None:
+                    out.append((i + 1, j + n, um.score, um))
+        return out
+
+    return edges
+
+
+def align(
+    li: list[Item], ni: list[Item], compat: Compat
+) -> tuple[list[UnitMatch], dict[int, set], dict[int, set]]:
+    """Best order-preserving pairing of two item sequences.
+
+    Returns the chosen matches and, per Linen and per NNX item index, the set of placements
+    that some best alignment gives it (more than one means the pairing is ambiguous).
+    """
+    a, b = len(li), len(ni)
+    edge_fn = _edges(li, ni, compat)
+    table: dict[tuple[int, int], list[tuple[int, int, int, Any]]] = {}
+    for i in range(a + 1):
+        for j in range(b + 1):
+            es: list[tuple[int, int, int, Any]] = []
+            if i < a:
+                es.append((i + 1, j, 0, None))
+            if j < b:
+                es.append((i, j + 1, 0, None))
+            es.extend(edge_fn(i, j))
+            table[(i, j)] = es
+    neg = -(10**18)
+    best = [[neg] * (b + 1) for _ in range(a + 1)]  # best score from (i, j) to the end
+    best[a][b] = 0
+    for i in range(a, -1, -1):
+        for j in range(b, -1, -1):
+            for i2, j2, s, _ in table[(i, j)]:
+                best[i][j] = max(best[i][j], s + best[i2][j2])
+    reach = [[neg] * (b + 1) for _ in range(a + 1)]  # best score from the start to (i, j)
+    reach[0][0] = 0
+    for i in range(a + 1):
+        for j in range(b + 1):
+            if reach[i][j] == neg:
+                continue
+            for i2, j2, s, _ in table[(i, j)]:
+                reach[i2][j2] = max(reach[i2][j2], reach[i][j] + s)
+    total = best[0][0]
+    l_opts: dict[int, set] = {}
+    n_opts: dict[int, set] = {}
+    for (i, j), es in table.items():
+        if reach[i][j] == neg or reach[i][j] + best[i][j] != total:
+            continue
+        for i2, j2, s, um in es:
+            if reach[i][j] + s + best[i2][j2] != total:
+                continue
+            if um is None:
+                if i2 > i:
+                    l_opts.setdefault(i, set()).add(None)
+                else:
+                    n_opts.setdefault(j, set()).add(None)
+                continue
+            for x in range(i, i2):
+                l_opts.setdefault(x, set()).add((j, x - i))
+            for y in range(j, j2):
+                n_opts.setdefault(y, set()).add((i, y - j))
+    chosen = []
+    i = j = 0
+    while (i, j) != (a, b):
+        options = [e for e in table[(i, j)] if e[2] + best[e[0]][e[1]] == best[i][j]]
+        i2, j2, _, um = max(options, key=lambda e: e[3] is not None)
+        if um is not None:
+            chosen.append(um)
+        i, j = i2, j2
+    return chosen, l_opts, n_opts
+
+
+def match_leftovers(
+    lunits: list[Unit], nunits: list[Unit], compat: Compat
+) -> tuple[list[UnitMatch], dict[str, list[str]]]:
+    """Pairs units the alignment left over when exactly one candidate fits best, both ways."""
+    cands: dict[tuple[int, int], UnitMatch] = {}
+    for x, lu in enumerate(lunits):
+        for y, nu in enumerate(nunits):
+            um = match_units(lu, nu, _stored, _stored, compat)
+            if um is not None:
+                cands[(x, y)] = um
+    free_l, free_n = set(range(len(lunits))), set(range(len(nunits)))
+    chosen = []
+    changed = True
+    while changed:
+        changed = False
+        for x in sorted(free_l):
+            scores = {y: cands[(x, y)].score for y in free_n if (x, y) in cands}
+            if not scores:
+                continue
+            top = max(scores.values())
+            tops = [y for y, s in scores.items() if s == top]
+            if len(tops) != 1:
+                continue
+            y = tops[0]
+            rivals = [cands[(x2, y)].score for x2 in free_l if (x2, y) in cands]
+            if max(rivals) == top and rivals.count(top) == 1:
+                chosen.append(cands[(x, y)])
+                free_l.discard(x)
+                free_n.discard(y)
+                changed = True
+    ambiguous = {}
+    for x in sorted(free_l):
+        ys = [y for y in free_n if (x, y) in cands]
+        if ys:
+            ambiguous[lunits[x].name] = sorted(nunits[y].name for y in ys)
+    return chosen, ambiguous

@@ -1,0 +1,264 @@
+"""``linnx migrate-weights``: a Linen Orbax checkpoint into a hand-ported NNX model, verified.
+
+Steps: read the checkpoint, build both models from their factories, match them on the sample
+inputs (the plan is printed as a table), copy the weights (and the optimizer state with
+``--tx``), verify outputs and BatchNorm statistics, and save the NNX checkpoint. Nothing is
+written when verification fails (exit code 1); a migration that cannot be done (missing or
+unused weights, shape mismatches, ambiguous pairing) exits with code 2 and the error's list of
+key paths.
+
+JAX and Flax are imported inside :func:`run`, so ``linnx migrate-weights --help`` stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import Any
+
+__all__ = ["add_arguments", "run"]
+
+EXIT_OK, EXIT_VERIFY_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+class _UsageError(Exception):
+    pass
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declares the options of ``linnx migrate-weights``."""
+    parser.add_argument("src", metavar="SRC_CKPT", help="Linen Orbax checkpoint directory")
+    parser.add_argument("dst", metavar="DST_CKPT", help="NNX checkpoint directory to write")
+    parser.add_argument(
+        "--linen", required=True, metavar="MODULE:FACTORY",
+        help="a Linen module instance, or a function returning one (called without arguments)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--nnx", required=True, metavar="MODULE:FACTORY",
+        help="an NNX model instance, or a function returning one (called without arguments)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sample", required=True, action="append", metavar="SHAPE[:DTYPE]",
+        help="a sample input, e.g. 8,32,32,3:float32 (repeat for several inputs)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rename", action="append", default=[], metavar="OLD=NEW",
+        help="pair a Linen path fragment with an NNX one, e.g. Dense_0=linear (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--linen-kwargs",
+        default="{}",
+        metavar="JSON",
+        help="Linen call arguments in eval mode, e.g. '{\"train\": false}'",
+    )
+    parser.add_argument("--nnx-kwargs", default="{}", metavar="JSON", help="NNX call arguments")
+    parser.add_argument(
+        "--linen-train-kwargs",
+        default=None,
+        metavar="JSON",
+        help="Linen call arguments in train mode (default: flags flipped)",
+    )
+    parser.add_argument(
+        "--tx",
+        default=None,
+        metavar="MODULE:FACTORY",
+        help="optax transformation: also migrate a TrainState's optimizer state",
+    )
+    parser.add_argument(
+        "--allow-missing",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="NNX variable paths that may keep their initial values",
+    )
+    parser.add_argument(
+        "--allow-unused",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="Linen leaf paths that may be dropped",
+    )
+    parser.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance")
+    parser.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance")
+    parser.add_argument(
+        "--no-train-check",
+        action="store_true",
+        help="compare eval mode only (skip the BatchNorm statistics check)",
+    )
+    parser.add_argument("--no-verify", action="store_true", help="save without verifying")
+    parser.add_argument("--overwrite", action="store_true", help="replace DST_CKPT if it exists")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random sample inputs")
+
+
+def _load(spec: str, what: str) -> Any:
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise _UsageError(f"--{what} {spec!r}: expected MODULE:FACTORY, e.g. mymodels:make_model")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as err:
+        raise _UsageError(f"--{what} {spec!r}: cannot import {module_name!r}: {err}") from err
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise _UsageError(f"--{what} {spec!r}: {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _instance(spec: str, what: str, base: type) -> Any:
+    obj = _load(spec, what)
+    if isinstance(obj, base):
+        return obj
+    if not callable(obj):
+        raise _UsageError(f"--{what} {spec!r}: {obj!r} is neither a model nor a factory")
+    made = obj()
+    if not isinstance(made, base):
+        raise _UsageError(
+            f"--{what} {spec!r}: the factory returned {type(made).__name__}, expected a "
+            f"{base.__module__}.{base.__name__}"
+        )
+    return made
+
+
+def _samples(specs: list[str], seed: int) -> list[Any]:
+    import jax
+    import jax.numpy as jnp
+
+    out = []
+    key = jax.random.key(seed)
+    for spec in specs:
+        shape_s, _, dtype_s = spec.partition(":")
+        try:
+            shape = tuple(int(d) for d in shape_s.replace("x", ",").split(",") if d.strip())
+            dtype = jnp.dtype(dtype_s or "float32")
+        except (TypeError, ValueError) as err:
+            raise _UsageError(f"--sample {spec!r}: expected SHAPE[:DTYPE], e.g. 2,28,28,1") from err
+        key, sub = jax.random.split(key)
+        if jnp.issubdtype(dtype, jnp.floating):
+            out.append(jax.random.normal(sub, shape, dtype))
+        elif jnp.issubdtype(dtype, jnp.integer):
+            out.append(jax.random.randint(sub, shape, 0, 2, dtype))
+        else:
+            out.append(jnp.zeros(shape, dtype))
+    return out
+
+
+def _json(text: str | None, flag: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise _UsageError(f"{flag} {text!r}: not valid JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise _UsageError(f"{flag} {text!r}: expected a JSON object")
+    return value
+
+
+def _renames(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            raise _UsageError(f"--rename {item!r}: expected OLD=NEW, e.g. Dense_0=linear")
+        out[old] = new
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``linnx migrate-weights``; returns the exit code."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from .._errors import LinnxError
+
+    steps = ["read", "build", "match", "transfer", "verify", "save"]
+    bar = tqdm(total=len(steps), desc="migrate-weights", unit="step", file=sys.stderr)
+
+    def step(name: str) -> None:
+        bar.set_postfix_str(name)
+
+    def say(text: str) -> None:
+        tqdm.write(text, file=sys.stdout)
+
+    try:
+        if Path(args.dst).exists() and not args.overwrite:
+            raise _UsageError(f"{args.dst!r} already exists; pass --overwrite to replace it")
+        renames = _renames(args.rename)
+        linen_kwargs = _json(args.linen_kwargs, "--linen-kwargs") or {}
+        nnx_kwargs = _json(args.nnx_kwargs, "--nnx-kwargs") or {}
+        linen_train_kwargs = _json(args.linen_train_kwargs, "--linen-train-kwargs")
+
+        from flax import linen as nn
+        from flax import nnx
+
+        from . import _checkpoint, _plan, _verify
+
+        step("read")
+        ckpt = _checkpoint.read_linen_checkpoint(args.src)
+        bar.update()
+        step("build")
+        linen_module = _instance(args.linen, "linen", nn.Module)
+        nnx_model = _instance(args.nnx, "nnx", nnx.Module)
+        samples = _samples(args.sample, args.seed)
+        optimizer = None
+        if args.tx is not None:
+            tx = _load(args.tx, "tx")
+            tx = tx() if not hasattr(tx, "init") else tx
+            if ckpt.opt_state is None:
+                raise _UsageError(f"--tx: {args.src!r} holds no optimizer state")
+            optimizer = nnx.Optimizer(nnx_model, tx, wrt=nnx.Param)
+        bar.update()
+        step("match")
+        plan = _plan.match(
+            linen_module, nnx_model, *samples, linen_kwargs=linen_kwargs,
+            nnx_kwargs=nnx_kwargs, rename=renames or None,
+        )  # fmt: skip
+        say(str(plan))
+        bar.update()
+        step("transfer")
+        _checkpoint.linen_checkpoint_to_nnx(
+            ckpt, nnx_model, plan, optimizer=optimizer,
+            allow_missing=args.allow_missing, allow_unused=args.allow_unused,
+        )  # fmt: skip
+        if ckpt.opt_state is not None and optimizer is None:
+            say("Note: the checkpoint's optimizer state was not migrated (pass --tx).")
+        bar.update()
+        step("verify")
+        report = None
+        if not args.no_verify:
+            report = _verify.verify(
+                linen_module, ckpt.variables, nnx_model, *samples, linen_kwargs=linen_kwargs,
+                nnx_kwargs=nnx_kwargs, plan=plan, train=not args.no_train_check,
+                linen_train_kwargs=linen_train_kwargs, atol=args.atol, rtol=args.rtol,
+            )  # fmt: skip
+            say(str(report))
+        bar.update()
+        if report is not None and not report.ok:
+            bar.close()
+            print(f"error: verification failed; {args.dst!r} was not written.", file=sys.stderr)
+            return EXIT_VERIFY_FAILED
+        step("save")
+        _checkpoint.save_nnx_checkpoint(
+            args.dst, nnx_model, optimizer=optimizer, overwrite=args.overwrite,
+            metadata={
+                "source": str(Path(args.src).resolve()), "linen": args.linen, "nnx": args.nnx,
+                "plan": plan.to_dict(),
+                "verified": None if report is None else {
+                    "ok": report.ok, "max_abs": report.max_abs, "max_rel": report.max_rel},
+            },
+        )  # fmt: skip
+        bar.update()
+        bar.close()
+        say(f"Saved the NNX checkpoint to {args.dst}")
+        return EXIT_OK
+    except (_UsageError, LinnxError) as err:
+        bar.close()
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,161 @@
+"""The errors that weight migration raises.
+
+Every class derives from :class:`linnx.LinnxError`. The three "the trees do not fit" errors
+(:class:`MissingWeightsError`, :class:`UnusedWeightsError`, :class:`ShapeMismatchError`) also
+derive from :class:`linnx.StructureMismatchError`, so their key paths are available as the
+``missing`` / ``unexpected`` / ``mismatched`` attributes as well as in the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from .._errors import LinnxError, StructureMismatchError
+
+__all__ = [
+    "MigrationError",
+    "MissingWeightsError",
+    "UnusedWeightsError",
+    "ShapeMismatchError",
+    "AmbiguousPairingError",
+    "RenameError",
+    "TraceError",
+    "VerificationError",
+    "CheckpointError",
+]
+
+_PUBLIC_MODULE = "linnx.migrate"
+
+
+class MigrationError(LinnxError):
+    """Base class of the errors raised by :mod:`linnx.migrate`.
+
+    Example:
+        >>> import linnx
+        >>> from linnx import migrate
+        >>> issubclass(migrate.MissingWeightsError, migrate.MigrationError)
+        True
+        >>> issubclass(migrate.MigrationError, linnx.LinnxError)
+        True
+    """
+
+
+class MissingWeightsError(MigrationError, StructureMismatchError):
+    """Some NNX variables would keep their initial values: nothing in the source fills them.
+
+    ``missing`` lists the NNX variable paths (``'block/linear/kernel'``).
+
+    Example:
+        >>> from linnx import migrate
+        >>> e = migrate.MissingWeightsError.from_paths(
+        ...     'NNX variables', missing=['linear/bias'], fix='pass allow_missing=...')
+        >>> e.missing
+        ('linear/bias',)
+    """
+
+
+class UnusedWeightsError(MigrationError, StructureMismatchError):
+    """Some source leaves would be dropped: no NNX variable takes them.
+
+    ``unexpected`` lists the source leaf paths (``'params/Dense_0/bias'``).
+
+    Example:
+        >>> from linnx import migrate
+        >>> e = migrate.UnusedWeightsError.from_paths(
+        ...     'Linen variables', unexpected=['params/Dense_1/kernel'], fix='...')
+        >>> e.unexpected
+        ('params/Dense_1/kernel',)
+    """
+
+
+class ShapeMismatchError(MigrationError, StructureMismatchError):
+    """A paired Linen leaf and NNX variable differ in shape or dtype.
+
+    ``mismatched`` holds ``(path, expected, actual)`` triples.
+
+    Example:
+        >>> from linnx import migrate
+        >>> e = migrate.ShapeMismatchError.from_paths(
+        ...     'weights', mismatched=[('params/Dense_0/kernel -> linear/kernel',
+        ...                             '(4, 6) float32', '(4, 5) float32')], fix='...')
+        >>> len(e.mismatched)
+        1
+    """
+
+
+class AmbiguousPairingError(MigrationError, ValueError):
+    """Several pairings explain the two models equally well; linnx will not guess.
+
+    Attributes:
+        candidates: for each Linen module path that could not be placed, the NNX module paths
+            it could pair with (``None`` stands for "left unpaired").
+
+    Example:
+        >>> from linnx import migrate
+        >>> e = migrate.AmbiguousPairingError('two choices', candidates={'Dense_0': ['a', 'b']})
+        >>> e.candidates
+        {'Dense_0': ('a', 'b')}
+    """
+
+    def __init__(self, message: str, *, candidates: Mapping[str, Sequence[str | None]] = ()):
+        super().__init__(message)
+        self.candidates = {k: tuple(v) for k, v in dict(candidates).items()}
+
+
+class RenameError(MigrationError, ValueError):
+    """A ``rename=`` rule is malformed or matches no Linen path.
+
+    Example:
+        >>> from linnx import migrate
+        >>> issubclass(migrate.RenameError, ValueError)
+        True
+    """
+
+
+class TraceError(MigrationError, RuntimeError):
+    """A model could not be run abstractly on the sample inputs.
+
+    The original exception is chained as ``__cause__``.
+
+    Example:
+        >>> from linnx import migrate
+        >>> issubclass(migrate.TraceError, RuntimeError)
+        True
+    """
+
+
+class VerificationError(MigrationError, RuntimeError):
+    """The migrated NNX model does not reproduce the Linen model's outputs.
+
+    Raised by :meth:`VerifyReport.raise_for_failure`.
+
+    Example:
+        >>> from linnx import migrate
+        >>> issubclass(migrate.VerificationError, migrate.MigrationError)
+        True
+    """
+
+
+class CheckpointError(MigrationError, ValueError):
+    """A checkpoint directory has an unknown layout, or the destination is unusable.
+
+    Example:
+        >>> from linnx import migrate
+        >>> issubclass(migrate.CheckpointError, ValueError)
+        True
+    """
+
+
+for _cls in (
+    MigrationError,
+    MissingWeightsError,
+    UnusedWeightsError,
+    ShapeMismatchError,
+    AmbiguousPairingError,
+    RenameError,
+    TraceError,
+    VerificationError,
+    CheckpointError,
+):
+    _cls.__module__ = _PUBLIC_MODULE
+del _cls

@@ -1,0 +1,337 @@
+"""Moving values along a plan: Linen variables into an NNX model, and back.
+
+Both directions check everything before they write anything: a refused transfer leaves the
+NNX model untouched. "Everything" means every NNX variable that would keep its initial value
+(the MaxText #4566 lesson: a missed weight silently stays at its random init) and every Linen
+leaf that would be dropped, each listed by key path, unless named in ``allow_missing=`` /
+``allow_unused=``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final, TypeVar
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from flax.core import meta
+
+from .._errors import StructureMismatchError
+from ._errors import MissingWeightsError, ShapeMismatchError, UnusedWeightsError
+from ._paths import flatten_mapping, matches_any, path_str, patterns, unflatten_mapping
+from ._plan import Pair, Plan, _desc
+from ._record import EXCLUDED_NNX_TYPES
+
+__all__ = [
+    "linen_to_nnx",
+    "nnx_to_linen",
+    "to_nnx_value",
+    "to_linen_value",
+    "check_problems",
+]
+
+M = TypeVar("M", bound=nnx.Module)
+Patterns = str | Iterable[str] | None
+
+MSG_MISSING: Final = (
+    "{n} NNX variable(s) would keep their initial values: no Linen leaf fills them.\n"
+    "  missing ({n}): {paths}\n"
+    "{hint}"
+    "Fix: pair them by passing rename={{'<Linen path>': '<NNX path>'}} to match(...), or, if "
+    "keeping the initial values is intended, pass allow_missing={allow!r}."
+)
+MSG_UNUSED: Final = (
+    "{n} Linen leaf/leaves would be dropped: no NNX variable takes them.\n"
+    "  unexpected ({n}): {paths}\n"
+    "Fix: add the layer to the NNX model or pair it by passing rename={{'<Linen path>': "
+    "'<NNX path>'}} to match(...); to drop them on purpose, pass allow_unused={allow!r}."
+)
+MSG_MISMATCH: Final = (
+    "{n} paired leaf/leaves differ in shape or dtype:\n"
+    "{lines}\n"
+    "Fix: build the NNX model with the Linen model's sizes (e.g. nnx.Linear(in, out) with "
+    "the Linen kernel's shape), or correct a wrong pairing with rename={{...}} in match(...). "
+    "For dtype-only differences pass cast=True."
+)
+MSG_NNX_MISSING_FROM_LINEN: Final = (
+    "{n} Linen leaf/leaves cannot be produced: no NNX variable holds them.\n"
+    "  missing ({n}): {paths}\n"
+    "Fix: add the variables to the NNX model, or pass allow_missing={allow!r} and supply "
+    "them yourself before linen_module.apply."
+)
+MSG_NNX_DROPPED: Final = (
+    "{n} NNX variable(s) have no place in the Linen variables and would be dropped.\n"
+    "  unexpected ({n}): {paths}\n"
+    "Fix: pair them in match(...) with rename=, or pass allow_unused={allow!r}."
+)
+
+
+def _shorten(paths: Sequence[str], limit: int = 40) -> str:
+    shown = ", ".join(paths[:limit])
+    return shown + (f", ... ({len(paths) - limit} more)" if len(paths) > limit else "")
+
+
+def check_problems(
+    *,
+    missing: Sequence[str] = (),
+    unused: Sequence[str] = (),
+    mismatched: Sequence[tuple[str, str, str]] = (),
+    hint_unused: Sequence[str] = (),
+    msg_missing: str = MSG_MISSING,
+    msg_unused: str = MSG_UNUSED,
+) -> None:
+    """Raises the typed error for the first kind of problem found (mismatch, missing, unused)."""
+    if mismatched:
+        lines = "\n".join(
+            f"  mismatched at {p}: NNX expects {exp}, Linen has {act}" for p, exp, act in mismatched
+        )
+        raise ShapeMismatchError(
+            MSG_MISMATCH.format(n=len(mismatched), lines=lines), mismatched=mismatched
+        )
+    if missing:
+        hint = ""
+        if hint_unused:
+            hint = f"  unused on the other side ({len(hint_unused)}): {_shorten(hint_unused, 10)}\n"
+        raise MissingWeightsError(
+            msg_missing.format(
+                n=len(missing), paths=_shorten(missing), hint=hint, allow=list(missing[:3])
+            ),
+            missing=missing,
+            unexpected=hint_unused,
+        )
+    if unused:
+        raise UnusedWeightsError(
+            msg_unused.format(n=len(unused), paths=_shorten(unused), allow=list(unused[:3])),
+            unexpected=unused,
+        )
+
+
+def to_nnx_value(pair: Pair, sources: Sequence[Any]) -> jax.Array:
+    """The NNX value of ``pair`` from its Linen leaves (in ``pair.linen`` order).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from linnx import migrate
+        >>> pair = migrate.Pair(('params/l_0/w', 'params/l_1/w'), 'l/w', 'Param', (2,),
+        ...                     'float32', (2, 2), 'float32', migrate.Layout('stack', nnx_axis=0))
+        >>> migrate.to_nnx_value(pair, [jnp.zeros(2), jnp.ones(2)]).tolist()
+        [[0.0, 0.0], [1.0, 1.0]]
+    """
+    lay = pair.layout
+    values = [jnp.asarray(s) for s in sources]
+    if lay.kind == "stack":
+        return jnp.stack(values, axis=lay.nnx_axis)
+    if lay.kind == "unstack":
+        return jnp.take(values[0], lay.index, axis=lay.linen_axis)
+    if lay.kind == "moveaxis":
+        return jnp.moveaxis(values[0], lay.linen_axis, lay.nnx_axis)
+    return values[0]
+
+
+def to_linen_value(
+    linen_path: str,
+    pairs: Sequence[Pair],
+    get: Callable[[str], Any],
+    linen_shape: Sequence[int] | None = None,
+) -> jax.Array:
+    """The Linen leaf ``linen_path`` from the NNX values of the pairs that read it.
+
+    ``get`` maps an NNX path to its value. Raises ``KeyError`` when a needed value is absent.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from linnx import migrate
+        >>> pair = migrate.Pair(('params/l_0/w', 'params/l_1/w'), 'l/w', 'Param', (2,),
+        ...                     'float32', (2, 2), 'float32', migrate.Layout('stack', nnx_axis=0))
+        >>> migrate.to_linen_value('params/l_1/w', [pair], {'l/w': jnp.eye(2)}.__getitem__)
+        Array([0., 1.], dtype=float32)
+    """
+    first = pairs[0]
+    lay = first.layout
+    if lay.kind == "stack":
+        return jnp.take(
+            jnp.asarray(get(first.nnx)), first.linen.index(linen_path), axis=lay.nnx_axis
+        )
+    if lay.kind == "unstack":
+        parts = sorted(pairs, key=lambda p: p.layout.index)
+        expected = linen_shape[lay.linen_axis] if linen_shape is not None else len(parts)
+        if [p.layout.index for p in parts] != list(range(expected)):
+            raise KeyError(linen_path)
+        return jnp.stack([jnp.asarray(get(p.nnx)) for p in parts], axis=lay.linen_axis)
+    if lay.kind == "moveaxis":
+        return jnp.moveaxis(jnp.asarray(get(first.nnx)), lay.nnx_axis, lay.linen_axis)
+    return jnp.asarray(get(first.nnx))
+
+
+def _live_variables(model: nnx.Module) -> dict[str, nnx.Variable]:
+    return {path_str(p): v for p, v in nnx.to_flat_state(nnx.state(model))}
+
+
+def _required(live: Mapping[str, nnx.Variable]) -> list[str]:
+    return [p for p, v in live.items() if not isinstance(v, EXCLUDED_NNX_TYPES)]
+
+
+def _check_plan_fits(plan: Plan, live: Mapping[str, nnx.Variable]) -> None:
+    strangers = sorted({p.nnx for p in plan.pairs if p.nnx not in live})
+    if strangers:
+        raise StructureMismatchError.from_paths(
+            "The plan and the NNX model",
+            missing=strangers,
+            fix="build the plan with match(linen_module, nnx_model, ...) for this NNX model.",
+        )
+
+
+def _placed(value: jax.Array, target: Any) -> jax.Array:
+    sharding = getattr(target, "sharding", None)
+    if isinstance(target, jax.Array) and sharding is not None:
+        return jax.device_put(value, sharding)
+    return value
+
+
+def linen_to_nnx(
+    variables: Mapping[str, Any],
+    nnx_model: M,
+    plan: Plan,
+    *,
+    allow_missing: Patterns = (),
+    allow_unused: Patterns = (),
+    cast: bool = False,
+) -> M:
+    """Fills an NNX model with Linen variables, following a plan, in place.
+
+    Every collection moves (``params``, ``batch_stats``, custom ones such as ``counter``).
+    Nothing is written unless every required NNX variable gets a value and every Linen leaf
+    is used, so a refused call leaves the model as it was.
+
+    Args:
+        variables: the Linen variables dict (``{'params': ..., 'batch_stats': ...}``).
+        nnx_model: the NNX model the plan was built for (concrete or abstract).
+        plan: from :func:`match`.
+        allow_missing: NNX paths or glob patterns that may keep their current values.
+        allow_unused: Linen paths (collection first) or glob patterns that may be dropped.
+        cast: convert values whose dtype differs from the NNX variable's instead of refusing.
+
+    Returns:
+        ``nnx_model``, filled.
+
+    Raises:
+        ShapeMismatchError: a paired leaf has another shape (or dtype, without ``cast``).
+        MissingWeightsError: some NNX variables would keep their initial values.
+        UnusedWeightsError: some Linen leaves would be dropped.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from flax import linen as nn, nnx
+        >>> from linnx import migrate
+        >>> x = jnp.ones((1, 2))
+        >>> variables = nn.Dense(3).init(jax.random.key(0), x)
+        >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(1))
+        >>> plan = migrate.match(nn.Dense(3), model, x)
+        >>> model = migrate.linen_to_nnx(variables, model, plan)
+        >>> bool(jnp.all(model(x) == nn.Dense(3).apply(variables, x)))
+        True
+    """
+    flat = {path_str(p): v for p, v in flatten_mapping(meta.unbox(variables)).items()}
+    live = _live_variables(nnx_model)
+    _check_plan_fits(plan, live)
+    allow_missing, allow_unused = patterns(allow_missing), patterns(allow_unused)
+    new: dict[str, jax.Array] = {}
+    used: set[str] = set()
+    mismatched: list[tuple[str, str, str]] = []
+    for pair in plan.pairs:
+        sources = [flat.get(p) for p in pair.linen]
+        if any(s is None for s in sources):
+            continue
+        used.update(pair.linen)
+        value = to_nnx_value(pair, sources)
+        target = live[pair.nnx].get_value()
+        where = f"{pair.linen[0]} -> {pair.nnx}"
+        if tuple(value.shape) != tuple(target.shape):
+            mismatched.append(
+                (where, _desc(target.shape, target.dtype), _desc(value.shape, value.dtype))
+            )
+        elif value.dtype != target.dtype and not cast:
+            mismatched.append(
+                (where, _desc(target.shape, target.dtype), _desc(value.shape, value.dtype))
+            )
+        else:
+            new[pair.nnx] = value.astype(target.dtype)
+    for m in plan.mismatched:
+        if m.reason != "shape":
+            continue
+        if matches_any(m.nnx, allow_missing) and all(matches_any(p, allow_unused) for p in m.linen):
+            continue
+        used.update(m.linen)
+        mismatched.append((f"{m.linen[0]} -> {m.nnx}", m.nnx_desc, m.linen_desc))
+    missing = [p for p in _required(live) if p not in new and not matches_any(p, allow_missing)]
+    unused = [p for p in flat if p not in used and not matches_any(p, allow_unused)]
+    check_problems(missing=missing, unused=unused, mismatched=mismatched, hint_unused=unused)
+    for path, value in new.items():
+        var = live[path]
+        var.set_value(_placed(value, var.get_value()))
+    return nnx_model
+
+
+def nnx_to_linen(
+    nnx_model: nnx.Module,
+    plan: Plan,
+    *,
+    allow_missing: Patterns = (),
+    allow_unused: Patterns = (),
+) -> dict[str, Any]:
+    """Reads an NNX model back into a Linen variables dict, following a plan.
+
+    The result has the Linen layout (collections first, ``layers_0`` names, unstacked or
+    stacked as the Linen module expects), so ``linen_module.apply(result, ...)`` accepts it.
+
+    Args:
+        nnx_model: the NNX model.
+        plan: from :func:`match`.
+        allow_missing: Linen paths or patterns that may be absent from the result.
+        allow_unused: NNX paths or patterns whose values may be left out.
+
+    Returns:
+        A nested ``dict`` of arrays.
+
+    Raises:
+        MissingWeightsError: some Linen leaves would be absent.
+        UnusedWeightsError: some NNX variables would be dropped.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from flax import linen as nn, nnx
+        >>> from linnx import migrate
+        >>> x = jnp.ones((1, 2))
+        >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+        >>> variables = migrate.nnx_to_linen(model, migrate.match(nn.Dense(3), model, x))
+        >>> bool(jnp.all(nn.Dense(3).apply(variables, x) == model(x)))
+        True
+    """
+    live = _live_variables(nnx_model)
+    _check_plan_fits(plan, live)
+    values = {p: v.get_value() for p, v in live.items()}
+    out: dict[str, jax.Array] = {}
+    for leaf, pairs in plan.pairs_by_linen().items():
+        sds = plan.linen_leaves.get(leaf)
+        try:
+            out[leaf] = to_linen_value(
+                leaf, pairs, values.__getitem__, sds.shape if sds is not None else None
+            )
+        except KeyError:
+            continue
+    used = {p.nnx for p in plan.pairs if all(leaf in out for leaf in p.linen)}
+    missing = [p for p in plan.linen_leaves if p not in out and not matches_any(p, allow_missing)]
+    unused = [p for p in _required(live) if p not in used and not matches_any(p, allow_unused)]
+    check_problems(
+        missing=missing,
+        unused=unused,
+        msg_missing=MSG_NNX_MISSING_FROM_LINEN,
+        msg_unused=MSG_NNX_DROPPED,
+    )
+    return unflatten_mapping({tuple(p.split("/")): v for p, v in out.items()})
+
+
+for _fn in (linen_to_nnx, nnx_to_linen, to_nnx_value, to_linen_value):
+    _fn.__module__ = "linnx.migrate"
+del _fn

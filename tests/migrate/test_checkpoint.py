@@ -1,0 +1,146 @@
+"""Orbax checkpoints: Linen layouts in, NNX checkpoints out (atomically), and back."""
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from flax import linen as nn
+from flax import nnx
+
+from linnx import migrate
+
+from . import resnet_models
+
+X = jnp.ones((2, 3))
+
+
+class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Dense(4)(x)
+        return nn.BatchNorm(use_running_average=not train)(x)
+
+
+class Port(nnx.Module):
+    def __init__(self, rngs):
+        self.fc = nnx.Linear(3, 4, rngs=rngs)
+        self.norm = nnx.BatchNorm(4, rngs=rngs)
+
+    def __call__(self, x):
+        return self.norm(self.fc(x))
+
+
+def _plan(model):
+    return migrate.match(Net(), model, X, linen_kwargs={"train": False})
+
+
+def test_variables_dict_checkpoint_round_trip(tmp_path):
+    variables = Net().init(jax.random.key(0), X)
+    _, upd = Net().apply(variables, X * 3, train=True, mutable=["batch_stats"])
+    variables = {**variables, **upd}
+    migrate.save_linen_checkpoint(tmp_path / "linen", variables)
+    ckpt = migrate.read_linen_checkpoint(tmp_path / "linen")
+    assert ckpt.kind == "variables" and ckpt.opt_state is None
+    assert set(ckpt.variables) == {"params", "batch_stats"}
+
+    model = Port(nnx.Rngs(0))
+    migrate.linen_checkpoint_to_nnx(tmp_path / "linen", model, _plan(model))
+    np.testing.assert_array_equal(
+        model.norm.var[...], variables["batch_stats"]["BatchNorm_0"]["var"]
+    )
+
+    migrate.save_nnx_checkpoint(tmp_path / "nnx", model)
+    fresh = migrate.load_nnx_checkpoint(tmp_path / "nnx", Port(nnx.Rngs(1)))
+    np.testing.assert_array_equal(fresh.fc.kernel[...], model.fc.kernel[...])
+    with pytest.raises(migrate.CheckpointError, match="no 'optimizer' item"):
+        migrate.load_nnx_checkpoint(
+            tmp_path / "nnx",
+            fresh,
+            optimizer=nnx.Optimizer(fresh, resnet_models.make_tx(), wrt=nnx.Param),
+        )
+
+    migrate.nnx_checkpoint_to_linen(
+        tmp_path / "nnx", tmp_path / "back", Port(nnx.Rngs(2)), _plan(model)
+    )
+    back = migrate.read_linen_checkpoint(tmp_path / "back").variables
+    np.testing.assert_allclose(Net().apply(back, X), Net().apply(variables, X), atol=1e-6)
+
+
+def test_checkpoint_manager_root_resolves_to_latest_step(tmp_path):
+    variables = Net().init(jax.random.key(0), X)
+    with ocp.CheckpointManager(tmp_path / "run") as manager:
+        for step in (1, 7):
+            scaled = jax.tree.map(lambda a, s=step: a * s, variables)
+            manager.save(step, args=ocp.args.StandardSave(scaled))
+        manager.wait_until_finished()
+    ckpt = migrate.read_linen_checkpoint(tmp_path / "run")
+    np.testing.assert_allclose(
+        ckpt.variables["params"]["Dense_0"]["kernel"], 7 * variables["params"]["Dense_0"]["kernel"]
+    )
+
+
+def test_writes_are_atomic_and_do_not_clobber(tmp_path):
+    model = Port(nnx.Rngs(0))
+    migrate.save_nnx_checkpoint(tmp_path / "nnx", model)
+    with pytest.raises(migrate.CheckpointError, match="already exists(.|\n)*overwrite=True"):
+        migrate.save_nnx_checkpoint(tmp_path / "nnx", model)
+
+    # A refused write leaves neither the destination nor a temporary directory behind.
+    with pytest.raises(migrate.CheckpointError, match=r"Cannot save \['params'\]\['w'\]"):
+        migrate.save_linen_checkpoint(tmp_path / "broken", {"params": {"w": object()}})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nnx"]
+
+    other = Port(nnx.Rngs(5))
+    migrate.save_nnx_checkpoint(tmp_path / "nnx", other, overwrite=True)
+    restored = migrate.load_nnx_checkpoint(tmp_path / "nnx", Port(nnx.Rngs(0)))
+    np.testing.assert_array_equal(restored.fc.kernel[...], other.fc.kernel[...])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nnx"]
+
+
+def test_unknown_layouts_are_refused(tmp_path):
+    with pytest.raises(migrate.CheckpointError, match="not an Orbax checkpoint"):
+        migrate.read_linen_checkpoint(tmp_path)
+    migrate.save_linen_checkpoint(tmp_path / "other", {"weights": {"w": np.ones(2)}})
+    with pytest.raises(migrate.CheckpointError, match=r"neither a Linen variables dict"):
+        migrate.read_linen_checkpoint(tmp_path / "other")
+    migrate.save_linen_checkpoint(tmp_path / "vars", Net().init(jax.random.key(0), X))
+    model = Port(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, resnet_models.make_tx(), wrt=nnx.Param)
+    with pytest.raises(migrate.CheckpointError, match="without optimizer state"):
+        migrate.linen_checkpoint_to_nnx(tmp_path / "vars", model, _plan(model), optimizer=optimizer)
+
+
+def test_train_state_checkpoint_parts(trained_resnet):
+    state, _, src = trained_resnet
+    ckpt = migrate.read_linen_checkpoint(src)
+    assert ckpt.kind == "train_state" and ckpt.step == 3
+    assert set(ckpt.variables) == {"params", "batch_stats"}
+    np.testing.assert_array_equal(
+        ckpt.opt_state[0]["mu"]["Dense_0"]["bias"], state.opt_state[0].mu["Dense_0"]["bias"]
+    )
+
+
+def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    from linnx.migrate import _checkpoint
+
+    first = Port(nnx.Rngs(0))
+    migrate.save_nnx_checkpoint(tmp_path / "nnx", first)
+    real_rename = _checkpoint.os.rename
+
+    def failing_rename(a, b):
+        if "linnx-tmp" in Path(a).parent.name and Path(a).name == Path(b).name:
+            raise OSError("disk gone")  # publishing the finished checkpoint fails
+        return real_rename(a, b)
+
+    monkeypatch.setattr(_checkpoint.os, "rename", failing_rename)
+    with pytest.raises(OSError, match="disk gone"):
+        migrate.save_nnx_checkpoint(tmp_path / "nnx", Port(nnx.Rngs(3)), overwrite=True)
+    with pytest.raises(OSError, match="disk gone"):
+        migrate.save_nnx_checkpoint(tmp_path / "new", Port(nnx.Rngs(3)))
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nnx"]
+    restored = migrate.load_nnx_checkpoint(tmp_path / "nnx", Port(nnx.Rngs(1)))
+    np.testing.assert_array_equal(restored.fc.kernel[...], first.fc.kernel[...])
