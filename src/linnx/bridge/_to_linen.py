@@ -268,10 +268,7 @@ class ToLinen(nn.Module):
 
     def _linen_rng(self, stream: str) -> jax.Array | None:
         """A Linen key for an NNX stream named in this call's rngs, else None."""
-        rngs = self.scope.rngs
-        if rngs and stream in rngs:
-            return self.make_rng(stream)
-        return None
+        return self.make_rng(stream) if self._has_linen_rng(stream) else None
 
     def _write_back(self, module: nnx.Module) -> None:
         old = self.get_variable("nnx", _GRAPHDEF)
