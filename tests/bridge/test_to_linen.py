@@ -264,18 +264,64 @@ class Growing(nnx.Module):
 
 def test_structure_change_needs_nnx_mutable():
     model = linnx.to_linen(Growing)
+    # A top-level init stores what the constructor built: no forward pass, so no p1.
     variables = model.init(jax.random.key(0), X)
-    assert list(variables["params"]) == ["p1"]
+    assert "params" not in variables
     with pytest.raises(linnx.StructureMismatchError, match=r"mutable=\['nnx'"):
         model.apply(variables, X, mutable=["params"])
     with pytest.raises(linnx.LinnxError, match="changed its structure"):
         model.apply(variables, X)
     _, updates = model.apply(variables, X, mutable=["nnx", "params", "Variable"])
-    assert sorted(updates["params"]) == ["p1", "p2"]
+    assert sorted(updates["params"]) == ["p1"]
     variables = {**variables, **updates}
     _, updates = model.apply(variables, X, mutable=True)
-    assert sorted(updates["params"]) == ["p1", "p2", "p3"]
-    assert updates["params"]["p3"].value == 3.0
+    assert sorted(updates["params"]) == ["p1", "p2"]
+    assert updates["params"]["p2"].value == 2.0
+
+
+def test_init_with_output_keeps_created_variables_and_constructor_state():
+    model = linnx.to_linen(Growing)
+    _, variables = model.init_with_output(jax.random.key(0), X)
+    # p1 was created by the pass; the counter the pass advanced keeps its constructor value.
+    assert list(variables["params"]) == ["p1"]
+    assert variables["Variable"]["calls"].value == 0
+
+
+def test_init_is_constructor_state_without_forward_pass():
+    calls = []
+
+    class Spy(nnx.Module):
+        def __init__(self, rngs):
+            self.linear = nnx.Linear(4, 2, rngs=rngs)
+            self.bn = nnx.BatchNorm(2, rngs=rngs)
+
+        def __call__(self, x):
+            calls.append(x.shape)
+            return self.bn(self.linear(x))
+
+    model = linnx.to_linen(Spy)
+    variables = model.init(jax.random.key(0), X)
+    assert calls == []
+    y, with_output = model.init_with_output(jax.random.key(0), X)
+    assert calls == [X.shape]
+    jax.tree_util.tree_map(
+        np.testing.assert_array_equal, nn.unbox(variables), nn.unbox(with_output)
+    )
+    # The statistics are the constructor's (zeros/ones), as in a freshly built native model.
+    native = Spy(nnx.Rngs(0))
+    np.testing.assert_array_equal(variables["batch_stats"]["bn"]["mean"].value,
+                                  native.bn.mean.get_value())
+    # Inside a Linen parent the output is needed, so the pass runs, with the same state.
+
+    class Parent(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return linnx.to_linen(Spy, name="spy")(x)
+
+    parent_vars = Parent().init(jax.random.key(0), X)
+    assert calls == [X.shape, X.shape]
+    np.testing.assert_array_equal(parent_vars["batch_stats"]["spy"]["bn"]["mean"].value,
+                                  native.bn.mean.get_value())
 
 
 # -- jit, nesting, hashing, to_linen_class ---------------------------------------------------
@@ -519,5 +565,10 @@ def test_error_random_layer_without_stream():
         def __call__(self, x):
             return self.drop(x)
 
+    model = linnx.to_linen(NoStream)
     with pytest.raises(linnx.RngStreamError, match="Fix:"):
-        linnx.to_linen(NoStream).init({"params": jax.random.key(0)}, X)
+        model.init_with_output({"params": jax.random.key(0)}, X)
+    # A top-level init runs no forward pass; the first apply without a stream raises.
+    variables = model.init({"params": jax.random.key(0)}, X)
+    with pytest.raises(linnx.RngStreamError, match=r"rngs=\{'dropout': key\}"):
+        model.apply(variables, X)

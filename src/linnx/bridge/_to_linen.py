@@ -17,6 +17,7 @@ invented: a random layer without any stream raises :class:`RngStreamError`.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,6 +38,7 @@ from .._errors import (
 from . import _layout, _rngs
 from ._meta import NNXMeta
 from ._sharding import constrain_to_mesh
+from ._to_nnx import ToNNX
 
 __all__ = ["ToLinen", "to_linen", "to_linen_class"]
 
@@ -88,6 +90,43 @@ def _check_nnx_class(nnx_class: Any, skip_rng: bool, where: str) -> None:
         )
 
 
+def _check_arguments(args: Any, kwargs: Any, where: str) -> None:
+    if not isinstance(args, Sequence) or isinstance(args, str):
+        raise BridgeTypeError(
+            f"{where}(args={args!r}): expected a tuple of positional constructor arguments.\n"
+            f"Fix: e.g. args=(32, 64), or args=({args!r},) for a single argument."
+        )
+    if not isinstance(kwargs, Mapping):
+        raise BridgeTypeError(
+            f"{where}(kwargs={kwargs!r}): expected a dict of keyword constructor arguments.\n"
+            f"Fix: e.g. kwargs={{'use_bias': False}}."
+        )
+
+
+def _check_constructor_call(nnx_class: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+    """Refuses arguments that do not fit the constructor, before it runs deep inside init."""
+    is_class = isinstance(nnx_class, type)
+    try:
+        signature = inspect.signature(nnx_class.__init__ if is_class else nnx_class)
+    except (TypeError, ValueError):
+        return
+    # A linnx.Module's metaclass takes `rngs`/`name`/`parent` itself (`_linnx_pops`).
+    popped = getattr(nnx_class, "_linnx_pops", ())
+    bound_kwargs = {k: v for k, v in kwargs.items() if k not in popped}
+    try:
+        signature.bind(*((None,) if is_class else ()), *args, **bound_kwargs)
+    except TypeError as e:
+        name = getattr(nnx_class, "__name__", repr(nnx_class))
+        given = {k: v for k, v in kwargs.items() if k != "rngs"}
+        raise BridgeTypeError(
+            f"ToLinen(nnx_class={name}, args={tuple(args)!r}, kwargs={given!r}): these "
+            f"arguments do not fit {name}.__init__: {e}.\n"
+            f"Fix: pass {name}'s constructor arguments, e.g. linnx.to_linen({name}, *args, "
+            f"**kwargs) or ToLinen({name}, args=(...), kwargs={{...}}); `rngs` is passed by the "
+            f"bridge."
+        ) from None
+
+
 class ToLinen(nn.Module):
     """Wraps an NNX module class as a Linen module.
 
@@ -129,6 +168,7 @@ class ToLinen(nn.Module):
     metadata_type: type[meta.AxisMetadata] = NNXMeta
 
     def __post_init__(self) -> None:
+        _check_arguments(self.args, self.kwargs, f"{type(self).__name__}")
         # Frozen containers keep the module hashable, like every Linen module (flax #4156).
         if not isinstance(self.args, tuple):
             object.__setattr__(self, "args", tuple(self.args))
@@ -158,7 +198,18 @@ class ToLinen(nn.Module):
                 return module(*args, nnx_method=name, **kwargs)
 
             return types.MethodType(method, self)
-        return super().__getattr__(name)
+        try:
+            return super().__getattr__(name)
+        except AttributeError as e:
+            if name.startswith("_") or isinstance(e, UnknownMethodError):
+                raise
+            # `apply(variables, x, method='nope')` ends here: name the NNX class too.
+            wrapped = getattr(vars(self).get("nnx_class", type(self)), "__name__", "?")
+            raise UnknownMethodError(
+                f"method or attribute {name!r}: neither {type(self).__name__} nor the NNX "
+                f"module {wrapped} has it.\nFix: check the spelling; NNX methods are reached "
+                f"by name, e.g. model.apply(variables, x, method='encode')."
+            ) from None
 
     def _scan_init(self) -> bool:
         """Init under ``nn.scan(..., variable_broadcast='nnx')``: Linen's broadcast pre-pass
@@ -172,25 +223,57 @@ class ToLinen(nn.Module):
 
     # -- init --------------------------------------------------------------------------------
 
-    def _initialize(self, args: tuple, kwargs: dict, nnx_method: str | None) -> Any:
-        """Constructs the module, runs the forward pass, and stores the resulting state.
+    def init(self, *args: Any, **kwargs: Any) -> Any:
+        """Linen's ``init``; when this wrapper is the top-level module, no forward pass.
 
-        As in Linen, ``init`` returns the variables as the forward pass leaves them
-        (collections the pass changed come last). The rng state is the constructor's: the
-        pass draws keys that came from ``init``'s own rngs, so later calls start afresh.
+        NNX modules create their variables in the constructor, and a top-level ``init``
+        throws the output away, so the pass would only cost time: ``init`` returns the state
+        the constructor built, at the cost of the constructor alone. The pass still runs when
+        the module has parts created by their first call (an uninitialized ``ToNNX``), under
+        ``capture_intermediates``, and when ``method`` is a function. ``init_with_output``
+        and a ``ToLinen`` inside a Linen parent always run it; the variables are the same.
 
-        The pass runs as a ``lazy_init`` pass, so a ``ToNNX`` inside the NNX module creates
-        its Linen variables here, as Linen's ``init`` would.
+        Example:
+            >>> import jax
+            >>> import linnx
+            >>> from flax import nnx
+            >>> model = linnx.to_linen(nnx.Linear, 3, 2)
+            >>> variables = model.init(jax.random.key(0), jax.numpy.ones((1, 3)))
+            >>> _, same = model.init_with_output(jax.random.key(0), jax.numpy.ones((1, 3)))
+            >>> bool((variables['params']['kernel'].value == same['params']['kernel'].value).all())
+            True
         """
+        method = kwargs.get("method")
+        plain = (
+            type(self).__call__ is ToLinen.__call__  # not wrapped by nn.scan, nn.vmap...
+            and (method is None or isinstance(method, str))
+            and not kwargs.get("capture_intermediates")
+        )
+        token = _OUTPUT_UNUSED.set(plain)
+        try:
+            return super().init(*args, **kwargs)
+        finally:
+            _OUTPUT_UNUSED.reset(token)
+
+    def _initialize(self, args: tuple, kwargs: dict, nnx_method: str | None) -> Any:
+        """Constructs the module and stores its state; runs the forward pass when needed.
+
+        The stored state is the constructor's, as a native NNX model starts from, so training
+        through the bridge follows the native model step for step. Only variables the pass
+        *creates* (a ``ToNNX`` inside, initialized by its first call as a ``lazy_init`` pass)
+        are stored with the values the pass gave them.
+        """
+        output_unused = _OUTPUT_UNUSED.get() and self.scope.parent is None
+        # Only the top-level wrapper may skip: Linen modules created by the forward pass
+        # (inside a ToNNX) are top-level for their own init.
+        _OUTPUT_UNUSED.set(False)
         module = self._construct()
         graphdef, state = nnx.split(module)
         flat = nnx.to_flat_state(state)
-        before = [var.get_value() for var in flat.leaves]
-        rng_before = {
-            path: value
-            for (path, var), value in zip(flat, before, strict=True)
-            if isinstance(var, _layout.RNG_STATE_TYPES)
-        }
+        if output_unused and not _created_by_first_call(module):
+            self._store(graphdef, state, flat.leaves)
+            return None
+        built = {path: var.get_value() for path, var in flat}
         with (
             nnx.use_eager_sharding(False),
             _rng_errors(self),
@@ -200,28 +283,8 @@ class ToLinen(nn.Module):
             out = _resolve_method(module, nnx_method)(*args, **kwargs)
         after_graphdef, after_state = nnx.split(module)
         after_flat = nnx.to_flat_state(after_state)
-        variables = after_flat.leaves
-        if after_graphdef != graphdef:
-            # The pass created or removed variables: only the new structure can be stored.
-            # Every variable is new or changed then, except the rng state, kept as built.
-            values = [
-                rng_before.get(path, var.get_value())
-                if isinstance(var, _layout.RNG_STATE_TYPES) else var.get_value()
-                for path, var in after_flat
-            ]
-            self._store(after_graphdef, after_state, variables, values=values)
-            return out
-        layout = _layout.layout_of(graphdef, state)
-        values, changed = [], set()
-        for slot, var, old in zip(layout, variables, before, strict=True):
-            if slot.stream is not None:
-                values.append(old)
-                continue
-            new = var.get_value()
-            if new is not old:
-                changed.add(slot.collection)
-            values.append(new)
-        self._store(graphdef, state, variables, values=values, last=changed)
+        values = [built[path] if path in built else var.get_value() for path, var in after_flat]
+        self._store(after_graphdef, after_state, after_flat.leaves, values=values)
         return out
 
     def _construct(self) -> nnx.Module:
@@ -229,6 +292,7 @@ class ToLinen(nn.Module):
         if not self.skip_rng:
             names = sorted(self.scope.rngs) if self.scope.rngs else []
             kwargs["rngs"] = nnx.Rngs(**{name: self.make_rng(name) for name in names})
+        _check_constructor_call(self.nnx_class, self.args, kwargs)
         with nnx.use_eager_sharding(False), _rng_errors(self), _outside_linen():
             module = self.nnx_class(*self.args, **kwargs)
         if not isinstance(module, nnx.Module):
@@ -245,7 +309,6 @@ class ToLinen(nn.Module):
         variables: list[nnx.Variable],
         *,
         values: list[Any] | None = None,
-        last: set[str] | frozenset[str] = frozenset(),
     ) -> None:
         layout = _layout.layout_of(graphdef, state)
         if not self.has_variable("nnx", _GRAPHDEF) or (
@@ -253,7 +316,10 @@ class ToLinen(nn.Module):
         ):
             self.put_variable("nnx", _GRAPHDEF, graphdef)
         puts = list(_layout.to_collections(layout, variables, self.metadata_type, values=values))
-        puts.sort(key=lambda put: put[0] in last)
+        # Parameters first (the guide's order: ['nnx', 'LoRAParam', 'params', 'counts']), then
+        # the other state; graph order within each group (the sort is stable).
+        params = {s.collection for s in layout if issubclass(s.var_type, nnx.Param)}
+        puts.sort(key=lambda put: put[0] not in params)
         for collection, name, tree in puts:
             self.put_variable(collection, name, constrain_to_mesh(tree))
 
@@ -261,6 +327,8 @@ class ToLinen(nn.Module):
 
     def _rebuild(self) -> nnx.Module:
         graphdef = self.get_variable("nnx", _GRAPHDEF)
+        if not isinstance(graphdef, nnx.GraphDef):
+            raise _missing_graphdef(self, got=graphdef)
         layout = _layout.layout_of(graphdef)
         leaves = _layout.gather(layout, self.variables, self._linen_rng)
         with nnx.use_eager_sharding(False):
@@ -288,6 +356,20 @@ class ToLinen(nn.Module):
     def _has_linen_rng(self, stream: str) -> bool:
         rngs = self.scope.rngs
         return bool(rngs) and stream in rngs
+
+
+# Set by a top-level `ToLinen.init`, whose output Linen discards; read once by `_initialize`.
+_OUTPUT_UNUSED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "linnx_to_linen_output_unused", default=False
+)
+
+
+def _created_by_first_call(module: nnx.Module) -> bool:
+    """Whether part of ``module`` creates its variables on its first call."""
+    return any(
+        isinstance(node, ToNNX) and not node.linen_collections
+        for _, node in nnx.iter_graph(module)
+    )
 
 
 @contextlib.contextmanager
@@ -319,10 +401,13 @@ def _resolve_method(module: nnx.Module, name: str | None) -> Callable[..., Any]:
     return method
 
 
-def _missing_graphdef(wrapper: ToLinen) -> LinnxError:
+def _missing_graphdef(wrapper: ToLinen, got: Any = None) -> LinnxError:
     return StructureMismatchError.from_paths(
         f"The variables of {type(wrapper).__name__}({_class_name(wrapper)})",
-        missing=[f"nnx/{_GRAPHDEF}"],
+        missing=[f"nnx/{_GRAPHDEF}"] if got is None else [],
+        mismatched=[] if got is None else [
+            (f"nnx/{_GRAPHDEF}", "an nnx.GraphDef", type(got).__name__)
+        ],
         fix="pass the whole variables dict that `init` returned (including its 'nnx' "
         "collection), e.g. model.apply(variables, x) rather than "
         "model.apply({'params': variables['params']}, x).",
