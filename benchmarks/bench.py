@@ -90,12 +90,22 @@ def _block(tree: Any) -> Any:
     return jax.block_until_ready(tree)
 
 
-def _merged(graphdef: nnx.GraphDef, call: Callable[..., Any]) -> Callable[..., Any]:
-    """A fresh pure function ``(state, x) -> (call(module, x), new state)``."""
+def _split(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """``(graphdef, params, rest)``: the usual split for a functional NNX call."""
+    return nnx.split(model, nnx.Param, ...)
 
-    def f(state: nnx.State, x: jax.Array) -> tuple[Any, nnx.State]:
-        module = nnx.merge(graphdef, state)
-        return call(module, x), nnx.state(module)
+
+def _merged(graphdef: nnx.GraphDef, call: Callable[..., Any]) -> Callable[..., Any]:
+    """A fresh pure function ``(params, rest, x) -> (call(module, x), new rest)``.
+
+    Like ``linen.apply`` with ``mutable``, it returns only what a call may change: returning
+    the parameters too would make XLA copy them into new output buffers on every call, a cost
+    of that calling pattern, not of the bridge.
+    """
+
+    def f(params: nnx.State, rest: nnx.State, x: jax.Array) -> tuple[Any, nnx.State]:
+        module = nnx.merge(graphdef, params, rest)
+        return call(module, x), nnx.state(module, nnx.Not(nnx.Param))
 
     return f
 
@@ -258,12 +268,12 @@ class ModelBench:
 
             def make() -> Callable[[], Any]:
                 if not cell:
-                    graphdef, cell["state"] = nnx.split(self.bridged_nnx(who))
+                    graphdef, cell["params"], cell["rest"] = _split(self.bridged_nnx(who))
                     cell["fn"] = jax.jit(_merged(graphdef, self.call_to_nnx))
                 fn, x = cell["fn"], self.x
 
                 def thunk() -> None:
-                    _, cell["state"] = _block(fn(cell["state"], x))
+                    _, cell["rest"] = _block(fn(cell["params"], cell["rest"], x))
                 return thunk
             return make
 
@@ -277,12 +287,12 @@ class ModelBench:
             return functools.partial(self.apply, self.linen), (self.linen_vars, x, rngs)
 
         def to_nnx(who: str) -> tuple[Callable, tuple]:
-            graphdef, state = nnx.split(self.bridged_nnx(who))
-            return _merged(graphdef, self.call_to_nnx), (state, x)
+            graphdef, params, rest = _split(self.bridged_nnx(who))
+            return _merged(graphdef, self.call_to_nnx), (params, rest, x)
 
         def nnx_native() -> tuple[Callable, tuple]:
-            graphdef, state = nnx.split(self.native_nnx)
-            return _merged(graphdef, lambda model, x: model(x)), (state, x)
+            graphdef, params, rest = _split(self.native_nnx)
+            return _merged(graphdef, lambda model, x: model(x)), (params, rest, x)
 
         def to_linen(who: str) -> tuple[Callable, tuple]:
             module, v = self.bridged_linen(who)

@@ -138,13 +138,36 @@ def call_keys(rngs: nnx.Rngs | None) -> CallKeys:
     drawn, frozen = [], []
     if rngs is None:
         return CallKeys(keys, drawn, frozen)
+    streams = []
     for linen_name, stream in _linen_streams(rngs):
         if not can_update_in_place(stream.count):
             frozen.append(linen_name)
             continue
-        drawn.append((stream.count, stream.count[...]))
-        keys[linen_name] = stream()
+        streams.append((linen_name, stream))
+    if not streams:
+        return CallKeys(keys, drawn, frozen)
+    counts = [stream.count.get_value() for _, stream in streams]
+    new_keys, new_counts = _draw([stream.key.get_value() for _, stream in streams], counts)
+    for (linen_name, stream), count, key, new_count in zip(
+        streams, counts, new_keys, new_counts, strict=True
+    ):
+        drawn.append((stream.count, count))
+        stream.count.set_value(new_count)
+        keys[linen_name] = key
     return CallKeys(keys, drawn, frozen)
+
+
+@jax.jit
+def _draw(
+    keys: list[jax.Array], counts: list[jax.Array]
+) -> tuple[list[jax.Array], list[jax.Array]]:
+    """``stream()`` for several streams in one dispatch: the same keys and counts as NNX's
+    ``RngStream.__call__`` (``fold_in(key, count)``, then ``count + 1``), which costs two
+    eager dispatches per stream, most of an eager call of a small module."""
+    return (
+        [jax.random.fold_in(key, count) for key, count in zip(keys, counts, strict=True)],
+        [count + 1 for count in counts],
+    )
 
 
 def restore_counts(drawn: list) -> None:

@@ -27,7 +27,9 @@ import jax
 from flax import linen as nn
 from flax import nnx
 from flax.core import FrozenDict, meta
+from flax.core.scope import Scope
 
+from .._compat import read_value
 from .._errors import (
     BridgeTypeError,
     LinnxError,
@@ -66,7 +68,7 @@ def _check_nnx_class(nnx_class: Any, skip_rng: bool, where: str) -> None:
     if not callable(nnx_class):
         raise BridgeTypeError(
             f"{where} expects an NNX module class (or a function returning an NNX module), "
-            f"got {type(nnx_class).__name__}."
+            f"got {type(nnx_class).__name__}.\nFix: e.g. linnx.ToLinen(nnx.Linear, args=(3, 4))."
         )
     if skip_rng:
         return
@@ -168,27 +170,34 @@ class ToLinen(nn.Module):
     metadata_type: type[meta.AxisMetadata] = NNXMeta
 
     def __post_init__(self) -> None:
-        _check_arguments(self.args, self.kwargs, f"{type(self).__name__}")
+        # Linen re-runs __post_init__ on the clone it binds to a scope in every init/apply;
+        # the fields were checked when the user built the module, and the signature checks
+        # would cost a tenth of a small eager apply.
+        if not isinstance(self.parent, Scope):
+            _check_arguments(self.args, self.kwargs, f"{type(self).__name__}")
+            _check_nnx_class(
+                self.nnx_class, self.skip_rng, f"{type(self).__name__}(nnx_class=...)"
+            )
         # Frozen containers keep the module hashable, like every Linen module (flax #4156).
         if not isinstance(self.args, tuple):
             object.__setattr__(self, "args", tuple(self.args))
         if not isinstance(self.kwargs, FrozenDict):
             object.__setattr__(self, "kwargs", FrozenDict(self.kwargs))
-        _check_nnx_class(self.nnx_class, self.skip_rng, f"{type(self).__name__}(nnx_class=...)")
         super().__post_init__()
 
     @nn.compact
     def __call__(self, *args: Any, nnx_method: str | None = None, **kwargs: Any) -> Any:
         if self.has_variable("nnx", _GRAPHDEF) and not self._scan_init():
-            module = self._rebuild()
+            graphdef, layout, view, module = self._rebuild()
             with _rng_errors(self), _outside_linen():
                 out = _resolve_method(module, nnx_method)(*args, **kwargs)
-            self._write_back(module)
+            self._write_back(module, graphdef, layout, view)
             return out
         if not self.is_mutable_collection("nnx"):
             raise _missing_graphdef(self)
         return self._initialize(args, kwargs, nnx_method)
 
+    @nn.nowrap
     def __getattr__(self, name: str) -> Any:
         # `apply(variables, x, method='encode')` and `model.encode(x)` reach NNX methods.
         # A bound method, not a closure over `self`: Linen's `apply` unbinds a method given
@@ -211,6 +220,7 @@ class ToLinen(nn.Module):
                 f"by name, e.g. model.apply(variables, x, method='encode')."
             ) from None
 
+    @nn.nowrap
     def _scan_init(self) -> bool:
         """Init under ``nn.scan(..., variable_broadcast='nnx')``: Linen's broadcast pre-pass
         stored the graphdef, but the scanned collections are still empty and mutable."""
@@ -223,6 +233,9 @@ class ToLinen(nn.Module):
 
     # -- init --------------------------------------------------------------------------------
 
+    # Linen wraps every method of a Module subclass to set up its scope on each call (tens of
+    # microseconds each); the helpers below run inside `__call__`, or are Linen's own API.
+    @nn.nowrap
     def init(self, *args: Any, **kwargs: Any) -> Any:
         """Linen's ``init``; when this wrapper is the top-level module, no forward pass.
 
@@ -255,6 +268,7 @@ class ToLinen(nn.Module):
         finally:
             _OUTPUT_UNUSED.reset(token)
 
+    @nn.nowrap
     def _initialize(self, args: tuple, kwargs: dict, nnx_method: str | None) -> Any:
         """Constructs the module and stores its state; runs the forward pass when needed.
 
@@ -271,9 +285,9 @@ class ToLinen(nn.Module):
         graphdef, state = nnx.split(module)
         flat = nnx.to_flat_state(state)
         if output_unused and not _created_by_first_call(module):
-            self._store(graphdef, state, flat.leaves)
+            self._store(graphdef, state, [read_value(var) for var in flat.leaves])
             return None
-        built = {path: var.get_value() for path, var in flat}
+        built = {path: read_value(var) for path, var in flat}
         with (
             nnx.use_eager_sharding(False),
             _rng_errors(self),
@@ -283,10 +297,11 @@ class ToLinen(nn.Module):
             out = _resolve_method(module, nnx_method)(*args, **kwargs)
         after_graphdef, after_state = nnx.split(module)
         after_flat = nnx.to_flat_state(after_state)
-        values = [built[path] if path in built else var.get_value() for path, var in after_flat]
-        self._store(after_graphdef, after_state, after_flat.leaves, values=values)
+        values = [built[path] if path in built else read_value(var) for path, var in after_flat]
+        self._store(after_graphdef, after_state, values)
         return out
 
+    @nn.nowrap
     def _construct(self) -> nnx.Module:
         kwargs = dict(self.kwargs)
         if not self.skip_rng:
@@ -302,20 +317,19 @@ class ToLinen(nn.Module):
             )
         return module
 
+    @nn.nowrap
     def _store(
         self,
         graphdef: nnx.GraphDef,
         state: nnx.State,
-        variables: list[nnx.Variable],
-        *,
-        values: list[Any] | None = None,
+        values: list[Any],
     ) -> None:
         layout = _layout.layout_of(graphdef, state)
         if not self.has_variable("nnx", _GRAPHDEF) or (
             self.get_variable("nnx", _GRAPHDEF) != graphdef
         ):
             self.put_variable("nnx", _GRAPHDEF, graphdef)
-        puts = list(_layout.to_collections(layout, variables, self.metadata_type, values=values))
+        puts = list(_layout.to_collections(layout, values, self.metadata_type))
         # Parameters first (the guide's order: ['nnx', 'LoRAParam', 'params', 'counts']), then
         # the other state; graph order within each group (the sort is stable).
         params = {s.collection for s in layout if issubclass(s.var_type, nnx.Param)}
@@ -325,34 +339,58 @@ class ToLinen(nn.Module):
 
     # -- apply -------------------------------------------------------------------------------
 
-    def _rebuild(self) -> nnx.Module:
+    @nn.nowrap
+    def _rebuild(
+        self,
+    ) -> tuple[nnx.GraphDef, tuple[_layout.Slot, ...], _layout.TreeView | None, nnx.Module]:
+        """The module, unflattened from the stored graphdef and this call's variables."""
         graphdef = self.get_variable("nnx", _GRAPHDEF)
         if not isinstance(graphdef, nnx.GraphDef):
             raise _missing_graphdef(self, got=graphdef)
         layout = _layout.layout_of(graphdef)
+        view = _layout.tree_view_of(graphdef)
         leaves = _layout.gather(layout, self.variables, self._linen_rng)
         with nnx.use_eager_sharding(False):
-            return nnx.graphlib.unflatten(graphdef, leaves)
+            if view is not None:
+                return graphdef, layout, view, view.unflatten(leaves)
+            return graphdef, layout, view, nnx.graphlib.unflatten(graphdef, leaves)
 
+    @nn.nowrap
     def _linen_rng(self, stream: str) -> jax.Array | None:
         """A Linen key for an NNX stream named in this call's rngs, else None."""
         return self.make_rng(stream) if self._has_linen_rng(stream) else None
 
-    def _write_back(self, module: nnx.Module) -> None:
-        old = self.get_variable("nnx", _GRAPHDEF)
-        graphdef, state = nnx.split(module)
-        if graphdef != old:
-            if not self.is_mutable_collection("nnx"):
-                raise _structure_changed(self)
-            self.put_variable("nnx", _GRAPHDEF, graphdef)
-        layout = _layout.layout_of(graphdef, state)
+    @nn.nowrap
+    def _write_back(
+        self,
+        module: nnx.Module,
+        graphdef: nnx.GraphDef,
+        layout: tuple[_layout.Slot, ...],
+        view: _layout.TreeView | None,
+    ) -> None:
+        """Stores the collections Linen marked mutable; refuses a lost change of structure."""
+        # The usual case, an unchanged structure, is told by the module's pytree structure
+        # alone; only a changed (or graph-only) module pays for a full split.
+        values = view.graph_leaves(module) if view is not None else None
+        if values is None:
+            new_graphdef, state = nnx.split(module)
+            if new_graphdef != graphdef:
+                if not self.is_mutable_collection("nnx"):
+                    raise _structure_changed(self)
+                self.put_variable("nnx", _GRAPHDEF, new_graphdef)
+            layout = _layout.layout_of(new_graphdef, state)
+            values = [read_value(var) for var in nnx.to_flat_state(state).leaves]
+        mutable = {c for c in _layout.collections_of(layout) if self.is_mutable_collection(c)}
+        if not mutable:
+            return
         overridden = {s for s in _layout.streams_of(layout) if self._has_linen_rng(s)}
         for collection, name, tree in _layout.to_collections(
-            layout, nnx.to_flat_state(state).leaves, self.metadata_type, skip_streams=overridden
+            layout, values, self.metadata_type, skip_streams=overridden,
+            only=mutable.__contains__,
         ):
-            if self.is_mutable_collection(collection):
-                self.put_variable(collection, name, tree)
+            self.put_variable(collection, name, tree)
 
+    @nn.nowrap
     def _has_linen_rng(self, stream: str) -> bool:
         rngs = self.scope.rngs
         return bool(rngs) and stream in rngs
@@ -396,7 +434,8 @@ def _resolve_method(module: nnx.Module, name: str | None) -> Callable[..., Any]:
     method = getattr(module, name, None)
     if not callable(method):
         raise UnknownMethodError(
-            f"method={name!r}: {type(module).__name__} has no method named {name!r}."
+            f"method={name!r}: {type(module).__name__} has no method named {name!r}.\n"
+            f"Fix: check the spelling; it must be a method of the NNX module."
         )
     return method
 
