@@ -147,7 +147,11 @@ def call_keys(rngs: nnx.Rngs | None) -> CallKeys:
     if not streams:
         return CallKeys(keys, drawn, frozen)
     counts = [stream.count.get_value() for _, stream in streams]
-    new_keys, new_counts = _draw([stream.key.get_value() for _, stream in streams], counts)
+    keys_now = [stream.key.get_value() for _, stream in streams]
+    # Eagerly, one compiled dispatch; under a trace, plain ops (a nested jit would add a
+    # function to trace and lower for every program that calls the module).
+    concrete = not any(isinstance(x, jax.core.Tracer) for x in (*counts, *keys_now))
+    new_keys, new_counts = (_draw_jit if concrete else _draw)(keys_now, counts)
     for (linen_name, stream), count, key, new_count in zip(
         streams, counts, new_keys, new_counts, strict=True
     ):
@@ -157,17 +161,20 @@ def call_keys(rngs: nnx.Rngs | None) -> CallKeys:
     return CallKeys(keys, drawn, frozen)
 
 
-@jax.jit
 def _draw(
     keys: list[jax.Array], counts: list[jax.Array]
 ) -> tuple[list[jax.Array], list[jax.Array]]:
-    """``stream()`` for several streams in one dispatch: the same keys and counts as NNX's
-    ``RngStream.__call__`` (``fold_in(key, count)``, then ``count + 1``), which costs two
-    eager dispatches per stream, most of an eager call of a small module."""
+    """``stream()`` for several streams: the same keys and counts as NNX's
+    ``RngStream.__call__`` (``fold_in(key, count)``, then ``count + 1``)."""
     return (
         [jax.random.fold_in(key, count) for key, count in zip(keys, counts, strict=True)],
         [count + 1 for count in counts],
     )
+
+
+# NNX's own draw costs two eager dispatches per stream, most of an eager call of a small
+# module; compiled, all streams take one.
+_draw_jit = jax.jit(_draw)
 
 
 def restore_counts(drawn: list) -> None:

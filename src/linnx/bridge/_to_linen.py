@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import inspect
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -74,11 +75,10 @@ def _check_nnx_class(nnx_class: Any, skip_rng: bool, where: str) -> None:
         return
     # For a class, read `__init__`: `inspect.signature(cls)` reports the `(*args, **kwargs)`
     # of NNX's metaclass `__call__`, which would hide a missing `rngs`.
-    target = nnx_class.__init__ if isinstance(nnx_class, type) else nnx_class
-    try:
-        params = inspect.signature(target).parameters
-    except (TypeError, ValueError):
+    signature = _signature(nnx_class.__init__ if isinstance(nnx_class, type) else nnx_class)
+    if signature is None:
         return
+    params = signature.parameters
     takes_rngs = "rngs" in params or any(
         p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
     )
@@ -90,6 +90,25 @@ def _check_nnx_class(nnx_class: Any, skip_rng: bool, where: str) -> None:
             f"Fix: pass skip_rng=True, e.g. linnx.ToLinen({name}, skip_rng=True), or add "
             f"an `rngs: nnx.Rngs` parameter to {name}.__init__."
         )
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    """``inspect.signature(fn)``, None where Python cannot tell; cached for hashable ``fn``
+    (reading a signature costs about as much as a small module's init)."""
+    try:
+        return _cached_signature(fn)
+    except TypeError:  # an unhashable callable object
+        return _read_signature(fn)
+
+
+def _read_signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
+_cached_signature = functools.lru_cache(maxsize=256)(_read_signature)
 
 
 def _check_arguments(args: Any, kwargs: Any, where: str) -> None:
@@ -108,9 +127,8 @@ def _check_arguments(args: Any, kwargs: Any, where: str) -> None:
 def _check_constructor_call(nnx_class: Any, args: tuple, kwargs: dict[str, Any]) -> None:
     """Refuses arguments that do not fit the constructor, before it runs deep inside init."""
     is_class = isinstance(nnx_class, type)
-    try:
-        signature = inspect.signature(nnx_class.__init__ if is_class else nnx_class)
-    except (TypeError, ValueError):
+    signature = _signature(nnx_class.__init__ if is_class else nnx_class)
+    if signature is None:
         return
     # A linnx.Module's metaclass takes `rngs`/`name`/`parent` itself (`_linnx_pops`).
     popped = getattr(nnx_class, "_linnx_pops", ())
