@@ -20,6 +20,7 @@ PUBLIC = [
     "nnx_checkpoint_to_linen",
     "MigrationError", "MissingWeightsError", "UnusedWeightsError", "ShapeMismatchError",
     "AmbiguousPairingError", "RenameError", "TraceError", "VerificationError", "CheckpointError",
+    "MigrationTypeError", "NonFiniteValuesError",
 ]  # fmt: skip
 
 

@@ -12,6 +12,7 @@ way ``nn.Partitioned`` does, so stacked parameters shard correctly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
 import jax
@@ -19,6 +20,7 @@ from flax import nnx, struct
 from flax.core import meta
 
 from .._compat import variable_with_sharding_names
+from .._errors import BridgeTypeError
 
 __all__ = ["NNXMeta"]
 
@@ -27,6 +29,10 @@ A = TypeVar("A")
 # Keys under which NNX keeps partition names; `out_sharding` is today's, `sharding` the
 # guide's. Both are kept in step.
 _NAME_KEYS = ("out_sharding", "sharding")
+
+
+# Variable types already validated (a handful per program).
+_CHECKED_TYPES: set[Any] = set()
 
 
 def _names_of(metadata: dict[str, Any]) -> tuple | None:
@@ -64,9 +70,31 @@ class NNXMeta(struct.PyTreeNode, meta.AxisMetadata[A], Generic[A]):
     metadata: dict[str, Any] = struct.field(pytree_node=False)
 
     def __post_init__(self) -> None:
+        # A bad box is refused where it is built, not later deep inside Linen or NNX. Boxes
+        # are built on every apply, so the common case costs one set lookup and one type test.
+        if not isinstance(self.var_type, type) or self.var_type not in _CHECKED_TYPES:
+            if not (isinstance(self.var_type, type) and issubclass(self.var_type, nnx.Variable)):
+                raise BridgeTypeError(
+                    f"NNXMeta(var_type={self.var_type!r}): expected a subclass of "
+                    f"nnx.Variable.\nFix: pass the variable's type, e.g. "
+                    f"NNXMeta(nnx.Param, value, {{}})."
+                )
+            _CHECKED_TYPES.add(self.var_type)
+        if type(self.metadata) is not dict and not isinstance(self.metadata, Mapping):
+            raise BridgeTypeError(
+                f"NNXMeta(metadata={self.metadata!r}): expected a dict of variable metadata.\n"
+                f"Fix: pass {{}} for none, e.g. NNXMeta(nnx.Param, value, {{}})."
+            )
         # NNX 0.12 keeps partition names under `out_sharding` only (`nnx.with_partitioning`);
         # the guide reads them as `metadata['sharding']`, so both keys are kept in step.
-        names = _names_of(self.metadata)
+        try:
+            names = _names_of(self.metadata)
+        except TypeError:
+            raise BridgeTypeError(
+                f"NNXMeta(metadata={dict(self.metadata)!r}): partition names must be a tuple "
+                f"with one mesh axis name (or None) per array axis.\n"
+                f"Fix: e.g. metadata={{'sharding': ('embed', None)}}."
+            ) from None
         if names is not None and any(self.metadata.get(k) != names for k in _NAME_KEYS):
             metadata = dict(self.metadata)
             metadata["sharding"] = names

@@ -61,11 +61,15 @@ _BUILTIN_PAIRS: tuple[tuple[str, type[nnx.Variable]], ...] = (
 )
 
 
+_BAD_NAME = (
+    "name={name!r}: a Linen collection name must be a non-empty string.\n"
+    "Fix: pass the collection's name as Linen spells it, e.g. 'batch_stats'."
+)
+
+
 def _check_pair(name: object, typ: object) -> None:
     if not isinstance(name, str) or not name:
-        raise BridgeTypeError(
-            f"name={name!r}: a Linen collection name must be a non-empty string."
-        )
+        raise BridgeTypeError(_BAD_NAME.format(name=name))
     if not (isinstance(typ, type) and issubclass(typ, nnx.Variable)):
         got = f"the class {typ.__name__}" if isinstance(typ, type) else repr(typ)
         raise BridgeTypeError(
@@ -193,11 +197,12 @@ def variable_type_from_name(name: str) -> type[nnx.Variable]:
         ...     'my_counter')
         ('my_counter', True, True)
     """
+    # Validate before the lookup: an unhashable name (a list) would fail inside dict.get.
+    if not isinstance(name, str) or not name:
+        raise BridgeTypeError(_BAD_NAME.format(name=name))
     typ = _name_to_type.get(name)
     if typ is not None:
         return typ
-    if not isinstance(name, str) or not name:
-        raise BridgeTypeError(f"name={name!r}: a Linen collection name must be a non-empty string.")
     with _lock:
         typ = _name_to_type.get(name)
         if typ is None:
@@ -233,6 +238,9 @@ def variable_name_from_type(typ: type[nnx.Variable]) -> str:
         >>> linnx.variable_name_from_type(Temperature)
         'Temperature'
     """
+    # An instance (`nnx.Param(x)`) is unhashable: check the kind before the dict lookup.
+    if not isinstance(typ, type):
+        _check_pair("variable", typ)
     name = _type_to_name.get(typ)
     if name is not None:
         return name

@@ -41,9 +41,10 @@ from .._errors import (
     MutableCollectionError,
     NotInitializedError,
     RngStreamError,
+    StructureMismatchError,
     UnknownMethodError,
 )
-from . import _rngs
+from . import _rngs, _rollback
 from ._variables import is_variable, path_str, to_linen_values, to_nnx_tree
 
 __all__ = ["ToNNX", "lazy_init"]
@@ -136,11 +137,16 @@ class ToNNX(nnx.Module):
 
     def __init__(self, module: nn.Module, *, rngs: nnx.Rngs | None = None):
         if isinstance(module, type):
-            what = "an NNX module class" if issubclass(module, nnx.Module) else (
-                f"the class {module.__name__}"
-            )
+            if issubclass(module, nnx.Module):
+                # Instantiating an NNX class would not help: it needs no wrapper at all.
+                raise BridgeTypeError(
+                    f"ToNNX(module=...) expects a Linen module instance, got the NNX module "
+                    f"class {module.__name__}.\nFix: use {module.__name__}(..., "
+                    f"rngs=nnx.Rngs(0)) directly, without ToNNX."
+                )
             raise BridgeTypeError(
-                f"ToNNX(module=...) expects a Linen module instance, got {what}.\n"
+                f"ToNNX(module=...) expects a Linen module instance, got the class "
+                f"{module.__name__}.\n"
                 f"Fix: instantiate it with its fields, e.g. ToNNX({module.__name__}(...), "
                 f"rngs=nnx.Rngs(0))."
             )
@@ -153,7 +159,7 @@ class ToNNX(nnx.Module):
         if not isinstance(module, nn.Module):
             raise BridgeTypeError(
                 f"ToNNX(module=...) expects a Linen module instance (a flax.linen.Module), "
-                f"got {type(module).__name__}."
+                f"got {type(module).__name__}.\nFix: e.g. ToNNX(nn.Dense(4), rngs=nnx.Rngs(0))."
             )
         if rngs is not None and not isinstance(rngs, nnx.Rngs):
             raise BridgeTypeError(
@@ -226,7 +232,8 @@ class ToNNX(nnx.Module):
         if not isinstance(method, str):
             raise BridgeTypeError(
                 f"method={method!r}: expected the name of a method of "
-                f"{_module_name(self.module)} or a function, got {type(method).__name__}."
+                f"{_module_name(self.module)} or a function, got {type(method).__name__}.\n"
+                f"Fix: e.g. model(x, method='encode'), or call model.encode(x)."
             )
         if not _is_linen_method(self.module, method):
             raise UnknownMethodError(
@@ -307,6 +314,13 @@ class ToNNX(nnx.Module):
             )) from e
         except flax.errors.InvalidRngError as e:
             raise _rngs_error(self, e, keys.frozen) from e
+        except flax.errors.ScopeParamShapeError as e:
+            raise _shape_error(name, e) from e
+        except flax.errors.InvalidFilterError as e:
+            raise BridgeTypeError(
+                f"{name}: mutable={mutable!r} is not a collection filter.\nFix: pass True, "
+                f"False, a collection name or a list of them, e.g. mutable=['batch_stats']."
+            ) from e
         if mutable is False:
             return result, {}
         out, updates = result
@@ -368,6 +382,8 @@ class ToNNX(nnx.Module):
             )
         except flax.errors.InvalidRngError as e:
             raise _rngs_error(self, e, []) from e
+        except flax.errors.ScopeParamShapeError as e:
+            raise _shape_error(f"ToNNX({_module_name(self.module)})", e) from e
         current = self._linen_variables()
         added = {}
         for name, tree in dict(updates).items():
@@ -546,6 +562,13 @@ def lazy_init(fn: M | Callable[..., Any], *args: Any, **kwargs: Any) -> M:
         (3, 4)
     """
     module = fn.__self__ if inspect.ismethod(fn) else fn
+    if isinstance(module, type):
+        # Calling a class would construct a module from the sample input and drop it.
+        raise BridgeTypeError(
+            f"lazy_init(fn=...) expects an NNX module instance, got the class "
+            f"{module.__name__}.\nFix: build the module first, e.g. "
+            f"lazy_init({module.__name__}(..., rngs=nnx.Rngs(0)), x)."
+        )
     if isinstance(module, nn.Module):
         raise BridgeTypeError(
             f"lazy_init(fn=...) expects an NNX module, got the Linen module "
@@ -555,8 +578,37 @@ def lazy_init(fn: M | Callable[..., Any], *args: Any, **kwargs: Any) -> M:
     if not callable(fn):
         raise BridgeTypeError(
             f"lazy_init(fn=...) expects an NNX module or one of its methods, got "
-            f"{type(fn).__name__}."
+            f"{type(fn).__name__}.\nFix: e.g. lazy_init(model, x) or lazy_init(model.encode, x)."
         )
-    with _rngs.initialization_pass():
-        fn(*args, **kwargs)
+    undo = _rollback.snapshot(module)
+    try:
+        with _rngs.initialization_pass():
+            fn(*args, **kwargs)
+    except BaseException:
+        undo()  # no half-initialized tree: the parts that succeeded are undone too
+        raise
     return module
+
+
+_SHAPE_IN_MESSAGE = re.compile(
+    r'parameter "([^"]+)" in "([^"]*)".*expected to generate shape (\(.*?\)).*'
+    r"has shape (\(.*?\))"
+)
+
+
+def _shape_error(name: str, cause: Exception) -> StructureMismatchError:
+    """Linen's ``ScopeParamShapeError`` as a typed error naming the variable's path."""
+    found = _SHAPE_IN_MESSAGE.search(str(cause))
+    if found is None:
+        mismatched = [("params", "another shape", str(cause))]
+    else:
+        leaf, scope, needed, stored = found.groups()
+        path = "/".join(["params", *[k for k in scope.split("/") if k], leaf])
+        mismatched = [(path, f"shape {needed} for this input", f"shape {stored}")]
+    return StructureMismatchError.from_paths(
+        f"The variables of {name}",
+        mismatched=mismatched,
+        fix="call with inputs shaped like the sample given to lazy_init; for another shape, "
+        "create a new wrapper and lazy_init it with that shape. If you replaced the variable "
+        "yourself, give it its original shape.",
+    )

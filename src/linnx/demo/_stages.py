@@ -1,9 +1,10 @@
-"""The demo's stages: a Linen classifier trains, then moves into NNX and keeps training.
+"""The demo's training loops: a classic Linen ``init``/``apply`` loop and an NNX loop.
 
-Stage 1 trains a Linen CNN with a classic ``init``/``apply`` + optax loop. Stage 2 wraps the
-same Linen module with :class:`linnx.ToNNX`, loads the stage-1 weights, batch statistics and
-optimizer state, and continues in an NNX loop (``nnx.Optimizer``, ``nnx.jit``). The handover
-is checked: both sides give the same predictions and the same loss on the same batch.
+Stage 1 trains :class:`~linnx.demo._models.LinenCNN` the way Linen code always has: explicit
+``params``/``batch_stats`` trees, ``jax.jit``, ``optax`` by hand. Stages 2 to 4 share one NNX
+loop (``nnx.Optimizer``, ``nnx.jit``, ``model.train()``/``model.eval()``): the models differ in
+how much of them is still Linen, not in how they are trained. Every loop also samples the test
+accuracy along the way for the plot, and times its steps.
 """
 
 from __future__ import annotations
@@ -16,40 +17,46 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import linen as nn
 from flax import nnx
 
-import linnx
-
 from ._data import Split
+from ._models import LinenCNN
+
+#: Adam's learning rate; the same transformation serves every stage, so its state carries over.
+LEARNING_RATE = 3e-3
+#: Test accuracy is sampled about this many times per stage for the plot.
+CURVE_POINTS = 15
 
 
-class LinenCNN(nn.Module):
-    """A small Linen classifier: Conv + BatchNorm + Dropout + Dense."""
-
-    @nn.compact
-    def __call__(self, x: jax.Array, training: bool) -> jax.Array:
-        x = nn.Conv(16, (3, 3))(x)
-        x = nn.BatchNorm(use_running_average=not training, momentum=0.9)(x)
-        x = nn.relu(x)
-        x = nn.avg_pool(x, (2, 2), (2, 2))
-        x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(64)(x))
-        x = nn.Dropout(0.2, deterministic=not training)(x)
-        return nn.Dense(10)(x)
+def make_optimizer() -> optax.GradientTransformation:
+    """The optax transformation of every stage."""
+    return optax.adam(LEARNING_RATE)
 
 
-def _xent(logits: jax.Array, labels: jax.Array) -> jax.Array:
+def xent(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy with integer labels."""
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 @dataclasses.dataclass
 class StageResult:
-    """What one stage did: its losses, final test accuracy and speed."""
+    """What one stage did.
+
+    Attributes:
+        name: ``'1 Linen'`` ... ``'4 NNX'``.
+        losses: the training loss of every step.
+        curve: ``(step, test accuracy, test loss)`` samples, steps counted from the stage's
+            start.
+        test_accuracy: on the test set at the end of the stage.
+        test_loss: the cross-entropy on the test set at the end of the stage.
+        ms_per_step: mean wall time of a training step, compilation excluded.
+    """
 
     name: str
     losses: list[float]
+    curve: list[tuple[int, float, float]]
     test_accuracy: float
+    test_loss: float
     ms_per_step: float
 
 
@@ -59,12 +66,59 @@ def _progress(total: int, desc: str, quiet: bool):
     return tqdm(total=total, desc=desc, disable=quiet, leave=True, ncols=80)
 
 
+def _sample_every(steps: int) -> int:
+    return max(1, steps // CURVE_POINTS)
+
+
+def scores(logits: jax.Array, test: Split) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of test-set logits."""
+    accuracy = float(jnp.mean(jnp.argmax(logits, -1) == test.labels))
+    return accuracy, float(xent(logits, jnp.asarray(test.labels)))
+
+
+@jax.jit
+def linen_logits(variables: dict, images: jax.Array) -> jax.Array:
+    """The Linen CNN's eval-mode logits."""
+    return LinenCNN().apply(variables, images, training=False)
+
+
+@nnx.jit
+def _nnx_logits(model: nnx.Module, images: jax.Array) -> jax.Array:
+    return model(images)
+
+
+def nnx_logits(model: nnx.Module, images: np.ndarray) -> jax.Array:
+    """An NNX model's eval-mode logits; the model is left in eval mode."""
+    model.eval()
+    return _nnx_logits(model, jnp.asarray(images))
+
+
+class _Timer:
+    """Sums the wall time of the steps after the first, whose time is mostly compilation."""
+
+    def __init__(self) -> None:
+        self.total, self.count = 0.0, -1
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        if self.count > 0:
+            self.total += seconds
+
+    @property
+    def ms_per_step(self) -> float:
+        return 1e3 * self.total / self.count if self.count > 0 else float("nan")
+
+
 def linen_stage(
     train: Iterator, test: Split, steps: int, seed: int, quiet: bool
-) -> tuple[StageResult, dict, optax.OptState, optax.GradientTransformation]:
-    """Stage 1: native Linen training. Returns the result, variables and optimizer state."""
-    model = LinenCNN()
-    tx = optax.adam(3e-3)
+) -> tuple[StageResult, dict, optax.OptState]:
+    """Stage 1: trains the Linen CNN from scratch in an ``init``/``apply`` loop.
+
+    Returns:
+        The stage's result, the trained variables (``params`` and ``batch_stats``) and the
+        optax state, which is what a Linen training script would hand over.
+    """
+    model, tx = LinenCNN(), make_optimizer()
     x0, _ = next(train)
     variables = model.init(jax.random.key(seed), jnp.asarray(x0), training=False)
     params, batch_stats = variables["params"], variables["batch_stats"]
@@ -76,92 +130,72 @@ def linen_stage(
             logits, updates = model.apply(
                 {"params": params, "batch_stats": batch_stats}, x, training=True,
                 rngs={"dropout": key}, mutable=["batch_stats"],
-            )
-            return _xent(logits, y), updates["batch_stats"]
+            )  # fmt: skip
+            return xent(logits, y), updates["batch_stats"]
 
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), batch_stats, opt_state, loss
 
-    losses, key = [], jax.random.key(seed + 1)
-    start = time.perf_counter()
+    losses, curve, timer = [], [], _Timer()
+    key, every = jax.random.key(seed + 1), _sample_every(steps)
     with _progress(steps, "stage 1  Linen", quiet) as bar:
-        for _ in range(steps):
+        for i in range(1, steps + 1):
             x, y = next(train)
             key, sub = jax.random.split(key)
+            start = time.perf_counter()
             params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, x, y, sub)
-            losses.append(float(loss))
+            losses.append(float(loss))  # float() waits for the step to finish
+            timer.add(time.perf_counter() - start)
+            if i % every == 0 or i == steps:
+                logits = linen_logits({"params": params, "batch_stats": batch_stats}, test.images)
+                curve.append((i, *scores(logits, test)))
             bar.update()
-    elapsed = (time.perf_counter() - start) / max(steps, 1)
     variables = {"params": params, "batch_stats": batch_stats}
-    accuracy = _linen_accuracy(model, variables, test)
-    return StageResult("1 Linen", losses, accuracy, 1e3 * elapsed), variables, opt_state, tx
+    accuracy, test_loss = scores(linen_logits(variables, test.images), test)
+    result = StageResult("1 Linen", losses, curve, accuracy, test_loss, timer.ms_per_step)
+    return result, variables, opt_state
 
 
-def _linen_accuracy(model: nn.Module, variables: dict, test: Split) -> float:
-    logits = model.apply(variables, jnp.asarray(test.images), training=False)
-    return float(jnp.mean(jnp.argmax(logits, -1) == test.labels))
+@nnx.jit
+def _nnx_step(model: nnx.Module, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array):
+    def loss_fn(model):
+        return xent(model(x), y)
 
-
-def _nnx_accuracy(model: linnx.ToNNX, test: Split) -> float:
-    logits = model(jnp.asarray(test.images), training=False)
-    return float(jnp.mean(jnp.argmax(logits, -1) == test.labels))
-
-
-def to_nnx_handover(
-    variables: dict, opt_state: optax.OptState, tx: optax.GradientTransformation,
-    sample: np.ndarray, seed: int,
-) -> tuple[linnx.ToNNX, nnx.Optimizer]:
-    """Wraps the Linen CNN in ToNNX and loads stage 1's variables and optimizer state."""
-    model = linnx.ToNNX(LinenCNN(), rngs=nnx.Rngs(params=seed, dropout=seed + 2))
-    linnx.lazy_init(model, jnp.asarray(sample), training=False)
-    nnx.update(model, {name: variables[name] for name in model.linen_collections})
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-    # Both optimizer states flatten in the same order (dict keys sort the same way), so the
-    # stage-1 leaves can be poured into the NNX optimizer's variables one for one.
-    targets = jax.tree_util.tree_leaves(
-        optimizer.opt_state, is_leaf=lambda v: isinstance(v, nnx.Variable)
-    )
-    sources = jax.tree_util.tree_leaves(opt_state)
-    if len(targets) != len(sources):
-        raise linnx.StructureMismatchError(
-            f"optimizer states differ: {len(sources)} Linen leaves vs {len(targets)} NNX"
-        )
-    for target, source in zip(targets, sources, strict=True):
-        target.set_value(source)
-    return model, optimizer
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
 
 
 def nnx_stage(
-    model: linnx.ToNNX, optimizer: nnx.Optimizer, train: Iterator, test: Split, steps: int,
+    name: str,
+    model: nnx.Module,
+    optimizer: nnx.Optimizer,
+    train: Iterator,
+    test: Split,
+    steps: int,
     quiet: bool,
 ) -> StageResult:
-    """Stage 2: the same Linen module, wrapped by ToNNX, trained in an NNX loop."""
+    """Stages 2 to 4: trains an NNX model (partly Linen or not) in an NNX loop, in place.
 
-    @nnx.jit
-    def step(model, optimizer, x, y):
-        def loss_fn(model):
-            logits = model(x, training=True, mutable=["batch_stats"])
-            return _xent(logits, y)
-
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
-        optimizer.update(model, grads)
-        return loss
-
-    losses = []
-    start = time.perf_counter()
-    with _progress(steps, "stage 2  ToNNX", quiet) as bar:
-        for _ in range(steps):
+    The model is left in eval mode.
+    """
+    # Sampled before the first step too: the curve then starts where the last stage's ended.
+    losses, curve, timer = [], [(0, *scores(nnx_logits(model, test.images), test))], _Timer()
+    every = _sample_every(steps)
+    model.train()
+    # nnx.jit walks the model and optimizer graphs on every call; cached_partial walks them
+    # once (their structure does not change while training), which halves a step's time here.
+    step = nnx.cached_partial(_nnx_step, model, optimizer)
+    with _progress(steps, f"stage {name}", quiet) as bar:
+        for i in range(1, steps + 1):
             x, y = next(train)
-            losses.append(float(step(model, optimizer, jnp.asarray(x), jnp.asarray(y))))
+            start = time.perf_counter()
+            losses.append(float(step(jnp.asarray(x), jnp.asarray(y))))
+            timer.add(time.perf_counter() - start)
+            if i % every == 0 or i == steps:
+                curve.append((i, *scores(nnx_logits(model, test.images), test)))
+                model.train()
             bar.update()
-    elapsed = (time.perf_counter() - start) / max(steps, 1)
-    return StageResult("2 ToNNX", losses, _nnx_accuracy(model, test), 1e3 * elapsed)
-
-
-def handover_gap(variables: dict, model: linnx.ToNNX, x: np.ndarray, y: np.ndarray) -> float:
-    """Largest difference between the Linen and the ToNNX eval loss and logits on one batch."""
-    linen_logits = LinenCNN().apply(variables, jnp.asarray(x), training=False)
-    nnx_logits = model(jnp.asarray(x), training=False)
-    loss_gap = abs(float(_xent(linen_logits, y)) - float(_xent(nnx_logits, y)))
-    return max(loss_gap, float(jnp.max(jnp.abs(linen_logits - nnx_logits))))
+    accuracy, test_loss = scores(nnx_logits(model, test.images), test)
+    return StageResult(name, losses, curve, accuracy, test_loss, timer.ms_per_step)

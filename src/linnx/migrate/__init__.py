@@ -16,7 +16,9 @@ from ._checkpoint import save_nnx_checkpoint as save_nnx_checkpoint
 from ._errors import AmbiguousPairingError as AmbiguousPairingError
 from ._errors import CheckpointError as CheckpointError
 from ._errors import MigrationError as MigrationError
+from ._errors import MigrationTypeError as MigrationTypeError
 from ._errors import MissingWeightsError as MissingWeightsError
+from ._errors import NonFiniteValuesError as NonFiniteValuesError
 from ._errors import RenameError as RenameError
 from ._errors import ShapeMismatchError as ShapeMismatchError
 from ._errors import TraceError as TraceError

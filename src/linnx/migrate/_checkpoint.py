@@ -15,11 +15,16 @@ is the standard NNX recipe::
 
 Every write goes to a hidden temporary directory next to the destination, which is renamed
 into place only once Orbax has finished, so an interrupted run never leaves a half-written
-checkpoint under the destination name.
+checkpoint under the destination name, and a failed overwrite leaves the old one intact.
+Every checkpoint linnx writes also records the SHA-256 digest of each of its files in
+``linnx.json``; reading it back checks them, so a truncated or damaged copy is refused by name
+instead of restoring garbage. Reads restore into new arrays first and update a model only
+when everything has been read and checked, so a failed read leaves the model as it was.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -37,6 +42,8 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from flax.core import meta
 
+from .._errors import LinnxError
+from ._checks import check_mapping, check_nnx, check_path, check_plan
 from ._errors import CheckpointError
 from ._optim import opt_state_to_linen, opt_state_to_nnx
 from ._plan import Plan
@@ -57,6 +64,8 @@ _TRAIN_STATE_FIELDS = ("step", "opt_state")
 _STATIC_FIELDS = ("apply_fn", "tx")
 FORMAT = "linnx.nnx-checkpoint/1"
 _SAVABLE = (jax.Array, np.ndarray, np.generic, int, float, bool)
+_INFO = "linnx.json"  # what was written, and the digest of every file
+_LINEN_FORMAT = "linnx.linen-checkpoint/1"
 
 PathLike = str | os.PathLike
 
@@ -103,6 +112,7 @@ def _item_in(directory: Path) -> Path | None:
 
 
 def _resolve(path: PathLike) -> Path:
+    check_path(path, "read_linen_checkpoint")
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
         raise CheckpointError(f"{str(root)!r} is not a directory.\nFix: pass an Orbax checkpoint.")
@@ -130,7 +140,9 @@ def read_linen_checkpoint(path: PathLike) -> LinenCheckpoint:
         A :class:`LinenCheckpoint`.
 
     Raises:
-        CheckpointError: the directory is not an Orbax checkpoint, or holds something else.
+        CheckpointError: the directory is not an Orbax checkpoint, holds something else, or is
+            truncated or damaged (a file that linnx recorded is missing or changed, or Orbax
+            cannot read it).
 
     Example:
         >>> import tempfile, jax, jax.numpy as jnp
@@ -146,12 +158,14 @@ def read_linen_checkpoint(path: PathLike) -> LinenCheckpoint:
         >>> tmp.cleanup()
     """
     where = _resolve(path)
+    verify_files(where)
     with ocp.PyTreeCheckpointer() as ckptr:
         # Restored as host numpy arrays: no target, so no sharding to guess (and no warning
         # about it); linen_to_nnx places each value like the NNX variable it fills.
-        tree = ckptr.metadata(where).item_metadata.tree
+        tree = _tree_metadata(ckptr, where)
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        raw = ckptr.restore(where, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+        with _reading(where):
+            raw = ckptr.restore(where, args=ocp.args.PyTreeRestore(restore_args=restore_args))
     if not isinstance(raw, Mapping) or "params" not in raw:
         keys = list(raw) if isinstance(raw, Mapping) else type(raw).__name__
         raise CheckpointError(
@@ -185,6 +199,7 @@ def linen_checkpoint_to_nnx(
     optimizer: nnx.Optimizer | None = None,
     allow_missing: str | Iterable[str] = (),
     allow_unused: str | Iterable[str] = (),
+    allow_nonfinite: bool | str | Iterable[str] = False,
 ) -> LinenCheckpoint:
     """Reads a Linen checkpoint into an NNX model (and optimizer), following a plan.
 
@@ -194,15 +209,17 @@ def linen_checkpoint_to_nnx(
         plan: from :func:`match`.
         optimizer: an ``nnx.Optimizer`` for the model; when given, the ``TrainState``'s
             ``opt_state`` and ``step`` move into it. When omitted they are not migrated.
-        allow_missing / allow_unused: as for :func:`linen_to_nnx`.
+        allow_missing / allow_unused / allow_nonfinite: as for :func:`linen_to_nnx`.
 
     Returns:
         The :class:`LinenCheckpoint` that was read (e.g. to :func:`verify` against it).
 
     Raises:
-        CheckpointError: ``optimizer`` is given but the checkpoint has no optimizer state.
-        MissingWeightsError, UnusedWeightsError, ShapeMismatchError: as for
-        :func:`linen_to_nnx`.
+        CheckpointError: ``optimizer`` is given but the checkpoint has no optimizer state, or
+            the checkpoint cannot be read.
+        MissingWeightsError, UnusedWeightsError, ShapeMismatchError, NonFiniteValuesError: as
+            for :func:`linen_to_nnx`. Nothing is changed then: neither the model nor the
+            optimizer.
 
     Example:
         >>> import tempfile, jax, jax.numpy as jnp
@@ -219,64 +236,270 @@ def linen_checkpoint_to_nnx(
         True
         >>> tmp.cleanup()
     """
+    fn = "linen_checkpoint_to_nnx"
+    check_nnx(nnx_model, fn)
+    check_plan(plan, fn)
+    if optimizer is not None:
+        check_nnx(optimizer, fn, "optimizer", optimizer=True)
     ckpt = path if isinstance(path, LinenCheckpoint) else read_linen_checkpoint(path)
     if optimizer is not None and ckpt.opt_state is None:
         raise CheckpointError(
             "optimizer=...: the checkpoint holds a variables dict without optimizer state.\n"
             "Fix: leave out optimizer=, or point at a TrainState checkpoint."
         )
-    linen_to_nnx(
-        ckpt.variables, nnx_model, plan, allow_missing=allow_missing, allow_unused=allow_unused
-    )
-    if optimizer is not None:
-        opt_state_to_nnx(ckpt.opt_state, optimizer, plan)
-        if ckpt.step is not None:
-            optimizer.step.set_value(jnp.asarray(ckpt.step, optimizer.step.get_value().dtype))
+    # The weights and the optimizer state are checked separately; the second check may fail
+    # after the first wrote, so both objects are put back as they were on any failure.
+    with _unchanged_on_error(nnx_model, optimizer):
+        linen_to_nnx(
+            ckpt.variables, nnx_model, plan, allow_missing=allow_missing,
+            allow_unused=allow_unused, allow_nonfinite=allow_nonfinite,
+        )  # fmt: skip
+        if optimizer is not None:
+            opt_state_to_nnx(ckpt.opt_state, optimizer, plan, allow_nonfinite=allow_nonfinite)
+            if ckpt.step is not None:
+                optimizer.step.set_value(
+                    jnp.asarray(ckpt.step, optimizer.step.get_value().dtype)
+                )
     return ckpt
 
 
 @contextmanager
-def _atomic_dir(path: PathLike, overwrite: bool) -> Iterator[Path]:
+def _unchanged_on_error(*objs: Any) -> Iterator[None]:
+    """Puts every variable of ``objs`` (NNX models, optimizers; None skipped) back on failure."""
+    saved = [
+        (var, var.get_value())
+        for obj in objs if obj is not None
+        for _, var in nnx.to_flat_state(nnx.state(obj))
+    ]  # fmt: skip
+    try:
+        yield
+    except BaseException:
+        for var, value in saved:
+            var.set_value(value)
+        raise
+
+
+@contextmanager
+def _atomic_dir(path: PathLike, overwrite: bool, fn: str) -> Iterator[Path]:
+    """Yields a scratch directory to write into; publishes it at ``path`` only on success.
+
+    On failure nothing appears at ``path`` (an existing checkpoint there is untouched), no
+    scratch is left behind, and parent directories created for the write are removed again.
+    """
+    check_path(path, fn)
     dst = Path(path).expanduser().resolve()
     if dst.exists() and not overwrite:
         raise CheckpointError(
             f"{str(dst)!r} already exists.\nFix: choose a new destination, or pass "
             "overwrite=True (--overwrite) to replace it."
         )
+    blocker = next((p for p in dst.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise CheckpointError(
+            f"{fn}: cannot write {str(dst)!r}: {str(blocker)!r} is a file, not a directory.\n"
+            "Fix: choose a destination whose parent is a directory (or can be created)."
+        )
+    created = [p for p in dst.parents if not p.exists()]
     dst.parent.mkdir(parents=True, exist_ok=True)
     # A private directory on the same filesystem holds the work (and anything Orbax leaves
     # next to it on failure); one rename publishes the result.
     scratch = dst.parent / f".{dst.name}.linnx-tmp-{uuid.uuid4().hex[:8]}"
-    scratch.mkdir()
-    work = scratch / dst.name
+    published = keep_scratch = False
     try:
+        scratch.mkdir()
+        work = scratch / dst.name
         yield work
         old = scratch / "replaced"
         if dst.exists():
             os.rename(dst, old)
         try:
             os.rename(work, dst)
-        except BaseException:
+        except BaseException as e:
             if old.exists():
-                os.rename(old, dst)  # put the previous checkpoint back
+                try:
+                    os.rename(old, dst)  # put the previous checkpoint back
+                except OSError:
+                    # Never delete the only copy of the previous checkpoint.
+                    keep_scratch = True
+                    raise CheckpointError(
+                        f"{fn}: writing {str(dst)!r} failed ({type(e).__name__}: {e}), and "
+                        f"moving the previous checkpoint back failed too.\n"
+                        f"It is intact at {str(old)!r}.\n"
+                        f"Fix: move it back by hand: mv {str(old)!r} {str(dst)!r}"
+                    ) from e
             raise
+        published = True
+    except LinnxError:
+        raise
+    except Exception as e:
+        state = (
+            f"{str(dst)!r} is unchanged" if dst.exists() else f"nothing was created at {str(dst)!r}"
+        )
+        raise CheckpointError(
+            f"{fn}: writing {str(dst)!r} failed: {type(e).__name__}: {e}\n"
+            f"The write was not completed, so {state}.\n"
+            "Fix: see the cause above (disk space, permissions, what was being saved), then "
+            "run it again."
+        ) from e
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if not keep_scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if not published and not keep_scratch:
+            for parent in created:  # innermost first; only the empty ones this call made
+                with suppress(OSError):
+                    parent.rmdir()
 
 
 @contextmanager
-def _writer() -> Iterator[ocp.StandardCheckpointer]:
-    """A checkpointer whose background work is over before the caller cleans up, even on error."""
-    ckptr = ocp.StandardCheckpointer()
+def _writer() -> Iterator[ocp.Checkpointer]:
+    """A synchronous checkpointer: every byte is on disk when ``save`` returns.
+
+    The asynchronous one would keep writing in background threads after a failed save, and
+    could recreate the scratch directory after it was cleaned up.
+    """
+    ckptr = ocp.Checkpointer(ocp.StandardCheckpointHandler())
     try:
         yield ckptr
-        ckptr.wait_until_finished()
-    except BaseException:
-        with suppress(Exception):
-            ckptr.wait_until_finished()
-        raise
     finally:
         ckptr.close()
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _record_files(directory: Path, info: dict[str, Any]) -> None:
+    """Writes ``linnx.json`` with ``info`` and the digest of every file under ``directory``."""
+    files = {
+        p.relative_to(directory).as_posix(): {"bytes": p.stat().st_size, "sha256": _digest(p)}
+        for p in sorted(directory.rglob("*")) if p.is_file() and p.name != _INFO
+    }  # fmt: skip
+    text = json.dumps({**info, "files": files}, indent=1, default=str)
+    (directory / _INFO).write_text(text)
+
+
+def verify_files(directory: Path) -> None:
+    """Checks the files that ``linnx.json`` in ``directory`` records; no record, no check."""
+    record = directory / _INFO
+    if not record.is_file():
+        return
+    try:
+        files = json.loads(record.read_text()).get("files", {})
+        if not isinstance(files, dict):
+            raise ValueError("'files' is not a mapping")
+    except (ValueError, UnicodeDecodeError, AttributeError) as e:
+        raise CheckpointError(
+            f"{str(record)!r} is damaged ({e}), so the checkpoint cannot be checked.\n"
+            "Fix: copy the checkpoint again from its source, or use another one."
+        ) from e
+    problems = []
+    for rel, expected in files.items():
+        file = directory / rel
+        if not isinstance(expected, dict):
+            problems.append(f"{rel}: its record in {_INFO} is unreadable")
+        elif not file.is_file():
+            problems.append(f"{rel}: missing")
+        elif file.stat().st_size != expected.get("bytes"):
+            problems.append(
+                f"{rel}: {file.stat().st_size} bytes, {expected.get('bytes')} when written"
+            )
+        elif _digest(file) != expected.get("sha256"):
+            problems.append(f"{rel}: contents changed since it was written")
+    if problems:
+        shown = "\n".join(f"  {p}" for p in problems[:10])
+        more = f"\n  ... ({len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise CheckpointError(
+            f"{str(directory)!r} is truncated or damaged: {len(problems)} of the "
+            f"{len(files)} files recorded when it was written are missing or changed.\n"
+            f"{shown}{more}\n"
+            "Fix: copy the checkpoint again from its source (an interrupted copy or sync "
+            "truncates files), or use another checkpoint."
+        )
+
+
+def _tree_metadata(ckptr: Any, where: Path) -> Any:
+    """The saved tree's structure, or a CheckpointError when Orbax cannot read it."""
+    try:
+        metadata = ckptr.metadata(where)
+        tree = getattr(metadata, "item_metadata", metadata)
+        tree = getattr(tree, "tree", tree)
+    except Exception as e:
+        tree, cause = None, f"{type(e).__name__}: {e}"
+    else:
+        cause = "Orbax found no tree metadata"
+    if not isinstance(tree, Mapping):
+        raise CheckpointError(
+            f"{str(where)!r} is truncated or damaged: its tree metadata (_METADATA, "
+            f"manifest.ocdbt) cannot be read ({cause}).\n"
+            "Fix: copy the checkpoint again from its source, or use another checkpoint."
+        )
+    return tree
+
+
+@contextmanager
+def _reading(where: Path) -> Iterator[None]:
+    try:
+        yield
+    except LinnxError:
+        raise
+    except Exception as e:
+        raise CheckpointError(
+            f"{str(where)!r} could not be restored: {type(e).__name__}: {str(e)[:500]}\n"
+            "Fix: the checkpoint is truncated or damaged (copy it again, or use another one), "
+            "or it was not written for this model."
+        ) from e
+
+
+def _keyed(tree: Any) -> dict[str, Any]:
+    """``{'fc/kernel': leaf}`` for an ``nnx.State`` or Orbax's metadata of one."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        keys = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+        if keys and keys[-1] == "value":  # Orbax stores a variable as {'value': array}
+            keys = keys[:-1]
+        out["/".join(keys)] = leaf
+    return out
+
+
+def _stored_shape(leaf: Any) -> tuple[int, ...] | None:
+    """The shape Orbax saves a leaf with: a typed PRNG key array (an ``nnx.Rngs`` key, as
+    ``nnx.Dropout(rngs=...)`` holds) is saved as its raw key data, one axis longer."""
+    shape, dtype = getattr(leaf, "shape", None), getattr(leaf, "dtype", None)
+    if shape is not None and dtype is not None and jax.dtypes.issubdtype(
+        dtype, jax.dtypes.prng_key
+    ):
+        return tuple(jax.eval_shape(jax.random.key_data, leaf).shape)
+    return shape
+
+
+def _check_fits(ckptr: Any, where: Path, state: Any, arg: str) -> None:
+    """Refuses, by key path, a saved tree that the target's state cannot take."""
+    saved = _keyed(_tree_metadata(ckptr, where))
+    target = _keyed(state)
+    missing = sorted(set(target) - set(saved))
+    unexpected = sorted(set(saved) - set(target))
+    mismatched = []
+    for key in sorted(set(saved) & set(target)):
+        a, b = saved[key], target[key]
+        a_shape, b_shape = getattr(a, "shape", None), _stored_shape(b)
+        if a_shape is not None and b_shape is not None and tuple(a_shape) != tuple(b_shape):
+            mismatched.append(f"{key}: saved {tuple(a_shape)}, {arg} has {tuple(b_shape)}")
+    if not (missing or unexpected or mismatched):
+        return
+    lines = [f"{str(where)!r} does not fit {arg}:"]
+    if missing:
+        lines.append(f"  missing from the checkpoint ({len(missing)}): {', '.join(missing[:20])}")
+    if unexpected:
+        lines.append(f"  only in the checkpoint ({len(unexpected)}): {', '.join(unexpected[:20])}")
+    lines += [f"  mismatched at {m}" for m in mismatched[:20]]
+    lines.append(
+        f"Fix: build {arg} exactly as for the save (same class and sizes); nothing was changed."
+    )
+    raise CheckpointError("\n".join(lines))
 
 
 def save_nnx_checkpoint(
@@ -292,8 +515,14 @@ def save_nnx_checkpoint(
     Layout: ``path/model`` (``nnx.state(model)``), ``path/optimizer`` (``nnx.state(optimizer)``,
     when given) and ``path/linnx.json``.
 
+    ``linnx.json`` holds ``metadata`` and the SHA-256 digest of every file, which
+    :func:`load_nnx_checkpoint` checks.
+
     Raises:
-        CheckpointError: ``path`` exists and ``overwrite`` is False.
+        CheckpointError: ``path`` exists and ``overwrite`` is False, the model has no variables,
+            or the write failed (then nothing is left at ``path``, or the previous checkpoint
+            there is intact).
+        MigrationTypeError: ``nnx_model``, ``optimizer`` or ``metadata`` has the wrong kind.
 
     Example:
         >>> import tempfile
@@ -307,14 +536,27 @@ def save_nnx_checkpoint(
         (3, 2)
         >>> tmp.cleanup()
     """
-    with _atomic_dir(path, overwrite) as tmp, _writer() as ckptr:
+    fn = "save_nnx_checkpoint"
+    check_nnx(nnx_model, fn)
+    if optimizer is not None:
+        check_nnx(optimizer, fn, "optimizer", optimizer=True)
+    check_mapping(metadata, fn, "metadata", "{'source': 'run-42'}", optional=True)
+    items = [("model", nnx.state(nnx_model))]
+    if optimizer is not None:
+        items.append(("optimizer", nnx.state(optimizer)))
+    for name, state in items:
+        if not jax.tree_util.tree_leaves(state):
+            # Orbax refuses an empty tree only after it has started writing.
+            raise CheckpointError(
+                f"{fn}: the {name} has no variables, so there is nothing to save.\n"
+                f"Fix: pass the model whose variables you want to keep."
+            )
+    with _atomic_dir(path, overwrite, fn) as tmp, _writer() as ckptr:
         tmp.mkdir()
-        ckptr.save(tmp / "model", nnx.state(nnx_model))
-        if optimizer is not None:
-            ckptr.save(tmp / "optimizer", nnx.state(optimizer))
-        ckptr.wait_until_finished()
-        info = {"format": FORMAT, "optimizer": optimizer is not None, **dict(metadata or {})}
-        (tmp / "linnx.json").write_text(json.dumps(info, indent=1, default=str))
+        for name, state in items:
+            ckptr.save(tmp / name, state)
+        info = {**dict(metadata or {}), "format": FORMAT, "optimizer": optimizer is not None}
+        _record_files(tmp, info)
 
 
 def load_nnx_checkpoint(
@@ -332,7 +574,10 @@ def load_nnx_checkpoint(
         ``nnx_model``, restored.
 
     Raises:
-        CheckpointError: ``path`` has no ``model`` item, or no ``optimizer`` item when asked.
+        CheckpointError: ``path`` has no ``model`` item (or no ``optimizer`` item when asked),
+            its files are truncated or damaged, or it does not fit the model (the message
+            lists the key paths). Nothing is changed then.
+        MigrationTypeError: ``nnx_model`` or ``optimizer`` has the wrong kind.
 
     Example:
         >>> import tempfile
@@ -347,25 +592,44 @@ def load_nnx_checkpoint(
         True
         >>> tmp.cleanup()
     """
+    fn = "load_nnx_checkpoint"
+    check_path(path, fn)
+    check_nnx(nnx_model, fn)
+    if optimizer is not None:
+        check_nnx(optimizer, fn, "optimizer", optimizer=True)
     root = Path(path).expanduser().resolve()
     items = [("model", nnx_model)] + ([("optimizer", optimizer)] if optimizer is not None else [])
-    with ocp.StandardCheckpointer() as ckptr:
+    for name, _ in items:
+        if not _is_checkpoint(root / name):
+            raise CheckpointError(
+                f"{str(root)!r} has no {name!r} item.\nFix: pass a directory written by "
+                "save_nnx_checkpoint (or `linnx migrate-weights`)"
+                + (", with an optimizer." if name == "optimizer" else ".")
+            )
+    verify_files(root)
+    # Everything is read and checked before anything is updated.
+    restored = []
+    with _writer() as ckptr:
         for name, obj in items:
-            if not _is_checkpoint(root / name):
-                raise CheckpointError(
-                    f"{str(root)!r} has no {name!r} item.\nFix: pass a directory written by "
-                    "save_nnx_checkpoint (or `linnx migrate-weights`)"
-                    + (", with an optimizer." if name == "optimizer" else ".")
-                )
-            nnx.update(obj, ckptr.restore(root / name, nnx.state(obj)))
+            arg = "nnx_model" if name == "model" else name
+            _check_fits(ckptr, root / name, nnx.state(obj), arg)
+            with _reading(root / name):
+                restored.append((obj, ckptr.restore(root / name, nnx.state(obj))))
+    for obj, state in restored:
+        nnx.update(obj, state)
     return nnx_model
 
 
 def save_linen_checkpoint(path: PathLike, tree: Any, *, overwrite: bool = False) -> None:
     """Saves a Linen variables dict (or a ``TrainState``-like dict) with Orbax, atomically.
 
+    A ``linnx.json`` next to Orbax's files records the digest of each file, which
+    :func:`read_linen_checkpoint` checks.
+
     Raises:
-        CheckpointError: ``path`` exists and ``overwrite`` is False.
+        CheckpointError: ``path`` exists and ``overwrite`` is False, the tree is empty or holds
+            leaves that are not arrays, or the write failed (then nothing is left at ``path``,
+            or the previous checkpoint there is intact).
 
     Example:
         >>> import tempfile, jax, jax.numpy as jnp
@@ -379,15 +643,23 @@ def save_linen_checkpoint(path: PathLike, tree: Any, *, overwrite: bool = False)
         ['bias', 'kernel']
         >>> tmp.cleanup()
     """
+    fn = "save_linen_checkpoint"
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    if not leaves:
+        # Orbax refuses an empty tree only after it has started writing.
+        raise CheckpointError(
+            f"{fn}(tree={tree!r:.60}): the tree has no arrays, so there is nothing to save.\n"
+            "Fix: pass the variables dict, e.g. {'params': params, 'batch_stats': stats}."
+        )
     bad = [jax.tree_util.keystr(p) for p, leaf in leaves if not isinstance(leaf, _SAVABLE)]
     if bad:
         raise CheckpointError(
             f"Cannot save {', '.join(bad[:10])}: only arrays and numbers can be saved.\n"
             "Fix: convert those leaves to arrays, or leave them out of the tree."
         )
-    with _atomic_dir(path, overwrite) as tmp, _writer() as ckptr:
+    with _atomic_dir(path, overwrite, fn) as tmp, _writer() as ckptr:
         ckptr.save(tmp, tree)
+        _record_files(tmp, {"format": _LINEN_FORMAT})
 
 
 def nnx_checkpoint_to_linen(
@@ -398,6 +670,7 @@ def nnx_checkpoint_to_linen(
     *,
     optimizer: nnx.Optimizer | None = None,
     overwrite: bool = False,
+    allow_nonfinite: bool | str | Iterable[str] = False,
 ) -> dict[str, Any]:
     """Turns an NNX checkpoint back into a Linen one, following a plan.
 
@@ -411,9 +684,16 @@ def nnx_checkpoint_to_linen(
         plan: from :func:`match`.
         optimizer: an ``nnx.Optimizer`` of the same structure as the saved one.
         overwrite: replace ``dst`` if it exists.
+        allow_nonfinite: as for :func:`nnx_to_linen`.
 
     Returns:
         The tree that was saved.
+
+    Raises:
+        CheckpointError: ``dst`` exists (without ``overwrite``), ``src`` cannot be read, or
+            the write failed. ``nnx_model`` and ``optimizer`` are then left as they were.
+        MissingWeightsError, UnusedWeightsError, NonFiniteValuesError: as for
+            :func:`nnx_to_linen`.
 
     Example:
         >>> import tempfile, jax.numpy as jnp
@@ -429,17 +709,29 @@ def nnx_checkpoint_to_linen(
         (3, 2)
         >>> tmp.cleanup()
     """
-    load_nnx_checkpoint(src, nnx_model, optimizer=optimizer)
-    variables = nnx_to_linen(nnx_model, plan)
-    if optimizer is None:
-        tree: dict[str, Any] = dict(variables)
-    else:
-        tree = {
-            **variables,
-            "step": int(optimizer.step.get_value()),
-            "opt_state": opt_state_to_linen(optimizer, plan),
-        }
-    save_linen_checkpoint(dst, tree, overwrite=overwrite)
+    fn = "nnx_checkpoint_to_linen"
+    check_path(dst, fn, "dst")
+    check_plan(plan, fn)
+    if Path(dst).expanduser().exists() and not overwrite:  # before any work
+        raise CheckpointError(
+            f"{str(Path(dst).expanduser().resolve())!r} already exists.\nFix: choose a new "
+            "destination, or pass overwrite=True to replace it."
+        )
+    with _unchanged_on_error(
+        nnx_model if isinstance(nnx_model, nnx.Pytree) else None,
+        optimizer if isinstance(optimizer, nnx.Pytree) else None,
+    ):
+        load_nnx_checkpoint(src, nnx_model, optimizer=optimizer)
+        variables = nnx_to_linen(nnx_model, plan, allow_nonfinite=allow_nonfinite)
+        if optimizer is None:
+            tree: dict[str, Any] = dict(variables)
+        else:
+            tree = {
+                **variables,
+                "step": int(optimizer.step.get_value()),
+                "opt_state": opt_state_to_linen(optimizer, plan),
+            }
+        save_linen_checkpoint(dst, tree, overwrite=overwrite)
     return tree
 
 

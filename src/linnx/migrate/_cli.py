@@ -81,6 +81,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATTERN",
         help="Linen leaf paths that may be dropped",
     )
+    parser.add_argument(
+        "--allow-nonfinite",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="paths whose NaN/inf values may be migrated ('*' for all; refused by default)",
+    )
     parser.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance")
     parser.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance")
     parser.add_argument(
@@ -226,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
         _checkpoint.linen_checkpoint_to_nnx(
             ckpt, nnx_model, plan, optimizer=optimizer,
             allow_missing=args.allow_missing, allow_unused=args.allow_unused,
+            allow_nonfinite=args.allow_nonfinite,
         )  # fmt: skip
         if ckpt.opt_state is not None and optimizer is None:
             say("Note: the checkpoint's optimizer state was not migrated (pass --tx).")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .._errors import LinnxError, StructureMismatchError
+from .._errors import BridgeTypeError, LinnxError, StructureMismatchError
 
 __all__ = [
     "MigrationError",
@@ -22,6 +22,8 @@ __all__ = [
     "TraceError",
     "VerificationError",
     "CheckpointError",
+    "MigrationTypeError",
+    "NonFiniteValuesError",
 ]
 
 _PUBLIC_MODULE = "linnx.migrate"
@@ -146,6 +148,48 @@ class CheckpointError(MigrationError, ValueError):
     """
 
 
+class MigrationTypeError(MigrationError, BridgeTypeError):
+    """An argument has the wrong kind: a class where a model is expected, ``None`` for a plan.
+
+    It is also a :class:`linnx.BridgeTypeError` and a ``TypeError``.
+
+    Example:
+        >>> from flax import nnx
+        >>> from linnx import migrate
+        >>> try:
+        ...     migrate.nnx_to_linen(nnx.Linear, plan=None)
+        ... except migrate.MigrationTypeError as e:
+        ...     print(str(e).splitlines()[0])
+        nnx_to_linen(nnx_model=Linear): expected an NNX model instance, got the class itself.
+    """
+
+
+class NonFiniteValuesError(MigrationError, ValueError):
+    """Values to be migrated hold NaN or infinity (a diverged run, a corrupt checkpoint).
+
+    Attributes:
+        paths: ``(path, nan count, inf count)`` for each leaf that holds such values.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import linen as nn, nnx
+        >>> from linnx import migrate
+        >>> x = jnp.ones((1, 2))
+        >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+        >>> plan = migrate.match(nn.Dense(3), model, x)
+        >>> bad = {'params': {'kernel': jnp.full((2, 3), jnp.nan), 'bias': jnp.zeros(3)}}
+        >>> try:
+        ...     migrate.linen_to_nnx(bad, model, plan)
+        ... except migrate.NonFiniteValuesError as e:
+        ...     print(e.paths)
+        (('params/kernel -> kernel', 6, 0),)
+    """
+
+    def __init__(self, message: str, *, paths: Sequence[tuple[str, int, int]] = ()):
+        super().__init__(message)
+        self.paths = tuple(paths)
+
+
 for _cls in (
     MigrationError,
     MissingWeightsError,
@@ -156,6 +200,8 @@ for _cls in (
     TraceError,
     VerificationError,
     CheckpointError,
+    MigrationTypeError,
+    NonFiniteValuesError,
 ):
     _cls.__module__ = _PUBLIC_MODULE
 del _cls

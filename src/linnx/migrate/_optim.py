@@ -19,10 +19,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from ._errors import MigrationError
+from ._checks import check_finite, check_nnx, check_plan
+from ._errors import MigrationError, MigrationTypeError
 from ._paths import matches_any, patterns, unflatten_mapping
 from ._plan import Pair, Plan, _desc
-from ._transfer import MSG_NNX_DROPPED, check_problems, to_linen_value, to_nnx_value
+from ._transfer import MSG_NNX_DROPPED, _placed, check_problems, to_linen_value, to_nnx_value
 
 __all__ = ["opt_state_to_nnx", "opt_state_to_linen"]
 
@@ -84,6 +85,7 @@ def opt_state_to_nnx(
     *,
     allow_missing: Patterns = (),
     allow_unused: Patterns = (),
+    allow_nonfinite: bool | Patterns = False,
 ) -> T:
     """Moves a Linen optax state (e.g. adam ``mu``/``nu``) onto the NNX parameter layout.
 
@@ -95,13 +97,15 @@ def opt_state_to_nnx(
         plan: from :func:`match`; only its ``params`` pairs matter.
         allow_missing: target leaf paths (``'0/mu/linear/kernel'``) that may keep their values.
         allow_unused: Linen leaf paths that may be dropped.
+        allow_nonfinite: accept NaN and infinite values (``True``, or paths/patterns).
 
     Returns:
         ``target`` (an ``nnx.Optimizer``, filled) or the filled copy of the optax state.
 
     Raises:
-        ShapeMismatchError, MissingWeightsError, UnusedWeightsError: as for
-        :func:`linen_to_nnx`, with optimizer-state paths.
+        ShapeMismatchError, MissingWeightsError, UnusedWeightsError, NonFiniteValuesError:
+            as for :func:`linen_to_nnx`, with optimizer-state paths.
+        MigrationTypeError: ``target`` is a model instead of its optimizer, or no plan.
 
     Example:
         >>> import jax, jax.numpy as jnp, optax
@@ -119,12 +123,19 @@ def opt_state_to_nnx(
         >>> float(opt.opt_state[0].mu['kernel'][0, 0]) == float(state[0].mu['kernel'][0, 0])
         True
     """
+    fn = "opt_state_to_nnx"
+    if target is None or (isinstance(target, nnx.Pytree) and not isinstance(
+        target, nnx.Optimizer
+    )):
+        check_nnx(target, fn, "target", optimizer=True)
+    check_plan(plan, fn)
     tree = target.opt_state if isinstance(target, nnx.Optimizer) else target
     targets, treedef = _flat(tree, is_leaf=_is_var)
     source, _ = _flat(linen_opt_state)
     src = dict(source)
     pairs = _param_pairs(plan)
-    allow_missing, allow_unused = patterns(allow_missing), patterns(allow_unused)
+    allow_missing = patterns(allow_missing, "allow_missing")
+    allow_unused = patterns(allow_unused, "allow_unused")
     used: set[tuple[str, ...]] = set()
     new_values: list[Any] = []
     missing, mismatched = [], []
@@ -161,19 +172,25 @@ def opt_state_to_nnx(
         msg_missing=MSG_OPT_MISSING,
         msg_unused=MSG_OPT_UNUSED,
     )
+    check_finite(
+        (("/".join(key), value) for (key, _), value in zip(targets, new_values, strict=True)
+         if value is not None),
+        allow_nonfinite, what="optimizer state leaf/leaves", fn=fn,
+    )  # fmt: skip
     if isinstance(target, nnx.Optimizer):
         for (_, leaf), value in zip(targets, new_values, strict=True):
             if value is not None:
-                leaf.set_value(value)
+                # Placed like the slot it fills, as linen_to_nnx places the weights.
+                leaf.set_value(_placed(value, leaf.get_value()))
         return target
     out = []
     for (_, leaf), value in zip(targets, new_values, strict=True):
         if value is None:
             out.append(leaf)
         elif isinstance(leaf, nnx.Variable):
-            out.append(leaf.replace(value))
+            out.append(leaf.replace(_placed(value, leaf.get_value())))
         else:
-            out.append(value)
+            out.append(_placed(value, leaf))
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
@@ -208,9 +225,17 @@ def opt_state_to_linen(
         >>> state[0].mu['kernel'].shape
         (2, 3)
     """
+    check_plan(plan, "opt_state_to_linen")
     if isinstance(source, nnx.Optimizer):
         tx = tx or source.tx
         source = source.opt_state
+    elif isinstance(source, nnx.Pytree):
+        check_nnx(source, "opt_state_to_linen", "source", optimizer=True)
+    if tx is not None and not callable(getattr(tx, "init", None)):
+        raise MigrationTypeError(
+            f"opt_state_to_linen(tx={tx!r}): expected an optax GradientTransformation.\n"
+            "Fix: pass the one the NNX state was built with, e.g. tx=optax.adam(1e-3)."
+        )
     if tx is None:
         raise MigrationError(
             "opt_state_to_linen(source, plan): the optax transformation is needed to rebuild "

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ._errors import RenameError
+from ._errors import MigrationTypeError, RenameError
 
 __all__ = [
     "Path",
@@ -171,13 +171,21 @@ class Renamer:
             )
 
 
-def patterns(spec: str | Iterable[str] | None) -> tuple[str, ...]:
+def patterns(spec: str | Iterable[str] | None, name: str = "allow_missing") -> tuple[str, ...]:
     """Normalizes an ``allow_missing=``/``allow_unused=`` argument to a tuple of patterns."""
-    if spec is None:
+    if spec is None or spec is False:
         return ()
     if isinstance(spec, str):
         return (spec,)
-    return tuple(spec)
+    if isinstance(spec, Iterable) and not isinstance(spec, bytes | Mapping):
+        items = tuple(spec)
+        if all(isinstance(p, str) for p in items):
+            return items
+    # Anything else would be iterated character by character, or fail deep inside a match.
+    raise MigrationTypeError(
+        f"{name}={spec!r}: expected a path or glob pattern, or a list of them.\n"
+        f"Fix: e.g. {name}=['extra/*'] ('*' allows every path)."
+    )
 
 
 def matches_any(path: str, pats: Iterable[str]) -> bool:

@@ -19,13 +19,17 @@ from flax import linen as nn
 from flax import nnx
 
 from ._align import Compat, Item, VarMatch, align, make_items, match_leftovers
-from ._errors import AmbiguousPairingError
+from ._checks import check_linen, check_mapping, check_nnx
+from ._errors import AmbiguousPairingError, MigrationError, MigrationTypeError
 from ._paths import Renamer, canonical, path_str
 from ._record import ModelRecord, Unit, record_linen, record_nnx
 
 __all__ = ["Layout", "Pair", "Mismatch", "Plan", "match", "plan_from_records"]
 
 _MODULE = "linnx.migrate"
+
+
+_LAYOUT_KINDS = ("copy", "stack", "unstack", "moveaxis")
 
 
 def _desc(shape: Sequence[int], dtype: Any) -> str:
@@ -50,6 +54,13 @@ class Layout:
     linen_axis: int | None = None
     nnx_axis: int | None = None
     index: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in _LAYOUT_KINDS:
+            raise MigrationError(
+                f"Layout(kind={self.kind!r}): expected one of {', '.join(_LAYOUT_KINDS)}.\n"
+                "Fix: e.g. Layout('stack', nnx_axis=0)."
+            )
 
     def __str__(self) -> str:
         if self.kind == "stack":
@@ -145,6 +156,11 @@ class Plan:
         linen_leaves: Mapping[str, jax.ShapeDtypeStruct],
         nnx_leaves: Mapping[str, tuple[str, jax.ShapeDtypeStruct]],
     ):
+        if not isinstance(pairs, Sequence) or not all(isinstance(p, Pair) for p in pairs):
+            raise MigrationTypeError(
+                f"Plan(pairs={pairs!r:.60}): expected a list of Pair.\n"
+                "Fix: build plans with match(linen_module, nnx_model, sample_input)."
+            )
         self.pairs = tuple(sorted(pairs, key=lambda p: (p.nnx, p.layout.index or 0)))
         self.unused = tuple(unused)
         self.unfilled = tuple(unfilled)
@@ -297,7 +313,7 @@ def plan_from_records(
     # 1. Paths that already agree (after renaming) pair by name.
     by_canon: dict[str, list] = {}
     for nv in nrec.vars.values():
-        by_canon.setdefault(canonical(nv.path), []).append(nv)
+        by_canon.setdefault(canonical(nv.bare), []).append(nv)
     matches: list[VarMatch] = []
     taken_l, taken_n = set(), set()
     for lv in lrec.vars.values():
@@ -444,6 +460,10 @@ def match(
         >>> [(p.linen[0], p.nnx) for p in plan.pairs][:2]
         [('params/Dense_0/bias', 'hidden/bias'), ('params/Dense_0/kernel', 'hidden/kernel')]
     """
+    check_linen(linen_module, "match")
+    check_nnx(nnx_model, "match")
+    check_mapping(linen_kwargs, "match", "linen_kwargs", "{'train': False}", optional=True)
+    check_mapping(nnx_kwargs, "match", "nnx_kwargs", "{'deterministic': True}", optional=True)
     lkw = dict(linen_kwargs or {})
     nkw = dict(nnx_kwargs or {})
     lrec = record_linen(linen_module, sample_args, lkw, linen_method)

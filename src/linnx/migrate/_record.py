@@ -32,7 +32,7 @@ from flax import linen as nn
 from flax import nnx
 from flax.core import meta
 
-from ..bridge import registered_pairs
+from ..bridge import ToNNX, registered_pairs
 from ._errors import TraceError
 from ._paths import Path, flatten_mapping, path_str
 
@@ -90,7 +90,8 @@ class VarInfo:
     """One variable of one side.
 
     ``path`` is the full string path (Linen: with the collection first); ``bare`` drops the
-    Linen collection; ``rel`` is the path below the owning module.
+    Linen collection (NNX: the collection attribute of a ``ToNNX``, if any); ``rel`` is the
+    path below the owning module.
     """
 
     path: str
@@ -458,13 +459,17 @@ def record_nnx(
     units, all_vars = [], {}
     for owner, pvs in by_owner.items():
         rec = recorder.calls.get(owner)
+        # A ToNNX part of a partly ported model keeps its Linen variables one attribute per
+        # collection (`backbone/params/Conv_0/kernel`); without that collection segment the
+        # path is the Linen one (`backbone/Conv_0/kernel`), so such variables pin by name.
+        in_linen = isinstance(modules[owner], ToNNX)
         infos = []
         for path, var in pvs:
             rel = path[len(owner) :]
             value = var.get_value()
             info = VarInfo(
                 path=path_str(path),
-                bare=path_str(path),
+                bare=path_str(owner + rel[1:] if in_linen else path),
                 rel=path_str(rel),
                 collection=_collection_name(type(var)),
                 var_type=type(var),

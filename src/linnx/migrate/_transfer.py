@@ -18,7 +18,8 @@ from flax import nnx
 from flax.core import meta
 
 from .._errors import StructureMismatchError
-from ._errors import MissingWeightsError, ShapeMismatchError, UnusedWeightsError
+from ._checks import check_finite, check_mapping, check_nnx, check_plan
+from ._errors import MigrationTypeError, MissingWeightsError, ShapeMismatchError, UnusedWeightsError
 from ._paths import flatten_mapping, matches_any, path_str, patterns, unflatten_mapping
 from ._plan import Pair, Plan, _desc
 from ._record import EXCLUDED_NNX_TYPES
@@ -118,6 +119,11 @@ def to_nnx_value(pair: Pair, sources: Sequence[Any]) -> jax.Array:
         >>> migrate.to_nnx_value(pair, [jnp.zeros(2), jnp.ones(2)]).tolist()
         [[0.0, 0.0], [1.0, 1.0]]
     """
+    if not isinstance(pair, Pair):
+        raise MigrationTypeError(
+            f"to_nnx_value(pair={pair!r}): expected a Pair from plan.pairs.\n"
+            "Fix: e.g. [to_nnx_value(p, ...) for p in plan.pairs]."
+        )
     lay = pair.layout
     values = [jnp.asarray(s) for s in sources]
     if lay.kind == "stack":
@@ -183,8 +189,14 @@ def _check_plan_fits(plan: Plan, live: Mapping[str, nnx.Variable]) -> None:
 
 
 def _placed(value: jax.Array, target: Any) -> jax.Array:
+    """``value`` placed like ``target``: on its sharding if it was placed on purpose.
+
+    An uncommitted target (created without a device or sharding) is not placed: committing
+    some values of a model and not others makes the next ``jit`` call compile twice, once for
+    the mix and once for its all-committed outputs.
+    """
     sharding = getattr(target, "sharding", None)
-    if isinstance(target, jax.Array) and sharding is not None:
+    if isinstance(target, jax.Array) and sharding is not None and target.committed:
         return jax.device_put(value, sharding)
     return value
 
@@ -197,6 +209,7 @@ def linen_to_nnx(
     allow_missing: Patterns = (),
     allow_unused: Patterns = (),
     cast: bool = False,
+    allow_nonfinite: bool | Patterns = False,
 ) -> M:
     """Fills an NNX model with Linen variables, following a plan, in place.
 
@@ -211,6 +224,8 @@ def linen_to_nnx(
         allow_missing: NNX paths or glob patterns that may keep their current values.
         allow_unused: Linen paths (collection first) or glob patterns that may be dropped.
         cast: convert values whose dtype differs from the NNX variable's instead of refusing.
+        allow_nonfinite: accept NaN and infinite values: ``True``, or the Linen or NNX paths
+            (or glob patterns) where they may appear. By default they are refused.
 
     Returns:
         ``nnx_model``, filled.
@@ -219,6 +234,8 @@ def linen_to_nnx(
         ShapeMismatchError: a paired leaf has another shape (or dtype, without ``cast``).
         MissingWeightsError: some NNX variables would keep their initial values.
         UnusedWeightsError: some Linen leaves would be dropped.
+        NonFiniteValuesError: some values are NaN or infinite (after ``cast``).
+        MigrationTypeError: an argument has the wrong kind (a model class, no plan...).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -232,11 +249,17 @@ def linen_to_nnx(
         >>> bool(jnp.all(model(x) == nn.Dense(3).apply(variables, x)))
         True
     """
+    fn = "linen_to_nnx"
+    check_mapping(variables, fn, "variables", "{'params': ..., 'batch_stats': ...}")
+    check_nnx(nnx_model, fn)
+    check_plan(plan, fn)
+    allow_missing = patterns(allow_missing, "allow_missing")
+    allow_unused = patterns(allow_unused, "allow_unused")
     flat = {path_str(p): v for p, v in flatten_mapping(meta.unbox(variables)).items()}
     live = _live_variables(nnx_model)
     _check_plan_fits(plan, live)
-    allow_missing, allow_unused = patterns(allow_missing), patterns(allow_unused)
     new: dict[str, jax.Array] = {}
+    source_of: dict[str, str] = {}
     used: set[str] = set()
     mismatched: list[tuple[str, str, str]] = []
     for pair in plan.pairs:
@@ -244,9 +267,18 @@ def linen_to_nnx(
         if any(s is None for s in sources):
             continue
         used.update(pair.linen)
-        value = to_nnx_value(pair, sources)
         target = live[pair.nnx].get_value()
         where = f"{pair.linen[0]} -> {pair.nnx}"
+        try:
+            value = to_nnx_value(pair, sources)
+        except (TypeError, ValueError):
+            # A leaf that is no array at all (a string, an object): say so instead of
+            # letting jnp.asarray fail with no path.
+            odd = next((s for s in sources if not hasattr(s, "shape")), sources[0])
+            got = f"a {type(odd).__name__} ({odd!r:.40}), not an array"
+            mismatched.append((where, _desc(target.shape, target.dtype), got))
+            continue
+        source_of[pair.nnx] = pair.linen[0]
         if tuple(value.shape) != tuple(target.shape):
             mismatched.append(
                 (where, _desc(target.shape, target.dtype), _desc(value.shape, value.dtype))
@@ -266,7 +298,23 @@ def linen_to_nnx(
         mismatched.append((f"{m.linen[0]} -> {m.nnx}", m.nnx_desc, m.linen_desc))
     missing = [p for p in _required(live) if p not in new and not matches_any(p, allow_missing)]
     unused = [p for p in flat if p not in used and not matches_any(p, allow_unused)]
+    collections = sorted({p.split("/", 1)[0] for p in plan.linen_leaves})
+    if missing and flat and not set(variables) & set(collections):
+        # The commonest slip: variables['params'] passed where the whole dict belongs.
+        raise MissingWeightsError(
+            f"{fn}(variables=...): the variables have none of the collections the plan reads "
+            f"({', '.join(collections)}); their top-level keys are "
+            f"{sorted(map(str, variables))[:6]}.\n"
+            "Fix: pass the whole variables dict, e.g. {'params': params, 'batch_stats': "
+            "batch_stats}, not variables['params'].",
+            missing=missing,
+            unexpected=unused,
+        )
     check_problems(missing=missing, unused=unused, mismatched=mismatched, hint_unused=unused)
+    check_finite(
+        ((f"{source_of[p]} -> {p}", v) for p, v in new.items()),
+        allow_nonfinite, what="leaf/leaves to migrate", fn=fn,
+    )
     for path, value in new.items():
         var = live[path]
         var.set_value(_placed(value, var.get_value()))
@@ -279,6 +327,7 @@ def nnx_to_linen(
     *,
     allow_missing: Patterns = (),
     allow_unused: Patterns = (),
+    allow_nonfinite: bool | Patterns = False,
 ) -> dict[str, Any]:
     """Reads an NNX model back into a Linen variables dict, following a plan.
 
@@ -290,6 +339,8 @@ def nnx_to_linen(
         plan: from :func:`match`.
         allow_missing: Linen paths or patterns that may be absent from the result.
         allow_unused: NNX paths or patterns whose values may be left out.
+        allow_nonfinite: accept NaN and infinite values: ``True``, or the Linen paths (or
+            glob patterns) where they may appear. By default they are refused.
 
     Returns:
         A nested ``dict`` of arrays.
@@ -297,6 +348,8 @@ def nnx_to_linen(
     Raises:
         MissingWeightsError: some Linen leaves would be absent.
         UnusedWeightsError: some NNX variables would be dropped.
+        NonFiniteValuesError: some values are NaN or infinite.
+        MigrationTypeError: an argument has the wrong kind (a model class, no plan...).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -308,6 +361,10 @@ def nnx_to_linen(
         >>> bool(jnp.all(nn.Dense(3).apply(variables, x) == model(x)))
         True
     """
+    check_nnx(nnx_model, "nnx_to_linen")
+    check_plan(plan, "nnx_to_linen")
+    allow_missing = patterns(allow_missing, "allow_missing")
+    allow_unused = patterns(allow_unused, "allow_unused")
     live = _live_variables(nnx_model)
     _check_plan_fits(plan, live)
     values = {p: v.get_value() for p, v in live.items()}
@@ -329,6 +386,7 @@ def nnx_to_linen(
         msg_missing=MSG_NNX_MISSING_FROM_LINEN,
         msg_unused=MSG_NNX_DROPPED,
     )
+    check_finite(out.items(), allow_nonfinite, what="leaf/leaves", fn="nnx_to_linen")
     return unflatten_mapping({tuple(p.split("/")): v for p, v in out.items()})
 
 

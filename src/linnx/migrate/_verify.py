@@ -29,7 +29,9 @@ from flax import linen as nn
 from flax import nnx
 from flax.core import meta
 
-from ._errors import VerificationError
+from .._errors import LinnxError
+from ._checks import check_linen, check_mapping, check_nnx, check_plan
+from ._errors import MigrationTypeError, TraceError, VerificationError
 from ._paths import flatten_mapping, path_str
 from ._plan import Plan, match
 from ._transfer import nnx_to_linen
@@ -139,6 +141,7 @@ def train_kwargs_for(linen_kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], b
         >>> migrate.train_kwargs_for({'training': False})
         ({'training': True}, True)
     """
+    check_mapping(linen_kwargs, "train_kwargs_for", "linen_kwargs", "{'training': False}")
     out, flipped = dict(linen_kwargs), False
     for key, value in linen_kwargs.items():
         if isinstance(value, bool) and key in _TRAIN_TRUE:
@@ -236,9 +239,32 @@ def _run_nnx(model, plan, args, kwargs, method, train):
     else:
         clone.eval()
     fn = clone if method is None else getattr(clone, method)
-    out = fn(*args, **kwargs)
-    after = nnx_to_linen(clone, plan, allow_missing="*", allow_unused="*")
+    # A partly ported model may still run Linen layers through ToNNX: their dropout is
+    # switched off the Linen way.
+    ctx = nn.intercept_methods(_no_dropout) if train else contextlib.nullcontext()
+    with ctx:
+        out = fn(*args, **kwargs)
+    # A NaN here is a finding of the comparison, not a reason to refuse it.
+    after = nnx_to_linen(
+        clone, plan, allow_missing="*", allow_unused="*", allow_nonfinite=True
+    )
     return out, {path_str(p): v for p, v in flatten_mapping(after).items()}
+
+
+@contextlib.contextmanager
+def _running(side: str, mode: str, arg: str):
+    """A model that fails on the sample inputs is a TraceError naming the side and the mode."""
+    try:
+        yield
+    except LinnxError:
+        raise
+    except Exception as e:
+        raise TraceError(
+            f"verify: the {side} model could not run on the sample inputs in {mode} mode: "
+            f"{type(e).__name__}: {e}\n"
+            f"Fix: pass the sample inputs both models accept (the ones given to match), and "
+            f"the call arguments the {side} model needs in {arg}=."
+        ) from e
 
 
 def verify(
@@ -291,6 +317,20 @@ def verify(
         >>> report.ok, report.max_abs
         (True, 0.0)
     """
+    fn = "verify"
+    check_linen(linen_module, fn)
+    check_mapping(variables, fn, "variables", "{'params': ..., 'batch_stats': ...}")
+    check_nnx(nnx_model, fn)
+    check_plan(plan, fn, optional=True)
+    for arg, kw in (("linen_kwargs", linen_kwargs), ("nnx_kwargs", nnx_kwargs),
+                    ("linen_train_kwargs", linen_train_kwargs),
+                    ("nnx_train_kwargs", nnx_train_kwargs)):  # fmt: skip
+        check_mapping(kw, fn, arg, "{'train': False}", optional=True)
+    for arg, tol in (("atol", atol), ("rtol", rtol)):
+        if isinstance(tol, bool) or not isinstance(tol, int | float) or not tol >= 0:
+            raise MigrationTypeError(
+                f"verify({arg}={tol!r}): expected a number >= 0.\nFix: e.g. {arg}=1e-5."
+            )
     lkw = dict(linen_kwargs or {})
     nkw = dict(nnx_kwargs or {})
     if plan is None:
@@ -315,8 +355,12 @@ def verify(
         modes.append(("train", ltkw, ntkw, True))
         notes.append("dropout is off in train mode on both sides (masks cannot agree)")
     for mode, lk, nk, is_train in modes:
-        lout, updates = _run_linen(linen_module, variables, sample_args, lk, linen_method, is_train)
-        nout, after = _run_nnx(nnx_model, plan, sample_args, nk, nnx_method, is_train)
+        with _running("Linen", mode, "linen_kwargs" if mode == "eval" else "linen_train_kwargs"):
+            lout, updates = _run_linen(
+                linen_module, variables, sample_args, lk, linen_method, is_train
+            )
+        with _running("NNX", mode, "nnx_kwargs" if mode == "eval" else "nnx_train_kwargs"):
+            nout, after = _run_nnx(nnx_model, plan, sample_args, nk, nnx_method, is_train)
         diffs += _compare_outputs(mode, lout, nout, atol, rtol)
         diffs += _compare_collections(mode, updates, after, atol, rtol)
     return VerifyReport(diffs, atol=atol, rtol=rtol, notes=notes)

@@ -152,6 +152,12 @@ def compact(fn: F) -> F:
         >>> model.Dense_0.kernel.shape, model.Dense_1.kernel.shape
         ((4, 3), (3, 2))
     """
+    if not inspect.isfunction(fn):
+        # Setting the marker on anything else fails obscurely, or marks nothing useful.
+        raise ModuleDefinitionError(
+            f"compact({fn!r}): expected a method (a function defined in a class body).\n"
+            "Fix: use it as a decorator: `@linnx.compact` above `def __call__(self, x):`."
+        )
     fn._linnx_compact = True  # type: ignore[attr-defined]
     return fn
 

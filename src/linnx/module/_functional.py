@@ -11,13 +11,19 @@ it again, so nothing outside the call changes and the function can be traced.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final, Generic, TypeVar
 
+import jax
 from flax import linen as nn
 from flax import nnx
 
-from .._errors import BridgeTypeError, NotInitializedError, UnknownMethodError
+from .._errors import (
+    BridgeTypeError,
+    NotInitializedError,
+    StructureMismatchError,
+    UnknownMethodError,
+)
 from ..bridge._to_nnx import lazy_init
 
 __all__ = ["Functional", "functional"]
@@ -29,6 +35,33 @@ _NOT_INITIALIZED: Final = (
     "state into.\nFix: state = f.init(rngs=nnx.Rngs(0)) first (with sample inputs for a "
     "module that infers shapes: f.init(x, rngs=nnx.Rngs(0)))."
 )
+
+
+def _check_constructor(module_type: type, args: tuple, kwargs: dict[str, Any]) -> None:
+    """Refuses arguments that do not fit ``module_type``, naming its signature."""
+    try:
+        signature = inspect.signature(module_type.__init__)
+    except (TypeError, ValueError):
+        return
+    # A linnx.Module's metaclass takes `rngs`/`name`/`parent` itself.
+    popped = getattr(module_type, "_linnx_pops", ())
+    try:
+        signature.bind(None, *args, **{k: v for k, v in kwargs.items() if k not in popped})
+    except TypeError as e:
+        name = module_type.__name__
+        shown = {k: v for k, v in kwargs.items() if k != "rngs"}
+        raise BridgeTypeError(
+            f"functional({name})(*{args!r}, **{shown!r}): these arguments do not fit "
+            f"{name}.__init__: {e}.\nFix: pass {name}'s constructor arguments, e.g. "
+            f"functional({name})(3, 4) for {name}(3, 4, rngs=...); `rngs` goes to init()."
+        ) from None
+
+
+def _flat_paths(tree: Any) -> set[str]:
+    flat = jax.tree_util.tree_flatten_with_path(
+        tree, is_leaf=lambda x: isinstance(x, nnx.Variable)
+    )[0]
+    return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in p) for p, _ in flat}
 
 
 def _accepts_rngs(module_type: type) -> bool:
@@ -65,6 +98,7 @@ class Functional(Generic[M]):
         self.args = args
         self.kwargs = kwargs
         self.graphdef: nnx.GraphDef[M] | None = None
+        self._paths: set[str] = set()  # the variable paths of the state init returned
 
     def __repr__(self) -> str:
         return f"functional({self.module_type.__name__})(*{self.args!r}, **{self.kwargs!r})"
@@ -97,11 +131,19 @@ class Functional(Generic[M]):
                     f"{self.module_type.__name__} takes no `rngs` argument.\n"
                     f"Fix: call init() without rngs."
                 )
+            if not isinstance(rngs, nnx.Rngs | int | jax.Array) or isinstance(rngs, bool):
+                raise BridgeTypeError(
+                    f"functional({self.module_type.__name__}).init(rngs={rngs!r}): expected an "
+                    f"nnx.Rngs, an int seed or a jax.random.key.\nFix: e.g. "
+                    f"init(rngs=nnx.Rngs(0))."
+                )
             kwargs["rngs"] = rngs if isinstance(rngs, nnx.Rngs) else nnx.Rngs(rngs)
+        _check_constructor(self.module_type, self.args, kwargs)
         module = self.module_type(*self.args, **kwargs)
         if sample_args or sample_kwargs:
             lazy_init(module, *sample_args, **sample_kwargs)
         self.graphdef, state = nnx.split(module)
+        self._paths = _flat_paths(state)
         return state
 
     def apply(
@@ -140,10 +182,28 @@ class Functional(Generic[M]):
                 f"method={method!r}: {self.module_type.__name__} has no method named "
                 f"{method!r}."
             )
-        graphdef = self.graphdef
+        cls = self.module_type.__name__
+        for i, state in enumerate(states):
+            if not isinstance(state, Mapping):
+                raise BridgeTypeError(
+                    f"functional({cls}).apply(states[{i}]={state!r}): expected the nnx.State "
+                    f"that init returned (or a part of it from nnx.split).\nFix: "
+                    f"state = f.init(...); f.apply(state)(x)."
+                )
+        graphdef, expected = self.graphdef, self._paths
 
         def call(*args: Any, **kwargs: Any) -> tuple[Any, nnx.State]:
-            module = nnx.merge(graphdef, *states)
+            try:
+                module = nnx.merge(graphdef, *states)
+            except (ValueError, KeyError, TypeError) as e:
+                given = set().union(*(_flat_paths(s) for s in states))
+                raise StructureMismatchError.from_paths(
+                    f"The states given to functional({cls}).apply",
+                    missing=sorted(expected - given),
+                    unexpected=sorted(given - expected),
+                    fix="pass the state that init returned, whole or split with nnx.split "
+                    "into parts that together cover every variable.",
+                ) from e
             fn = module if method is None else getattr(module, method)
             out = fn(*args, **kwargs)
             return out, nnx.state(module)
@@ -185,10 +245,17 @@ def functional(module_type: type[M]) -> Callable[..., Functional[M]]:
                 f"a Linen module is functional already ({module_type.__name__}(...).init / "
                 f".apply); or wrap it: functional(linnx.ToNNX)({module_type.__name__}(...))."
             )
+        elif isinstance(module_type, nnx.Module):
+            name = type(module_type).__name__
+            fix = (
+                f"pass the class and its arguments, e.g. functional({name})(...); init() "
+                f"builds the module."
+            )
+            module_type = f"<an instance of {name}>"
         else:
             fix = "pass the class, e.g. functional(nnx.Linear)(3, 4)."
         raise BridgeTypeError(
-            f"functional(module_type={module_type!r}): expected an nnx.Module subclass.\n"
+            f"functional(module_type={module_type!s}): expected an nnx.Module subclass.\n"
             f"Fix: {fix}"
         )
 
