@@ -152,9 +152,11 @@ class ModelBench:
         s = self.spec
         return bridge.to_linen(s.nnx_class, *s.nnx_args, **s.nnx_kwargs(train))
 
-    def to_nnx(self, bridge: Bridge, linen: nn.Module | None = None) -> nnx.Module:
+    def to_nnx(self, bridge: Bridge, linen: nn.Module | None = None,
+               rngs: nnx.Rngs | None = None) -> nnx.Module:
         module = self.linen if linen is None else linen
-        return bridge.lazy_init(bridge.to_nnx(module, nnx.Rngs(0)), self.x)
+        rngs = nnx.Rngs(0) if rngs is None else rngs
+        return bridge.lazy_init(bridge.to_nnx(module, rngs), self.x)
 
     def call_to_nnx(self, model: nnx.Module, x: jax.Array) -> Any:
         return model(x, mutable=self.mutable) if self.mutable else model(x)
@@ -306,7 +308,13 @@ class ModelBench:
             return lambda: _block(self.linen.init(self.init_keys, self.x))
 
         def bridged(who: str) -> Callable[[], Callable[[], Any]]:
-            return lambda: lambda: _block(nnx.state(self.to_nnx(BRIDGES[who])))
+            def make() -> Callable[[], Any]:
+                # Built untimed, as native's keys are: both sides get their rng input ready.
+                # Initialization reads the stream keys without advancing them, so every
+                # call initializes alike.
+                rngs = nnx.Rngs(0)
+                return lambda: _block(nnx.state(self.to_nnx(BRIDGES[who], rngs=rngs)))
+            return make
 
         return {"native": native, "linnx": bridged("linnx"), "flax": bridged("flax")}
 

@@ -70,14 +70,14 @@ class InitKeys:
 
 def _unconsumed_or_folded(key: jax.Array, count: jax.Array) -> jax.Array:
     """The raw key while the stream has never been drawn from, else ``fold_in(key, count)``."""
-    folded = jax.random.fold_in(key, count)
     if isinstance(count, jax.core.Tracer):
         # Under nnx.vmap/scan the count is traced: select without Python control flow.
+        folded = jax.random.fold_in(key, count)
         data = jnp.where(
             (count == 0)[..., None], jax.random.key_data(key), jax.random.key_data(folded)
         )
         return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
-    return key if int(count) == 0 else folded
+    return key if int(count) == 0 else jax.random.fold_in(key, count)
 
 
 _init_pass: contextvars.ContextVar[InitKeys | None] = contextvars.ContextVar(
