@@ -22,7 +22,7 @@ from flax import linen as nn
 from flax import nnx
 
 from linnx import migrate
-from linnx.migrate import _checkpoint
+from linnx.migrate import _checkpoint_files
 
 from ._harness import Table
 from .models import Other, Port, optimizer, plan
@@ -304,7 +304,7 @@ def _(env):
     ckpt = env.copy_of("nnx")
 
     def misuse():
-        with mock.patch.object(_checkpoint, "_digest", side_effect=OSError("disk gone")):
+        with mock.patch.object(_checkpoint_files, "_digest", side_effect=OSError("disk gone")):
             migrate.save_nnx_checkpoint(ckpt, Port(seed=5), overwrite=True)
 
     return misuse, env.tmp
@@ -323,7 +323,7 @@ def _(env):
         return real_rename(a, b)
 
     def misuse():
-        with mock.patch.object(_checkpoint.os, "rename", rename):
+        with mock.patch.object(_checkpoint_files.os, "rename", rename):
             migrate.save_nnx_checkpoint(ckpt, Port(seed=5), overwrite=True)
 
     return misuse, env.tmp

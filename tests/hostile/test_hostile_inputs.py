@@ -42,7 +42,7 @@ def test_a_double_failure_keeps_the_previous_checkpoint_and_says_where(tmp_path)
     from unittest import mock
 
     from linnx import migrate
-    from linnx.migrate import _checkpoint
+    from linnx.migrate import _checkpoint_files
 
     from ._harness import snapshot
     from .models import Port
@@ -50,14 +50,14 @@ def test_a_double_failure_keeps_the_previous_checkpoint_and_says_where(tmp_path)
     ckpt = tmp_path / "nnx"
     migrate.save_nnx_checkpoint(ckpt, Port(seed=1))
     before = snapshot(ckpt)
-    real_rename = _checkpoint.os.rename
+    real_rename = _checkpoint_files.os.rename
 
     def rename(a, b):
         if Path(b) == ckpt:  # both the new checkpoint and the old one back
             raise OSError("rename refused")
         return real_rename(a, b)
 
-    with mock.patch.object(_checkpoint.os, "rename", rename):
+    with mock.patch.object(_checkpoint_files.os, "rename", rename):
         with pytest.raises(migrate.CheckpointError, match=r"(?s)moving the previous checkpoint "
                            r"back failed too.*It is intact at '(.*)'.*Fix: move it back") as e:
             migrate.save_nnx_checkpoint(ckpt, Port(seed=2), overwrite=True)

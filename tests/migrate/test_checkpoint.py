@@ -124,18 +124,18 @@ def test_train_state_checkpoint_parts(trained_resnet):
 
 
 def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    from linnx.migrate import _checkpoint
+    from linnx.migrate import _checkpoint_files
 
     first = Port(nnx.Rngs(0))
     migrate.save_nnx_checkpoint(tmp_path / "nnx", first)
-    real_rename = _checkpoint.os.rename
+    real_rename = _checkpoint_files.os.rename
 
     def failing_rename(a, b):
         if "linnx-tmp" in Path(a).parent.name and Path(a).name == Path(b).name:
             raise OSError("disk gone")  # publishing the finished checkpoint fails
         return real_rename(a, b)
 
-    monkeypatch.setattr(_checkpoint.os, "rename", failing_rename)
+    monkeypatch.setattr(_checkpoint_files.os, "rename", failing_rename)
     with pytest.raises(migrate.CheckpointError, match=r"OSError: disk gone(.|\n)*is unchanged"):
         migrate.save_nnx_checkpoint(tmp_path / "nnx", Port(nnx.Rngs(3)), overwrite=True)
     with pytest.raises(migrate.CheckpointError, match="disk gone(.|\n)*nothing was created"):
