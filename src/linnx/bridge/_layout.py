@@ -32,6 +32,7 @@ __all__ = [
     "Slot",
     "TreeView",
     "layout_of",
+    "new_layout",
     "tree_view_of",
     "to_collections",
     "gather",
@@ -127,6 +128,12 @@ class _Cache:
         self._by_id: dict[int, tuple[nnx.GraphDef, Any]] = {}
         self._limit, self._by_id_limit = limit, by_id_limit
 
+    def remember(self, graphdef: nnx.GraphDef, value: Any) -> None:
+        """Caches ``value`` for this graphdef object only, without hashing it."""
+        if len(self._by_id) >= self._by_id_limit:
+            self._by_id.pop(next(iter(self._by_id)))
+        self._by_id[id(graphdef)] = (graphdef, value)
+
     def get(self, graphdef: nnx.GraphDef, build: Callable[[], Any]) -> Any:
         hit = self._by_id.get(id(graphdef))
         if hit is not None and hit[0] is graphdef:
@@ -138,9 +145,7 @@ class _Cache:
             if len(self._by_value) >= self._limit:
                 self._by_value.pop(next(iter(self._by_value)))
             self._by_value[graphdef] = value
-        if len(self._by_id) >= self._by_id_limit:
-            self._by_id.pop(next(iter(self._by_id)))
-        self._by_id[id(graphdef)] = (graphdef, value)
+        self.remember(graphdef, value)
         return value
 
 
@@ -156,6 +161,17 @@ def layout_of(graphdef: nnx.GraphDef, state: nnx.State | None = None) -> tuple[S
         return tuple(_slot(path, var) for path, var in flat)
 
     return _layouts.get(graphdef, build)
+
+
+def new_layout(graphdef: nnx.GraphDef, state: nnx.State) -> tuple[Slot, ...]:
+    """The layout of a graphdef just split from a module, with ``state`` from the same split.
+
+    Building it from the state costs less than hashing a fresh graphdef for the cache; it is
+    remembered for this graphdef object, which ``apply`` then receives from the variables.
+    """
+    layout = tuple(_slot(path, var) for path, var in nnx.to_flat_state(state))
+    _layouts.remember(graphdef, layout)
+    return layout
 
 
 def tree_view_of(graphdef: nnx.GraphDef) -> TreeView | None:

@@ -342,7 +342,7 @@ class ToLinen(nn.Module):
         state: nnx.State,
         values: list[Any],
     ) -> None:
-        layout = _layout.layout_of(graphdef, state)
+        layout = _layout.new_layout(graphdef, state)
         if not self.has_variable("nnx", _GRAPHDEF) or (
             self.get_variable("nnx", _GRAPHDEF) != graphdef
         ):
@@ -422,10 +422,13 @@ _OUTPUT_UNUSED: contextvars.ContextVar[bool] = contextvars.ContextVar(
 
 def _created_by_first_call(module: nnx.Module) -> bool:
     """Whether part of ``module`` creates its variables on its first call."""
-    return any(
-        isinstance(node, ToNNX) and not node.linen_collections
-        for _, node in nnx.iter_graph(module)
-    )
+    # JAX flattens the module in C++, several times faster than `nnx.iter_graph`; the few
+    # modules JAX cannot flatten (graph-only nodes) take the graph walk.
+    try:
+        nodes = jax.tree_util.tree_leaves(module, is_leaf=lambda n: isinstance(n, ToNNX))
+    except Exception:  # noqa: BLE001
+        nodes = [node for _, node in nnx.iter_graph(module)]
+    return any(isinstance(node, ToNNX) and not node.linen_collections for node in nodes)
 
 
 @contextlib.contextmanager
