@@ -342,6 +342,7 @@ class ToLinen(nn.Module):
         state: nnx.State,
         values: list[Any],
     ) -> None:
+        graphdef = _layout.StoredGraphDef.of(graphdef)
         layout = _layout.new_layout(graphdef, state)
         if not self.has_variable("nnx", _GRAPHDEF) or (
             self.get_variable("nnx", _GRAPHDEF) != graphdef
@@ -395,6 +396,7 @@ class ToLinen(nn.Module):
             if new_graphdef != graphdef:
                 if not self.is_mutable_collection("nnx"):
                     raise _structure_changed(self)
+                new_graphdef = _layout.StoredGraphDef.of(new_graphdef)
                 self.put_variable("nnx", _GRAPHDEF, new_graphdef)
             layout = _layout.layout_of(new_graphdef, state)
             values = [read_value(var) for var in nnx.to_flat_state(state).leaves]

@@ -479,18 +479,28 @@ def _collection_in(message: str) -> str | None:
     return match.group(1) if match else None
 
 
+# A sown tuple (``self.sow``) counts as one variable: a repeated initialization pass that
+# sows again must not append to it as if its new entry were a missing variable.
 def _new_paths(tree: Any, existing: Any) -> bool:
-    have = {p for p, _ in jax.tree_util.tree_flatten_with_path(existing)[0]}
-    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_box)[0]
+    have = {p for p, _ in jax.tree_util.tree_flatten_with_path(existing, is_leaf=_is_sown)[0]}
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_box_or_sown)[0]
     return any(p not in have for p, _ in flat)
 
 
 def _overlay(tree: Any, existing: Any) -> Any:
     """``tree`` with the value of ``existing`` at every path that ``existing`` has."""
-    have = dict(jax.tree_util.tree_flatten_with_path(existing)[0])
+    have = dict(jax.tree_util.tree_flatten_with_path(existing, is_leaf=_is_sown)[0])
     return jax.tree_util.tree_map_with_path(
-        lambda p, leaf: have.get(p, leaf), tree, is_leaf=_is_box
+        lambda p, leaf: have.get(p, leaf), tree, is_leaf=_is_box_or_sown
     )
+
+
+def _is_sown(x: Any) -> bool:
+    return isinstance(x, tuple)
+
+
+def _is_box_or_sown(x: Any) -> bool:
+    return _is_box(x) or _is_sown(x)
 
 
 def _is_box(x: Any) -> bool:
