@@ -7,7 +7,7 @@ and met/missed against the issue's targets) and writes the results as JSON.
 Usage::
 
     make bench                              # full run (< 5 min on 2 cores)
-    make bench-quick                        # fewer rounds (< 1 min)
+    make bench-quick                        # one round, no memory rows (< 1 min)
     .venv/bin/python benchmarks/bench.py --smoke --json /tmp/b.json   # the CI smoke test
 
 Columns. ``native`` is the code the bridge stands in for: for Linen-in-NNX rows
@@ -546,7 +546,8 @@ def _version(dist: str) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="one round, no medians (~1 min)")
+    mode.add_argument("--quick", action="store_true",
+                      help="one round, no medians, no memory rows (< 1 min)")
     mode.add_argument("--smoke", action="store_true",
                       help="one tiny model, 2 rounds: checks the benchmark runs (CI)")
     p.add_argument("--rounds", type=int, help="override the number of rounds")
@@ -569,8 +570,10 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
+    # Quick mode skips the memory rows: deterministic, so one full run says all about them.
+    memory = not args.no_memory and mode != "quick"
     cases = [case for spec in model_specs(size, names)
-             for case in ModelBench(spec).cases(memory=not args.no_memory)]
+             for case in ModelBench(spec).cases(memory=memory)]
     results = run_cases(cases, rounds, min_round_s, log)
     elapsed = time.perf_counter() - start
     table = format_table(results)
