@@ -269,7 +269,7 @@ def test_structure_change_needs_nnx_mutable():
     assert "params" not in variables
     with pytest.raises(linnx.StructureMismatchError, match=r"mutable=\['nnx'"):
         model.apply(variables, X, mutable=["params"])
-    with pytest.raises(linnx.LinnxError, match="changed its structure"):
+    with pytest.raises(linnx.LinnxError, match=r"changed its structure(?s:.*)init_with_output"):
         model.apply(variables, X)
     _, updates = model.apply(variables, X, mutable=["nnx", "params", "Variable"])
     assert sorted(updates["params"]) == ["p1"]

@@ -481,7 +481,9 @@ def _structure_changed(wrapper: ToLinen) -> LinnxError:
         f"{_class_name(wrapper)} changed its structure (added or removed variables or "
         f"submodules) during apply, and the 'nnx' collection is not mutable, so the change "
         f"would be lost.\nFix: pass mutable=['nnx', ...] (or mutable=True) to apply and keep "
-        f"the returned 'nnx' collection."
+        f"the returned 'nnx' collection. If the module creates variables on its first call, "
+        f"create them with init_with_output(...) instead of init(...), which runs no forward "
+        f"pass for a top-level ToLinen."
     )
 
 
