@@ -36,7 +36,6 @@ ROWS = {
     "XLA compile ToLinen vs NNX",
     "lazy_init vs linen.init",
     "ToLinen.init vs NNX ctor",
-    "ToLinen.init vs NNX ctor+call (info)",
     "train step: NNX around ToNNX",
     "train step: Linen around ToLinen",
 }
