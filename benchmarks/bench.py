@@ -522,7 +522,7 @@ def _first_call(
 
 MODES = {
     # mode: (size, rounds, min_round_s, models)
-    "full": ("full", 9, 0.05, None),
+    "full": ("full", 9, 0.1, None),
     "quick": ("full", 1, 0.005, None),
     "smoke": ("smoke", 2, 0.0005, ("mlp",)),
 }
