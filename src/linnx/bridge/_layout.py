@@ -6,6 +6,10 @@ collection, its type and, for rng state, the stream it belongs to. With a layout
 can gather the Linen leaves into a flat list and unflatten the graphdef directly, with no
 path matching per call. Layouts are cached per graphdef.
 
+Two things keep ``apply`` cheap: a :class:`TreeView` rebuilds and re-reads the module as a
+plain JAX pytree instead of walking its graph, and the graphdef stored in the variables is a
+:class:`StoredGraphDef`, which hashes once (``jax.jit`` hashes it on every call).
+
 Linen paths equal NNX paths with two adjustments: keys are strings (``layers/0`` stays
 ``'0'``, so Linen checkpoints keep string keys), and a bare ``RngStream`` attribute (as
 ``nnx.Dropout`` keeps one) is nested under its stream name, so its state sits at the guide's
