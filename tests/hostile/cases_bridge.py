@@ -244,6 +244,35 @@ def _(env):
     return lambda: linnx.ToLinen(nnx.Linear, args=(3,)).init(jax.random.key(0), X)
 
 
+@case("ToLinen/init-rngs-is-a-string", linnx.BridgeTypeError, r"init\(rngs=\.\.\.\).*got 'abc'",
+      r"model\.init\(jax\.random\.key\(0\), x\)")
+def _(env):
+    layer = linnx.ToLinen(nnx.Linear, args=(3, 4))
+    return lambda: layer.init("abc", X)
+
+
+@case("ToLinen/init-rngs-dict-with-a-bad-stream", linnx.BridgeTypeError,
+      r"the stream 'dropout' is 3", r"'dropout': jax\.random\.key\(1\)")
+def _(env):
+    layer = linnx.ToLinen(nnx.Linear, args=(3, 4))
+    return lambda: layer.init({"params": jax.random.key(0), "dropout": 3}, X)
+
+
+@case("ToLinen/apply-variables-is-None", linnx.BridgeTypeError, r"apply\(variables=None\)",
+      r"model\.apply\(variables, x\)")
+def _(env):
+    layer = linnx.ToLinen(nnx.Linear, args=(3, 4))
+    return lambda: layer.apply(None, X)
+
+
+@case("ToLinen/apply-rngs-is-an-int", linnx.BridgeTypeError, r"apply\(rngs=\.\.\.\).*got 7",
+      r"rngs=\{'dropout': jax\.random\.key\(2\)\}")
+def _(env):
+    variables = tolinen_variables()
+    layer = linnx.ToLinen(nnx.Linear, args=(3, 4))
+    return lambda: layer.apply(variables, X, rngs=7), variables
+
+
 @case("ToLinen/apply-without-the-nnx-collection", linnx.StructureMismatchError,
       r"missing \(1\): nnx/graphdef", r"pass the whole variables dict")
 def _(env):

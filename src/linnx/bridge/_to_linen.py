@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from flax import linen as nn
 from flax import nnx
 from flax.core import FrozenDict, meta
@@ -274,6 +275,7 @@ class ToLinen(nn.Module):
             >>> bool((variables['params']['kernel'].value == same['params']['kernel'].value).all())
             True
         """
+        _check_linen_rngs(args[0] if args else kwargs.get("rngs"), "init(rngs=...)")
         method = kwargs.get("method")
         plain = (
             type(self).__call__ is ToLinen.__call__  # not wrapped by nn.scan, nn.vmap...
@@ -285,6 +287,29 @@ class ToLinen(nn.Module):
             return super().init(*args, **kwargs)
         finally:
             _OUTPUT_UNUSED.reset(token)
+
+    @nn.nowrap
+    def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
+        """Linen's ``apply``, with the variables and rngs checked before Linen reads them.
+
+        Example:
+            >>> import jax
+            >>> import linnx
+            >>> from flax import nnx
+            >>> model = linnx.to_linen(nnx.Linear, 3, 2)
+            >>> x = jax.numpy.ones((1, 3))
+            >>> model.apply(model.init(jax.random.key(0), x), x).shape
+            (1, 2)
+        """
+        if not isinstance(variables, Mapping):
+            raise BridgeTypeError(
+                f"apply(variables={variables!r}): expected the variables dict that init "
+                f"returned, got {type(variables).__name__}.\nFix: variables = "
+                f"model.init(jax.random.key(0), x), then model.apply(variables, x)."
+            )
+        if kwargs.get("rngs") is not None:
+            _check_linen_rngs(kwargs["rngs"], "apply(rngs=...)")
+        return super().apply(variables, *args, **kwargs)
 
     @nn.nowrap
     def _initialize(self, args: tuple, kwargs: dict, nnx_method: str | None) -> Any:
@@ -414,6 +439,33 @@ class ToLinen(nn.Module):
     def _has_linen_rng(self, stream: str) -> bool:
         rngs = self.scope.rngs
         return bool(rngs) and stream in rngs
+
+
+def _is_linen_key(x: Any) -> bool:
+    """A key Linen accepts: a typed PRNG key, or a raw uint32 key of shape (..., 2)."""
+    if not isinstance(x, (jax.Array, np.ndarray)):
+        return False
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return True
+    return x.dtype == np.uint32 and x.shape[-1:] == (2,)
+
+
+def _check_linen_rngs(rngs: Any, where: str) -> None:
+    if isinstance(rngs, Mapping):
+        bad = [name for name, key in rngs.items() if not _is_linen_key(key)]
+        if not bad:
+            return
+        what = f"the stream {bad[0]!r} is {rngs[bad[0]]!r}"
+    elif _is_linen_key(rngs):
+        return
+    else:
+        what = f"got {rngs!r}"
+    raise BridgeTypeError(
+        f"{where}: expected a jax.random.key or a dict of stream name -> key; {what}.\n"
+        f"Fix: e.g. model.init(jax.random.key(0), x), or model.init({{'params': "
+        f"jax.random.key(0), 'dropout': jax.random.key(1)}}, x); for apply, "
+        f"rngs={{'dropout': jax.random.key(2)}}."
+    )
 
 
 # Set by a top-level `ToLinen.init`, whose output Linen discards; read once by `_initialize`.
