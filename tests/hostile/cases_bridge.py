@@ -258,6 +258,13 @@ def _(env):
     return lambda: layer.init({"params": jax.random.key(0), "dropout": 3}, X)
 
 
+@case("ToLinen/init_with_output-rngs-is-None", linnx.BridgeTypeError,
+      r"init_with_output\(rngs=\.\.\.\).*got None", r"jax\.random\.key\(0\)")
+def _(env):
+    layer = linnx.ToLinen(nnx.Linear, args=(3, 4))
+    return lambda: layer.init_with_output(None, X)
+
+
 @case("ToLinen/apply-variables-is-None", linnx.BridgeTypeError, r"apply\(variables=None\)",
       r"model\.apply\(variables, x\)")
 def _(env):

@@ -289,6 +289,22 @@ class ToLinen(nn.Module):
             _OUTPUT_UNUSED.reset(token)
 
     @nn.nowrap
+    def init_with_output(self, *args: Any, **kwargs: Any) -> Any:
+        """Linen's ``init_with_output``, with the rngs checked before Linen reads them.
+
+        Example:
+            >>> import jax
+            >>> import linnx
+            >>> from flax import nnx
+            >>> model = linnx.to_linen(nnx.Linear, 3, 2)
+            >>> y, variables = model.init_with_output(jax.random.key(0), jax.numpy.ones((1, 3)))
+            >>> y.shape
+            (1, 2)
+        """
+        _check_linen_rngs(args[0] if args else kwargs.get("rngs"), "init_with_output(rngs=...)")
+        return super().init_with_output(*args, **kwargs)
+
+    @nn.nowrap
     def apply(self, variables: Any, *args: Any, **kwargs: Any) -> Any:
         """Linen's ``apply``, with the variables and rngs checked before Linen reads them.
 
