@@ -177,6 +177,28 @@ def _kind(cls: type, table: Mapping[str, str], package: str) -> str | None:
     return None
 
 
+def _unit(
+    side: str,
+    path: Path,
+    cls: type | None,
+    kinds: tuple[Mapping[str, str], str],
+    vars_: list[VarInfo],
+    rec: _Call | None,
+) -> Unit:
+    """One module's unit; ``cls`` and ``rec`` are None where its call was not recorded."""
+    return Unit(
+        side=side,
+        path=path,
+        cls_name=cls.__name__ if cls else "?",
+        kind=_kind(cls, *kinds) if cls else None,
+        vars=vars_,
+        order=rec.order if rec else None,
+        inputs=rec.inputs if rec else "",
+        outputs=rec.outputs if rec else "",
+        stack=_stack_of(vars_),
+    )
+
+
 def _stack_of(vars_: Sequence[VarInfo]) -> tuple[int, int] | None:
     """(length, axis) when every variable is stored with one extra axis that the call slices."""
     options: set[tuple[int, int]] | None = None
@@ -292,19 +314,7 @@ def record_linen(
     for owner, vars_ in by_owner.items():
         rec = calls.get(owner)
         cls = rec.cls if rec else None
-        units.append(
-            Unit(
-                side="linen",
-                path=owner,
-                cls_name=cls.__name__ if cls else "?",
-                kind=_kind(cls, _LINEN_KINDS, "flax.linen") if cls else None,
-                vars=vars_,
-                order=rec.order if rec else None,
-                inputs=rec.inputs if rec else "",
-                outputs=rec.outputs if rec else "",
-                stack=_stack_of(vars_),
-            )
-        )
+        units.append(_unit("linen", owner, cls, (_LINEN_KINDS, "flax.linen"), vars_, rec))
     return ModelRecord(
         side="linen",
         units=units,
@@ -480,19 +490,7 @@ def record_nnx(
             infos.append(info)
             all_vars[info.path] = info
         cls = type(modules[owner])
-        units.append(
-            Unit(
-                side="nnx",
-                path=owner,
-                cls_name=cls.__name__,
-                kind=_kind(cls, _NNX_KINDS, "flax.nnx"),
-                vars=infos,
-                order=rec.order if rec else None,
-                inputs=rec.inputs if rec else "",
-                outputs=rec.outputs if rec else "",
-                stack=_stack_of(infos),
-            )
-        )
+        units.append(_unit("nnx", owner, cls, (_NNX_KINDS, "flax.nnx"), infos, rec))
     return ModelRecord(
         side="nnx",
         units=units,
