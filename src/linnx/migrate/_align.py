@@ -100,6 +100,12 @@ class UnitMatch:
     linen_units: tuple[Unit, ...] = ()
     nnx_units: tuple[Unit, ...] = ()
 
+    def absorb(self, other: UnitMatch) -> None:
+        """Adds another match's score and units (not its variables) to this one."""
+        self.score += other.score
+        self.linen_units += other.linen_units
+        self.nnx_units += other.nnx_units
+
 
 def pair_vars(
     lvars: Sequence[VarInfo],
@@ -234,9 +240,7 @@ def _group_vs_run(
                 um = match_units(gu, other, _sliced, _stored, compat)
             if um is None:
                 return None
-            total.score += um.score
-            total.linen_units += um.linen_units
-            total.nnx_units += um.nnx_units
+            total.absorb(um)
             for vm in um.vars:
                 if group_is_nnx:
                     collected.setdefault(id(vm.nnx), []).append((k, vm))
@@ -271,9 +275,7 @@ def _group_vs_group(li: Item, ni: Item, compat: Compat) -> UnitMatch | None:
         um = match_units(lu, nu, _sliced, _sliced, compat)
         if um is None:
             return None
-        total.score += um.score
-        total.linen_units += um.linen_units
-        total.nnx_units += um.nnx_units
+        total.absorb(um)
         for vm in um.vars:
             if li.stack[1] == ni.stack[1]:
                 total.vars.append(VarMatch(vm.linen, vm.nnx, mismatch=vm.mismatch))
