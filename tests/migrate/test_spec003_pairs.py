@@ -9,11 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import spec003_linen as L
 from flax import nnx
 
 from linnx import migrate
 
-from . import spec003_linen as L
 from . import spec003_nnx as N
 
 TOL = 1e-6

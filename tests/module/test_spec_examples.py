@@ -1,7 +1,8 @@
 """The Linen examples of spec 003 as ``linnx.Module`` subclasses.
 
-Each example is written twice: verbatim Linen, and the linnx port that changes only the base
-class, ``nn.compact`` -> ``lm.compact`` and the layer constructors (``nn.Dense`` ->
+Each example is compared with its verbatim Linen version (``tests/models/spec003_linen.py``,
+shared with the migration tests); the linnx port here changes only the base class,
+``nn.compact`` -> ``lm.compact`` and the layer constructors (``nn.Dense`` ->
 ``lm.nn.Dense``...). Both are built inside a function so that the class names, which Linen
 uses for auto-naming, are the same. The tests compare the port against the real Linen
 ``init``/``apply`` and then train it the NNX way.
@@ -11,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
+import spec003_linen
 from flax import linen as nn
 from flax import nnx
 
@@ -34,30 +36,6 @@ def assert_close(a, b, atol=1e-5):
 
 
 # -- Block / Model with Dense + Dropout -------------------------------------------------------
-
-
-def linen_block_model():
-    class Block(nn.Module):
-        features: int
-
-        @nn.compact
-        def __call__(self, x, training: bool):
-            x = nn.Dense(self.features)(x)
-            x = nn.Dropout(0.5, deterministic=not training)(x)
-            x = jax.nn.relu(x)
-            return x
-
-    class Model(nn.Module):
-        dmid: int
-        dout: int
-
-        @nn.compact
-        def __call__(self, x, training: bool):
-            x = Block(self.dmid)(x, training)
-            x = nn.Dense(self.dout)(x)
-            return x
-
-    return Model
 
 
 def linnx_block_model():
@@ -86,7 +64,7 @@ def linnx_block_model():
 
 @pytest.fixture(scope="module")
 def block_model():
-    LinenModel, Model = linen_block_model(), linnx_block_model()
+    LinenModel, Model = spec003_linen.basic().Model, linnx_block_model()
     sample_x = jnp.ones((1, 784))
     linen_vars = LinenModel(256, 10).init(jax.random.key(0), sample_x, training=False)
     return LinenModel, Model, sample_x, linen_vars
@@ -169,26 +147,6 @@ class TestBlockModel:
 # -- Block with BatchNorm and a counter (setup + compact) -------------------------------------
 
 
-def linen_bn_block():
-    class Block(nn.Module):
-        features: int
-
-        def setup(self):
-            self.dense = nn.Dense(self.features)
-            self.batchnorm = nn.BatchNorm(momentum=0.99)
-            self.count = self.variable("counter", "count", lambda: jnp.zeros((), jnp.int32))
-
-        @nn.compact
-        def __call__(self, x, training: bool):
-            x = self.dense(x)
-            x = self.batchnorm(x, use_running_average=not training)
-            self.count.value += 1
-            x = jax.nn.relu(x)
-            return x
-
-    return Block
-
-
 def linnx_bn_block():
     class Block(lm.Module):
         features: int
@@ -211,7 +169,7 @@ def linnx_bn_block():
 
 @pytest.fixture(scope="module")
 def bn_block():
-    LinenBlock, Block = linen_bn_block(), linnx_bn_block()
+    LinenBlock, Block = spec003_linen.collections().Block, linnx_bn_block()
     x = jax.random.normal(jax.random.key(0), (2, 4))
     linen_vars = LinenBlock(4).init(jax.random.key(0), x, training=True)
     return LinenBlock, Block, x, linen_vars
@@ -279,29 +237,6 @@ class TestBatchNormCounterBlock:
 # -- AutoEncoder with several methods -------------------------------------------------------
 
 
-def linen_autoencoder():
-    class AutoEncoder(nn.Module):
-        embed_dim: int
-        output_dim: int
-
-        def setup(self):
-            self.encoder = nn.Dense(self.embed_dim)
-            self.decoder = nn.Dense(self.output_dim)
-
-        def encode(self, x):
-            return self.encoder(x)
-
-        def decode(self, x):
-            return self.decoder(x)
-
-        def __call__(self, x):
-            x = self.encode(x)
-            x = self.decode(x)
-            return x
-
-    return AutoEncoder
-
-
 def linnx_autoencoder(Dense):
     class AutoEncoder(lm.Module):
         embed_dim: int
@@ -332,7 +267,7 @@ DENSES = {"linnx": lm.nn.Dense, "linen": nn.Dense}
 
 @pytest.fixture(scope="module")
 def linen_ae():
-    LinenAE = linen_autoencoder()
+    LinenAE = spec003_linen.multiple_methods().AutoEncoder
     return LinenAE, LinenAE(256, 784).init(jax.random.key(0), x=jnp.ones((1, 784)))
 
 
