@@ -555,6 +555,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="override the number of rounds")
     p.add_argument("--models", help="comma-separated subset of: mlp,transformer,convbn")
     p.add_argument("--no-memory", action="store_true", help="skip the (slow) memory rows")
+    p.add_argument("--rows", help="only rows whose name contains this text (e.g. 'ToLinen.init')")
     p.add_argument("--json", default="bench-out/bench.json", help="where to write the results")
     return p.parse_args(argv)
 
@@ -575,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     # Quick mode skips the memory rows: deterministic, so one full run says all about them.
     memory = not args.no_memory and mode != "quick"
     cases = [case for spec in model_specs(size, names)
-             for case in ModelBench(spec).cases(memory=memory)]
+             for case in ModelBench(spec).cases(memory=memory)
+             if args.rows is None or args.rows in case.row]
     results = run_cases(cases, rounds, min_round_s, log)
     elapsed = time.perf_counter() - start
     table = format_table(results)
