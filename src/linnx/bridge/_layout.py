@@ -28,16 +28,19 @@ import numpy as np
 from flax import nnx
 from flax.core import meta
 
+from .._compat import read_value
 from .._errors import StructureMismatchError
 from ._registry import variable_name_from_type
 
 __all__ = [
     "RNG_STATE_TYPES",
+    "KnownStructure",
     "Slot",
     "StoredGraphDef",
     "TreeView",
     "layout_of",
     "new_layout",
+    "split_values",
     "tree_view_of",
     "to_collections",
     "gather",
@@ -134,6 +137,10 @@ class TreeView:
         tree_leaves, treedef = jax.tree_util.tree_flatten(module)
         if treedef != self.treedef:
             return None
+        return self.graph_order(tree_leaves)
+
+    def graph_order(self, tree_leaves: Sequence[Any]) -> list[Any]:
+        """Pytree leaves (of a module with this treedef) put in graph order."""
         leaves: list[Any] = [None] * len(self.order)
         for value, i in zip(tree_leaves, self.order, strict=True):
             leaves[i] = value
@@ -221,6 +228,113 @@ def tree_view_of(graphdef: nnx.GraphDef) -> TreeView | None:
     return _tree_views.get(graphdef, lambda: _build_tree_view(graphdef))
 
 
+# Value types a module read by pytree flattening may hold: concrete arrays, for which
+# `read_value` returns the stored value itself, as the flattening does.
+_CONCRETE_TYPES = frozenset({type(jnp.zeros(())), type(jax.random.key(0)), np.ndarray})
+
+
+@dataclasses.dataclass(frozen=True)
+class KnownStructure:
+    """The split of a module whose structure was split before, read without ``nnx.split``.
+
+    A wrapper constructs its NNX module anew on every ``init``; ``nnx.split`` walks the
+    new module's graph in Python (about a tenth of a small module's constructor), while
+    flattening it as a pytree costs a sixth of that. The pytree treedef holds the static
+    structure (node types, static attributes, variable types and metadata), so a module with
+    the treedef of a module split before has that module's graphdef and layout, on three
+    conditions checked here: no variable appears twice (two pytree leaves for one graph
+    leaf; told by identity), no graph node without variables (a shared one is invisible to a
+    pytree), and every value is a concrete array of the type seen at the first split (so
+    that the raw leaf is what :func:`read_value` would return). Anything else takes
+    ``nnx.split``.
+
+    Keep one per wrapper, not globally: treedefs compare static attributes with ``==``
+    (``1 == True``), and the constructor of one wrapper gets the very same arguments each
+    time.
+    """
+
+    view: TreeView
+    graphdef: StoredGraphDef
+    layout: tuple[Slot, ...]
+    #: The type of each pytree leaf at the first split.
+    leaf_types: tuple[type, ...]
+    #: Types of the module's graph nodes (variables excluded).
+    node_types: frozenset[type]
+
+    def values(self, module: nnx.Module) -> list[Any] | None:
+        """The module's variable values in graph order, or None if it does not fit."""
+        try:
+            tree_leaves, treedef = jax.tree_util.tree_flatten(module)
+            if treedef != self.view.treedef:
+                return None
+        except Exception:  # noqa: BLE001 - an unflattenable or incomparable structure
+            return None
+        if tuple(map(type, tree_leaves)) != self.leaf_types or len(
+            set(map(id, tree_leaves))
+        ) != len(tree_leaves):
+            return None
+        return self.view.graph_order(tree_leaves)
+
+
+def split_values(
+    module: nnx.Module, known: KnownStructure | None = None, learn: bool = False
+) -> tuple[StoredGraphDef, tuple[Slot, ...], list[Any], KnownStructure | None]:
+    """``nnx.split`` for storing: graphdef, layout and values in graph order.
+
+    With ``known`` from an earlier split of a module of the same structure, the values are
+    read as a pytree. The last item is the structure to pass next time: ``known`` if it
+    fitted, else, with ``learn``, what this split taught (None where the module can only be
+    read by ``nnx.split``).
+    """
+    if known is not None:
+        values = known.values(module)
+        if values is not None:
+            return known.graphdef, known.layout, values, known
+    graphdef, state = nnx.split(module)
+    flat = nnx.to_flat_state(state)
+    values = [read_value(var) for var in flat.leaves]
+    graphdef = StoredGraphDef.of(graphdef)
+    layout = new_layout(graphdef, state)
+    learned = _known_structure(module, graphdef, layout, flat.leaves) if learn else None
+    return graphdef, layout, values, learned
+
+
+def _known_structure(
+    module: nnx.Module,
+    graphdef: StoredGraphDef,
+    layout: tuple[Slot, ...],
+    variables: Sequence[Any],
+) -> KnownStructure | None:
+    if not all(
+        isinstance(var, nnx.Variable)
+        and type(var.get_raw_value()) in _CONCRETE_TYPES
+        and read_value(var) is var.get_raw_value()
+        for var in variables
+    ):
+        return None
+    view = tree_view_of(graphdef)
+    if view is None:
+        return None
+    try:
+        tree_leaves, treedef = jax.tree_util.tree_flatten(module)
+        if treedef != view.treedef:
+            return None
+    except Exception:  # noqa: BLE001
+        return None
+    node_paths, node_types, covered = [], set(), set()
+    for path, node in nnx.iter_graph(module):
+        if isinstance(node, nnx.Variable):
+            covered.update(path[:i] for i in range(len(path)))
+        elif nnx.graphlib.is_graph_node(node):
+            node_paths.append(path)
+            node_types.add(type(node))
+    if any(path not in covered for path in node_paths):
+        return None
+    return KnownStructure(
+        view, graphdef, layout, tuple(map(type, tree_leaves)), frozenset(node_types)
+    )
+
+
 def _placeholder_state(graphdef: nnx.GraphDef) -> nnx.State:
     # Paths and types are all a layout needs; scalar placeholders stand in for the arrays.
     leaves = [np.zeros((), np.uint32) for _ in range(graphdef.num_leaves)]
@@ -305,7 +419,11 @@ def gather(
         if leaf is _MISSING:
             missing.append("/".join((slot.collection, *slot.path)))
             continue
-        leaves.append(meta.unbox(leaf) if isinstance(leaf, meta.AxisMetadata) else leaf)
+        if isinstance(leaf, meta.AxisMetadata):
+            # What `meta.unbox` returns for a box around an array, without its tree_map.
+            value = leaf.unbox()
+            leaf = value if isinstance(value, (jax.Array, np.ndarray)) else meta.unbox(leaf)
+        leaves.append(leaf)
     if missing:
         expected = {"/".join((s.collection, *s.path)) for s in layout}
         present = set(_leaf_paths(variables))

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .._compat import can_update_in_place
+from .._compat import can_update_in_place, read_value, write_value
 
 __all__ = [
     "CallKeys",
@@ -59,7 +59,7 @@ class InitKeys:
         self._uses: dict[int, int] = {}
 
     def take(self, stream: nnx.RngStream) -> jax.Array:
-        key, count = stream.key[...], stream.count[...]
+        key, count = read_value(stream.key), read_value(stream.count)
         uses = self._uses.get(id(stream), 0)
         self._uses[id(stream)] = uses + 1
         key = _unconsumed_or_folded(key, count)
@@ -146,8 +146,8 @@ def call_keys(rngs: nnx.Rngs | None) -> CallKeys:
         streams.append((linen_name, stream))
     if not streams:
         return CallKeys(keys, drawn, frozen)
-    counts = [stream.count.get_value() for _, stream in streams]
-    keys_now = [stream.key.get_value() for _, stream in streams]
+    counts = [read_value(stream.count) for _, stream in streams]
+    keys_now = [read_value(stream.key) for _, stream in streams]
     # Eagerly, one compiled dispatch; under a trace, plain ops (a nested jit would add a
     # function to trace and lower for every program that calls the module).
     concrete = not any(isinstance(x, jax.core.Tracer) for x in (*counts, *keys_now))
@@ -156,7 +156,7 @@ def call_keys(rngs: nnx.Rngs | None) -> CallKeys:
         streams, counts, new_keys, new_counts, strict=True
     ):
         drawn.append((stream.count, count))
-        stream.count.set_value(new_count)
+        write_value(stream.count, new_count)
         keys[linen_name] = key
     return CallKeys(keys, drawn, frozen)
 

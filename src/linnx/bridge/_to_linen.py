@@ -7,6 +7,10 @@ variable goes, boxed as :class:`NNXMeta`, to the collection the registry pairs w
 order (:mod:`._layout`) and unflattens them into a module that shares the arrays, runs the
 method, and writes back the collections Linen marked mutable.
 
+A top-level ``init``/``apply`` (no Linen parent, the plain arguments) runs the same code
+against a stand-in for Linen's root scope instead of Linen's scope machinery, which would
+cost as much as the call itself on a small model (:mod:`._fast_apply`).
+
 RNG state of the NNX module (``RngKey``/``RngCount`` collections) supports both documented
 styles: with ``mutable=['RngCount']`` and no Linen rngs the module's own streams advance;
 with ``apply(..., rngs={'dropout': key})`` each stream named in the Linen rngs is re-keyed
@@ -39,7 +43,7 @@ from .._errors import (
     StructureMismatchError,
     UnknownMethodError,
 )
-from . import _layout, _rngs
+from . import _fast_apply, _layout, _rngs
 from ._meta import NNXMeta
 from ._sharding import constrain_to_mesh
 from ._to_nnx import ToNNX
@@ -207,14 +211,14 @@ class ToLinen(nn.Module):
     @nn.compact
     def __call__(self, *args: Any, nnx_method: str | None = None, **kwargs: Any) -> Any:
         if self.has_variable("nnx", _GRAPHDEF) and not self._scan_init():
-            graphdef, layout, view, module = self._rebuild()
-            with _rng_errors(self), _outside_linen():
-                out = _resolve_method(module, nnx_method)(*args, **kwargs)
-            self._write_back(module, graphdef, layout, view)
-            return out
+            return self._call_nnx(self, args, kwargs, nnx_method)
         if not self.is_mutable_collection("nnx"):
             raise _missing_graphdef(self)
-        return self._initialize(args, kwargs, nnx_method)
+        # Only the top-level wrapper may skip the pass: Linen modules created by the forward
+        # pass (inside a ToNNX) are top-level for their own init.
+        output_unused = _OUTPUT_UNUSED.get() and self.scope.parent is None
+        _OUTPUT_UNUSED.set(False)
+        return self._initialize(self, args, kwargs, nnx_method, output_unused)
 
     @nn.nowrap
     def __getattr__(self, name: str) -> Any:
@@ -276,6 +280,9 @@ class ToLinen(nn.Module):
             True
         """
         _check_linen_rngs(args[0] if args else kwargs.get("rngs"), "init(rngs=...)")
+        variables = _fast_apply.fast_init(self, ToLinen.__call__, args, kwargs)
+        if variables is not _fast_apply.NOT_TAKEN:
+            return variables
         method = kwargs.get("method")
         plain = (
             type(self).__call__ is ToLinen.__call__  # not wrapped by nn.scan, nn.vmap...
@@ -325,10 +332,20 @@ class ToLinen(nn.Module):
             )
         if kwargs.get("rngs") is not None:
             _check_linen_rngs(kwargs["rngs"], "apply(rngs=...)")
+        out = _fast_apply.fast_apply(self, ToLinen.__call__, variables, args, kwargs)
+        if out is not _fast_apply.NOT_TAKEN:
+            return out
         return super().apply(variables, *args, **kwargs)
 
     @nn.nowrap
-    def _initialize(self, args: tuple, kwargs: dict, nnx_method: str | None) -> Any:
+    def _initialize(
+        self,
+        host: _fast_apply.Host,
+        args: tuple,
+        kwargs: dict,
+        nnx_method: str | None,
+        output_unused: bool,
+    ) -> Any:
         """Constructs the module and stores its state; runs the forward pass when needed.
 
         The stored state is the constructor's, as a native NNX model starts from, so training
@@ -336,20 +353,25 @@ class ToLinen(nn.Module):
         *creates* (a ``ToNNX`` inside, initialized by its first call as a ``lazy_init`` pass)
         are stored with the values the pass gave them.
         """
-        output_unused = _OUTPUT_UNUSED.get() and self.scope.parent is None
-        # Only the top-level wrapper may skip: Linen modules created by the forward pass
-        # (inside a ToNNX) are top-level for their own init.
-        _OUTPUT_UNUSED.set(False)
-        module = self._construct()
-        graphdef, state = nnx.split(module)
-        flat = nnx.to_flat_state(state)
-        if output_unused and not _created_by_first_call(module):
-            self._store(graphdef, state, [read_value(var) for var in flat.leaves])
-            return None
+        module = self._construct(host)
+        if output_unused:
+            # An unbound wrapper (the fast path's) is initialized again and again with the
+            # same constructor arguments: it keeps its module's structure between inits.
+            reused = self.scope is None
+            known = _fast_apply.known_structure(self) if reused else None
+            graphdef, layout, values, learned = _layout.split_values(module, known, reused)
+            # (A module read under a trace teaches nothing: keep what eager inits learned.)
+            if reused and learned is not None and learned is not known:
+                _fast_apply.remember_structure(self, learned)
+            may_grow = learned is None or any(issubclass(t, ToNNX) for t in learned.node_types)
+            if not (may_grow and _created_by_first_call(module)):
+                self._store(host, graphdef, layout, values)
+                return None
+        flat = nnx.to_flat_state(nnx.state(module))
         built = {path: read_value(var) for path, var in flat}
         with (
             nnx.use_eager_sharding(False),
-            _rng_errors(self),
+            _rng_errors(self, host),
             _rngs.initialization_pass(),
             _outside_linen(),
         ):
@@ -357,17 +379,18 @@ class ToLinen(nn.Module):
         after_graphdef, after_state = nnx.split(module)
         after_flat = nnx.to_flat_state(after_state)
         values = [built[path] if path in built else read_value(var) for path, var in after_flat]
-        self._store(after_graphdef, after_state, values)
+        graphdef = _layout.StoredGraphDef.of(after_graphdef)
+        self._store(host, graphdef, _layout.new_layout(graphdef, after_state), values)
         return out
 
     @nn.nowrap
-    def _construct(self) -> nnx.Module:
+    def _construct(self, host: _fast_apply.Host) -> nnx.Module:
         kwargs = dict(self.kwargs)
         if not self.skip_rng:
-            names = sorted(self.scope.rngs) if self.scope.rngs else []
-            kwargs["rngs"] = nnx.Rngs(**{name: self.make_rng(name) for name in names})
+            names = host._linen_rng_names()
+            kwargs["rngs"] = nnx.Rngs(**{name: host.make_rng(name) for name in names})
         _check_constructor_call(self.nnx_class, self.args, kwargs)
-        with nnx.use_eager_sharding(False), _rng_errors(self), _outside_linen():
+        with nnx.use_eager_sharding(False), _rng_errors(self, host), _outside_linen():
             module = self.nnx_class(*self.args, **kwargs)
         if not isinstance(module, nnx.Module):
             raise BridgeTypeError(
@@ -379,50 +402,61 @@ class ToLinen(nn.Module):
     @nn.nowrap
     def _store(
         self,
-        graphdef: nnx.GraphDef,
-        state: nnx.State,
+        host: _fast_apply.Host,
+        graphdef: _layout.StoredGraphDef,
+        layout: tuple[_layout.Slot, ...],
         values: list[Any],
     ) -> None:
-        graphdef = _layout.StoredGraphDef.of(graphdef)
-        layout = _layout.new_layout(graphdef, state)
-        if not self.has_variable("nnx", _GRAPHDEF) or (
-            self.get_variable("nnx", _GRAPHDEF) != graphdef
+        if not host.has_variable("nnx", _GRAPHDEF) or (
+            host.get_variable("nnx", _GRAPHDEF) != graphdef
         ):
-            self.put_variable("nnx", _GRAPHDEF, graphdef)
+            host.put_variable("nnx", _GRAPHDEF, graphdef)
         puts = list(_layout.to_collections(layout, values, self.metadata_type))
         # Parameters first (the guide's order: ['nnx', 'LoRAParam', 'params', 'counts']), then
         # the other state; graph order within each group (the sort is stable).
         params = {s.collection for s in layout if issubclass(s.var_type, nnx.Param)}
         puts.sort(key=lambda put: put[0] not in params)
         for collection, name, tree in puts:
-            self.put_variable(collection, name, constrain_to_mesh(tree))
+            host.put_variable(collection, name, constrain_to_mesh(tree))
 
     # -- apply -------------------------------------------------------------------------------
 
     @nn.nowrap
+    def _call_nnx(
+        self, host: _fast_apply.Host, args: tuple, kwargs: dict, nnx_method: str | None
+    ) -> Any:
+        """An apply-time call: rebuild the module, run the method, write back."""
+        graphdef, layout, view, module = self._rebuild(host)
+        with _rng_errors(self, host), _outside_linen():
+            out = _resolve_method(module, nnx_method)(*args, **kwargs)
+        self._write_back(host, module, graphdef, layout, view)
+        return out
+
+    @nn.nowrap
     def _rebuild(
-        self,
+        self, host: _fast_apply.Host
     ) -> tuple[nnx.GraphDef, tuple[_layout.Slot, ...], _layout.TreeView | None, nnx.Module]:
         """The module, unflattened from the stored graphdef and this call's variables."""
-        graphdef = self.get_variable("nnx", _GRAPHDEF)
+        graphdef = host.get_variable("nnx", _GRAPHDEF)
         if not isinstance(graphdef, nnx.GraphDef):
             raise _missing_graphdef(self, got=graphdef)
         layout = _layout.layout_of(graphdef)
         view = _layout.tree_view_of(graphdef)
-        leaves = _layout.gather(layout, self.variables, self._linen_rng)
+
+        def linen_key(stream: str) -> jax.Array | None:
+            # A Linen key for an NNX stream named in this call's rngs, else None.
+            return host.make_rng(stream) if host._has_linen_rng(stream) else None
+
+        leaves = _layout.gather(layout, host.variables, linen_key)
         with nnx.use_eager_sharding(False):
             if view is not None:
                 return graphdef, layout, view, view.unflatten(leaves)
             return graphdef, layout, view, nnx.graphlib.unflatten(graphdef, leaves)
 
     @nn.nowrap
-    def _linen_rng(self, stream: str) -> jax.Array | None:
-        """A Linen key for an NNX stream named in this call's rngs, else None."""
-        return self.make_rng(stream) if self._has_linen_rng(stream) else None
-
-    @nn.nowrap
     def _write_back(
         self,
+        host: _fast_apply.Host,
         module: nnx.Module,
         graphdef: nnx.GraphDef,
         layout: tuple[_layout.Slot, ...],
@@ -435,26 +469,33 @@ class ToLinen(nn.Module):
         if values is None:
             new_graphdef, state = nnx.split(module)
             if new_graphdef != graphdef:
-                if not self.is_mutable_collection("nnx"):
+                if not host.is_mutable_collection("nnx"):
                     raise _structure_changed(self)
                 new_graphdef = _layout.StoredGraphDef.of(new_graphdef)
-                self.put_variable("nnx", _GRAPHDEF, new_graphdef)
+                host.put_variable("nnx", _GRAPHDEF, new_graphdef)
             layout = _layout.layout_of(new_graphdef, state)
             values = [read_value(var) for var in nnx.to_flat_state(state).leaves]
-        mutable = {c for c in _layout.collections_of(layout) if self.is_mutable_collection(c)}
+        mutable = {c for c in _layout.collections_of(layout) if host.is_mutable_collection(c)}
         if not mutable:
             return
-        overridden = {s for s in _layout.streams_of(layout) if self._has_linen_rng(s)}
+        overridden = {s for s in _layout.streams_of(layout) if host._has_linen_rng(s)}
         for collection, name, tree in _layout.to_collections(
             layout, values, self.metadata_type, skip_streams=overridden,
             only=mutable.__contains__,
         ):
-            self.put_variable(collection, name, tree)
+            host.put_variable(collection, name, tree)
+
+    # The host side of `_fast_apply.Host`, for the Linen path (the module is its own host).
 
     @nn.nowrap
     def _has_linen_rng(self, stream: str) -> bool:
         rngs = self.scope.rngs
         return bool(rngs) and stream in rngs
+
+    @nn.nowrap
+    def _linen_rng_names(self) -> list[str]:
+        rngs = self.scope.rngs
+        return sorted(rngs) if rngs else []
 
 
 def _is_linen_key(x: Any) -> bool:
@@ -560,13 +601,13 @@ _NO_STREAM_MESSAGES = ("No RngStream named", "no `rngs` argument was provided")
 
 
 @contextlib.contextmanager
-def _rng_errors(wrapper: ToLinen) -> Iterator[None]:
+def _rng_errors(wrapper: ToLinen, host: _fast_apply.Host) -> Iterator[None]:
     try:
         yield
     except (KeyError, AttributeError, ValueError) as e:
         if not any(m in str(e) for m in _NO_STREAM_MESSAGES):
             raise
-        given = sorted(wrapper.scope.rngs) if wrapper.scope.rngs else []
+        given = host._linen_rng_names()
         raise RngStreamError(
             f"{_class_name(wrapper)} needs an rng stream that Linen did not provide "
             f"(rngs given: {given or 'none'}). NNX said: {e}\n"

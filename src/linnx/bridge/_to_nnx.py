@@ -34,7 +34,12 @@ from flax import nnx
 from flax.core import DenyList
 from flax.core.meta import AxisMetadata
 
-from .._compat import can_update_in_place
+from .._compat import (
+    can_update_in_place,
+    recheck_cannot_fail,
+    set_checked_attribute,
+    write_value,
+)
 from .._errors import (
     AmbiguousNameError,
     BridgeTypeError,
@@ -45,7 +50,13 @@ from .._errors import (
     UnknownMethodError,
 )
 from . import _rngs, _rollback
-from ._variables import is_variable, path_str, to_linen_values, to_nnx_tree
+from ._variables import (
+    in_place_writes,
+    is_variable,
+    path_str,
+    to_linen_values,
+    to_nnx_tree,
+)
 
 __all__ = ["ToNNX", "lazy_init"]
 
@@ -166,9 +177,18 @@ class ToNNX(nnx.Module):
                 f"ToNNX(rngs=...) expects an nnx.Rngs, got {type(rngs).__name__}.\n"
                 f"Fix: wrap it, e.g. rngs=nnx.Rngs({rngs!r})."
             )
-        self.module = module
-        self.rngs = rngs
-        self.linen_collections: tuple[str, ...] = ()
+        # Validated above, so NNX's per-assignment walk of each value is skipped.
+        set_checked_attribute(self, "module", module, data=False)
+        set_checked_attribute(self, "rngs", rngs, data=rngs is not None)
+        self.linen_collections: tuple[str, ...]
+        set_checked_attribute(self, "linen_collections", (), data=False)
+
+    def _check_value(self, key: str, value: Any, new_status: Any, *args: Any, **kw: Any) -> None:
+        # NNX re-checks every attribute after __init__ (new_status None); skip the re-checks
+        # that cannot fail, which are most of a wrapper's construction cost.
+        if new_status is None and recheck_cannot_fail(self, key, value):
+            return
+        super()._check_value(key, value, new_status, *args, **kw)
 
     # -- variables -------------------------------------------------------------------------
 
@@ -218,11 +238,48 @@ class ToNNX(nnx.Module):
             name: to_nnx_tree(name, tree, self._collection(name))
             for name, tree in collections.items()
         }
-        for name, tree in converted.items():
-            setattr(self, name, nnx.data(tree))
-        new = tuple(c for c in converted if c not in self.linen_collections)
-        if new:
-            self.linen_collections = self.linen_collections + new
+        before = dict(vars(self))
+        try:
+            for name, tree in converted.items():
+                set_checked_attribute(self, name, tree, data=True, explicit=True)
+            new = tuple(c for c in converted if c not in self.linen_collections)
+            if new:
+                set_checked_attribute(
+                    self, "linen_collections", self.linen_collections + new, data=False
+                )
+        except BaseException:
+            # All or nothing, as `lazy_init` relies on for a lone wrapper. Restored directly,
+            # as `_rollback` does: NNX bookkeeping attributes refuse `__setattr__`.
+            vars(self).clear()
+            vars(self).update(before)
+            raise
+
+    def _write_back(self, updates: dict[str, Any]) -> None:
+        """Stores the collections a call updated; raises before writing if it cannot."""
+        writes = self._in_place_writes(updates)
+        if writes is None:
+            self._check_writable(updates)
+            self._store(updates)
+            return
+        for var, value in writes:
+            write_value(var, value)
+
+    def _in_place_writes(self, updates: dict[str, Any]) -> list | None:
+        # The fast path of `_write_back` (an eager BatchNorm call lands here): every updated
+        # collection already exists with the same structure, so only values change.
+        if not can_update_in_place(self):
+            return None
+        writes = []
+        for name, tree in updates.items():
+            existing = self._collection(name)
+            found = (
+                in_place_writes(name, tree, existing)
+                if existing is not None and name in self.linen_collections else None
+            )
+            if found is None:
+                return None
+            writes += found
+        return writes
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -286,8 +343,7 @@ class ToNNX(nnx.Module):
         try:
             out, updates = self._apply(args, kwargs, method, keys, mutable)
             if updates:
-                self._check_writable(updates)
-                self._store(updates)
+                self._write_back(updates)
         except BaseException:
             # A failed call changes nothing: neither variables nor rng counts.
             _rngs.restore_counts(keys.drawn)
@@ -590,6 +646,12 @@ def lazy_init(fn: M | Callable[..., Any], *args: Any, **kwargs: Any) -> M:
             f"lazy_init(fn=...) expects an NNX module or one of its methods, got "
             f"{type(fn).__name__}.\nFix: e.g. lazy_init(model, x) or lazy_init(model.encode, x)."
         )
+    if type(module) is ToNNX and fn is module:
+        # A lone wrapper needs no snapshot of the tree: its initialization writes nothing
+        # but its own attributes, all at the end, and `_store` undoes those itself.
+        with _rngs.initialization_pass():
+            fn(*args, **kwargs)
+        return module
     undo = _rollback.snapshot(module)
     try:
         with _rngs.initialization_pass():

@@ -16,12 +16,20 @@ from flax import linen as nn
 from flax import nnx
 from flax.core import meta
 
-from .._compat import read_value, variable_with_sharding_names
+from .._compat import (
+    PLAIN_VALUES,
+    can_update_in_place,
+    make_variable,
+    read_value,
+    variable_maker,
+    variable_with_sharding_names,
+    write_value,
+)
 from ._meta import NNXMeta
 from ._registry import variable_type_from_name
 from ._sharding import logical_to_mesh_names
 
-__all__ = ["to_nnx_tree", "to_linen_values", "path_str", "is_variable"]
+__all__ = ["to_nnx_tree", "in_place_writes", "to_linen_values", "path_str", "is_variable"]
 
 
 def is_variable(x: Any) -> bool:
@@ -61,8 +69,8 @@ def new_variable(collection: str, leaf: Any) -> nnx.Variable:
     if isinstance(leaf, nn.Partitioned):
         return variable_with_sharding_names(var_type, leaf.value, tuple(leaf.names))
     if _is_box(leaf):
-        return var_type(meta.unbox(leaf))
-    return var_type(leaf)
+        return make_variable(var_type, meta.unbox(leaf))
+    return make_variable(var_type, leaf)
 
 
 def to_nnx_tree(collection: str, tree: Any, existing: Any = None) -> Any:
@@ -71,17 +79,22 @@ def to_nnx_tree(collection: str, tree: Any, existing: Any = None) -> Any:
     Leaves at a path where ``existing`` already holds a variable of the right type update that
     variable in place; other leaves become new variables.
     """
-    old = {}
-    if existing is not None:
-        for path, var in jax.tree_util.tree_flatten_with_path(existing, is_leaf=is_variable)[0]:
-            old[path] = var
+    if existing is None:
+        # A new collection (every one, in `lazy_init`): no paths to match.
+        leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=_is_box)
+        make = variable_maker(variable_type_from_name(collection))
+        return jax.tree_util.tree_unflatten(treedef, [
+            make(leaf) if type(leaf) in PLAIN_VALUES else new_variable(collection, leaf)
+            for leaf in leaves
+        ])
+    old = dict(jax.tree_util.tree_flatten_with_path(existing, is_leaf=is_variable)[0])
     flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_box)
     leaves = []
     expected_type = variable_type_from_name(collection)
     for path, leaf in flat:
         var = old.get(path)
         if var is not None and (type(var) is expected_type or isinstance(leaf, NNXMeta)):
-            var.set_value(meta.unbox(leaf) if _is_box(leaf) else leaf)
+            write_value(var, meta.unbox(leaf) if _is_box(leaf) else leaf)
         else:
             var = new_variable(collection, leaf)
         leaves.append(var)
@@ -98,3 +111,31 @@ def to_linen_values(tree: Any) -> Any:
     if type(tree) is dict:
         return {key: to_linen_values(value) for key, value in tree.items()}
     return jax.tree_util.tree_map(read_value, tree, is_leaf=is_variable)
+
+
+def in_place_writes(collection: str, tree: Any, existing: Any) -> list | None:
+    """``(variable, new value)`` pairs that store ``tree`` into ``existing`` as it stands.
+
+    The common write-back of an eager call (``batch_stats`` of a BatchNorm in training):
+    nested dicts with exactly the keys ``existing`` has, and plain arrays for variables of the
+    collection's type that may change at this trace level. Writing the pairs leaves the
+    variables and their values as :func:`to_nnx_tree` would, without rebuilding the
+    containers. Returns None for anything else (new or missing keys, boxes, sown tuples, a
+    frozen or replaced variable), which takes the general path.
+    """
+    expected_type = variable_type_from_name(collection)
+    writes: list[tuple[nnx.Variable, Any]] = []
+
+    def match(new: Any, old: Any) -> bool:
+        if type(new) is dict and type(old) is dict:
+            return new.keys() == old.keys() and all(match(new[k], old[k]) for k in new)
+        if (
+            type(old) is expected_type
+            and can_update_in_place(old)
+            and type(new) in PLAIN_VALUES
+        ):
+            writes.append((old, new))
+            return True
+        return False
+
+    return writes if match(tree, existing) else None
