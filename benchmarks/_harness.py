@@ -6,10 +6,13 @@ returns the thunk to time (so a first-call row can build a fresh function each r
 eager row can return the same closure). A *measured* case gives, per contestant, a function
 returning a number (bytes, instructions, flops), measured once.
 
-Rounds are interleaved: every round runs every case, and within a case every contestant in an
-order that rotates from round to round, so slow drift of the machine (other processes, thermal
-state) hits all contestants alike. The reported figure is the median over rounds of the
-per-call time within a round.
+Rounds are interleaved: every round runs every case, and within a case the contestants take
+turns in short *slices*, in an order that alternates within a round (``A B C C B A ...``) and
+rotates from round to round, so drift of the machine (other processes, a neighbour on the same
+host, thermal state) hits all contestants alike. Each slice is one sample; the reported figure
+is the median over all of a contestant's samples of the per-call time in a slice. On a small
+shared VM, bursts of noise last tens of milliseconds: many short slices let the median drop
+them, where one long sample per round would carry them.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ class Case:
         target: the largest allowed ratio linnx / native, or None for an informative row.
         makers: for a timed row, contestant -> ``make()`` -> thunk to time.
         measures: for a measured row, contestant -> function returning the figure.
-        calls: thunk calls per round for a timed row (0: choose from ``min_round_s``).
+        calls: thunk calls per slice for a timed row (0: choose from ``min_round_s``).
+        slices: samples per contestant per round (turns taken in alternating order).
         warmup: untimed thunk calls before the first round's timing (a first-call row's
             thunk traces a fresh function on every call, so this only warms global caches).
         exact: the target is equality (program size and flops).
@@ -56,6 +60,7 @@ class Case:
     makers: dict[str, Callable[[], Callable[[], Any]]] = dataclasses.field(default_factory=dict)
     measures: dict[str, Callable[[], float]] = dataclasses.field(default_factory=dict)
     calls: int = 0
+    slices: int = 8
     warmup: int = 1
     exact: bool = False
 
@@ -66,7 +71,7 @@ class Case:
 
 @dataclasses.dataclass
 class Result:
-    """A case's figures: per contestant, the samples (one per round) and their median."""
+    """A case's figures: per contestant, the samples (one per slice) and their median."""
 
     case: Case
     samples: dict[str, list[float]]
@@ -111,6 +116,12 @@ def _time_thunk(thunk: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
+def _calls_for(thunk: Callable[[], Any], slice_s: float) -> int:
+    """Calls that fill a slice, sized from one call (which may still be cold)."""
+    one = _time_thunk(thunk, 1)
+    return max(1, min(200, int(slice_s / max(one, 1e-6))))
+
+
 def run_cases(
     cases: list[Case],
     rounds: int,
@@ -134,19 +145,19 @@ def run_cases(
             t0 = time.perf_counter()
             order = [w for w in CONTESTANTS if w in case.makers]
             shift = r % len(order)
-            for who in order[shift:] + order[:shift]:
-                thunk = case.makers[who]()
+            order = order[shift:] + order[:shift]
+            thunks = {}
+            for who in order:
+                thunks[who] = case.makers[who]()
                 for _ in range(case.warmup if r == 0 else 0):
-                    thunk()
-                key = (id(case), who)
-                if key not in calls:
-                    if case.calls:
-                        calls[key] = case.calls
-                    else:
-                        # Size the round from one call; the first call may still be cold.
-                        one = _time_thunk(thunk, 1)
-                        calls[key] = max(1, min(200, int(min_round_s / max(one, 1e-6))))
-                results[id(case)].samples[who].append(_time_thunk(thunk, calls[key]))
+                    thunks[who]()
+            for s in range(case.slices):
+                for who in order if s % 2 == 0 else order[::-1]:
+                    thunk, key = thunks[who], (id(case), who)
+                    if key not in calls:
+                        calls[key] = case.calls or _calls_for(
+                            thunk, min_round_s / case.slices)
+                    results[id(case)].samples[who].append(_time_thunk(thunk, calls[key]))
             log(f"  {case.model}: {case.row} ({time.perf_counter() - t0:.1f} s)")
     return [results[id(c)] for c in cases]
 

@@ -201,9 +201,9 @@ class ModelBench:
                  makers=self.split_merge()),
         ]
         for direction, (native, bridged) in self.first_call_fns().items():
-            rows.append(Case(f"trace+lower {direction}", m, target=T_TRACE, calls=1,
+            rows.append(Case(f"trace+lower {direction}", m, target=T_TRACE, calls=1, slices=4,
                              makers=_first_call(native, bridged, compile_only=False)))
-            rows.append(Case(f"XLA compile {direction}", m, calls=1, warmup=0,
+            rows.append(Case(f"XLA compile {direction}", m, calls=1, slices=1, warmup=0,
                              makers=_first_call(native, bridged, compile_only=True)))
         rows += [
             Case("lazy_init vs linen.init", m, target=T_LAZY_INIT, makers=self.lazy_init()),
