@@ -47,7 +47,8 @@ class Case:
         makers: for a timed row, contestant -> ``make()`` -> thunk to time.
         measures: for a measured row, contestant -> function returning the figure.
         calls: thunk calls per slice for a timed row (0: choose from ``min_round_s``).
-        slices: samples per contestant per round (turns taken in alternating order).
+        slices: samples per contestant per round (turns taken in alternating order); fewer
+            for a thunk too slow to fill that many slices in ``min_round_s``.
         warmup: untimed thunk calls before the first round's timing (a first-call row's
             thunk traces a fresh function on every call, so this only warms global caches).
         exact: the target is equality (program size and flops).
@@ -116,10 +117,19 @@ def _time_thunk(thunk: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def _calls_for(thunk: Callable[[], Any], slice_s: float) -> int:
-    """Calls that fill a slice, sized from one call (which may still be cold)."""
-    one = _time_thunk(thunk, 1)
-    return max(1, min(200, int(slice_s / max(one, 1e-6))))
+def _plan(
+    case: Case, thunks: dict[str, Callable[[], Any]], round_s: float
+) -> tuple[int, dict[str, int]]:
+    """Slices per round and calls per slice for each contestant, from one call of each.
+
+    A contestant gets about ``round_s`` per round; a thunk slower than ``round_s / slices``
+    gets fewer slices rather than a longer round (the full run must stay under 5 minutes).
+    """
+    if case.calls:
+        return case.slices, dict.fromkeys(thunks, case.calls)
+    one = {who: max(_time_thunk(thunk, 1), 1e-6) for who, thunk in thunks.items()}
+    slices = max(1, min(case.slices, int(round_s / max(one.values()))))
+    return slices, {who: max(1, min(200, int(round_s / slices / t))) for who, t in one.items()}
 
 
 def run_cases(
@@ -138,7 +148,7 @@ def run_cases(
             gc.collect()
             results[id(case)].samples[who].append(float(measure()))
     timed = [c for c in cases if c.timed]
-    calls: dict[tuple[int, str], int] = {}
+    plan: dict[int, tuple[int, dict[str, int]]] = {}
     for r in range(rounds):
         log(f"round {r + 1}/{rounds}")
         for case in timed:
@@ -151,13 +161,13 @@ def run_cases(
                 thunks[who] = case.makers[who]()
                 for _ in range(case.warmup if r == 0 else 0):
                     thunks[who]()
-            for s in range(case.slices):
+            if id(case) not in plan:
+                plan[id(case)] = _plan(case, thunks, min_round_s)
+            slices, calls = plan[id(case)]
+            for s in range(slices):
                 for who in order if s % 2 == 0 else order[::-1]:
-                    thunk, key = thunks[who], (id(case), who)
-                    if key not in calls:
-                        calls[key] = case.calls or _calls_for(
-                            thunk, min_round_s / case.slices)
-                    results[id(case)].samples[who].append(_time_thunk(thunk, calls[key]))
+                    samples = results[id(case)].samples[who]
+                    samples.append(_time_thunk(thunks[who], calls[who]))
             log(f"  {case.model}: {case.row} ({time.perf_counter() - t0:.1f} s)")
     return [results[id(c)] for c in cases]
 
