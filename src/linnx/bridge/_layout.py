@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx
 from flax.core import meta
 
-from .._compat import read_value
+from .._compat import PLAIN_VALUES, read_value
 from .._errors import StructureMismatchError
 from ._registry import variable_name_from_type
 
@@ -228,11 +228,6 @@ def tree_view_of(graphdef: nnx.GraphDef) -> TreeView | None:
     return _tree_views.get(graphdef, lambda: _build_tree_view(graphdef))
 
 
-# Value types a module read by pytree flattening may hold: concrete arrays, for which
-# `read_value` returns the stored value itself, as the flattening does.
-_CONCRETE_TYPES = frozenset({type(jnp.zeros(())), type(jax.random.key(0)), np.ndarray})
-
-
 @dataclasses.dataclass(frozen=True)
 class KnownStructure:
     """The split of a module whose structure was split before, read without ``nnx.split``.
@@ -307,7 +302,7 @@ def _known_structure(
 ) -> KnownStructure | None:
     if not all(
         isinstance(var, nnx.Variable)
-        and type(var.get_raw_value()) in _CONCRETE_TYPES
+        and type(var.get_raw_value()) in PLAIN_VALUES
         and read_value(var) is var.get_raw_value()
         for var in variables
     ):
