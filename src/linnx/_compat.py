@@ -1,7 +1,10 @@
 """Version-specific workarounds for today's Flax and JAX, kept in one place.
 
-Each function here papers over a difference between the bridge documents (written for older
-Flax) and Flax 0.12, and says why.
+Each function here either papers over a difference between the bridge documents (written for
+older Flax) and Flax 0.12, or takes a cheaper route around a per-call cost of Flax 0.12 that
+the bridge would otherwise pay on every variable (reads, writes, construction, attribute
+checks), and says why. The cheap routes lean on Flax 0.12 internals where they must, check
+that those look as expected, and fall back to the public API when they do not.
 """
 
 from __future__ import annotations
