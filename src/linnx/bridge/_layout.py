@@ -132,12 +132,15 @@ class TreeView:
         """The module with the given leaves, in graph order."""
         return jax.tree_util.tree_unflatten(self.treedef, [leaves[i] for i in self.order])
 
+    def tree_leaves(self, module: nnx.Module) -> list[Any] | None:
+        """The module's leaves in pytree order, or None if its treedef is not this view's."""
+        tree_leaves, treedef = jax.tree_util.tree_flatten(module)
+        return tree_leaves if treedef == self.treedef else None
+
     def graph_leaves(self, module: nnx.Module) -> list[Any] | None:
         """The module's leaves in graph order, or None if its structure changed."""
-        tree_leaves, treedef = jax.tree_util.tree_flatten(module)
-        if treedef != self.treedef:
-            return None
-        return self.graph_order(tree_leaves)
+        tree_leaves = self.tree_leaves(module)
+        return None if tree_leaves is None else self.graph_order(tree_leaves)
 
     def graph_order(self, tree_leaves: Sequence[Any]) -> list[Any]:
         """Pytree leaves (of a module with this treedef) put in graph order."""
@@ -259,10 +262,10 @@ class KnownStructure:
     def values(self, module: nnx.Module) -> list[Any] | None:
         """The module's variable values in graph order, or None if it does not fit."""
         try:
-            tree_leaves, treedef = jax.tree_util.tree_flatten(module)
-            if treedef != self.view.treedef:
-                return None
+            tree_leaves = self.view.tree_leaves(module)
         except Exception:  # noqa: BLE001 - an unflattenable or incomparable structure
+            return None
+        if tree_leaves is None:
             return None
         if tuple(map(type, tree_leaves)) != self.leaf_types or len(
             set(map(id, tree_leaves))
@@ -311,10 +314,10 @@ def _known_structure(
     if view is None:
         return None
     try:
-        tree_leaves, treedef = jax.tree_util.tree_flatten(module)
-        if treedef != view.treedef:
-            return None
-    except Exception:  # noqa: BLE001
+        tree_leaves = view.tree_leaves(module)
+    except Exception:  # noqa: BLE001 - an unflattenable or incomparable structure
+        return None
+    if tree_leaves is None:
         return None
     node_paths, node_types, covered = [], set(), set()
     for path, node in nnx.iter_graph(module):
