@@ -22,7 +22,7 @@ from ._align import Compat, Item, VarMatch, align, make_items, match_leftovers
 from ._checks import check_linen, check_mapping, check_nnx
 from ._errors import AmbiguousPairingError, MigrationError, MigrationTypeError
 from ._paths import Renamer, canonical, path_str
-from ._record import ModelRecord, Unit, record_linen, record_nnx
+from ._record import RNG_STATE_TYPES, ModelRecord, Unit, dtype_name, record_linen, record_nnx
 
 __all__ = ["Layout", "Pair", "Mismatch", "Plan", "match", "plan_from_records"]
 
@@ -33,7 +33,7 @@ _LAYOUT_KINDS = ("copy", "stack", "unstack", "moveaxis")
 
 
 def _desc(shape: Sequence[int], dtype: Any) -> str:
-    return f"{tuple(shape)} {jax.numpy.dtype(dtype).name}"
+    return f"{tuple(shape)} {dtype_name(dtype)}"
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,12 @@ class Plan:
         excluded: NNX-only state left out on purpose (RNG keys and counts, caches...).
         linen_leaves: every Linen leaf path -> ``jax.ShapeDtypeStruct``.
         nnx_leaves: every NNX variable path -> ``(type name, jax.ShapeDtypeStruct)``.
+        linen_axes: Linen parameter path -> its logical axis names, read from a
+            ``params_axes`` collection (``flax.linen.partitioning.param_with_axes``): the
+            parameters' sharding, not weights, so never paired.
+        linen_structure: Linen leaves that describe the model rather than hold weights (the
+            ``nnx/graphdef`` of a ``to_linen`` module), by path; :func:`nnx_to_linen` puts
+            them back so that the Linen module can ``apply`` the result.
 
     Example:
         >>> import jax.numpy as jnp
@@ -155,6 +161,9 @@ class Plan:
         excluded: Sequence[str],
         linen_leaves: Mapping[str, jax.ShapeDtypeStruct],
         nnx_leaves: Mapping[str, tuple[str, jax.ShapeDtypeStruct]],
+        *,
+        linen_axes: Mapping[str, tuple[str, ...]] | None = None,
+        linen_structure: Mapping[str, Any] | None = None,
     ):
         if not isinstance(pairs, Sequence) or not all(isinstance(p, Pair) for p in pairs):
             raise MigrationTypeError(
@@ -168,6 +177,8 @@ class Plan:
         self.excluded = tuple(excluded)
         self.linen_leaves = dict(linen_leaves)
         self.nnx_leaves = dict(nnx_leaves)
+        self.linen_axes = dict(linen_axes or {})
+        self.linen_structure = dict(linen_structure or {})
 
     @property
     def ok(self) -> bool:
@@ -297,6 +308,15 @@ def _check_alignment(li, ni, l_opts, n_opts) -> None:
         raise _ambiguous(described, fixes)
 
 
+def _without_stream(path: str) -> str:
+    """``drop/rngs/dropout/key`` -> ``drop/rngs/key``: a ``to_linen`` module keeps a module's
+    RNG stream under the stream's name, a native one built from ``nnx.Rngs(0)`` does not."""
+    segs = path.split("/")
+    if len(segs) >= 3 and segs[-1] in ("key", "count"):
+        return "/".join(segs[:-2] + segs[-1:])
+    return path
+
+
 def plan_from_records(
     lrec: ModelRecord,
     nrec: ModelRecord,
@@ -311,6 +331,13 @@ def plan_from_records(
     renamer.check_all_used(lrec.module_paths)
 
     # 1. Paths that already agree (after renaming) pair by name.
+    rng_collections = {
+        c for c, t in compat.pairs.items() if isinstance(t, type) and issubclass(t, RNG_STATE_TYPES)
+    }
+    nrec_rng = any(
+        v.var_type is not None and issubclass(v.var_type, RNG_STATE_TYPES)
+        for v in nrec.vars.values()
+    )
     by_canon: dict[str, list] = {}
     for nv in nrec.vars.values():
         by_canon.setdefault(canonical(nv.bare), []).append(nv)
@@ -322,6 +349,12 @@ def plan_from_records(
             for nv in by_canon.get(canonical(alias[lv.path]), [])
             if nv.path not in taken_n and compat(lv.collection, nv.var_type)
         ]
+        if not cands and nrec_rng and lv.collection in rng_collections:
+            cands = [
+                nv
+                for nv in by_canon.get(_without_stream(canonical(alias[lv.path])), [])
+                if nv.path not in taken_n and compat(lv.collection, nv.var_type)
+            ]
         if len(cands) == 1:
             nv = cands[0]
             matches.append(VarMatch((lv,), nv, mismatch=lv.shape != nv.shape))
@@ -363,6 +396,7 @@ def plan_from_records(
 
 
 def _assemble(lrec: ModelRecord, nrec: ModelRecord, matches: Sequence[VarMatch]) -> Plan:
+    # RNG state the Linen side does not hold stays NNX-only, as when it is not recorded.
     pairs, mismatched = [], []
     used_l, used_n = set(), set()
     for vm in matches:
@@ -391,14 +425,21 @@ def _assemble(lrec: ModelRecord, nrec: ModelRecord, matches: Sequence[VarMatch])
         p: (v.var_type.__name__, jax.ShapeDtypeStruct(v.shape, v.dtype))
         for p, v in nrec.vars.items()
     }
+    rng_left = {
+        p
+        for p, v in nrec.vars.items()
+        if p not in used_n and v.var_type is not None and issubclass(v.var_type, RNG_STATE_TYPES)
+    }
     return Plan(
         pairs=pairs,
         unused=sorted(p for p in lrec.vars if p not in used_l),
-        unfilled=sorted(p for p in nrec.vars if p not in used_n),
+        unfilled=sorted(p for p in nrec.vars if p not in used_n and p not in rng_left),
         mismatched=mismatched,
-        excluded=nrec.excluded,
+        excluded=(*nrec.excluded, *sorted(rng_left)),
         linen_leaves=linen_leaves,
         nnx_leaves=nnx_leaves,
+        linen_axes=lrec.axes,
+        linen_structure=lrec.structure,
     )
 
 
@@ -467,7 +508,9 @@ def match(
     lkw = dict(linen_kwargs or {})
     nkw = dict(nnx_kwargs or {})
     lrec = record_linen(linen_module, sample_args, lkw, linen_method)
-    nrec = record_nnx(nnx_model, sample_args, nkw, nnx_method)
+    nrec = record_nnx(
+        nnx_model, sample_args, nkw, nnx_method, keep_rng_state=lrec.has_rng_state
+    )
     return plan_from_records(lrec, nrec, rename)
 
 

@@ -22,7 +22,7 @@ from ._checks import check_finite, check_mapping, check_nnx, check_plan
 from ._errors import MigrationTypeError, MissingWeightsError, ShapeMismatchError, UnusedWeightsError
 from ._paths import flatten_mapping, matches_any, path_str, patterns, unflatten_mapping
 from ._plan import Pair, Plan, _desc
-from ._record import EXCLUDED_NNX_TYPES
+from ._record import EXCLUDED_NNX_TYPES, non_weight_leaf
 
 __all__ = [
     "linen_to_nnx",
@@ -255,7 +255,12 @@ def linen_to_nnx(
     check_plan(plan, fn)
     allow_missing = patterns(allow_missing, "allow_missing")
     allow_unused = patterns(allow_unused, "allow_unused")
-    flat = {path_str(p): v for p, v in flatten_mapping(meta.unbox(variables)).items()}
+    # A to_linen graphdef and params_axes entries describe the model; they are not weights.
+    flat = {
+        path_str(p): v
+        for p, v in flatten_mapping(meta.unbox(variables)).items()
+        if non_weight_leaf(v) is None
+    }
     live = _live_variables(nnx_model)
     _check_plan_fits(plan, live)
     new: dict[str, jax.Array] = {}
@@ -288,7 +293,8 @@ def linen_to_nnx(
                 (where, _desc(target.shape, target.dtype), _desc(value.shape, value.dtype))
             )
         else:
-            new[pair.nnx] = value.astype(target.dtype)
+            # astype only when needed: a typed PRNG key cannot be cast, even to its own dtype.
+            new[pair.nnx] = value if value.dtype == target.dtype else value.astype(target.dtype)
     for m in plan.mismatched:
         if m.reason != "shape":
             continue
@@ -387,7 +393,10 @@ def nnx_to_linen(
         msg_unused=MSG_NNX_DROPPED,
     )
     check_finite(out.items(), allow_nonfinite, what="leaf/leaves", fn="nnx_to_linen")
-    return unflatten_mapping({tuple(p.split("/")): v for p, v in out.items()})
+    # The structure of a to_linen module (its graphdef) comes back with the weights.
+    return unflatten_mapping(
+        {tuple(p.split("/")): v for p, v in {**plan.linen_structure, **out}.items()}
+    )
 
 
 for _fn in (linen_to_nnx, nnx_to_linen, to_nnx_value, to_linen_value):

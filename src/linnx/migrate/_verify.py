@@ -34,6 +34,7 @@ from ._checks import check_linen, check_mapping, check_nnx, check_plan
 from ._errors import MigrationTypeError, TraceError, VerificationError
 from ._paths import flatten_mapping, path_str
 from ._plan import Plan, match
+from ._record import non_weight_leaf
 from ._transfer import nnx_to_linen
 
 __all__ = ["Difference", "VerifyReport", "verify", "train_kwargs_for"]
@@ -196,6 +197,8 @@ def _compare_collections(mode, updates, after, atol, rtol) -> list[Difference]:
     out = []
     by_col: dict[str, list[tuple[str, Any]]] = {}
     for path, leaf in flatten_mapping(meta.unbox(updates)).items():
+        if non_weight_leaf(leaf) is not None:
+            continue  # a to_linen graphdef, params_axes names: structure, not state
         by_col.setdefault(str(path[0]), []).append((path_str(path), leaf))
     for col, leaves in sorted(by_col.items()):
         worst = (0.0, 0.0, True, "")
