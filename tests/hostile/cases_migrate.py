@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 from flax import linen as nn
@@ -124,6 +125,24 @@ def _(env):
 def _(env):
     model, variables = Port(), linen_variables()
     return lambda: migrate.linen_to_nnx(variables["params"], model, plan()), model, variables
+
+
+@case("linen_to_nnx/boxed-leaves-with-a-value-level", migrate.MissingWeightsError,
+      r"params/Dense_0/kernel/value -> fc/kernel", r"trailing 'value' level")
+def _(env):
+    model, variables = Port(), linen_variables()
+    boxed = {**variables, "params": jax.tree.map(lambda a: {"value": a}, variables["params"])}
+    return lambda: migrate.linen_to_nnx(boxed, model, plan()), model, boxed
+
+
+@case("linen_to_nnx/leaves-under-other-names", migrate.MissingWeightsError,
+      r"params/Dense_7/kernel -> fc/kernel", r"rename them in the variables dict")
+def _(env):
+    model, variables = Port(), linen_variables()
+    params = dict(variables["params"])
+    params["Dense_7"] = params.pop("Dense_0")
+    renamed = {**variables, "params": params}
+    return lambda: migrate.linen_to_nnx(renamed, model, plan()), model, renamed
 
 
 @case("linen_to_nnx/plan-is-None", migrate.MigrationTypeError, r"linen_to_nnx\(plan=\.\.\.\)",

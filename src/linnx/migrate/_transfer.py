@@ -20,7 +20,14 @@ from flax.core import meta
 from .._errors import StructureMismatchError
 from ._checks import check_finite, check_mapping, check_nnx, check_plan
 from ._errors import MigrationTypeError, MissingWeightsError, ShapeMismatchError, UnusedWeightsError
-from ._paths import flatten_mapping, matches_any, path_str, patterns, unflatten_mapping
+from ._paths import (
+    flatten_mapping,
+    matches_any,
+    path_str,
+    patterns,
+    similarity,
+    unflatten_mapping,
+)
 from ._plan import Pair, Plan, _desc
 from ._record import EXCLUDED_NNX_TYPES, non_weight_leaf
 
@@ -106,6 +113,84 @@ def check_problems(
             msg_unused.format(n=len(unused), paths=_shorten(unused), allow=list(unused[:3])),
             unexpected=unused,
         )
+
+
+def _same_shaped(
+    missing: Sequence[str],
+    unused: Sequence[str],
+    nnx_shape: Callable[[str], tuple],
+    linen_shape: Callable[[str], tuple | None],
+) -> list[tuple[str, str]] | None:
+    """A same-shaped unused Linen leaf for each missing NNX variable (closest name first),
+    or None when some missing variable has none: then the weights may really be absent."""
+    free = list(unused)
+    found = []
+    for nnx_path in missing:
+        shape = nnx_shape(nnx_path)
+        cands = [u for u in free if linen_shape(u) == shape]
+        if not cands:
+            return None
+        best = max(cands, key=lambda u: similarity(u.split("/", 1)[-1], nnx_path))
+        free.remove(best)
+        found.append((best, nnx_path))
+    return found
+
+
+def _rename_rule(linen_path: str, nnx_path: str) -> tuple[str, str]:
+    """The ``rename=`` entry that maps a Linen leaf (collection first) onto an NNX path:
+    the differing module prefix when the leaf names agree, else the whole path."""
+    lsegs, nsegs = linen_path.split("/")[1:], nnx_path.split("/")
+    while len(lsegs) > 1 and len(nsegs) > 1 and lsegs[-1] == nsegs[-1]:
+        lsegs, nsegs = lsegs[:-1], nsegs[:-1]
+    return "/".join(lsegs), "/".join(nsegs)
+
+
+def misnamed_error(
+    found: Sequence[tuple[str, str]], plan_leaves: Mapping[str, Any], fn: str
+) -> MissingWeightsError:
+    """The error for missing NNX variables that the unused Linen leaves can fill one to one.
+
+    ``allow_missing=`` would keep random initial values there, so it is not suggested: the
+    leaves are there under other names. Leaves boxed the way Orbax stores partitioned
+    parameters (``.../kernel/value``) are named as such.
+    """
+    missing = [n for _, n in found]
+    unused = [u for u, _ in found]
+    shown = "\n".join(f"    {u} -> {n}" for u, n in found[:10])
+    more = f"\n    ... ({len(found) - 10} more)" if len(found) > 10 else ""
+    head = (
+        f"{fn}: {len(missing)} NNX variable(s) would keep their initial values, but each has "
+        "an unused Linen leaf of the same shape: the weights are there under other names.\n"
+        f"  missing ({len(missing)}): {_shorten(missing, 10)}\n"
+        f"  same-shaped unused Linen leaves:\n{shown}{more}\n"
+    )
+    boxed = all(u.endswith("/value") and u[: -len("/value")] in plan_leaves for u in unused)
+    if boxed:
+        fix = (
+            "Fix: the Linen leaves are boxed (a trailing 'value' level, as Orbax stores "
+            "parameters made with nn.with_partitioning / nn.with_logical_partitioning): drop "
+            "that level (params/Dense_0/kernel/value -> params/Dense_0/kernel) before "
+            f"{fn}. Do not pass allow_missing=: it would keep the random initial values."
+        )
+    elif all(u in plan_leaves for u in unused):
+        rules: dict[str, str] = {}
+        for u, n in found:
+            key, value = _rename_rule(u, n)
+            rules.setdefault(key, value)
+        example = ", ".join(f"{k!r}: {v!r}" for k, v in list(rules.items())[:3])
+        fix = (
+            f"Fix: pair them by name: match(..., rename={{{example}"
+            f"{', ...' if len(rules) > 3 else ''}}}) and run {fn} with the new plan. Do not "
+            "pass allow_missing=: it would keep the random initial values."
+        )
+    else:
+        fix = (
+            "Fix: the variables hold these leaves under other names than the Linen module "
+            "given to match(...): rename them in the variables dict to the module's names "
+            f"(e.g. {unused[0]!r} -> the path the plan reads). Do not pass allow_missing=: "
+            "it would keep the random initial values."
+        )
+    return MissingWeightsError(head + fix, missing=missing, unexpected=unused)
 
 
 def to_nnx_value(pair: Pair, sources: Sequence[Any]) -> jax.Array:
@@ -316,6 +401,15 @@ def linen_to_nnx(
             missing=missing,
             unexpected=unused,
         )
+    if missing and unused and not mismatched:
+        found = _same_shaped(
+            missing,
+            unused,
+            lambda p: tuple(live[p].get_value().shape),
+            lambda p: tuple(getattr(flat[p], "shape", ())) if hasattr(flat[p], "shape") else None,
+        )
+        if found is not None:
+            raise misnamed_error(found, plan.linen_leaves, fn)
     check_problems(missing=missing, unused=unused, mismatched=mismatched, hint_unused=unused)
     check_finite(
         ((f"{source_of[p]} -> {p}", v) for p, v in new.items()),

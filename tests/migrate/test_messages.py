@@ -1,0 +1,107 @@
+"""Errors that point the right way: no fix that would keep random weights, no empty lists."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+from flax import nnx
+
+from linnx import migrate
+
+X = jnp.ones((2, 3))
+
+
+def _suggests_allow_missing(message: str) -> bool:
+    """True when the message offers ``allow_missing=[...]`` as a fix (not when it warns)."""
+    return re.search(r"pass allow_missing=\[", message) is not None
+
+
+class PartitionedDense(nn.Module):
+    """lm1b/T5X style: parameters boxed with logical axis names."""
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(
+            4,
+            kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("in", "out")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("out",)),
+        )(x)
+
+
+class Port(nnx.Module):
+    def __init__(self, rngs):
+        self.proj = nnx.Linear(3, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return self.proj(x)
+
+
+def test_boxed_leaves_are_named_as_such_and_allow_missing_is_not_offered():
+    variables = PartitionedDense().init(jax.random.key(0), X)
+    # What Orbax restores for boxed parameters without a target: a trailing 'value' level.
+    boxed = jax.tree.map(
+        lambda b: {"value": b.value}, variables, is_leaf=lambda b: isinstance(b, nn.Partitioned)
+    )
+    model = Port(nnx.Rngs(1))
+    plan = migrate.match(PartitionedDense(), model, X)
+    assert plan.ok
+    before = np.asarray(model.proj.kernel[...])
+    with pytest.raises(migrate.MissingWeightsError, match=r"same shape") as info:
+        migrate.linen_to_nnx(boxed, model, plan)
+    message = str(info.value)
+    assert "params/Dense_0/kernel/value -> proj/kernel" in message
+    assert "trailing 'value' level" in message
+    assert not _suggests_allow_missing(message)
+    assert info.value.missing == ("proj/bias", "proj/kernel")
+    np.testing.assert_array_equal(model.proj.kernel[...], before)
+
+
+class EinsumPort(nnx.Module):
+    """A port that writes the projection as an einsum: no Dense ~ Linear pairing by kind."""
+
+    def __init__(self, rngs):
+        self.proj = nnx.Einsum("bi,io->bo", (3, 4), (4,), rngs=rngs)
+
+    def __call__(self, x):
+        return self.proj(x)
+
+
+def test_same_shaped_unused_leaves_suggest_the_rename_that_pairs_them():
+    linen = nn.Dense(4)
+    variables = {"params": nn.Sequential([linen]).init(jax.random.key(0), X)["params"]}
+    model = EinsumPort(nnx.Rngs(1))
+    plan = migrate.match(nn.Sequential([nn.Dense(4)]), model, X)
+    assert set(plan.unfilled) == {"proj/bias", "proj/kernel"}
+    with pytest.raises(migrate.MissingWeightsError, match=r"same shape") as info:
+        migrate.linen_to_nnx(variables, model, plan)
+    message = str(info.value)
+    assert "rename={'layers_0': 'proj'}" in message
+    assert not _suggests_allow_missing(message)
+
+    # The suggested rule is the right one: it pairs everything.
+    plan = migrate.match(nn.Sequential([nn.Dense(4)]), model, X, rename={"layers_0": "proj"})
+    assert plan.ok
+    migrate.linen_to_nnx(variables, model, plan)
+    np.testing.assert_array_equal(model.proj.kernel[...], variables["params"]["layers_0"]["kernel"])
+
+
+def test_really_missing_weights_still_offer_allow_missing():
+    """Without a same-shaped leaf for each missing variable, allow_missing stays the fix."""
+
+    class Wider(nnx.Module):
+        def __init__(self, rngs):
+            self.proj = nnx.Linear(3, 4, rngs=rngs)
+            self.extra = nnx.Linear(4, 4, rngs=rngs)
+
+        def __call__(self, x):
+            return self.extra(self.proj(x))
+
+    variables = nn.Dense(4).init(jax.random.key(0), X)
+    model = Wider(nnx.Rngs(0))
+    plan = migrate.match(nn.Dense(4), model, X)
+    with pytest.raises(migrate.MissingWeightsError) as info:
+        migrate.linen_to_nnx(variables, model, plan)
+    assert _suggests_allow_missing(str(info.value))
