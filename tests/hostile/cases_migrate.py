@@ -102,6 +102,114 @@ def _(env):
     return lambda: migrate.match(Parallel(), OneLinear(), X)
 
 
+class _LinenBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return x + nn.Dense(3)(nn.relu(nn.Dense(3)(x)))
+
+
+class _TwoBlocks(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(2):
+            x = _LinenBlock()(x)
+        return x
+
+
+class _NnxBlock(nnx.Module):
+    def __init__(self):
+        self.a = nnx.Linear(3, 3, rngs=nnx.Rngs(0))
+        self.b = nnx.Linear(3, 3, rngs=nnx.Rngs(1))
+
+    def __call__(self, x):
+        return x + self.b(nnx.relu(self.a(x)))
+
+
+class _ThreeBlocks(nnx.Module):
+    def __init__(self):
+        self.blocks = nnx.List([_NnxBlock() for _ in range(3)])
+
+    def __call__(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class _NormedBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        y = nn.Dense(8)(nn.LayerNorm()(x))
+        return x + nn.Dense(8)(nn.relu(y))
+
+
+class _Decoder(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(2):
+            x = _NormedBlock()(x)
+        return x
+
+
+class _TwoNormedBlocks(nn.Module):
+    """An embedding, a decoder of two pre-norm MLP blocks, and a head."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(8, name="embed")(x)
+        return nn.Dense(3, name="head")(_Decoder(name="decoder")(x))
+
+
+class _NnxNormedBlock(nnx.Module):
+    def __init__(self, rngs):
+        self.ln = nnx.LayerNorm(8, rngs=rngs)
+        self.fc1 = nnx.Linear(8, 8, rngs=rngs)
+        self.fc2 = nnx.Linear(8, 8, rngs=rngs)
+
+    def __call__(self, x):
+        return x + self.fc2(nnx.relu(self.fc1(self.ln(x))))
+
+
+class _NnxDecoder(nnx.Module):
+    def __init__(self, rngs):
+        self.blocks = nnx.List([_NnxNormedBlock(rngs) for _ in range(3)])
+
+    def __call__(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class _ThreeNormedBlocks(nnx.Module):
+    """The port, with one block too many."""
+
+    def __init__(self):
+        rngs = nnx.Rngs(0)
+        self.embed = nnx.Linear(3, 8, rngs=rngs)
+        self.decoder = _NnxDecoder(rngs)
+        self.head = nnx.Linear(8, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(self.decoder(self.embed(x)))
+
+
+@case("match/port-with-an-extra-block", migrate.AmbiguousPairingError,
+      r"The NNX model has decoder/blocks/2 \(6 variables\) that the Linen model",
+      r"build the NNX model with 2 blocks")
+def _(env):
+    model = _ThreeNormedBlocks()
+    return lambda: migrate.match(_TwoNormedBlocks(), model, X), model
+
+
+@case("linen_to_nnx/port-with-an-extra-block", migrate.MissingWeightsError,
+      r"the NNX model has blocks/2 \(4 variables\) that the Linen variables do not have",
+      r"allow_missing=")
+def _(env):
+    model = _ThreeBlocks()
+    plan = migrate.match(_TwoBlocks(), model, X)
+    variables = _TwoBlocks().init(jax.random.key(0), X)
+    return lambda: migrate.linen_to_nnx(variables, model, plan), model, variables
+
+
 # -- linen_to_nnx -----------------------------------------------------------------------------
 
 

@@ -24,10 +24,20 @@ from typing import Any
 from flax import nnx
 
 from ..bridge import registered_pairs
-from ._paths import similarity
+from ._paths import canonical, similarity
 from ._record import Unit, VarInfo
 
-__all__ = ["Compat", "VarMatch", "UnitMatch", "Item", "make_items", "align", "match_leftovers"]
+__all__ = [
+    "Compat",
+    "VarMatch",
+    "UnitMatch",
+    "Item",
+    "make_items",
+    "align",
+    "match_leftovers",
+    "ExtraRepeat",
+    "extra_repeat",
+]
 
 _BUILTIN_COLLECTIONS = frozenset(
     {"params", "batch_stats", "intermediates", "cache", "LoRAParam", "RngKey", "RngCount",
@@ -421,3 +431,67 @@ def match_leftovers(
         if ys:
             ambiguous[lunits[x].name] = sorted(nunits[y].name for y in ys)
     return chosen, ambiguous
+
+
+@dataclass(frozen=True)
+class ExtraRepeat:
+    """One side repeats a block more often than the other (a port with one block too many).
+
+    ``side`` is the side with more repetitions; ``extra`` the path of its last one (by order
+    it has no counterpart), ``variables`` how many variables it holds.
+    """
+
+    side: str
+    extra: str
+    variables: int
+    more: tuple[str, ...]  # the longer side's repetitions, in index order
+    fewer: tuple[str, ...]  # the shorter side's
+
+
+def _repeat_groups(units: Sequence[Unit]) -> dict[str, dict[int, list[Unit]]]:
+    """Units under list-like items (``layers_1`` or ``layers/1``), by list path and index."""
+    groups: dict[str, dict[int, list[Unit]]] = {}
+    for u in units:
+        segs = canonical(path_of(u)).split("/")
+        for k, seg in enumerate(segs):
+            if seg.isdigit() and k:
+                groups.setdefault("/".join(segs[:k]), {}).setdefault(int(seg), []).append(u)
+    return groups
+
+
+def _item_name(unit: Unit, canonical_prefix: str) -> str:
+    """The path of the list item that ``unit`` lies in, as its own side spells it."""
+    for n in range(1, len(unit.path) + 1):
+        name = "/".join(str(k) for k in unit.path[:n])
+        if canonical(name) == canonical_prefix:
+            return name
+    return canonical_prefix
+
+
+def _signature(members: Sequence[Unit]) -> tuple:
+    return tuple(sorted(v.shape for u in members for v in u.vars))
+
+
+def extra_repeat(lunits: Sequence[Unit], nunits: Sequence[Unit]) -> ExtraRepeat | None:
+    """A repeated block (same variables in every repetition on both sides) that one side
+    repeats more often; the outermost such block when several differ."""
+    found: list[tuple[int, ExtraRepeat]] = []
+    for lkey, lgroup in _repeat_groups(lunits).items():
+        lsigs = {_signature(m) for m in lgroup.values()}
+        if len(lsigs) != 1 or sorted(lgroup) != list(range(len(lgroup))):
+            continue
+        for nkey, ngroup in _repeat_groups(nunits).items():
+            if len(ngroup) == len(lgroup) or sorted(ngroup) != list(range(len(ngroup))):
+                continue
+            if {_signature(m) for m in ngroup.values()} != lsigs:
+                continue
+            lnames = tuple(_item_name(lgroup[i][0], f"{lkey}/{i}") for i in sorted(lgroup))
+            nnames = tuple(_item_name(ngroup[i][0], f"{nkey}/{i}") for i in sorted(ngroup))
+            side, more, fewer = (
+                ("nnx", nnames, lnames) if len(ngroup) > len(lgroup) else ("linen", lnames, nnames)
+            )
+            size = len(next(iter(lsigs)))
+            found.append((size, ExtraRepeat(side, more[-1], size, more, fewer)))
+    if not found:
+        return None
+    return max(found, key=lambda f: f[0])[1]

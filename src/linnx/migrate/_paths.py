@@ -25,6 +25,7 @@ __all__ = [
     "Renamer",
     "patterns",
     "matches_any",
+    "whole_subtrees",
 ]
 
 Path = tuple[Any, ...]
@@ -195,3 +196,27 @@ def matches_any(path: str, pats: Iterable[str]) -> bool:
         if path == pat or path.startswith(pat + "/") or fnmatch.fnmatchcase(path, pat):
             return True
     return False
+
+
+def whole_subtrees(
+    selected: Iterable[str], universe: Iterable[str], min_depth: int = 1
+) -> list[tuple[str, int]]:
+    """The largest subtrees all of whose paths are selected, with their sizes (2 or more).
+
+    ``whole_subtrees(['d/b/2/w', 'd/b/2/v'], ['d/b/1/w', 'd/b/2/w', 'd/b/2/v'])`` is
+    ``[('d/b/2', 2)]``: one line instead of a list when a whole block has no counterpart.
+    ``min_depth`` keeps short prefixes out (a Linen collection name alone is no subtree).
+    """
+    chosen = set(selected)
+    all_paths = list(universe)
+    found: dict[str, int] = {}
+    for path in sorted(chosen):
+        segs = path.split("/")
+        for n in range(min_depth, len(segs)):
+            prefix = "/".join(segs[:n])
+            under = [p for p in all_paths if p.startswith(prefix + "/")]
+            if all(p in chosen for p in under):
+                if len(under) > 1:
+                    found.setdefault(prefix, len(under))
+                break
+    return sorted(found.items())

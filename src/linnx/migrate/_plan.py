@@ -18,10 +18,19 @@ import jax
 from flax import linen as nn
 from flax import nnx
 
-from ._align import Compat, Item, VarMatch, align, make_items, match_leftovers
+from ._align import (
+    Compat,
+    ExtraRepeat,
+    Item,
+    VarMatch,
+    align,
+    extra_repeat,
+    make_items,
+    match_leftovers,
+)
 from ._checks import check_linen, check_mapping, check_nnx
 from ._errors import AmbiguousPairingError, MigrationError, MigrationTypeError
-from ._paths import Renamer, canonical, path_str
+from ._paths import Renamer, canonical, path_str, whole_subtrees
 from ._record import RNG_STATE_TYPES, ModelRecord, Unit, dtype_name, record_linen, record_nnx
 
 __all__ = ["Layout", "Pair", "Mismatch", "Plan", "match", "plan_from_records"]
@@ -221,11 +230,18 @@ class Plan:
         lines += [fmt(r) for r in rows]
         if self.unused:
             lines.append(f"Unused Linen leaves ({len(self.unused)}):")
+            for prefix, n in whole_subtrees(self.unused, self.linen_leaves, min_depth=2):
+                lines.append(f"  the Linen model has {prefix} ({n} leaves) with no NNX counterpart")
             for path in self.unused:
                 sds = self.linen_leaves.get(path)
                 lines.append(f"  {path}  {_desc(sds.shape, sds.dtype) if sds else ''}")
         if self.unfilled:
             lines.append(f"Unfilled NNX variables ({len(self.unfilled)}):")
+            for prefix, n in whole_subtrees(self.unfilled, self.nnx_leaves):
+                lines.append(
+                    f"  the NNX model has {prefix} ({n} variables) that the Linen model does "
+                    "not have"
+                )
             for path in self.unfilled:
                 typ, sds = self.nnx_leaves[path]
                 lines.append(f"  {path}  {typ}  {_desc(sds.shape, sds.dtype)}")
@@ -283,6 +299,34 @@ def _ambiguous(
         "same order."
     )
     return AmbiguousPairingError("\n".join(lines), candidates=described)
+
+
+def _extra_repeat_error(er: ExtraRepeat) -> AmbiguousPairingError:
+    """An extra block is the cause of ambiguity: say so, instead of a rename that would
+    lead to another ambiguous pairing."""
+    has, lacks = ("NNX", "Linen") if er.side == "nnx" else ("Linen", "NNX")
+    what = "variables" if er.side == "nnx" else "leaves"
+    rule = ", ".join(
+        f"{a!r}: {b!r}"
+        for a, b in zip(er.fewer if er.side == "nnx" else er.more, er.more if er.side == "nnx"
+                        else er.fewer, strict=False)
+    )  # fmt: skip
+    if er.side == "nnx":
+        build = f"build the NNX model with {len(er.fewer)} blocks"
+        keep = f"linen_to_nnx(..., allow_missing=[{er.extra!r}]) keeps its initial values"
+    else:
+        build = f"give the NNX model {len(er.more)} blocks, as the Linen model has"
+        keep = f"linen_to_nnx(..., allow_unused=['*/{er.extra}/*']) drops its weights"
+    message = (
+        f"The {has} model has {er.extra} ({er.variables} {what}) that the {lacks} model does "
+        f"not have: it repeats that block {len(er.more)} times ({', '.join(er.more)}), the "
+        f"{lacks} model {len(er.fewer)} times ({', '.join(er.fewer)}), with the same "
+        "variables in each, so the blocks cannot be paired by call order.\n"
+        f"Fix: {build}; or, if the difference is intended, "
+        f"pair the others by name, match(..., rename={{{rule}}}), and "
+        f"{keep}."
+    )
+    return AmbiguousPairingError(message, candidates={er.extra: [None]})
 
 
 def _check_alignment(li, ni, l_opts, n_opts) -> None:
@@ -375,7 +419,13 @@ def plan_from_records(
     li, l_uncalled = make_items(lunits)
     ni, n_uncalled = make_items(nunits)
     chosen, l_opts, n_opts = align(li, ni, compat)
-    _check_alignment(li, ni, l_opts, n_opts)
+    try:
+        _check_alignment(li, ni, l_opts, n_opts)
+    except AmbiguousPairingError:
+        extra = extra_repeat(lrec.units, nrec.units)
+        if extra is not None:
+            raise _extra_repeat_error(extra) from None
+        raise
 
     # 3. Whatever is left, by unique fit.
     used_l = {id(u) for um in chosen for u in um.linen_units}
@@ -384,6 +434,9 @@ def plan_from_records(
     left_n = [u for it in ni for u in it.units if id(u) not in used_n] + n_uncalled
     more, ambiguous = match_leftovers(left_l, left_n, compat)
     if ambiguous:
+        extra = extra_repeat(lrec.units, nrec.units)
+        if extra is not None:
+            raise _extra_repeat_error(extra)
         fixes: list[tuple[str, str]] = []
         for name, cands in ambiguous.items():
             free = [c for c in cands if c not in {b for _, b in fixes}]

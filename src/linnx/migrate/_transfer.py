@@ -27,6 +27,7 @@ from ._paths import (
     patterns,
     similarity,
     unflatten_mapping,
+    whole_subtrees,
 )
 from ._plan import Pair, Plan, _desc
 from ._record import EXCLUDED_NNX_TYPES, non_weight_leaf
@@ -86,10 +87,15 @@ def check_problems(
     unused: Sequence[str] = (),
     mismatched: Sequence[tuple[str, str, str]] = (),
     hint_unused: Sequence[str] = (),
+    missing_among: Sequence[str] = (),
     msg_missing: str = MSG_MISSING,
     msg_unused: str = MSG_UNUSED,
 ) -> None:
-    """Raises the typed error for the first kind of problem found (mismatch, missing, unused)."""
+    """Raises the typed error for the first kind of problem found (mismatch, missing, unused).
+
+    ``missing_among`` (every path of the missing side) lets the message name whole subtrees
+    that are missing ("the NNX model has decoder/blocks/2 (6 variables) ...").
+    """
     if mismatched:
         lines = "\n".join(
             f"  mismatched at {p}: NNX expects {exp}, Linen has {act}" for p, exp, act in mismatched
@@ -98,9 +104,14 @@ def check_problems(
             MSG_MISMATCH.format(n=len(mismatched), lines=lines), mismatched=mismatched
         )
     if missing:
-        hint = ""
+        hint = "".join(
+            f"  the NNX model has {prefix} ({n} variables) that the Linen variables do not "
+            "have\n"
+            for prefix, n in whole_subtrees(missing, missing_among)
+        )
         if hint_unused:
-            hint = f"  unused on the other side ({len(hint_unused)}): {_shorten(hint_unused, 10)}\n"
+            shown = _shorten(hint_unused, 10)
+            hint += f"  unused on the other side ({len(hint_unused)}): {shown}\n"
         raise MissingWeightsError(
             msg_missing.format(
                 n=len(missing), paths=_shorten(missing), hint=hint, allow=list(missing[:3])
@@ -410,7 +421,13 @@ def linen_to_nnx(
         )
         if found is not None:
             raise misnamed_error(found, plan.linen_leaves, fn)
-    check_problems(missing=missing, unused=unused, mismatched=mismatched, hint_unused=unused)
+    check_problems(
+        missing=missing,
+        unused=unused,
+        mismatched=mismatched,
+        hint_unused=unused,
+        missing_among=_required(live),
+    )
     check_finite(
         ((f"{source_of[p]} -> {p}", v) for p, v in new.items()),
         allow_nonfinite, what="leaf/leaves to migrate", fn=fn,
