@@ -75,6 +75,40 @@ def _(env):
     return lambda: migrate.match(Net(), Port(), X, rename={"Dense_7": "fc"})
 
 
+@case("match/rename-on-a-top-level-layer", migrate.RenameError,
+      r"'Dense_0' matched no Linen path", r"variables sit at its top level\): bias, kernel")
+def _(env):
+    model = Other()
+    return lambda: migrate.match(nn.Dense(4), model, X, rename={"Dense_0": "proj"}), model
+
+
+class _PartlyPorted(nnx.Module):
+    def __init__(self):
+        rngs = nnx.Rngs(0)
+        self.body = linnx.ToNNX(nn.Dense(4), rngs=rngs)
+        self.head = nnx.Linear(4, 2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(self.body(x))
+
+
+@case("match/tonnx-part-never-lazy-initialized", linnx.NotInitializedError,
+      r"match\(nnx_model=\.\.\.\).*lazy_init was never run\): body",
+      r"nnx_model = linnx\.lazy_init\(nnx_model, x\)")
+def _(env):
+    model = _PartlyPorted()
+    return lambda: migrate.match(nn.Sequential([nn.Dense(4), nn.Dense(2)]), model, X), model
+
+
+@case("linen_to_nnx/port-built-with-another-width", migrate.ShapeMismatchError,
+      r"every width differs: 4 vs 6", r"build the NNX model with the Linen model's sizes")
+def _(env):
+    model = Port(features=6)
+    wrong = migrate.match(Net(), model, X, linen_kwargs={"train": False})
+    variables = linen_variables()
+    return lambda: migrate.linen_to_nnx(variables, model, wrong), model, variables
+
+
 @case("match/sample-of-the-wrong-shape", migrate.TraceError, r"(Linen|NNX) model could not run",
       r"pass sample inputs the model accepts")
 def _(env):

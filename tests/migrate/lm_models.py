@@ -33,16 +33,16 @@ class LinenLM(nn.Module):
 
 
 class NnxBlock(nnx.Module):
-    def __init__(self, rngs):
-        self.ln1 = nnx.LayerNorm(EMBED, rngs=rngs)
+    def __init__(self, rngs, embed=EMBED):
+        self.ln1 = nnx.LayerNorm(embed, rngs=rngs)
         self.attn = nnx.MultiHeadAttention(
-            HEADS, EMBED, dropout_rate=0.3, broadcast_dropout=False, decode=False,
+            HEADS, embed, dropout_rate=0.3, broadcast_dropout=False, decode=False,
             deterministic=False, rngs=rngs,
         )
         self.drop1 = nnx.Dropout(0.2, rngs=rngs)
-        self.ln2 = nnx.LayerNorm(EMBED, rngs=rngs)
-        self.up = nnx.Linear(EMBED, MLP, rngs=rngs)
-        self.down = nnx.Linear(MLP, EMBED, rngs=rngs)
+        self.ln2 = nnx.LayerNorm(embed, rngs=rngs)
+        self.up = nnx.Linear(embed, MLP, rngs=rngs)
+        self.down = nnx.Linear(MLP, embed, rngs=rngs)
         self.drop2 = nnx.Dropout(0.2, rngs=rngs)
 
     def __call__(self, x, mask):
@@ -52,10 +52,12 @@ class NnxBlock(nnx.Module):
 
 
 class NnxLM(nnx.Module):
-    def __init__(self, rngs):
-        self.embed = nnx.Embed(VOCAB, EMBED, rngs=rngs)
-        self.blocks = nnx.List([NnxBlock(rngs) for _ in range(LAYERS)])
-        self.ln_f = nnx.LayerNorm(EMBED, rngs=rngs)
+    """The port; ``embed`` other than ``EMBED`` builds it with the wrong width."""
+
+    def __init__(self, rngs, embed=EMBED):
+        self.embed = nnx.Embed(VOCAB, embed, rngs=rngs)
+        self.blocks = nnx.List([NnxBlock(rngs, embed) for _ in range(LAYERS)])
+        self.ln_f = nnx.LayerNorm(embed, rngs=rngs)
 
     def __call__(self, tokens):
         x = self.embed(tokens)

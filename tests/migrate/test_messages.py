@@ -10,7 +10,10 @@ import pytest
 from flax import linen as nn
 from flax import nnx
 
+import linnx
 from linnx import migrate
+
+from .lm_models import TOKENS, LinenLM, NnxLM
 
 X = jnp.ones((2, 3))
 
@@ -209,3 +212,77 @@ def test_an_extra_linen_block_is_named():
     ) as info:
         migrate.match(LinenModel(3), NnxModel(2, nnx.Rngs(0)), X4)
     assert "give the NNX model 3 blocks" in str(info.value)
+
+
+# -- smaller messages -------------------------------------------------------------------------
+
+
+def test_rename_error_on_a_top_level_layer_lists_its_variables():
+    # Before: "Linen module paths (without collection): " and nothing after it.
+    with pytest.raises(
+        migrate.RenameError,
+        match=r"'Dense_0' matched no Linen path\.\nLinen variable paths \(without collection\) "
+        r"\(the model's variables sit at its top level\): bias, kernel",
+    ):
+        migrate.match(nn.Dense(4), nnx.Linear(3, 4, rngs=nnx.Rngs(0)), X, rename={"Dense_0": "x"})
+
+
+class PartlyPorted(nnx.Module):
+    def __init__(self, rngs):
+        self.body = linnx.ToNNX(nn.Dense(4), rngs=rngs)
+        self.head = nnx.Linear(4, 2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(self.body(x))
+
+
+class LinenWhole(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(2, name="head")(nn.Dense(4, name="body")(x))
+
+
+def test_a_tonnx_part_never_lazy_initialized_says_call_lazy_init():
+    linen = LinenWhole()
+    variables = linen.init(jax.random.key(0), X)
+    ready = linnx.lazy_init(PartlyPorted(nnx.Rngs(0)), X)
+    plan = migrate.match(linen, ready, X)
+    fresh = PartlyPorted(nnx.Rngs(0))
+    for call in (
+        lambda: migrate.match(linen, fresh, X),
+        lambda: migrate.linen_to_nnx(variables, fresh, plan),
+        lambda: migrate.nnx_to_linen(fresh, plan),
+        lambda: migrate.verify(linen, variables, fresh, X, plan=plan),
+    ):
+        # Before: a TraceError ending in "pass sample inputs the model accepts", or a
+        # StructureMismatchError about the plan and the model.
+        with pytest.raises(linnx.NotInitializedError, match=r"lazy_init was never run\): body"):
+            call()
+
+
+def test_a_width_mistake_leads_with_one_line():
+    linen_lm = LinenLM()
+    variables = linen_lm.init(jax.random.key(0), TOKENS)
+    model = NnxLM(nnx.Rngs(0), embed=16)  # the Linen model has width 8
+    plan = migrate.match(linen_lm, model, TOKENS)
+    assert len(plan.mismatched) == 33
+    lead = "every width differs: 8 vs 16 (and 4 vs 8)"
+    assert str(plan).splitlines()[-34] == f"  {lead}: Linen has 8 where the NNX model has 16, " \
+        "across all 33 mismatched leaves; was the NNX model built with another size?"
+    with pytest.raises(migrate.ShapeMismatchError) as info:
+        migrate.linen_to_nnx(variables, model, plan)
+    assert str(info.value).startswith(lead)
+
+
+def test_unrelated_shape_mismatches_get_no_width_line():
+    class Two(nnx.Module):
+        def __init__(self, rngs):
+            self.a = nnx.Linear(3, 5, rngs=rngs)  # Linen: 3 -> 4
+            self.b = nnx.Linear(5, 7, rngs=rngs)  # Linen: 4 -> 6
+
+        def __call__(self, x):
+            return self.b(self.a(x))
+
+    linen = nn.Sequential([nn.Dense(4), nn.Dense(6)])
+    plan = migrate.match(linen, Two(nnx.Rngs(0)), X, rename={"layers_0": "a", "layers_1": "b"})
+    assert plan.mismatched and "every width differs" not in str(plan)

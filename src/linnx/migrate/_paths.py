@@ -159,17 +159,35 @@ class Renamer:
                 i += 1
         return "/".join(out)
 
-    def check_all_used(self, linen_module_paths: Iterable[str]) -> None:
-        """Raises :class:`RenameError` when a mapping key matched no Linen path (a typo)."""
+    def check_all_used(
+        self, linen_module_paths: Iterable[str], linen_variable_paths: Iterable[str] = ()
+    ) -> None:
+        """Raises :class:`RenameError` when a mapping key matched no Linen path (a typo).
+
+        The message lists the Linen module paths a key may name, and, for a model whose
+        variables sit at the top (a lone ``nn.Dense``: no module path but the root), the
+        variable paths.
+        """
         unused = ["/".join(old) for old, _ in self._rules if old not in self._used]
-        if unused:
-            known = sorted({p for p in linen_module_paths if p})
-            shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
-            raise RenameError(
-                f"rename: {', '.join(repr(u) for u in unused)} matched no Linen path.\n"
-                f"Linen module paths (without collection): {shown}\n"
-                "Fix: use one of these names as the key (segments joined by '/')."
-            )
+        if not unused:
+            return
+        modules = sorted({p for p in linen_module_paths if p})
+        variables = sorted({p for p in linen_variable_paths if p})
+        lines = []
+        if modules:
+            shown = ", ".join(modules[:20]) + (" ..." if len(modules) > 20 else "")
+            lines.append(f"Linen module paths (without collection): {shown}")
+        if variables and (not modules or len(variables) <= 20):
+            shown = ", ".join(variables[:20]) + (" ..." if len(variables) > 20 else "")
+            where = "" if modules else " (the model's variables sit at its top level)"
+            lines.append(f"Linen variable paths (without collection){where}: {shown}")
+        if not lines:
+            lines.append("The Linen model has no variables.")
+        raise RenameError(
+            f"rename: {', '.join(repr(u) for u in unused)} matched no Linen path.\n"
+            + "\n".join(lines)
+            + "\nFix: use one of these names as the key (segments joined by '/')."
+        )
 
 
 def patterns(spec: str | Iterable[str] | None, name: str = "allow_missing") -> tuple[str, ...]:

@@ -28,7 +28,7 @@ from ._align import (
     make_items,
     match_leftovers,
 )
-from ._checks import check_linen, check_mapping, check_nnx
+from ._checks import check_initialized, check_linen, check_mapping, check_nnx
 from ._errors import AmbiguousPairingError, MigrationError, MigrationTypeError
 from ._paths import Renamer, canonical, path_str, whole_subtrees
 from ._record import RNG_STATE_TYPES, ModelRecord, Unit, dtype_name, record_linen, record_nnx
@@ -43,6 +43,42 @@ _LAYOUT_KINDS = ("copy", "stack", "unstack", "moveaxis")
 
 def _desc(shape: Sequence[int], dtype: Any) -> str:
     return f"{tuple(shape)} {dtype_name(dtype)}"
+
+
+def _shape_of(desc: str) -> tuple[int, ...] | None:
+    """``'(3, 6) float32'`` -> ``(3, 6)``; None for another description."""
+    head = desc.rsplit(" ", 1)[0]
+    if not (head.startswith("(") and head.endswith(")")):
+        return None
+    try:
+        return tuple(int(d) for d in head.strip("(),").split(",") if d.strip())
+    except ValueError:
+        return None
+
+
+def width_summary(mismatched: Sequence[tuple[str, str, str]]) -> str | None:
+    """One line when every shape mismatch scales the same way (each differing dimension is
+    ``k`` times the Linen one, for one ``k``): the usual sign of a model built with another
+    width. ``mismatched`` holds ``(path, NNX description, Linen description)`` triples.
+    """
+    changes: dict[tuple[int, int], int] = {}
+    for _, expected, actual in mismatched:
+        have, want = _shape_of(actual), _shape_of(expected)
+        if have is None or want is None or len(have) != len(want) or have == want:
+            return None
+        for x, y in zip(have, want, strict=True):
+            if x != y:
+                changes[(x, y)] = changes.get((x, y), 0) + 1
+    if len(mismatched) < 2 or len({y / x if x else None for x, y in changes}) != 1:
+        return None
+    ordered = sorted(changes, key=lambda c: -changes[c])
+    (have, want), others = ordered[0], ordered[1:]
+    also = f" (and {', '.join(f'{x} vs {y}' for x, y in others)})" if others else ""
+    return (
+        f"every width differs: {have} vs {want}{also}: Linen has {have} where the NNX model has "
+        f"{want}, across all {len(mismatched)} mismatched leaves; was the NNX model built with "
+        "another size?"
+    )
 
 
 @dataclass(frozen=True)
@@ -247,6 +283,9 @@ class Plan:
                 lines.append(f"  {path}  {typ}  {_desc(sds.shape, sds.dtype)}")
         if self.mismatched:
             lines.append(f"Mismatches ({len(self.mismatched)}):")
+            lead = width_summary([("", m.nnx_desc, m.linen_desc) for m in self.mismatched])
+            if lead:
+                lines.append(f"  {lead}")
             for m in self.mismatched:
                 lines.append(
                     f"  {', '.join(m.linen)} -> {m.nnx}: {m.reason} differs, Linen "
@@ -372,7 +411,7 @@ def plan_from_records(
     alias = {v.path: renamer(v.bare) for v in lrec.vars.values()}
     for u in lrec.units:
         u.alias = renamer(path_str(u.path))
-    renamer.check_all_used(lrec.module_paths)
+    renamer.check_all_used(lrec.module_paths, [v.bare for v in lrec.vars.values()])
 
     # 1. Paths that already agree (after renaming) pair by name.
     rng_collections = {
@@ -556,6 +595,7 @@ def match(
     """
     check_linen(linen_module, "match")
     check_nnx(nnx_model, "match")
+    check_initialized(nnx_model, "match")
     check_mapping(linen_kwargs, "match", "linen_kwargs", "{'train': False}", optional=True)
     check_mapping(nnx_kwargs, "match", "nnx_kwargs", "{'deterministic': True}", optional=True)
     lkw = dict(linen_kwargs or {})

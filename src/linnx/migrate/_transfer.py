@@ -18,7 +18,7 @@ from flax import nnx
 from flax.core import meta
 
 from .._errors import StructureMismatchError
-from ._checks import check_finite, check_mapping, check_nnx, check_plan
+from ._checks import check_finite, check_initialized, check_mapping, check_nnx, check_plan
 from ._errors import MigrationTypeError, MissingWeightsError, ShapeMismatchError, UnusedWeightsError
 from ._paths import (
     flatten_mapping,
@@ -29,7 +29,7 @@ from ._paths import (
     unflatten_mapping,
     whole_subtrees,
 )
-from ._plan import Pair, Plan, _desc
+from ._plan import Pair, Plan, _desc, width_summary
 from ._record import EXCLUDED_NNX_TYPES, non_weight_leaf
 
 __all__ = [
@@ -100,8 +100,10 @@ def check_problems(
         lines = "\n".join(
             f"  mismatched at {p}: NNX expects {exp}, Linen has {act}" for p, exp, act in mismatched
         )
+        lead = width_summary(mismatched)
         raise ShapeMismatchError(
-            MSG_MISMATCH.format(n=len(mismatched), lines=lines), mismatched=mismatched
+            (f"{lead}\n" if lead else "") + MSG_MISMATCH.format(n=len(mismatched), lines=lines),
+            mismatched=mismatched,
         )
     if missing:
         hint = "".join(
@@ -348,6 +350,7 @@ def linen_to_nnx(
     fn = "linen_to_nnx"
     check_mapping(variables, fn, "variables", "{'params': ..., 'batch_stats': ...}")
     check_nnx(nnx_model, fn)
+    check_initialized(nnx_model, fn)
     check_plan(plan, fn)
     allow_missing = patterns(allow_missing, "allow_missing")
     allow_unused = patterns(allow_unused, "allow_unused")
@@ -479,6 +482,7 @@ def nnx_to_linen(
         True
     """
     check_nnx(nnx_model, "nnx_to_linen")
+    check_initialized(nnx_model, "nnx_to_linen")
     check_plan(plan, "nnx_to_linen")
     allow_missing = patterns(allow_missing, "allow_missing")
     allow_unused = patterns(allow_unused, "allow_unused")

@@ -31,7 +31,7 @@ from flax import nnx
 from flax.core import meta
 
 from .._errors import LinnxError
-from ._checks import check_linen, check_mapping, check_nnx, check_plan
+from ._checks import check_initialized, check_linen, check_mapping, check_nnx, check_plan
 from ._deterministic import (
     LinenCalls,
     drawn_streams,
@@ -382,6 +382,7 @@ def verify(
     check_linen(linen_module, fn)
     check_mapping(variables, fn, "variables", "{'params': ..., 'batch_stats': ...}")
     check_nnx(nnx_model, fn)
+    check_initialized(nnx_model, fn)
     check_plan(plan, fn, optional=True)
     for arg, kw in (("linen_kwargs", linen_kwargs), ("nnx_kwargs", nnx_kwargs),
                     ("linen_train_kwargs", linen_train_kwargs),
