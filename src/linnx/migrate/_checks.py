@@ -23,6 +23,7 @@ from .._errors import NotInitializedError
 from ..bridge import ToNNX
 from ._errors import MigrationTypeError, NonFiniteValuesError
 from ._paths import matches_any, patterns
+from ._plan import Plan
 
 __all__ = [
     "check_nnx",
@@ -109,8 +110,6 @@ def check_linen(obj: Any, fn: str, arg: str = "linen_module") -> None:
 
 
 def check_plan(plan: Any, fn: str, optional: bool = False) -> None:
-    from ._plan import Plan  # _plan imports this module
-
     if isinstance(plan, Plan) or (optional and plan is None):
         return
     raise MigrationTypeError(

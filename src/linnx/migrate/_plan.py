@@ -1,44 +1,43 @@
-"""The migration plan: which Linen leaves fill which NNX variables, and how.
+"""The migration plan as data: which Linen leaves fill which NNX variables, and how.
 
-:func:`match` traces both models (see ``_record.py``), pins the variables whose paths already
-agree (``batchnorm/scale`` on both sides, ``layers_0`` vs ``layers/0``, or whatever the user's
-``rename=`` rule produces), aligns the rest by call order (see ``_align.py``) and writes the
-outcome down as a :class:`Plan`. A plan holds only paths, shapes and layouts, never values, so
-one plan serves the weights, the optimizer state and both directions.
+:class:`Plan` is what :func:`linnx.migrate.match` finds (the algorithm is in ``_match.py``):
+:class:`Pair` entries, each with a :class:`Layout` that knows how to turn Linen leaves into the
+NNX value and back, :class:`Mismatch` entries, and the leftovers on both sides. A plan holds
+only paths, shapes and layouts, never values, so one plan serves the weights, the optimizer
+state and both directions. This module imports nothing of the matching algorithm.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import jax
-from flax import linen as nn
-from flax import nnx
+import jax.numpy as jnp
 
-from ._align import (
-    Compat,
-    ExtraRepeat,
-    Item,
-    VarMatch,
-    align,
-    extra_repeat,
-    make_items,
-    match_leftovers,
-)
-from ._checks import check_initialized, check_linen, check_mapping, check_nnx
-from ._errors import AmbiguousPairingError, MigrationError, MigrationTypeError
-from ._paths import Renamer, canonical, path_str, whole_subtrees
-from ._record import RNG_STATE_TYPES, ModelRecord, Unit, dtype_name, record_linen, record_nnx
+from ._errors import MigrationError, MigrationTypeError
+from ._paths import whole_subtrees
+from ._record import dtype_name
 
-__all__ = ["Layout", "Pair", "Mismatch", "Plan", "match", "plan_from_records"]
+__all__ = [
+    "LayoutKind",
+    "MismatchReason",
+    "Layout",
+    "Pair",
+    "Mismatch",
+    "Plan",
+    "width_summary",
+]
 
 _MODULE = "linnx.migrate"
 
-
-_LAYOUT_KINDS = ("copy", "stack", "unstack", "moveaxis")
+#: How Linen leaves become one NNX value (see :class:`Layout`).
+LayoutKind = Literal["copy", "stack", "unstack", "moveaxis"]
+#: Why a paired Linen leaf and NNX variable do not fit.
+MismatchReason = Literal["shape", "dtype"]
+_LAYOUT_KINDS: tuple[str, ...] = get_args(LayoutKind)
 
 
 def _desc(shape: Sequence[int], dtype: Any) -> str:
@@ -88,14 +87,17 @@ class Layout:
     ``copy``: one leaf, as is. ``stack``: several leaves (``layers_0..N``) stacked along
     ``nnx_axis``. ``unstack``: slice ``index`` of one leaf along ``linen_axis``.
     ``moveaxis``: one stacked leaf whose stacking axis moves from ``linen_axis`` to ``nnx_axis``.
+    :meth:`to_nnx` and :meth:`to_linen` do the conversion in each direction.
 
     Example:
+        >>> import jax.numpy as jnp
         >>> from linnx import migrate
-        >>> str(migrate.Layout('stack', nnx_axis=0))
-        'stack on axis 0'
+        >>> layout = migrate.Layout('stack', nnx_axis=0)
+        >>> str(layout), layout.to_nnx([jnp.zeros(2), jnp.ones(2)]).shape
+        ('stack on axis 0', (2, 2))
     """
 
-    kind: str = "copy"
+    kind: LayoutKind = "copy"
     linen_axis: int | None = None
     nnx_axis: int | None = None
     index: int | None = None
@@ -106,6 +108,32 @@ class Layout:
                 f"Layout(kind={self.kind!r}): expected one of {', '.join(_LAYOUT_KINDS)}.\n"
                 "Fix: e.g. Layout('stack', nnx_axis=0)."
             )
+
+    def to_nnx(self, sources: Sequence[Any]) -> jax.Array:
+        """The NNX value from its Linen leaves (in ``Pair.linen`` order)."""
+        values = [jnp.asarray(s) for s in sources]
+        if self.kind == "stack":
+            return jnp.stack(values, axis=self.nnx_axis)
+        if self.kind == "unstack":
+            return jnp.take(values[0], self.index, axis=self.linen_axis)
+        if self.kind == "moveaxis":
+            return jnp.moveaxis(values[0], self.linen_axis, self.nnx_axis)
+        return values[0]
+
+    def to_linen(self, values: Sequence[Any], position: int = 0) -> jax.Array:
+        """One Linen leaf from the NNX values that hold it.
+
+        ``values``: the one NNX value, or for ``unstack`` every slice in ``index`` order.
+        ``position``: for ``stack``, the leaf's place in ``Pair.linen``.
+        """
+        arrays = [jnp.asarray(v) for v in values]
+        if self.kind == "stack":
+            return jnp.take(arrays[0], position, axis=self.nnx_axis)
+        if self.kind == "unstack":
+            return jnp.stack(arrays, axis=self.linen_axis)
+        if self.kind == "moveaxis":
+            return jnp.moveaxis(arrays[0], self.nnx_axis, self.linen_axis)
+        return arrays[0]
 
     def __str__(self) -> str:
         if self.kind == "stack":
@@ -131,8 +159,9 @@ class Pair:
 
     Example:
         >>> from linnx import migrate
-        >>> p = migrate.Pair(('params/Dense_0/bias',), 'linear/bias', 'Param',
-        ...                  (3,), 'float32', (3,), 'float32', migrate.Layout())
+        >>> p = migrate.Pair(linen=('params/Dense_0/bias',), nnx='linear/bias',
+        ...                  nnx_type='Param', linen_shape=(3,), linen_dtype='float32',
+        ...                  nnx_shape=(3,), nnx_dtype='float32', layout=migrate.Layout())
         >>> p.nnx, str(p.layout)
         ('linear/bias', 'copy')
     """
@@ -153,8 +182,9 @@ class Mismatch:
 
     Example:
         >>> from linnx import migrate
-        >>> m = migrate.Mismatch(('params/Dense_0/kernel',), 'linear/kernel',
-        ...                      '(4, 5) float32', '(4, 6) float32', 'shape')
+        >>> m = migrate.Mismatch(linen=('params/Dense_0/kernel',), nnx='linear/kernel',
+        ...                      linen_desc='(4, 5) float32', nnx_desc='(4, 6) float32',
+        ...                      reason='shape')
         >>> m.reason
         'shape'
     """
@@ -163,7 +193,7 @@ class Mismatch:
     nnx: str
     linen_desc: str
     nnx_desc: str
-    reason: str  # 'shape' | 'dtype'
+    reason: MismatchReason
 
 
 class Plan:
@@ -308,305 +338,16 @@ class Plan:
         }
 
 
-def _var_desc(unit: Unit) -> str:
-    return ", ".join(f"{v.collection}/{v.rel} {v.shape}" for v in unit.vars[:4]) + (
-        " ..." if len(unit.vars) > 4 else ""
-    )
-
-
-def _placement(items: Sequence[Item], option: tuple[int, int] | None) -> str:
-    if option is None:
-        return "<left unpaired>"
-    j, offset = option
-    item = items[j]
-    if item.stack is None:
-        return item.units[0].name
-    m = len(item.units)
-    return f"{item.units[offset % m].name} [slice {offset // m}]"
-
-
-def _ambiguous(
-    described: Mapping[str, Sequence[str]], fix_pairs: Sequence[tuple[str, str]]
-) -> AmbiguousPairingError:
-    lines = ["Cannot pair some Linen modules with NNX modules unambiguously:"]
-    for name, cands in described.items():
-        lines.append(f"  {name} could pair with any of: {', '.join(cands)}")
-    example = ", ".join(f"{a!r}: {b!r}" for a, b in fix_pairs[:2]) or "'Dense_0': 'linear'"
-    lines.append(
-        "Fix: name the pairing with a rename rule (Linen path without collection -> NNX "
-        f"path), e.g. rename={{{example}}}; or make the two models call their layers in the "
-        "same order."
-    )
-    return AmbiguousPairingError("\n".join(lines), candidates=described)
-
-
-def _extra_repeat_error(er: ExtraRepeat) -> AmbiguousPairingError:
-    """An extra block is the cause of ambiguity: say so, instead of a rename that would
-    lead to another ambiguous pairing."""
-    has, lacks = ("NNX", "Linen") if er.side == "nnx" else ("Linen", "NNX")
-    what = "variables" if er.side == "nnx" else "leaves"
-    rule = ", ".join(
-        f"{a!r}: {b!r}"
-        for a, b in zip(er.fewer if er.side == "nnx" else er.more, er.more if er.side == "nnx"
-                        else er.fewer, strict=False)
-    )  # fmt: skip
-    if er.side == "nnx":
-        build = f"build the NNX model with {len(er.fewer)} blocks"
-        keep = f"linen_to_nnx(..., allow_missing=[{er.extra!r}]) keeps its initial values"
-    else:
-        build = f"give the NNX model {len(er.more)} blocks, as the Linen model has"
-        keep = f"linen_to_nnx(..., allow_unused=['*/{er.extra}/*']) drops its weights"
-    message = (
-        f"The {has} model has {er.extra} ({er.variables} {what}) that the {lacks} model does "
-        f"not have: it repeats that block {len(er.more)} times ({', '.join(er.more)}), the "
-        f"{lacks} model {len(er.fewer)} times ({', '.join(er.fewer)}), with the same "
-        "variables in each, so the blocks cannot be paired by call order.\n"
-        f"Fix: {build}; or, if the difference is intended, "
-        f"pair the others by name, match(..., rename={{{rule}}}), and "
-        f"{keep}."
-    )
-    return AmbiguousPairingError(message, candidates={er.extra: [None]})
-
-
-def _check_alignment(li, ni, l_opts, n_opts) -> None:
-    described: dict[str, list[str]] = {}
-    fixes = []
-    for i, opts in sorted(l_opts.items()):
-        if len(opts) > 1:
-            item = li[i]
-            names = sorted({_placement(ni, o) for o in opts})
-            key = f"{item.name} ({item.units[0].cls_name}: {_var_desc(item.units[0])})"
-            described[key] = names
-            taken = {b for _, b in fixes}
-            real = [n.split(" [")[0] for n in names if not n.startswith("<")]
-            real = [n for n in real if n not in taken]
-            if real:
-                fixes.append((item.units[0].name, real[0]))
-    if not described:
-        for j, opts in sorted(n_opts.items()):
-            if len(opts) > 1:
-                names = sorted({_placement(li, o) for o in opts})
-                described[f"(NNX) {ni[j].name}"] = names
-    if described:
-        raise _ambiguous(described, fixes)
-
-
-def _without_stream(path: str) -> str:
-    """``drop/rngs/dropout/key`` -> ``drop/rngs/key``: a ``to_linen`` module keeps a module's
-    RNG stream under the stream's name, a native one built from ``nnx.Rngs(0)`` does not."""
-    segs = path.split("/")
-    if len(segs) >= 3 and segs[-1] in ("key", "count"):
-        return "/".join(segs[:-2] + segs[-1:])
-    return path
-
-
-def plan_from_records(
-    lrec: ModelRecord,
-    nrec: ModelRecord,
-    rename: Mapping[str, str] | Callable[[str], str | None] | None = None,
-) -> Plan:
-    """Builds the plan from two recorded models (the work behind :func:`match`)."""
-    renamer = Renamer(rename)
-    compat = Compat()
-    alias = {v.path: renamer(v.bare) for v in lrec.vars.values()}
-    for u in lrec.units:
-        u.alias = renamer(path_str(u.path))
-    renamer.check_all_used(lrec.module_paths, [v.bare for v in lrec.vars.values()])
-
-    # 1. Paths that already agree (after renaming) pair by name.
-    rng_collections = {
-        c for c, t in compat.pairs.items() if isinstance(t, type) and issubclass(t, RNG_STATE_TYPES)
-    }
-    nrec_rng = any(
-        v.var_type is not None and issubclass(v.var_type, RNG_STATE_TYPES)
-        for v in nrec.vars.values()
-    )
-    by_canon: dict[str, list] = {}
-    for nv in nrec.vars.values():
-        by_canon.setdefault(canonical(nv.bare), []).append(nv)
-    matches: list[VarMatch] = []
-    taken_l, taken_n = set(), set()
-    for lv in lrec.vars.values():
-        cands = [
-            nv
-            for nv in by_canon.get(canonical(alias[lv.path]), [])
-            if nv.path not in taken_n and compat(lv.collection, nv.var_type)
-        ]
-        if not cands and nrec_rng and lv.collection in rng_collections:
-            cands = [
-                nv
-                for nv in by_canon.get(_without_stream(canonical(alias[lv.path])), [])
-                if nv.path not in taken_n and compat(lv.collection, nv.var_type)
-            ]
-        if len(cands) == 1:
-            nv = cands[0]
-            matches.append(VarMatch((lv,), nv, mismatch=lv.shape != nv.shape))
-            taken_l.add(lv.path)
-            taken_n.add(nv.path)
-
-    def rest(units: Sequence[Unit], taken: set[str]) -> list[Unit]:
-        out = []
-        for u in units:
-            vs = [v for v in u.vars if v.path not in taken]
-            if vs:
-                out.append(dataclasses.replace(u, vars=vs))
-        return out
-
-    lunits, nunits = rest(lrec.units, taken_l), rest(nrec.units, taken_n)
-
-    # 2. The rest, by call order.
-    li, l_uncalled = make_items(lunits)
-    ni, n_uncalled = make_items(nunits)
-    chosen, l_opts, n_opts = align(li, ni, compat)
-    try:
-        _check_alignment(li, ni, l_opts, n_opts)
-    except AmbiguousPairingError:
-        extra = extra_repeat(lrec.units, nrec.units)
-        if extra is not None:
-            raise _extra_repeat_error(extra) from None
-        raise
-
-    # 3. Whatever is left, by unique fit.
-    used_l = {id(u) for um in chosen for u in um.linen_units}
-    used_n = {id(u) for um in chosen for u in um.nnx_units}
-    left_l = [u for it in li for u in it.units if id(u) not in used_l] + l_uncalled
-    left_n = [u for it in ni for u in it.units if id(u) not in used_n] + n_uncalled
-    more, ambiguous = match_leftovers(left_l, left_n, compat)
-    if ambiguous:
-        extra = extra_repeat(lrec.units, nrec.units)
-        if extra is not None:
-            raise _extra_repeat_error(extra)
-        fixes: list[tuple[str, str]] = []
-        for name, cands in ambiguous.items():
-            free = [c for c in cands if c not in {b for _, b in fixes}]
-            if free:
-                fixes.append((name, free[0]))
-        raise _ambiguous(ambiguous, fixes)
-    for um in [*chosen, *more]:
-        matches.extend(um.vars)
-    return _assemble(lrec, nrec, matches)
-
-
-def _assemble(lrec: ModelRecord, nrec: ModelRecord, matches: Sequence[VarMatch]) -> Plan:
-    # RNG state the Linen side does not hold stays NNX-only, as when it is not recorded.
-    pairs, mismatched = [], []
-    used_l, used_n = set(), set()
-    for vm in matches:
-        lpaths = tuple(v.path for v in vm.linen)
-        nv, lv = vm.nnx, vm.linen[0]
-        used_l.update(lpaths)
-        used_n.add(nv.path)
-        if vm.mismatch:
-            mismatched.append(
-                Mismatch(lpaths, nv.path, _desc(lv.shape, lv.dtype), _desc(nv.shape, nv.dtype),
-                         "shape")
-            )  # fmt: skip
-            continue
-        layout = Layout(vm.layout, vm.linen_axis, vm.nnx_axis, vm.index)
-        pairs.append(
-            Pair(lpaths, nv.path, nv.var_type.__name__, lv.shape, lv.dtype.name, nv.shape,
-                 nv.dtype.name, layout)
-        )  # fmt: skip
-        if lv.dtype != nv.dtype:
-            mismatched.append(
-                Mismatch(lpaths, nv.path, _desc(lv.shape, lv.dtype), _desc(nv.shape, nv.dtype),
-                         "dtype")
-            )  # fmt: skip
-    linen_leaves = {p: jax.ShapeDtypeStruct(v.shape, v.dtype) for p, v in lrec.vars.items()}
-    nnx_leaves = {
-        p: (v.var_type.__name__, jax.ShapeDtypeStruct(v.shape, v.dtype))
-        for p, v in nrec.vars.items()
-    }
-    rng_left = {
-        p
-        for p, v in nrec.vars.items()
-        if p not in used_n and v.var_type is not None and issubclass(v.var_type, RNG_STATE_TYPES)
-    }
-    return Plan(
-        pairs=pairs,
-        unused=sorted(p for p in lrec.vars if p not in used_l),
-        unfilled=sorted(p for p in nrec.vars if p not in used_n and p not in rng_left),
-        mismatched=mismatched,
-        excluded=(*nrec.excluded, *sorted(rng_left)),
-        linen_leaves=linen_leaves,
-        nnx_leaves=nnx_leaves,
-        linen_axes=lrec.axes,
-        linen_structure=lrec.structure,
-    )
-
-
-def match(
-    linen_module: nn.Module,
-    nnx_model: nnx.Module,
-    *sample_args: Any,
-    linen_kwargs: Mapping[str, Any] | None = None,
-    nnx_kwargs: Mapping[str, Any] | None = None,
-    rename: Mapping[str, str] | Callable[[str], str | None] | None = None,
-    linen_method: str | None = None,
-    nnx_method: str | None = None,
-) -> Plan:
-    """Pairs the variables of a Linen module with those of its hand-ported NNX model.
-
-    Both models run abstractly (``jax.eval_shape``: no compute, no allocation) on the sample
-    inputs while every submodule call is recorded. Variables whose paths already agree pair
-    by name; the others pair by aligning the two call sequences, layer kinds (``Dense`` ~
-    ``Linear``) and variable shapes. Stacked layers (``nn.scan``, ``nnx.vmap`` +
-    ``nnx.scan``) may pair with unrolled ones; the plan then stacks or unstacks.
-
-    Args:
-        linen_module: the Linen module (unbound).
-        nnx_model: the NNX model (concrete, or abstract from ``nnx.eval_shape``).
-        *sample_args: inputs for both models; arrays or ``jax.ShapeDtypeStruct``.
-        linen_kwargs: extra call arguments for Linen, e.g. ``{'training': False}``.
-        nnx_kwargs: extra call arguments for NNX (its mode is set by ``.eval()``).
-        rename: rules that override or complete the automatic pairing, on Linen paths
-            without the collection: ``{'Dense_0': 'linear'}`` replaces path segments;
-            a function maps a whole path (``'Block_0/Dense_0/kernel'``) to an NNX path.
-        linen_method: the Linen method to trace instead of ``__call__``.
-        nnx_method: the NNX method to trace instead of ``__call__``.
-
-    Returns:
-        The :class:`Plan`. It may be incomplete (``plan.ok`` False); :func:`linen_to_nnx`
-        then refuses, listing the paths.
-
-    Raises:
-        AmbiguousPairingError: several pairings fit equally well.
-        TraceError: a model could not run on the sample inputs.
-        RenameError: a ``rename`` key matched no Linen path.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> from flax import linen as nn, nnx
-        >>> from linnx import migrate
-        >>> class Model(nn.Module):
-        ...     @nn.compact
-        ...     def __call__(self, x):
-        ...         x = nn.relu(nn.Dense(4)(x))
-        ...         return nn.Dense(2)(x)
-        >>> class Ported(nnx.Module):
-        ...     def __init__(self, rngs):
-        ...         self.hidden = nnx.Linear(3, 4, rngs=rngs)
-        ...         self.out = nnx.Linear(4, 2, rngs=rngs)
-        ...     def __call__(self, x):
-        ...         return self.out(nnx.relu(self.hidden(x)))
-        >>> plan = migrate.match(Model(), Ported(nnx.Rngs(0)), jnp.ones((1, 3)))
-        >>> [(p.linen[0], p.nnx) for p in plan.pairs][:2]
-        [('params/Dense_0/bias', 'hidden/bias'), ('params/Dense_0/kernel', 'hidden/kernel')]
-    """
-    check_linen(linen_module, "match")
-    check_nnx(nnx_model, "match")
-    check_initialized(nnx_model, "match")
-    check_mapping(linen_kwargs, "match", "linen_kwargs", "{'train': False}", optional=True)
-    check_mapping(nnx_kwargs, "match", "nnx_kwargs", "{'deterministic': True}", optional=True)
-    lkw = dict(linen_kwargs or {})
-    nkw = dict(nnx_kwargs or {})
-    lrec = record_linen(linen_module, sample_args, lkw, linen_method)
-    nrec = record_nnx(
-        nnx_model, sample_args, nkw, nnx_method, keep_rng_state=lrec.has_rng_state
-    )
-    return plan_from_records(lrec, nrec, rename)
-
-
-for _obj in (Layout, Pair, Mismatch, Plan, match):
+for _obj in (Layout, Pair, Mismatch, Plan):
     _obj.__module__ = _MODULE
 del _obj
+
+
+def __getattr__(name: str) -> Any:
+    # match() lived here before the split into data (this module) and algorithm
+    # (_match.py); code written against the old place keeps working without a cycle.
+    if name in ("match", "plan_from_records"):
+        from . import _match
+
+        return getattr(_match, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 from flax.core import meta
 
@@ -212,8 +211,10 @@ def to_nnx_value(pair: Pair, sources: Sequence[Any]) -> jax.Array:
     Example:
         >>> import jax.numpy as jnp
         >>> from linnx import migrate
-        >>> pair = migrate.Pair(('params/l_0/w', 'params/l_1/w'), 'l/w', 'Param', (2,),
-        ...                     'float32', (2, 2), 'float32', migrate.Layout('stack', nnx_axis=0))
+        >>> pair = migrate.Pair(linen=('params/l_0/w', 'params/l_1/w'), nnx='l/w',
+        ...                     nnx_type='Param', linen_shape=(2,), linen_dtype='float32',
+        ...                     nnx_shape=(2, 2), nnx_dtype='float32',
+        ...                     layout=migrate.Layout('stack', nnx_axis=0))
         >>> migrate.to_nnx_value(pair, [jnp.zeros(2), jnp.ones(2)]).tolist()
         [[0.0, 0.0], [1.0, 1.0]]
     """
@@ -222,15 +223,7 @@ def to_nnx_value(pair: Pair, sources: Sequence[Any]) -> jax.Array:
             f"to_nnx_value(pair={pair!r}): expected a Pair from plan.pairs.\n"
             "Fix: e.g. [to_nnx_value(p, ...) for p in plan.pairs]."
         )
-    lay = pair.layout
-    values = [jnp.asarray(s) for s in sources]
-    if lay.kind == "stack":
-        return jnp.stack(values, axis=lay.nnx_axis)
-    if lay.kind == "unstack":
-        return jnp.take(values[0], lay.index, axis=lay.linen_axis)
-    if lay.kind == "moveaxis":
-        return jnp.moveaxis(values[0], lay.linen_axis, lay.nnx_axis)
-    return values[0]
+    return pair.layout.to_nnx(sources)
 
 
 def to_linen_value(
@@ -246,26 +239,23 @@ def to_linen_value(
     Example:
         >>> import jax.numpy as jnp
         >>> from linnx import migrate
-        >>> pair = migrate.Pair(('params/l_0/w', 'params/l_1/w'), 'l/w', 'Param', (2,),
-        ...                     'float32', (2, 2), 'float32', migrate.Layout('stack', nnx_axis=0))
+        >>> pair = migrate.Pair(linen=('params/l_0/w', 'params/l_1/w'), nnx='l/w',
+        ...                     nnx_type='Param', linen_shape=(2,), linen_dtype='float32',
+        ...                     nnx_shape=(2, 2), nnx_dtype='float32',
+        ...                     layout=migrate.Layout('stack', nnx_axis=0))
         >>> migrate.to_linen_value('params/l_1/w', [pair], {'l/w': jnp.eye(2)}.__getitem__)
         Array([0., 1.], dtype=float32)
     """
     first = pairs[0]
-    lay = first.layout
-    if lay.kind == "stack":
-        return jnp.take(
-            jnp.asarray(get(first.nnx)), first.linen.index(linen_path), axis=lay.nnx_axis
-        )
-    if lay.kind == "unstack":
+    layout = first.layout
+    if layout.kind == "unstack":
+        # The leaf is rebuilt from every slice: all of them must be there.
         parts = sorted(pairs, key=lambda p: p.layout.index)
-        expected = linen_shape[lay.linen_axis] if linen_shape is not None else len(parts)
+        expected = linen_shape[layout.linen_axis] if linen_shape is not None else len(parts)
         if [p.layout.index for p in parts] != list(range(expected)):
             raise KeyError(linen_path)
-        return jnp.stack([jnp.asarray(get(p.nnx)) for p in parts], axis=lay.linen_axis)
-    if lay.kind == "moveaxis":
-        return jnp.moveaxis(jnp.asarray(get(first.nnx)), lay.nnx_axis, lay.linen_axis)
-    return jnp.asarray(get(first.nnx))
+        return layout.to_linen([get(p.nnx) for p in parts])
+    return layout.to_linen([get(first.nnx)], position=first.linen.index(linen_path))
 
 
 def _live_variables(model: nnx.Module) -> dict[str, nnx.Variable]:

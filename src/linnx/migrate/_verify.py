@@ -41,8 +41,9 @@ from ._deterministic import (
     rng_counts,
 )
 from ._errors import MigrationTypeError, TraceError, VerificationError
+from ._match import match
 from ._paths import flatten_mapping, path_str
-from ._plan import Plan, match
+from ._plan import Plan
 from ._record import non_weight_leaf
 from ._transfer import nnx_to_linen
 
@@ -188,8 +189,8 @@ def _leaves(tree: Any) -> list[tuple[str, Any]]:
     return [(jax.tree_util.keystr(p), leaf) for p, leaf in flat]
 
 
-def _compare_outputs(mode, lout, nout, atol, rtol) -> list[Difference]:
-    la, na = _leaves(lout), _leaves(nout)
+def _compare_outputs(mode, linen_out, nnx_out, atol, rtol) -> list[Difference]:
+    la, na = _leaves(linen_out), _leaves(nnx_out)
     note = ""
     if [k for k, _ in la] != [k for k, _ in na]:
         if len(la) != len(na):
@@ -393,39 +394,45 @@ def verify(
             raise MigrationTypeError(
                 f"verify({arg}={tol!r}): expected a number >= 0.\nFix: e.g. {arg}=1e-5."
             )
-    lkw = dict(linen_kwargs or {})
-    nkw = dict(nnx_kwargs or {})
+    linen_kw = dict(linen_kwargs or {})
+    nnx_kw = dict(nnx_kwargs or {})
     if plan is None:
         plan = match(
-            linen_module, nnx_model, *sample_args, linen_kwargs=lkw, nnx_kwargs=nkw,
+            linen_module, nnx_model, *sample_args, linen_kwargs=linen_kw, nnx_kwargs=nnx_kw,
             linen_method=linen_method, nnx_method=nnx_method,
         )  # fmt: skip
     notes = []
     diffs: list[Difference] = []
-    modes = [("eval", lkw, nkw, False)]
+    modes = [("eval", linen_kw, nnx_kw, False)]
     if train:
         if linen_train_kwargs is None:
-            ltkw, flipped = train_kwargs_for(lkw)
+            linen_train_kw, flipped = train_kwargs_for(linen_kw)
             if not flipped:
                 notes.append(
                     "no training flag in linen_kwargs; train mode ran Linen with the same "
                     "arguments (pass linen_train_kwargs= to choose them)"
                 )
         else:
-            ltkw = dict(linen_train_kwargs)
-        ntkw = dict(nkw if nnx_train_kwargs is None else nnx_train_kwargs)
-        modes.append(("train", ltkw, ntkw, True))
+            linen_train_kw = dict(linen_train_kwargs)
+        nnx_train_kw = dict(nnx_kw if nnx_train_kwargs is None else nnx_train_kwargs)
+        modes.append(("train", linen_train_kw, nnx_train_kw, True))
     findings: dict[str, Any] = {}
-    for mode, lk, nk, is_train in modes:
+    for mode, linen_call_kw, nnx_call_kw, is_train in modes:
         with _running("Linen", mode, "linen_kwargs" if mode == "eval" else "linen_train_kwargs"):
-            lout, updates = _run_linen(
-                linen_module, variables, sample_args, lk, linen_method, is_train, findings
+            linen_out, updates = _run_linen(
+                linen_module,
+                variables,
+                sample_args,
+                linen_call_kw,
+                linen_method,
+                is_train,
+                findings,
             )
         with _running("NNX", mode, "nnx_kwargs" if mode == "eval" else "nnx_train_kwargs"):
-            nout, after = _run_nnx(
-                nnx_model, plan, sample_args, nk, nnx_method, is_train, findings
+            nnx_out, after = _run_nnx(
+                nnx_model, plan, sample_args, nnx_call_kw, nnx_method, is_train, findings
             )
-        diffs += _compare_outputs(mode, lout, nout, atol, rtol)
+        diffs += _compare_outputs(mode, linen_out, nnx_out, atol, rtol)
         diffs += _compare_collections(mode, updates, after, atol, rtol)
     if train:
         notes += _train_notes(findings)
