@@ -164,3 +164,53 @@ def test_params_axes_are_read_as_sharding_names_not_weights():
     migrate.linen_to_nnx(variables, model, plan)  # params_axes are not "unused" weights
     np.testing.assert_array_equal(model.wo.kernel[...], variables["params"]["wo"]["kernel"])
     assert migrate.verify(T5Mlp(), variables, model, X, plan=plan).ok
+
+
+class KeyedNoise(nn.Module):
+    """A Linen module that stores a typed PRNG key in its own collection and advances it."""
+
+    @nn.compact
+    def __call__(self, x):
+        state = self.variable("noise_state", "key", jax.random.key, 5)
+        key, sub = jax.random.split(state.value)
+        if not self.is_initializing():
+            state.value = key
+        return nn.Dense(4, name="proj")(x) + 0.01 * jax.random.normal(sub, (x.shape[0], 4))
+
+
+class NoiseState(nnx.Variable):
+    pass
+
+
+class KeyedNoisePort(nnx.Module):
+    def __init__(self, rngs):
+        self.proj = nnx.Linear(6, 4, rngs=rngs)
+        self.key = NoiseState(jax.random.key(0))
+
+    def __call__(self, x):
+        key, sub = jax.random.split(self.key[...])
+        self.key[...] = key
+        return self.proj(x) + 0.01 * jax.random.normal(sub, (x.shape[0], 4))
+
+
+def test_a_key_stored_by_a_linen_module_moves_both_ways():
+    linen = KeyedNoise()
+    variables = linen.init(jax.random.key(0), X)
+    _, updates = linen.apply(variables, X, mutable=["noise_state"])
+    variables = {**variables, **updates}  # the stored key has advanced once
+    model = KeyedNoisePort(nnx.Rngs(1))
+    plan = migrate.match(linen, model, X)  # crashed: Cannot interpret 'key<fry>'
+    assert plan.ok, plan
+    migrate.linen_to_nnx(variables, model, plan)
+    np.testing.assert_array_equal(
+        jax.random.key_data(model.key[...]),
+        jax.random.key_data(variables["noise_state"]["key"]),
+    )
+    # Same key state: the same noise on both sides, and the same state afterwards.
+    out, updates = linen.apply(variables, X, mutable=["noise_state"])
+    np.testing.assert_allclose(model(X), out, rtol=1e-6, atol=1e-6)
+    back = migrate.nnx_to_linen(model, plan)
+    np.testing.assert_array_equal(
+        jax.random.key_data(back["noise_state"]["key"]),
+        jax.random.key_data(updates["noise_state"]["key"]),
+    )
