@@ -5,7 +5,7 @@
   (``linnx._cli``), so the reference cannot drift from the code.
 - The docstrings are written for Sphinx as well (``:class:`ToNNX```); mkdocstrings renders the
   role literally, so the role prefix is dropped from the rendered HTML and the name stays as
-  code.
+  code (``~a.b.C`` shown as ``C``, as Sphinx does).
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ if _SRC not in sys.path:
 
 CLI_MARKER = "<!-- linnx-cli-reference -->"
 _WIDTH = 96
-_SPHINX_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|attr|exc|data|obj|const):(?=<code>)")
+_SPHINX_ROLE = re.compile(
+    r":(?:py:)?(?:class|func|meth|mod|attr|exc|data|obj|const):"
+    r"<code>(?P<tilde>~)?(?P<name>[^<]*)</code>"
+)
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
@@ -68,5 +71,11 @@ def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ARG001
     return markdown
 
 
+def _plain_code(match: re.Match[str]) -> str:
+    # Sphinx shows `~a.b.C` as `C`.
+    name = match["name"].rsplit(".", 1)[-1] if match["tilde"] else match["name"]
+    return f"<code>{name}</code>"
+
+
 def on_page_content(html: str, page, config, files) -> str:  # noqa: ARG001 (hook API)
-    return _SPHINX_ROLE.sub("", html)
+    return _SPHINX_ROLE.sub(_plain_code, html)
