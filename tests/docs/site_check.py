@@ -29,14 +29,14 @@ PAGES = {
         ("navigation with the guide", r'class="md-nav__link[^"]*"[^>]*>\s*(<[^>]+>\s*)*'
          r"Linen inside NNX"),
         ("navigation with the reference", r"md-nav__link[^>]*>\s*(<[^>]+>\s*)*Command line"),
-        ("a highlighted python code block", r'<div class="language-python highlight">.*?'
-         r'<span class="kn">import</span>'),
+        ("a highlighted python code block",
+         r'<div class="[^"]*highlight[^"]*"><pre[^>]*>.*?<span class="kn">import</span>'),
     ],
     "reference/linnx/index.html": [
         ("navigation", r'<nav class="md-nav md-nav--primary"'),
         ("the heading of linnx.ToNNX", r'id="linnx.ToNNX"'),
         ("its signature", r'<span class="nf">ToNNX</span><span class="p">\(</span>'),
-        ("a highlighted example", r'<span class="gp">&gt;&gt;&gt;</span>'),
+        ("a highlighted example", r'<span class="gp">&gt;&gt;&gt; ?</span><span class="kn">'),
     ],
 }
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import doctest
 import io
+import re
 import sys
 import types
 from pathlib import Path
@@ -185,3 +186,10 @@ def test_runner_refuses_malformed_pages(tmp_path, text, message):
 def test_runner_runs_indented_blocks_in_lists(tmp_path):
     page = _page(tmp_path, "- item:\n\n    ```python\n    print('in a list')\n    ```\n")
     assert run_page(page)["run"] == 1
+
+
+def test_readme_links_to_pages_that_exist():
+    links = re.findall(r"\]\((docs/[^)#]+)", (ROOT / "README.md").read_text())
+    assert len(links) >= 10
+    missing = [link for link in links if not (ROOT / link).is_file()]
+    assert not missing, f"README.md links to pages that do not exist: {missing}"
