@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/linnx demo $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs/hooks
 
 test: lint
 	$(HOST_DEVICES) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
