@@ -23,6 +23,7 @@ from typing import Any
 
 from flax import nnx
 
+from .._keypath import path_str
 from ..bridge import registered_pairs
 from ._paths import canonical, similarity
 from ._plan import Layout
@@ -201,7 +202,7 @@ def match_units(
 
 
 def path_of(unit: Unit) -> str:
-    return "/".join(str(k) for k in unit.path)
+    return path_str(unit.path)
 
 
 @dataclass
@@ -492,7 +493,7 @@ def _repeat_groups(units: Sequence[Unit]) -> dict[str, dict[int, list[Unit]]]:
 def _item_name(unit: Unit, canonical_prefix: str) -> str:
     """The path of the list item that ``unit`` lies in, as its own side spells it."""
     for n in range(1, len(unit.path) + 1):
-        name = "/".join(str(k) for k in unit.path[:n])
+        name = path_str(unit.path[:n])
         if canonical(name) == canonical_prefix:
             return name
     return canonical_prefix

@@ -20,6 +20,7 @@ from flax import linen as nn
 from flax import nnx
 
 from .._errors import NotInitializedError
+from .._keypath import path_str
 from ..bridge import ToNNX
 from ._errors import MigrationTypeError, NonFiniteValuesError
 from ._paths import matches_any, patterns
@@ -70,7 +71,7 @@ def uninitialized_parts(model: nnx.Module) -> list[str]:
     """Paths of the ``ToNNX`` parts of ``model`` whose ``lazy_init`` never ran (``''``: the
     model itself)."""
     return [
-        "/".join(map(str, path))
+        path_str(path)
         for path, module in nnx.iter_modules(model)
         if isinstance(module, ToNNX) and not module.linen_collections
     ]

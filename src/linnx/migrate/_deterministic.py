@@ -30,7 +30,7 @@ import numpy as np
 from flax import linen as nn
 from flax import nnx
 
-from ._paths import path_str
+from .._keypath import path_str
 
 __all__ = ["LinenCalls", "linen_without_dropout", "nnx_without_dropout", "first_random_call",
            "rng_counts", "drawn_streams"]  # fmt: skip

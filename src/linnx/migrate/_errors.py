@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from .._errors import BridgeTypeError, LinnxError, StructureMismatchError
+from .._public import public
 
 __all__ = [
     "MigrationError",
@@ -29,6 +30,7 @@ __all__ = [
 _PUBLIC_MODULE = "linnx.migrate"
 
 
+@public(_PUBLIC_MODULE)
 class MigrationError(LinnxError):
     """Base class of the errors raised by :mod:`linnx.migrate`.
 
@@ -42,6 +44,7 @@ class MigrationError(LinnxError):
     """
 
 
+@public(_PUBLIC_MODULE)
 class MissingWeightsError(MigrationError, StructureMismatchError):
     """Some NNX variables would keep their initial values: nothing in the source fills them.
 
@@ -56,6 +59,7 @@ class MissingWeightsError(MigrationError, StructureMismatchError):
     """
 
 
+@public(_PUBLIC_MODULE)
 class UnusedWeightsError(MigrationError, StructureMismatchError):
     """Some source leaves would be dropped: no NNX variable takes them.
 
@@ -70,6 +74,7 @@ class UnusedWeightsError(MigrationError, StructureMismatchError):
     """
 
 
+@public(_PUBLIC_MODULE)
 class ShapeMismatchError(MigrationError, StructureMismatchError):
     """A paired Linen leaf and NNX variable differ in shape or dtype.
 
@@ -85,6 +90,7 @@ class ShapeMismatchError(MigrationError, StructureMismatchError):
     """
 
 
+@public(_PUBLIC_MODULE)
 class AmbiguousPairingError(MigrationError, ValueError):
     """Several pairings explain the two models equally well; linnx will not guess.
 
@@ -104,6 +110,7 @@ class AmbiguousPairingError(MigrationError, ValueError):
         self.candidates = {k: tuple(v) for k, v in dict(candidates).items()}
 
 
+@public(_PUBLIC_MODULE)
 class RenameError(MigrationError, ValueError):
     """A ``rename=`` rule is malformed or matches no Linen path.
 
@@ -114,6 +121,7 @@ class RenameError(MigrationError, ValueError):
     """
 
 
+@public(_PUBLIC_MODULE)
 class TraceError(MigrationError, RuntimeError):
     """A model could not be run abstractly on the sample inputs.
 
@@ -126,6 +134,7 @@ class TraceError(MigrationError, RuntimeError):
     """
 
 
+@public(_PUBLIC_MODULE)
 class VerificationError(MigrationError, RuntimeError):
     """The migrated NNX model does not reproduce the Linen model's outputs.
 
@@ -138,6 +147,7 @@ class VerificationError(MigrationError, RuntimeError):
     """
 
 
+@public(_PUBLIC_MODULE)
 class CheckpointError(MigrationError, ValueError):
     """A checkpoint directory has an unknown layout, or the destination is unusable.
 
@@ -148,6 +158,7 @@ class CheckpointError(MigrationError, ValueError):
     """
 
 
+@public(_PUBLIC_MODULE)
 class MigrationTypeError(MigrationError, BridgeTypeError):
     """An argument has the wrong kind: a class where a model is expected, ``None`` for a plan.
 
@@ -164,6 +175,7 @@ class MigrationTypeError(MigrationError, BridgeTypeError):
     """
 
 
+@public(_PUBLIC_MODULE)
 class NonFiniteValuesError(MigrationError, ValueError):
     """Values to be migrated hold NaN or infinity (a diverged run, a corrupt checkpoint).
 
@@ -188,20 +200,3 @@ class NonFiniteValuesError(MigrationError, ValueError):
     def __init__(self, message: str, *, paths: Sequence[tuple[str, int, int]] = ()):
         super().__init__(message)
         self.paths = tuple(paths)
-
-
-for _cls in (
-    MigrationError,
-    MissingWeightsError,
-    UnusedWeightsError,
-    ShapeMismatchError,
-    AmbiguousPairingError,
-    RenameError,
-    TraceError,
-    VerificationError,
-    CheckpointError,
-    MigrationTypeError,
-    NonFiniteValuesError,
-):
-    _cls.__module__ = _PUBLIC_MODULE
-del _cls

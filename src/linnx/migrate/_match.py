@@ -22,6 +22,8 @@ import jax
 from flax import linen as nn
 from flax import nnx
 
+from .._keypath import path_str
+from .._public import public
 from ._align import (
     Compat,
     ExtraRepeat,
@@ -34,7 +36,7 @@ from ._align import (
 )
 from ._checks import check_initialized, check_linen, check_mapping, check_nnx
 from ._errors import AmbiguousPairingError
-from ._paths import Renamer, canonical, path_str
+from ._paths import Renamer, canonical
 from ._plan import Mismatch, Pair, Plan, _desc
 from ._record import RNG_STATE_TYPES, ModelRecord, Unit, VarInfo, record_linen, record_nnx
 
@@ -314,6 +316,7 @@ def _assemble(
     )
 
 
+@public(_MODULE)
 def match(
     linen_module: nn.Module,
     nnx_model: nnx.Module,
@@ -386,6 +389,3 @@ def match(
         keep_rng_state=linen_record.has_rng_state,
     )
     return plan_from_records(linen_record, nnx_record, rename)
-
-
-match.__module__ = _MODULE

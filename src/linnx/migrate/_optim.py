@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from .._public import public
 from ._checks import check_finite, check_nnx, check_plan
 from ._errors import MigrationError, MigrationTypeError
 from ._paths import matches_any, patterns, unflatten_mapping
@@ -78,6 +79,7 @@ def _param_pairs(plan: Plan) -> dict[tuple[str, ...], Pair]:
     }
 
 
+@public("linnx.migrate")
 def opt_state_to_nnx(
     linen_opt_state: Any,
     target: T,
@@ -194,6 +196,7 @@ def opt_state_to_nnx(
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
+@public("linnx.migrate")
 def opt_state_to_linen(
     source: Any,
     plan: Plan,
@@ -280,8 +283,3 @@ def opt_state_to_linen(
     dropped = ["/".join(k) for k in nnx_src if k not in used]
     check_problems(missing=missing, unused=dropped, msg_unused=MSG_NNX_DROPPED)
     return jax.tree_util.tree_unflatten(treedef, values)
-
-
-for _fn in (opt_state_to_nnx, opt_state_to_linen):
-    _fn.__module__ = "linnx.migrate"
-del _fn

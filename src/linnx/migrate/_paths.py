@@ -17,7 +17,6 @@ from ._errors import MigrationTypeError, RenameError
 
 __all__ = [
     "Path",
-    "path_str",
     "flatten_mapping",
     "unflatten_mapping",
     "canonical",
@@ -32,11 +31,6 @@ Path = tuple[Any, ...]
 
 #: What ``rename=`` accepts: a mapping of path fragments, or a function of the whole path.
 RenameRule = Mapping[str, str] | Callable[[str], "str | None"] | None
-
-
-def path_str(path: Iterable[Any]) -> str:
-    """``('a', 0, 'b')`` -> ``'a/0/b'``."""
-    return "/".join(str(k) for k in path)
 
 
 def flatten_mapping(tree: Any, prefix: Path = ()) -> dict[Path, Any]:

@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 import jax
 import jax.numpy as jnp
 
+from .._public import public
 from ._errors import MigrationError, MigrationTypeError
 from ._paths import whole_subtrees
 from ._record import dtype_name
@@ -80,6 +81,7 @@ def width_summary(mismatched: Sequence[tuple[str, str, str]]) -> str | None:
     )
 
 
+@public(_MODULE)
 @dataclass(frozen=True)
 class Layout:
     """How Linen leaves turn into one NNX value.
@@ -145,6 +147,7 @@ class Layout:
         return "copy"
 
 
+@public(_MODULE)
 @dataclass(frozen=True)
 class Pair:
     """One NNX variable and the Linen leaves that fill it.
@@ -176,6 +179,7 @@ class Pair:
     layout: Layout = Layout()
 
 
+@public(_MODULE)
 @dataclass(frozen=True)
 class Mismatch:
     """A Linen leaf and an NNX variable that should pair but differ in shape or dtype.
@@ -196,6 +200,7 @@ class Mismatch:
     reason: MismatchReason
 
 
+@public(_MODULE)
 class Plan:
     """What :func:`match` found: pairs, leftovers on both sides, mismatches, layout changes.
 
@@ -336,12 +341,6 @@ class Plan:
             "unfilled": list(self.unfilled),
             "mismatched": [dataclasses.asdict(m) for m in self.mismatched],
         }
-
-
-for _obj in (Layout, Pair, Mismatch, Plan):
-    _obj.__module__ = _MODULE
-del _obj
-
 
 def __getattr__(name: str) -> Any:
     # match() lived here before the split into data (this module) and algorithm

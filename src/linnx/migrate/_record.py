@@ -33,9 +33,10 @@ from flax import nnx
 from flax.core import meta
 from flax.linen.partitioning import AxisMetadata
 
-from ..bridge import ToNNX, registered_pairs
+from .._keypath import path_str
+from ..bridge import ToNNX, registered_pairs, variable_name_from_type
 from ._errors import TraceError
-from ._paths import Path, flatten_mapping, path_str
+from ._paths import Path, flatten_mapping
 
 __all__ = [
     "VarInfo",
@@ -498,13 +499,6 @@ def _recording(classes: set[type], recorder: _NnxRecorder) -> Iterator[None]:
                 setattr(klass, attr, fn)
 
 
-def _collection_name(typ: type) -> str:
-    for name, t in registered_pairs().items():
-        if t is typ:
-            return name
-    return typ.__name__
-
-
 def record_nnx(
     model: nnx.Module,
     args: Sequence[Any],
@@ -570,7 +564,7 @@ def record_nnx(
                 path=path_str(path),
                 bare=path_str(owner + rel[1:] if in_linen else path),
                 rel=path_str(rel),
-                collection=_collection_name(type(var)),
+                collection=variable_name_from_type(type(var)),
                 var_type=type(var),
                 shape=tuple(value.shape),
                 dtype=dtype_of(value.dtype),

@@ -17,12 +17,13 @@ from flax import nnx
 from flax.core import meta
 
 from .._errors import StructureMismatchError
+from .._keypath import path_str
+from .._public import public
 from ._checks import check_finite, check_initialized, check_mapping, check_nnx, check_plan
 from ._errors import MigrationTypeError, MissingWeightsError, ShapeMismatchError, UnusedWeightsError
 from ._paths import (
     flatten_mapping,
     matches_any,
-    path_str,
     patterns,
     similarity,
     unflatten_mapping,
@@ -205,6 +206,7 @@ def misnamed_error(
     return MissingWeightsError(head + fix, missing=missing, unexpected=unused)
 
 
+@public("linnx.migrate")
 def to_nnx_value(pair: Pair, sources: Sequence[Any]) -> jax.Array:
     """The NNX value of ``pair`` from its Linen leaves (in ``pair.linen`` order).
 
@@ -226,6 +228,7 @@ def to_nnx_value(pair: Pair, sources: Sequence[Any]) -> jax.Array:
     return pair.layout.to_nnx(sources)
 
 
+@public("linnx.migrate")
 def to_linen_value(
     linen_path: str,
     pairs: Sequence[Pair],
@@ -289,6 +292,7 @@ def _placed(value: jax.Array, target: Any) -> jax.Array:
     return value
 
 
+@public("linnx.migrate")
 def linen_to_nnx(
     variables: Mapping[str, Any],
     nnx_model: M,
@@ -431,6 +435,7 @@ def linen_to_nnx(
     return nnx_model
 
 
+@public("linnx.migrate")
 def nnx_to_linen(
     nnx_model: nnx.Module,
     plan: Plan,
@@ -502,8 +507,3 @@ def nnx_to_linen(
     return unflatten_mapping(
         {tuple(p.split("/")): v for p, v in {**plan.linen_structure, **out}.items()}
     )
-
-
-for _fn in (linen_to_nnx, nnx_to_linen, to_nnx_value, to_linen_value):
-    _fn.__module__ = "linnx.migrate"
-del _fn

@@ -31,6 +31,8 @@ from flax import nnx
 from flax.core import meta
 
 from .._errors import LinnxError
+from .._keypath import path_str
+from .._public import public
 from ._checks import check_initialized, check_linen, check_mapping, check_nnx, check_plan
 from ._deterministic import (
     LinenCalls,
@@ -42,7 +44,7 @@ from ._deterministic import (
 )
 from ._errors import MigrationTypeError, TraceError, VerificationError
 from ._match import match
-from ._paths import flatten_mapping, path_str
+from ._paths import flatten_mapping
 from ._plan import Plan
 from ._record import non_weight_leaf
 from ._transfer import nnx_to_linen
@@ -55,6 +57,7 @@ _TRAIN_FALSE = frozenset(
 )
 
 
+@public("linnx.migrate")
 @dataclass(frozen=True)
 class Difference:
     """The largest difference between the Linen and NNX values of one compared quantity.
@@ -76,6 +79,7 @@ class Difference:
     note: str = ""
 
 
+@public("linnx.migrate")
 class VerifyReport:
     """Outcome of :func:`verify`: one :class:`Difference` per output and updated collection.
 
@@ -144,6 +148,7 @@ class VerifyReport:
             )
 
 
+@public("linnx.migrate")
 def train_kwargs_for(linen_kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     """Flips the boolean training flags of Linen call arguments; says whether any was found.
 
@@ -329,6 +334,7 @@ def _running(side: str, mode: str, arg: str):
         ) from e
 
 
+@public("linnx.migrate")
 def verify(
     linen_module: nn.Module,
     variables: Mapping[str, Any],
@@ -437,8 +443,3 @@ def verify(
     if train:
         notes += _train_notes(findings)
     return VerifyReport(diffs, atol=atol, rtol=rtol, notes=notes)
-
-
-for _obj in (Difference, VerifyReport, verify, train_kwargs_for):
-    _obj.__module__ = "linnx.migrate"
-del _obj

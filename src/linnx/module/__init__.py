@@ -14,5 +14,3 @@ from ._functional import Functional as Functional
 from ._functional import functional as functional
 from ._module import Module as Module
 
-Module.__module__ = "linnx.module"
-compact.__module__ = "linnx.module"

@@ -41,6 +41,7 @@ from flax import nnx
 from flax.core import meta
 
 from .._errors import BridgeTypeError, NotInitializedError, RngStreamError, StructureMismatchError
+from .._public import public
 from ..bridge._registry import variable_name_from_type
 from ..bridge._to_nnx import ToNNX
 from ..bridge._variables import new_variable
@@ -125,6 +126,7 @@ _TAKEN: Final = (
 )
 
 
+@public("linnx.module")
 def compact(fn: F) -> F:
     """Marks the method that creates submodules and variables inline, as ``nn.compact`` does.
 
@@ -583,4 +585,3 @@ def declare(
     _set(module, name, var)
     _set(module, "_linnx_declared", (*vars(module).get("_linnx_declared", ()), name))
     return var
-

@@ -7,10 +7,12 @@ Both derive from :class:`linnx.LinnxError` (and from the builtin a Python user w
 from __future__ import annotations
 
 from .._errors import LinnxError
+from .._public import public
 
 __all__ = ["NameInUseError", "ModuleDefinitionError"]
 
 
+@public("linnx.module")
 class NameInUseError(LinnxError, ValueError):
     """Two submodules or variables of one module claim the same name.
 
@@ -30,6 +32,7 @@ class NameInUseError(LinnxError, ValueError):
     """
 
 
+@public("linnx.module")
 class ModuleDefinitionError(LinnxError, TypeError):
     """A ``linnx.Module`` is defined or used in a way the Linen-style API does not allow.
 
@@ -45,8 +48,3 @@ class ModuleDefinitionError(LinnxError, TypeError):
         ...     print(str(e).splitlines()[0])
         TwoCompact has 2 compact methods (decode, encode); a module may have at most one.
     """
-
-
-for _cls in (NameInUseError, ModuleDefinitionError):
-    _cls.__module__ = "linnx.module"
-del _cls

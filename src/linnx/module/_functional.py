@@ -24,6 +24,8 @@ from .._errors import (
     StructureMismatchError,
     UnknownMethodError,
 )
+from .._keypath import path_str
+from .._public import public
 from ..bridge._to_nnx import lazy_init
 
 __all__ = ["Functional", "functional"]
@@ -61,7 +63,7 @@ def _flat_paths(tree: Any) -> set[str]:
     flat = jax.tree_util.tree_flatten_with_path(
         tree, is_leaf=lambda x: isinstance(x, nnx.Variable)
     )[0]
-    return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in p) for p, _ in flat}
+    return {path_str(p) for p, _ in flat}
 
 
 def _accepts_rngs(module_type: type) -> bool:
@@ -74,6 +76,7 @@ def _accepts_rngs(module_type: type) -> bool:
     return "rngs" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
+@public("linnx.module")
 class Functional(Generic[M]):
     """An NNX module class with its constructor arguments, used through pure functions.
 
@@ -211,6 +214,7 @@ class Functional(Generic[M]):
         return call
 
 
+@public("linnx.module")
 def functional(module_type: type[M]) -> Callable[..., Functional[M]]:
     """Turns an NNX module class into Linen-like pure ``init``/``apply`` functions.
 
@@ -264,11 +268,5 @@ def functional(module_type: type[M]) -> Callable[..., Functional[M]]:
 
     make.__name__ = make.__qualname__ = f"functional({module_type.__name__})"
     return make
-
-
-for _obj in (Functional, functional):
-    _obj.__module__ = "linnx.module"
-del _obj
-
 # The public `__module__` hides the methods from doctest; run their examples anyway.
 __test__ = {"Functional.init": Functional.init, "Functional.apply": Functional.apply}

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from .._public import public
 from ._construction import compact
 from ._errors import ModuleDefinitionError
 from ._module import Module
@@ -49,6 +50,7 @@ def _flag(module: Module, flag: str, call_value: bool | None) -> bool:
     return bool(value)
 
 
+@public("linnx.module.nn")
 class Dense(Module):
     """A fully connected layer that infers its input size, as Linen's ``nn.Dense``.
 
@@ -102,6 +104,7 @@ class Dense(Module):
         return y
 
 
+@public("linnx.module.nn")
 class Dropout(Module):
     """Dropout, as Linen's ``nn.Dropout``: zeroes inputs with probability ``rate``.
 
@@ -181,6 +184,7 @@ def _moments(x: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]
     return mean, var
 
 
+@public("linnx.module.nn")
 class BatchNorm(Module):
     """Batch normalization, as Linen's ``nn.BatchNorm``.
 
@@ -245,6 +249,7 @@ class BatchNorm(Module):
         )
 
 
+@public("linnx.module.nn")
 class LayerNorm(Module):
     """Layer normalization over the last axis, as Linen's ``nn.LayerNorm``.
 
@@ -279,7 +284,3 @@ class LayerNorm(Module):
         mean, var = _moments(x, axes)
         mean, var = jnp.expand_dims(mean, -1), jnp.expand_dims(var, -1)
         return _normalize(self, x, mean, var, axes, self.epsilon)
-
-for _cls in (Dense, Dropout, BatchNorm, LayerNorm):
-    _cls.__module__ = "linnx.module.nn"
-del _cls

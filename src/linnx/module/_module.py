@@ -17,6 +17,7 @@ from flax import linen as nn
 from flax import nnx
 
 from .._errors import BridgeTypeError, RngStreamError, StructureMismatchError
+from .._public import public
 from ..bridge._registry import variable_name_from_type, variable_type_from_name
 from ..bridge._to_nnx import ToNNX
 from ..bridge._to_nnx import lazy_init as _lazy_init
@@ -62,6 +63,7 @@ def _tuple_reduce(xs: tuple, x: Any) -> tuple:
     return (*xs, x)
 
 
+@public("linnx.module")
 class Module(nnx.Module, metaclass=ModuleMeta):
     """An NNX module written like a Linen module.
 
@@ -667,8 +669,6 @@ class Module(nnx.Module, metaclass=ModuleMeta):
             (3, 2)
         """
         return _lazy_init(self, *args, **kwargs)
-
-
 
 
 # `Module.__module__` is the public path, so doctest would skip the methods' examples; list
