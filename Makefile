@@ -19,6 +19,8 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs/hooks
+	$(BIN)/ruff format --check src tests benchmarks docs/hooks
+	$(BIN)/mypy
 
 test: lint
 	$(HOST_DEVICES) $(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -31,7 +31,7 @@ def public(module: str) -> Callable[[T], T]:
     """
 
     def mark(obj: T) -> T:
-        obj.__module__ = module  # type: ignore[attr-defined]
+        obj.__module__ = module
         return obj
 
     return mark

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from flax import nnx
 
@@ -130,7 +130,8 @@ def pair_vars(
     Returns the clean pairs, the same-named pairs whose shapes differ, and how many Linen and
     NNX variables stay unpaired.
     """
-    pairs, mismatched = [], []
+    pairs: list[tuple[VarInfo, VarInfo]] = []
+    mismatched: list[tuple[VarInfo, VarInfo]] = []
     free = list(nnx_vars)
     deferred = []
     for linen_var in linen_vars:
@@ -140,8 +141,8 @@ def pair_vars(
         if len(same) == 1:
             nnx_var = same[0]
             free.remove(nnx_var)
-            fits = linen_shape(linen_var) == nnx_shape(nnx_var)
-            (pairs if fits else mismatched).append((linen_var, nnx_var))
+            same_shape = linen_shape(linen_var) == nnx_shape(nnx_var)
+            (pairs if same_shape else mismatched).append((linen_var, nnx_var))
         else:
             deferred.append(linen_var)
 
@@ -245,7 +246,8 @@ def make_items(units: Sequence[Unit]) -> tuple[list[Item], list[Unit]]:
         else:
             groups.setdefault((_stack_root(u, called), u.stack), []).append(u)
     for (_, stack), members in groups.items():
-        items.append(Item(sorted(members, key=lambda u: u.order), stack))
+        # Grouped units were called, so each has an order.
+        items.append(Item(sorted(members, key=lambda u: cast(int, u.order)), stack))
     items.sort(key=lambda it: it.order)
     return items, uncalled
 
@@ -254,7 +256,7 @@ def _group_vs_run(
     group: Item, run: Sequence[Item], compat: Compat, group_is_nnx: bool
 ) -> UnitMatch | None:
     """A stacked group against ``K * m`` plain units of the other side, pattern by pattern."""
-    length, axis = group.stack
+    length, axis = cast(tuple[int, int], group.stack)  # a stacked group
     m = len(group.units)
     total = UnitMatch(score=0)
     collected: dict[int, list[tuple[int, VarMatch]]] = {}
@@ -298,11 +300,11 @@ def _group_vs_run(
 
 def _group_vs_group(linen_group: Item, nnx_group: Item, compat: Compat) -> UnitMatch | None:
     """Two stacked groups of the same length: copy, or move the stacking axis."""
-    if linen_group.stack[0] != nnx_group.stack[0] or len(linen_group.units) != len(
-        nnx_group.units
-    ):
+    (linen_length, linen_axis), (nnx_length, nnx_axis) = cast(
+        tuple[tuple[int, int], tuple[int, int]], (linen_group.stack, nnx_group.stack)
+    )
+    if linen_length != nnx_length or len(linen_group.units) != len(nnx_group.units):
         return None
-    linen_axis, nnx_axis = linen_group.stack[1], nnx_group.stack[1]
     layout = (
         Layout()
         if linen_axis == nnx_axis
@@ -328,7 +330,7 @@ def _group_vs_group(linen_group: Item, nnx_group: Item, compat: Compat) -> UnitM
 
 def _edges(linen_items: list[Item], nnx_items: list[Item], compat: Compat) -> Callable:
     def edges(i: int, j: int) -> list[tuple[int, int, int, UnitMatch]]:
-        out = []
+        out: list[tuple[int, int, int, UnitMatch]] = []
         if i >= len(linen_items) or j >= len(nnx_items):
             return out
         linen_item, nnx_item = linen_items[i], nnx_items[j]

@@ -154,7 +154,7 @@ def check_finite(
     """Raises :class:`NonFiniteValuesError` listing every leaf with NaN or inf, unless allowed."""
     if allow is True:
         return
-    allowed = patterns(False if allow is None else allow, "allow_nonfinite")
+    allowed = patterns(None if isinstance(allow, bool) else allow, "allow_nonfinite")
     bad: list[tuple[str, int, int]] = []
     for path, value in named:
         counts = _nonfinite(value)

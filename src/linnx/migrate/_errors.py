@@ -105,9 +105,11 @@ class AmbiguousPairingError(MigrationError, ValueError):
         {'Dense_0': ('a', 'b')}
     """
 
-    def __init__(self, message: str, *, candidates: Mapping[str, Sequence[str | None]] = ()):
+    def __init__(
+        self, message: str, *, candidates: Mapping[str, Sequence[str | None]] | None = None
+    ):
         super().__init__(message)
-        self.candidates = {k: tuple(v) for k, v in dict(candidates).items()}
+        self.candidates = {k: tuple(v) for k, v in dict(candidates or {}).items()}
 
 
 @public(_PUBLIC_MODULE)

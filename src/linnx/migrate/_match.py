@@ -257,7 +257,8 @@ def _assemble(
     linen_record: ModelRecord, nnx_record: ModelRecord, matches: Sequence[VarMatch]
 ) -> Plan:
     pairs, mismatched = [], []
-    used_linen, used_nnx = set(), set()
+    used_linen: set[Any] = set()
+    used_nnx: set[Any] = set()
     for var_match in matches:
         linen_paths = tuple(v.path for v in var_match.linen)
         nnx_var, linen_var = var_match.nnx, var_match.linen[0]
@@ -276,7 +277,7 @@ def _assemble(
             Pair(
                 linen=linen_paths,
                 nnx=nnx_var.path,
-                nnx_type=nnx_var.var_type.__name__,
+                nnx_type=getattr(nnx_var.var_type, "__name__", "?"),
                 linen_shape=linen_var.shape,
                 linen_dtype=linen_var.dtype.name,
                 nnx_shape=nnx_var.shape,
@@ -292,7 +293,7 @@ def _assemble(
         p: jax.ShapeDtypeStruct(v.shape, v.dtype) for p, v in linen_record.vars.items()
     }
     nnx_leaves = {
-        p: (v.var_type.__name__, jax.ShapeDtypeStruct(v.shape, v.dtype))
+        p: (getattr(v.var_type, "__name__", "?"), jax.ShapeDtypeStruct(v.shape, v.dtype))
         for p, v in nnx_record.vars.items()
     }
     # RNG state the Linen side does not hold stays NNX-only, as when it is not recorded.

@@ -261,7 +261,8 @@ def opt_state_to_linen(
         if leaf.split("/", 1)[0] == "params"
     }
     used: set[tuple[str, ...]] = set()
-    values, missing = [], []
+    values: list[Any] = []
+    missing: list[str] = []
     for key, leaf in targets:
         prefix, entry = _suffix_index(by_linen, key)
         try:

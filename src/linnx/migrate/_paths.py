@@ -142,9 +142,9 @@ class Renamer:
         out: list[str] = []
         i = 0
         while i < len(segs):
-            for old, new in self._rules:
+            for old, replacement in self._rules:
                 if tuple(segs[i : i + len(old)]) == old:
-                    out.extend(new)
+                    out.extend(replacement)
                     self._used.add(old)
                     i += len(old)
                     break

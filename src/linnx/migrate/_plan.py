@@ -72,12 +72,12 @@ def width_summary(mismatched: Sequence[tuple[str, str, str]]) -> str | None:
     if len(mismatched) < 2 or len({y / x if x else None for x, y in changes}) != 1:
         return None
     ordered = sorted(changes, key=lambda c: -changes[c])
-    (have, want), others = ordered[0], ordered[1:]
+    (have_dim, want_dim), others = ordered[0], ordered[1:]
     also = f" (and {', '.join(f'{x} vs {y}' for x, y in others)})" if others else ""
     return (
-        f"every width differs: {have} vs {want}{also}: Linen has {have} where the NNX model has "
-        f"{want}, across all {len(mismatched)} mismatched leaves; was the NNX model built with "
-        "another size?"
+        f"every width differs: {have_dim} vs {want_dim}{also}: Linen has {have_dim} where the NNX "
+        f"model has {want_dim}, across all {len(mismatched)} mismatched leaves; was the NNX "
+        "model built with another size?"
     )
 
 
@@ -111,15 +111,25 @@ class Layout:
                 "Fix: e.g. Layout('stack', nnx_axis=0)."
             )
 
+    def _given(self, field: str) -> int:
+        """An axis or index this kind of layout needs; refused by name when it is missing."""
+        value = getattr(self, field)
+        if value is None:
+            raise MigrationError(
+                f"Layout({self.kind!r}) has no {field}.\nFix: pass it, e.g. "
+                f"Layout({self.kind!r}, {field}=0)."
+            )
+        return int(value)
+
     def to_nnx(self, sources: Sequence[Any]) -> jax.Array:
         """The NNX value from its Linen leaves (in ``Pair.linen`` order)."""
         values = [jnp.asarray(s) for s in sources]
         if self.kind == "stack":
-            return jnp.stack(values, axis=self.nnx_axis)
+            return jnp.stack(values, axis=self._given("nnx_axis"))
         if self.kind == "unstack":
-            return jnp.take(values[0], self.index, axis=self.linen_axis)
+            return jnp.take(values[0], self._given("index"), axis=self._given("linen_axis"))
         if self.kind == "moveaxis":
-            return jnp.moveaxis(values[0], self.linen_axis, self.nnx_axis)
+            return jnp.moveaxis(values[0], self._given("linen_axis"), self._given("nnx_axis"))
         return values[0]
 
     def to_linen(self, values: Sequence[Any], position: int = 0) -> jax.Array:
@@ -130,11 +140,11 @@ class Layout:
         """
         arrays = [jnp.asarray(v) for v in values]
         if self.kind == "stack":
-            return jnp.take(arrays[0], position, axis=self.nnx_axis)
+            return jnp.take(arrays[0], position, axis=self._given("nnx_axis"))
         if self.kind == "unstack":
-            return jnp.stack(arrays, axis=self.linen_axis)
+            return jnp.stack(arrays, axis=self._given("linen_axis"))
         if self.kind == "moveaxis":
-            return jnp.moveaxis(arrays[0], self.nnx_axis, self.linen_axis)
+            return jnp.moveaxis(arrays[0], self._given("nnx_axis"), self._given("linen_axis"))
         return arrays[0]
 
     def __str__(self) -> str:

@@ -227,7 +227,9 @@ def split_dynamic(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[list[
 
     def rebuild(values: Sequence[Any]) -> tuple[tuple, dict]:
         it = iter(values)
-        return treedef.unflatten([next(it) if m else x for x, m in zip(leaves, mask, strict=True)])
+        return jax.tree_util.tree_unflatten(
+            treedef, [next(it) if m else x for x, m in zip(leaves, mask, strict=True)]
+        )
 
     return dynamic, rebuild
 

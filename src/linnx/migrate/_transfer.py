@@ -253,8 +253,9 @@ def to_linen_value(
     layout = first.layout
     if layout.kind == "unstack":
         # The leaf is rebuilt from every slice: all of them must be there.
-        parts = sorted(pairs, key=lambda p: p.layout.index)
-        expected = linen_shape[layout.linen_axis] if linen_shape is not None else len(parts)
+        parts = sorted(pairs, key=lambda p: p.layout._given("index"))
+        axis = layout._given("linen_axis")
+        expected = linen_shape[axis] if linen_shape is not None else len(parts)
         if [p.layout.index for p in parts] != list(range(expected)):
             raise KeyError(linen_path)
         return layout.to_linen([get(p.nnx) for p in parts])

@@ -221,13 +221,13 @@ def _compare_collections(mode, updates, after, atol, rtol) -> list[Difference]:
     for col, leaves in sorted(by_col.items()):
         worst = (0.0, 0.0, True, "")
         missing = []
-        for path, leaf in leaves:
-            if path not in after:
-                missing.append(path)
+        for where, leaf in leaves:
+            if where not in after:
+                missing.append(where)
                 continue
-            res = _compare(leaf, after[path], atol, rtol)
+            res = _compare(leaf, after[where], atol, rtol)
             if (not res[2], res[0]) > (not worst[2], worst[0]):
-                worst = (*res[:3], res[3] or path)
+                worst = (*res[:3], res[3] or where)
         if missing:
             out.append(Difference(mode, col, math.inf, math.inf, False,
                                   f"not on the NNX side: {', '.join(missing[:5])}"))  # fmt: skip

@@ -31,7 +31,7 @@ import functools
 import inspect
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import flax.errors
 import jax
@@ -56,7 +56,10 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_PytreeMeta = type(nnx.Module)
+if TYPE_CHECKING:
+    from flax.nnx.module import ModuleMeta as _PytreeMeta
+else:
+    _PytreeMeta = type(nnx.Module)  # Flax's metaclass of nnx.Module, whatever Flax calls it
 _ROOT, _PENDING, _DETACHED, _ATTACHED = "root", "pending", "detached", "attached"
 _DEFAULT: Final = object()
 _MISSING: Final = object()
@@ -200,6 +203,11 @@ def _set(module: Any, name: str, value: Any) -> None:
 class ModuleMeta(_PytreeMeta):
     """Routes ``Class(...)`` through :func:`_construct` to name and attach submodules."""
 
+    # Set on every class by prepare_class (declared here for the type checker).
+    _linnx_pops: frozenset[str]
+    _linnx_dataclass: bool
+    _linnx_field_names: frozenset[str]
+
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         pops = cls._linnx_pops
         parent = kwargs.pop("parent", _DEFAULT) if "parent" in pops else _DEFAULT
@@ -242,7 +250,7 @@ def _instantiate(cls: type, args: tuple, kwargs: dict, name: str | None, rngs: A
         _CTOR.reset(token)
 
 
-def _construct(cls: type, args: tuple, kwargs: dict, parent: Any, name: Any, rngs: Any) -> Any:
+def _construct(cls: type[Any], args: tuple, kwargs: dict, parent: Any, name: Any, rngs: Any) -> Any:
     if name is not None and not isinstance(name, str):
         raise BridgeTypeError(f"{cls.__name__}(name={name!r}): a module name must be a str.")
     rngs = _as_module_rngs(rngs, cls)
@@ -261,6 +269,7 @@ def _construct(cls: type, args: tuple, kwargs: dict, parent: Any, name: Any, rng
     if owner is None:
         state = _ROOT if frame is None else (_DETACHED if parent is None else _PENDING)
         return _instantiate(cls, args, kwargs, name, rngs, state)
+    frame = cast(ctx.Frame, frame)  # an owner comes from a compact frame
     child_name = name if name is not None else frame.next_name(cls.__name__)
     existing = _claim(owner, frame, child_name)
     if existing is not None:
@@ -302,13 +311,13 @@ def _describe(value: Any) -> str:
 
 
 @functools.cache
-def _init_signature(cls: type) -> inspect.Signature:
+def _init_signature(cls: type[Any]) -> inspect.Signature:
     return inspect.signature(cls.__init__)
 
 
 def _refresh_fields(module: Any, args: tuple, kwargs: dict) -> None:
     """Applies simple fields passed explicitly to an existing compact child (per-call flags)."""
-    cls = type(module)
+    cls: Any = type(module)
     if not cls._linnx_dataclass or not (args or kwargs):
         return
     bound = _init_signature(cls).bind(module, *args, **kwargs)
@@ -377,7 +386,7 @@ def _wrappable(attr: str) -> bool:
     return (attr == "__call__" or not dunder) and attr not in _API
 
 
-def prepare_class(cls: type, base: type) -> None:
+def prepare_class(cls: Any, base: type) -> None:
     """Makes a subclass a dataclass (unless it has its own ``__init__``) and wraps its methods."""
     custom_init = any(
         "__init__" in vars(c) and not getattr(vars(c)["__init__"], "_linnx_generated", False)
@@ -446,7 +455,7 @@ def _with_rngs(factory: Any, kwargs: dict, rngs: nnx.Rngs | None) -> dict:
     if "rngs" in kwargs or rngs is None:
         return kwargs
     try:
-        target = factory.__init__ if isinstance(factory, type) else factory
+        target = factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]
         params = inspect.signature(target).parameters
     except (TypeError, ValueError):
         return kwargs
@@ -501,8 +510,8 @@ def build_submodule(owner: Any, factory: Any, args: tuple, name: str | None, kwa
         def make() -> Any:
             return owner._linnx_wrap_linen(factory)
     elif callable(factory):
-        prefix = getattr(factory, "__name__", None)
-        if prefix is None and name is None:
+        callable_name: str | None = getattr(factory, "__name__", None)
+        if callable_name is None and name is None:
             raise BridgeTypeError(
                 f"submodule({factory!r}): cannot name the child after this callable.\n"
                 f"Fix: pass name=, e.g. self.submodule(factory, ..., name='proj')."
@@ -510,6 +519,8 @@ def build_submodule(owner: Any, factory: Any, args: tuple, name: str | None, kwa
 
         def make() -> Any:
             return factory(*args, **_with_rngs(factory, kwargs, owner._linnx_child_rngs()))
+
+        prefix = callable_name or ""
     else:
         raise BridgeTypeError(
             f"submodule(factory={factory!r}): expected an NNX module class, a callable "

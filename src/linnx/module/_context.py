@@ -24,7 +24,7 @@ import contextlib
 import contextvars
 import dataclasses
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 from flax import nnx
@@ -99,7 +99,7 @@ def entering(module: Any, kind: str) -> Iterator[Frame]:
     rng_token = _rngs.set(own_rngs) if isinstance(own_rngs, nnx.Rngs) else None
     if reuse:
         frame_token = None
-        frame = top
+        frame = cast(Frame, top)  # `reuse` implies a top frame
     else:
         frame = Frame(module, kind)
         frame_token = _frames.set((*_frames.get(), frame))
@@ -137,8 +137,8 @@ def init_may_sow(collection: str) -> bool:
     policy = _init_sow.get()
     if policy is None:
         return collection != "intermediates"
-    if policy is True:
-        return True
+    if isinstance(policy, bool):
+        return policy
     return collection in policy
 
 

@@ -39,7 +39,7 @@ _NOT_INITIALIZED: Final = (
 )
 
 
-def _check_constructor(module_type: type, args: tuple, kwargs: dict[str, Any]) -> None:
+def _check_constructor(module_type: type[Any], args: tuple, kwargs: dict[str, Any]) -> None:
     """Refuses arguments that do not fit ``module_type``, naming its signature."""
     try:
         signature = inspect.signature(module_type.__init__)
@@ -66,7 +66,7 @@ def _flat_paths(tree: Any) -> set[str]:
     return {path_str(p) for p, _ in flat}
 
 
-def _accepts_rngs(module_type: type) -> bool:
+def _accepts_rngs(module_type: type[Any]) -> bool:
     if "rngs" in getattr(module_type, "_linnx_pops", ()):
         return True
     try:

@@ -69,7 +69,7 @@ def to_rngs(rngs: Any, argname: str = "rngs") -> nnx.Rngs:
         )
     streams = dict(out.items())
     if "params" in streams and "default" not in streams:
-        out.default = streams["params"]
+        setattr(out, "default", streams["params"])  # noqa: B010 (a stream, not a declared attribute)
     return out
 
 
