@@ -35,12 +35,18 @@ class MigrationError(LinnxError):
     """Base class of the errors raised by :mod:`linnx.migrate`.
 
     Example:
-        >>> import linnx
+        One ``except`` catches every failure of :mod:`linnx.migrate` (and ``linnx.LinnxError``
+        every failure of linnx):
+
+        >>> import jax.numpy as jnp
+        >>> from flax import linen as nn, nnx
         >>> from linnx import migrate
-        >>> issubclass(migrate.MissingWeightsError, migrate.MigrationError)
-        True
-        >>> issubclass(migrate.MigrationError, linnx.LinnxError)
-        True
+        >>> model = nnx.Linear(3, 4, rngs=nnx.Rngs(0))
+        >>> try:
+        ...     migrate.match(nn.Dense(4), model, jnp.ones((2, 5)))  # 5 features, not 3
+        ... except migrate.MigrationError as e:
+        ...     print(type(e).__name__)
+        TraceError
     """
 
 
@@ -117,9 +123,15 @@ class RenameError(MigrationError, ValueError):
     """A ``rename=`` rule is malformed or matches no Linen path.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import linen as nn, nnx
         >>> from linnx import migrate
-        >>> issubclass(migrate.RenameError, ValueError)
-        True
+        >>> model = nnx.Linear(3, 4, rngs=nnx.Rngs(0))
+        >>> try:
+        ...     migrate.match(nn.Dense(4), model, jnp.ones((2, 3)), rename={'Dense_9': 'linear'})
+        ... except migrate.RenameError as e:
+        ...     print(str(e).splitlines()[0])
+        rename: 'Dense_9' matched no Linen path.
     """
 
 
@@ -130,9 +142,15 @@ class TraceError(MigrationError, RuntimeError):
     The original exception is chained as ``__cause__``.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from flax import linen as nn, nnx
         >>> from linnx import migrate
-        >>> issubclass(migrate.TraceError, RuntimeError)
-        True
+        >>> model = nnx.Linear(3, 4, rngs=nnx.Rngs(0))
+        >>> try:
+        ...     migrate.match(nn.Dense(4), model, jnp.ones((2, 5)))  # 5 features, not 3
+        ... except migrate.TraceError as e:
+        ...     print(type(e.__cause__).__name__)
+        TypeError
     """
 
 
@@ -144,8 +162,13 @@ class VerificationError(MigrationError, RuntimeError):
 
     Example:
         >>> from linnx import migrate
-        >>> issubclass(migrate.VerificationError, migrate.MigrationError)
-        True
+        >>> report = migrate.VerifyReport(
+        ...     [migrate.Difference('eval', 'output', 0.5, 0.5, False)], atol=1e-6, rtol=1e-6)
+        >>> try:
+        ...     report.raise_for_failure()
+        ... except migrate.VerificationError as e:
+        ...     print(str(e).splitlines()[0])
+        The NNX model does not reproduce the Linen model.
     """
 
 
@@ -155,8 +178,11 @@ class CheckpointError(MigrationError, ValueError):
 
     Example:
         >>> from linnx import migrate
-        >>> issubclass(migrate.CheckpointError, ValueError)
-        True
+        >>> try:
+        ...     migrate.read_linen_checkpoint('/no/such/checkpoint')
+        ... except migrate.CheckpointError as e:
+        ...     print(str(e).splitlines()[0])
+        '/no/such/checkpoint' is not a directory.
     """
 
 
