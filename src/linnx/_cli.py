@@ -1,7 +1,9 @@
 """The ``linnx`` command line: ``linnx demo`` and ``linnx migrate-weights``.
 
 Subcommands live next to the code they drive and are imported only when chosen, so
-``linnx --help`` starts without importing jax.
+``linnx --help`` loads neither subcommand nor what only one of them needs (orbax-checkpoint for
+``migrate-weights``, scikit-learn and matplotlib for ``demo``). It does import jax and flax:
+the ``linnx`` package, which this module belongs to, is built on them.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _trees import assert_trees_equal
 from flax import linen as nn
 from flax import nnx
 
@@ -68,8 +69,7 @@ def test_weights_and_optimizer_state_move_and_verify_in_both_modes():
     state = tx.update(grads, state, variables["params"])[1]
     optimizer = migrate.opt_state_to_nnx(state, nnx.Optimizer(model, tx, wrt=nnx.Param), plan)
     back = migrate.opt_state_to_linen(optimizer, plan)
-    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(back), strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_trees_equal(back, state)
     # Train mode compares too: the dropout of the Linen part inside ToNNX is switched off.
     report = migrate.verify(
         LinenModel(), variables, model, x, linen_kwargs={"training": False}, plan=plan

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import spec003_linen as L
+from _trees import assert_trees_close, assert_trees_equal, plain
 from flax import nnx
 
 from linnx import migrate
@@ -18,20 +19,6 @@ from . import spec003_nnx as N
 
 TOL = 1e-6
 RNGS = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
-
-
-def _close(a, b, tol=TOL):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape
-    np.testing.assert_allclose(a, b, atol=tol, rtol=0)
-
-
-def _same_tree(a, b):
-    fa = jax.tree_util.tree_flatten_with_path(dict(a))[0]
-    fb = jax.tree_util.tree_flatten_with_path(dict(b))[0]
-    assert [jax.tree_util.keystr(p) for p, _ in fa] == [jax.tree_util.keystr(p) for p, _ in fb]
-    for (_, x), (_, y) in zip(fa, fb, strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def _migrate(linen_module, nnx_model, variables, x, linen_kwargs=None):
@@ -49,14 +36,16 @@ def test_block_and_model():
     plan = _migrate(lm, model, variables, x, {"training": False})
 
     p = variables["params"]
-    _close(model.block.linear.kernel[...], p["Block_0"]["Dense_0"]["kernel"], 0)
-    _close(model.linear.bias[...], p["Dense_0"]["bias"], 0)
+    assert_trees_equal(model.block.linear.kernel[...], p["Block_0"]["Dense_0"]["kernel"])
+    assert_trees_equal(model.linear.bias[...], p["Dense_0"]["bias"])
     model.eval()
-    _close(model(x), lm.apply(variables, x, training=False))
+    assert_trees_close(model(x), lm.apply(variables, x, training=False), atol=TOL, rtol=0)
 
     back = migrate.nnx_to_linen(model, plan)
-    _same_tree(back, variables)
-    _close(lm.apply(back, x, training=False), lm.apply(variables, x, training=False))
+    assert_trees_equal(plain(back), plain(variables))
+    assert_trees_close(
+        lm.apply(back, x, training=False), lm.apply(variables, x, training=False), atol=TOL, rtol=0
+    )
 
 
 def test_batchnorm_and_counter_collection():
@@ -74,8 +63,8 @@ def test_batchnorm_and_counter_collection():
     assert {p.nnx_type for p in plan.pairs} == {"Param", "BatchStat", "Counter"}
     assert isinstance(model.count, ns.Counter)
     assert int(model.count[...]) == 2
-    _close(model.batchnorm.mean[...], variables["batch_stats"]["batchnorm"]["mean"], 0)
-    _close(model.linear.kernel[...], variables["params"]["dense"]["kernel"], 0)
+    assert_trees_equal(model.batchnorm.mean[...], variables["batch_stats"]["batchnorm"]["mean"])
+    assert_trees_equal(model.linear.kernel[...], variables["params"]["dense"]["kernel"])
 
     # Eval, then train mode with the statistics and counter updates compared.
     report = migrate.verify(lm, variables, model, x, linen_kwargs={"training": False}, plan=plan)
@@ -87,15 +76,22 @@ def test_batchnorm_and_counter_collection():
     model.train()
     y = model(x)
     ly, lupd = lm.apply(variables, x, training=True, mutable=["batch_stats", "counter"])
-    _close(y, ly)
-    _close(model.batchnorm.var[...], lupd["batch_stats"]["batchnorm"]["var"])
+    assert_trees_close(y, ly, atol=TOL, rtol=0)
+    assert_trees_close(
+        model.batchnorm.var[...], lupd["batch_stats"]["batchnorm"]["var"], atol=TOL, rtol=0
+    )
     assert int(model.count[...]) == int(lupd["counter"]["count"]) == 3
 
     back = migrate.nnx_to_linen(model, plan)
-    _close(back["batch_stats"]["batchnorm"]["mean"], lupd["batch_stats"]["batchnorm"]["mean"])
+    assert_trees_close(
+        back["batch_stats"]["batchnorm"]["mean"],
+        lupd["batch_stats"]["batchnorm"]["mean"],
+        atol=TOL,
+        rtol=0,
+    )
     out, _ = lm.apply(back, x, training=False, mutable=["batch_stats", "counter"])
     model.eval()
-    _close(out, model(x))
+    assert_trees_close(out, model(x), atol=TOL, rtol=0)
 
 
 def test_autoencoder_methods():
@@ -105,13 +101,13 @@ def test_autoencoder_methods():
     model = N.multiple_methods().AutoEncoder(784, 256, 784, rngs=nnx.Rngs(0))
     plan = _migrate(lm, model, variables, x)
 
-    _close(model(x), lm.apply(variables, x))
-    _close(model.encode(x), lm.apply(variables, x=x, method="encode"))
+    assert_trees_close(model(x), lm.apply(variables, x), atol=TOL, rtol=0)
+    assert_trees_close(model.encode(x), lm.apply(variables, x=x, method="encode"), atol=TOL, rtol=0)
     z = model.encode(x)
-    _close(model.decode(z), lm.apply(variables, z, method="decode"))
+    assert_trees_close(model.decode(z), lm.apply(variables, z, method="decode"), atol=TOL, rtol=0)
 
     back = migrate.nnx_to_linen(model, plan)
-    _same_tree(back, variables)
+    assert_trees_equal(plain(back), plain(variables))
 
 
 def test_rnn_scan_over_time():
@@ -122,10 +118,10 @@ def test_rnn_scan_over_time():
     plan = _migrate(lm, model, variables, x)
     assert [p.layout.kind for p in plan.pairs] == ["copy", "copy"]
 
-    _close(model(x), lm.apply(variables, x=x))
+    assert_trees_close(model(x), lm.apply(variables, x=x), atol=TOL, rtol=0)
     back = migrate.nnx_to_linen(model, plan)
-    _same_tree(back, variables)
-    _close(lm.apply(back, x=x), model(x))
+    assert_trees_equal(plain(back), plain(variables))
+    assert_trees_close(lm.apply(back, x=x), model(x), atol=TOL, rtol=0)
 
 
 def test_scan_over_layers():
@@ -136,16 +132,19 @@ def test_scan_over_layers():
     model = N.scan_over_layers().MLP(64, num_layers=5, rngs=nnx.Rngs(0))
     plan = _migrate(lm, model, variables, x, {"training": False})
 
-    _close(
-        model.blocks.linear.kernel[...], variables["params"]["ScanBlock_0"]["Dense_0"]["kernel"], 0
+    assert_trees_close(
+        model.blocks.linear.kernel[...],
+        variables["params"]["ScanBlock_0"]["Dense_0"]["kernel"],
+        atol=0,
+        rtol=0,
     )
     model.eval()
-    _close(model(x), lm.apply(variables, x, training=False))
+    assert_trees_close(model(x), lm.apply(variables, x, training=False), atol=TOL, rtol=0)
     report = migrate.verify(lm, variables, model, x, linen_kwargs={"training": False}, plan=plan)
     assert report.ok and report.max_abs <= TOL, str(report)
 
     back = migrate.nnx_to_linen(model, plan)
-    _same_tree(back, variables)
+    assert_trees_equal(plain(back), plain(variables))
 
 
 @pytest.mark.parametrize("section", ["basic", "scan_over_layers"])

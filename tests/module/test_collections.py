@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+from _trees import assert_trees_close
 from flax import linen as nn
 from flax import nnx
 
@@ -43,9 +44,7 @@ def test_sow_follows_linen_under_init_and_apply():
     assert sorted(Tap().init(key, X, mutable=True)) == ["intermediates", "params"]
     expected = LinenTap().apply(linen_vars, X, mutable=["intermediates"])[1]
     _, state = Tap().apply(linen_vars, X, mutable=["intermediates"])
-    assert jax.tree.structure(state) == jax.tree.structure(expected)
-    for ours, theirs in zip(jax.tree.leaves(state), jax.tree.leaves(expected), strict=True):
-        assert jnp.allclose(ours, theirs, atol=1e-6)
+    assert_trees_close(state, expected, atol=1e-6)
     # Not mutable: nothing is stored, and it is no error (as in Linen).
     assert Tap().apply(linen_vars, X).shape == (2, 2)
 

@@ -7,16 +7,12 @@ has one, and against the NNX attributes of the stateful module.
 import jax
 import jax.numpy as jnp
 import pytest
+from _trees import shapes
 from flax import linen as nn
 from flax import nnx
 
 import linnx
 import linnx.module as lm
-
-
-def shapes(tree):
-    return jax.tree.map(jnp.shape, tree)
-
 
 X = jnp.ones((2, 4))
 

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 import pytest
 import spec003_linen
+from _trees import assert_trees_close, shapes
 from flax import linen as nn
 from flax import nnx
 
@@ -23,16 +24,6 @@ import linnx.module as lm
 pytestmark = pytest.mark.filterwarnings(
     "ignore:'.value' setter is now deprecated:DeprecationWarning"
 )
-
-
-def shapes(tree):
-    return jax.tree.map(jnp.shape, tree)
-
-
-def assert_close(a, b, atol=1e-5):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        assert jnp.allclose(x, y, atol=atol), (x, y)
 
 
 # -- Block / Model with Dense + Dropout -------------------------------------------------------
@@ -83,7 +74,7 @@ class TestBlockModel:
         LinenModel, Model, _, linen_vars = block_model
         x = jax.random.normal(jax.random.key(1), (3, 784))
         expected = LinenModel(256, 10).apply(linen_vars, x, training=False)
-        assert_close(Model(256, 10).apply(linen_vars, x, training=False), expected)
+        assert_trees_close(Model(256, 10).apply(linen_vars, x, training=False), expected)
 
     def test_dropout_runs_in_training_only(self, block_model):
         _, Model, _, linen_vars = block_model
@@ -184,8 +175,8 @@ class TestBatchNormCounterBlock:
         assert variables["batch_stats"]["batchnorm"]["mean"].shape == (4,)
         assert int(variables["counter"]["count"]) == 1
         # Statistics are not updated while initializing, as in Linen.
-        assert_close(variables["batch_stats"], linen_vars["batch_stats"])
-        assert_close(variables["counter"], linen_vars["counter"])
+        assert_trees_close(variables["batch_stats"], linen_vars["batch_stats"])
+        assert_trees_close(variables["counter"], linen_vars["counter"])
 
     def test_apply_updates_match_linen(self, bn_block):
         LinenBlock, Block, x, linen_vars = bn_block
@@ -194,11 +185,11 @@ class TestBatchNormCounterBlock:
             linen_vars, x, training=True, mutable=mutable
         )
         out, updates = Block(4).apply(linen_vars, x, training=True, mutable=mutable)
-        assert_close(out, expected)
-        assert_close(updates, expected_updates)
+        assert_trees_close(out, expected)
+        assert_trees_close(updates, expected_updates)
         assert int(updates["counter"]["count"]) == 2
         eval_out, _ = Block(4).apply(linen_vars, x, training=False, mutable=["counter"])
-        assert_close(eval_out, LinenBlock(4).apply(
+        assert_trees_close(eval_out, LinenBlock(4).apply(
             linen_vars, x, training=False, mutable=["counter"])[0])
 
     def test_split_by_variable_type_and_train(self, bn_block):
@@ -286,10 +277,10 @@ class TestAutoEncoder:
         x = jax.random.normal(jax.random.key(1), (2, 784))
         for method in ("encode", None):
             expected = LinenAE(256, 784).apply(linen_vars, x=x, method=method)
-            assert_close(model.apply(linen_vars, x=x, method=method), expected)
+            assert_trees_close(model.apply(linen_vars, x=x, method=method), expected)
         z = model.apply(linen_vars, x=x, method="encode")
         assert z.shape == (2, 256)
-        assert_close(
+        assert_trees_close(
             model.apply(linen_vars, z, method=AutoEncoder.decode),
             LinenAE(256, 784).apply(linen_vars, z, method="decode"),
         )
@@ -299,7 +290,7 @@ class TestAutoEncoder:
         model = linnx.lazy_init(AutoEncoder(256, 784, rngs=nnx.Rngs(0)), jnp.ones((1, 784)))
         x = jax.random.normal(jax.random.key(1), (4, 784))
         assert model.encode(x).shape == (4, 256)
-        assert_close(model.decode(model.encode(x)), model(x))
+        assert_trees_close(model.decode(model.encode(x)), model(x))
         optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
 
         @nnx.jit
