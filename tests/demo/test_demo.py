@@ -40,9 +40,11 @@ def _linen_next_step(variables, opt_state, x, y, test):
 
     def loss_fn(params):
         logits, updates = LinenCNN().apply(
-            {"params": params, "batch_stats": variables["batch_stats"]}, x, training=True,
+            {"params": params, "batch_stats": variables["batch_stats"]},
+            x,
+            training=True,
             mutable=["batch_stats"],
-        )  # fmt: skip
+        )
         return _stages.xent(logits, y), updates["batch_stats"]
 
     params = variables["params"]
@@ -86,8 +88,11 @@ def demo(tmp_path_factory):
 def test_every_handover_keeps_predictions_loss_and_optimizer_state(demo):
     outcome, _, lines, _ = demo
     assert [h.name for h in outcome.handovers] == [
-        "1 Linen -> 2 ToNNX", "2 ToNNX -> 3 hybrid", "3 hybrid -> 4 NNX", "4 NNX -> disk -> 4 NNX"
-    ]  # fmt: skip
+        "1 Linen -> 2 ToNNX",
+        "2 ToNNX -> 3 hybrid",
+        "3 hybrid -> 4 NNX",
+        "4 NNX -> disk -> 4 NNX",
+    ]
     for h in outcome.handovers:
         assert h.exact, str(h)
         assert h.prediction_gap == 0.0 and h.optimizer_gap == 0.0, str(h)

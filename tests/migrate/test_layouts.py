@@ -119,8 +119,9 @@ def test_stacked_and_unrolled_layers(linen, port, layout):
     variables = _trained(lm)
     plan = migrate.match(lm, model, X, linen_kwargs={"train": False})
     assert plan.ok, str(plan)
-    kinds = {p.layout.kind for p in plan.pairs if "embed" not in p.linen[0]
-             and "out/" not in p.linen[0]}  # fmt: skip
+    kinds = {
+        p.layout.kind for p in plan.pairs if "embed" not in p.linen[0] and "out/" not in p.linen[0]
+    }
     assert kinds == {layout}
     migrate.linen_to_nnx(variables, model, plan)
     report = migrate.verify(lm, variables, model, X, linen_kwargs={"train": False}, plan=plan)

@@ -56,7 +56,7 @@ def test_cli_arguments():
 
     parser = argparse.ArgumentParser()
     _cli.add_arguments(parser)
-    args = parser.parse_args(["--linen", "m:f", "--nnx", "m:g", "--sample", "2,3",
-                              "--rename", "Dense_0=linear", "src", "dst"])  # fmt: skip
-    assert (args.src, args.dst, args.sample, args.rename) == ("src", "dst", ["2,3"],
-                                                             ["Dense_0=linear"])  # fmt: skip
+    argv = "--linen m:f --nnx m:g --sample 2,3 --rename Dense_0=linear src dst".split()
+    args = parser.parse_args(argv)
+    assert (args.src, args.dst) == ("src", "dst")
+    assert (args.sample, args.rename) == (["2,3"], ["Dense_0=linear"])

@@ -42,9 +42,19 @@ __all__ = [
 ]
 
 _BUILTIN_COLLECTIONS = frozenset(
-    {"params", "batch_stats", "intermediates", "cache", "LoRAParam", "RngKey", "RngCount",
-     "RngState", "OptState", "perturbations"}
-)  # fmt: skip
+    {
+        "params",
+        "batch_stats",
+        "intermediates",
+        "cache",
+        "LoRAParam",
+        "RngKey",
+        "RngCount",
+        "RngState",
+        "OptState",
+        "perturbations",
+    }
+)
 
 # Plus a 0..10 name-similarity bonus; a mismatched pair also gets up to 440 for closeness.
 _FULL, _PARTIAL, _MISMATCHED = 3000, 2000, 50

@@ -32,8 +32,14 @@ from flax import nnx
 
 from .._keypath import path_str
 
-__all__ = ["LinenCalls", "linen_without_dropout", "nnx_without_dropout", "first_random_call",
-           "rng_counts", "drawn_streams"]  # fmt: skip
+__all__ = [
+    "LinenCalls",
+    "linen_without_dropout",
+    "nnx_without_dropout",
+    "first_random_call",
+    "rng_counts",
+    "drawn_streams",
+]
 
 
 @dataclass
@@ -133,4 +139,3 @@ def drawn_streams(
         owner = max((m for m in modules if m == "" or stream.startswith(m + "/")), key=len)
         out.append((stream, f"{owner or '<root>'} ({modules[owner]})"))
     return out
-

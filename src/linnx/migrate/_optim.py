@@ -126,9 +126,7 @@ def opt_state_to_nnx(
         True
     """
     fn = "opt_state_to_nnx"
-    if target is None or (isinstance(target, nnx.Pytree) and not isinstance(
-        target, nnx.Optimizer
-    )):
+    if target is None or (isinstance(target, nnx.Pytree) and not isinstance(target, nnx.Optimizer)):
         check_nnx(target, fn, "target", optimizer=True)
     check_plan(plan, fn)
     tree = target.opt_state if isinstance(target, nnx.Optimizer) else target
@@ -175,10 +173,15 @@ def opt_state_to_nnx(
         msg_unused=MSG_OPT_UNUSED,
     )
     check_finite(
-        (("/".join(key), value) for (key, _), value in zip(targets, new_values, strict=True)
-         if value is not None),
-        allow_nonfinite, what="optimizer state leaf/leaves", fn=fn,
-    )  # fmt: skip
+        (
+            ("/".join(key), value)
+            for (key, _), value in zip(targets, new_values, strict=True)
+            if value is not None
+        ),
+        allow_nonfinite,
+        what="optimizer state leaf/leaves",
+        fn=fn,
+    )
     if isinstance(target, nnx.Optimizer):
         for (_, leaf), value in zip(targets, new_values, strict=True):
             if value is not None:

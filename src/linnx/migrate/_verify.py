@@ -122,10 +122,16 @@ class VerifyReport:
     def __str__(self) -> str:
         status = "passed" if self.ok else "FAILED"
         rows = [
-            (d.mode, d.name, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}", "ok" if d.ok else "FAIL",
-             d.note)
+            (
+                d.mode,
+                d.name,
+                f"{d.max_abs:.3g}",
+                f"{d.max_rel:.3g}",
+                "ok" if d.ok else "FAIL",
+                d.note,
+            )
             for d in self.differences
-        ]  # fmt: skip
+        ]
         head = ("mode", "compared", "max abs diff", "max rel diff", "", "")
         widths = [max([len(head[c])] + [len(r[c]) for r in rows]) for c in range(6)]
         lines = [f"Verification {status} (atol={self.atol:g}, rtol={self.rtol:g})"]
@@ -200,9 +206,15 @@ def _compare_outputs(mode, linen_out, nnx_out, atol, rtol) -> list[Difference]:
     if [k for k, _ in la] != [k for k, _ in na]:
         if len(la) != len(na):
             return [
-                Difference(mode, "output", math.inf, math.inf, False,
-                           f"{len(la)} Linen output leaves vs {len(na)} NNX ones")
-            ]  # fmt: skip
+                Difference(
+                    mode,
+                    "output",
+                    math.inf,
+                    math.inf,
+                    False,
+                    f"{len(la)} Linen output leaves vs {len(na)} NNX ones",
+                )
+            ]
         note = "output structures differ; compared leaf by leaf"
     out = []
     for (key, a), (_, b) in zip(la, na, strict=True):
@@ -229,11 +241,27 @@ def _compare_collections(mode, updates, after, atol, rtol) -> list[Difference]:
             if (not res[2], res[0]) > (not worst[2], worst[0]):
                 worst = (*res[:3], res[3] or where)
         if missing:
-            out.append(Difference(mode, col, math.inf, math.inf, False,
-                                  f"not on the NNX side: {', '.join(missing[:5])}"))  # fmt: skip
+            out.append(
+                Difference(
+                    mode,
+                    col,
+                    math.inf,
+                    math.inf,
+                    False,
+                    f"not on the NNX side: {', '.join(missing[:5])}",
+                )
+            )
         else:
-            out.append(Difference(mode, col, worst[0], worst[1], worst[2],
-                                  f"worst: {worst[3]}" if worst[3] else ""))  # fmt: skip
+            out.append(
+                Difference(
+                    mode,
+                    col,
+                    worst[0],
+                    worst[1],
+                    worst[2],
+                    f"worst: {worst[3]}" if worst[3] else "",
+                )
+            )
     return out
 
 
@@ -282,9 +310,7 @@ def _run_nnx(model, plan, args, kwargs, method, train, findings):
     if train:
         findings["nnx_random"] = drawn_streams(clone, counts, rng_counts(clone))
     # A NaN here is a finding of the comparison, not a reason to refuse it.
-    after = nnx_to_linen(
-        clone, plan, allow_missing="*", allow_unused="*", allow_nonfinite=True
-    )
+    after = nnx_to_linen(clone, plan, allow_missing="*", allow_unused="*", allow_nonfinite=True)
     return out, {path_str(p): v for p, v in flatten_mapping(after).items()}
 
 
@@ -391,9 +417,12 @@ def verify(
     check_nnx(nnx_model, fn)
     check_initialized(nnx_model, fn)
     check_plan(plan, fn, optional=True)
-    for arg, kw in (("linen_kwargs", linen_kwargs), ("nnx_kwargs", nnx_kwargs),
-                    ("linen_train_kwargs", linen_train_kwargs),
-                    ("nnx_train_kwargs", nnx_train_kwargs)):  # fmt: skip
+    for arg, kw in (
+        ("linen_kwargs", linen_kwargs),
+        ("nnx_kwargs", nnx_kwargs),
+        ("linen_train_kwargs", linen_train_kwargs),
+        ("nnx_train_kwargs", nnx_train_kwargs),
+    ):
         check_mapping(kw, fn, arg, "{'train': False}", optional=True)
     for arg, tol in (("atol", atol), ("rtol", rtol)):
         if isinstance(tol, bool) or not isinstance(tol, int | float) or not tol >= 0:
@@ -404,9 +433,14 @@ def verify(
     nnx_kw = dict(nnx_kwargs or {})
     if plan is None:
         plan = match(
-            linen_module, nnx_model, *sample_args, linen_kwargs=linen_kw, nnx_kwargs=nnx_kw,
-            linen_method=linen_method, nnx_method=nnx_method,
-        )  # fmt: skip
+            linen_module,
+            nnx_model,
+            *sample_args,
+            linen_kwargs=linen_kw,
+            nnx_kwargs=nnx_kw,
+            linen_method=linen_method,
+            nnx_method=nnx_method,
+        )
     notes = []
     diffs: list[Difference] = []
     modes = [("eval", linen_kw, nnx_kw, False)]
