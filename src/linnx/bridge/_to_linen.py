@@ -35,15 +35,18 @@ from flax import nnx
 from flax.core import FrozenDict, meta
 from flax.core.scope import Scope
 
-from .._compat import read_value
 from .._errors import (
     BridgeTypeError,
     LinnxError,
+    MutableCollectionError,
     RngStreamError,
     StructureMismatchError,
     UnknownMethodError,
+    standing_in_for,
 )
-from . import _fast_apply, _layout, _rngs
+from .._flax_internals import nnx_rng_failure, outside_linen
+from . import _fast, _layout, _rngs, _root_scope
+from ._fast import read_value
 from ._meta import NNXMeta
 from ._sharding import constrain_to_mesh
 from ._to_nnx import ToNNX
@@ -98,8 +101,10 @@ def _check_nnx_class(nnx_class: Any, skip_rng: bool, where: str) -> None:
 
 
 def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
-    """``inspect.signature(fn)``, None where Python cannot tell; cached for hashable ``fn``
-    (reading a signature costs about as much as a small module's init)."""
+    """``inspect.signature(fn)``, None where Python cannot tell; with the shortcuts on, cached
+    for hashable ``fn`` (reading a signature costs about as much as a small module's init)."""
+    if not _fast.enabled():
+        return _read_signature(fn)
     try:
         return _cached_signature(fn)
     except TypeError:  # an unhashable callable object
@@ -196,7 +201,7 @@ class ToLinen(nn.Module):
         # Linen re-runs __post_init__ on the clone it binds to a scope in every init/apply;
         # the fields were checked when the user built the module, and the signature checks
         # would cost a tenth of a small eager apply.
-        if not isinstance(self.parent, Scope):
+        if not isinstance(self.parent, Scope) or not _fast.enabled():
             _check_arguments(self.args, self.kwargs, f"{type(self).__name__}")
             _check_nnx_class(
                 self.nnx_class, self.skip_rng, f"{type(self).__name__}(nnx_class=...)"
@@ -210,15 +215,16 @@ class ToLinen(nn.Module):
 
     @nn.compact
     def __call__(self, *args: Any, nnx_method: str | None = None, **kwargs: Any) -> Any:
+        host = _root_scope.BoundModuleHost(self)
         if self.has_variable("nnx", _GRAPHDEF) and not self._scan_init():
-            return self._call_nnx(self, args, kwargs, nnx_method)
+            return self._call_nnx(host, args, kwargs, nnx_method)
         if not self.is_mutable_collection("nnx"):
             raise _missing_graphdef(self)
         # Only the top-level wrapper may skip the pass: Linen modules created by the forward
         # pass (inside a ToNNX) are top-level for their own init.
         output_unused = _OUTPUT_UNUSED.get() and self.scope.parent is None
         _OUTPUT_UNUSED.set(False)
-        return self._initialize(self, args, kwargs, nnx_method, output_unused)
+        return self._initialize(host, args, kwargs, nnx_method, output_unused)
 
     @nn.nowrap
     def __getattr__(self, name: str) -> Any:
@@ -280,8 +286,8 @@ class ToLinen(nn.Module):
             True
         """
         _check_linen_rngs(args[0] if args else kwargs.get("rngs"), "init(rngs=...)")
-        variables = _fast_apply.fast_init(self, ToLinen.__call__, args, kwargs)
-        if variables is not _fast_apply.NOT_TAKEN:
+        variables = _root_scope.fast_init(self, ToLinen.__call__, args, kwargs)
+        if variables is not _root_scope.NOT_TAKEN:
             return variables
         method = kwargs.get("method")
         plain = (
@@ -332,15 +338,15 @@ class ToLinen(nn.Module):
             )
         if kwargs.get("rngs") is not None:
             _check_linen_rngs(kwargs["rngs"], "apply(rngs=...)")
-        out = _fast_apply.fast_apply(self, ToLinen.__call__, variables, args, kwargs)
-        if out is not _fast_apply.NOT_TAKEN:
+        out = _root_scope.fast_apply(self, ToLinen.__call__, variables, args, kwargs)
+        if out is not _root_scope.NOT_TAKEN:
             return out
         return super().apply(variables, *args, **kwargs)
 
     @nn.nowrap
     def _initialize(
         self,
-        host: _fast_apply.Host,
+        host: _root_scope.Host,
         args: tuple,
         kwargs: dict,
         nnx_method: str | None,
@@ -357,12 +363,12 @@ class ToLinen(nn.Module):
         if output_unused:
             # An unbound wrapper (the fast path's) is initialized again and again with the
             # same constructor arguments: it keeps its module's structure between inits.
-            reused = self.scope is None
-            known = _fast_apply.known_structure(self) if reused else None
+            reused = self.scope is None and _fast.enabled()
+            known = _layout.known_structure(self) if reused else None
             graphdef, layout, values, learned = _layout.split_values(module, known, reused)
             # (A module read under a trace teaches nothing: keep what eager inits learned.)
             if reused and learned is not None and learned is not known:
-                _fast_apply.remember_structure(self, learned)
+                _layout.remember_structure(self, learned)
             may_grow = learned is None or any(issubclass(t, ToNNX) for t in learned.node_types)
             if not (may_grow and _created_by_first_call(module)):
                 self._store(host, graphdef, layout, values)
@@ -371,26 +377,30 @@ class ToLinen(nn.Module):
         built = {path: read_value(var) for path, var in flat}
         with (
             nnx.use_eager_sharding(False),
-            _rng_errors(self, host),
+            _rng_errors(self, host, at_apply=False),
             _rngs.initialization_pass(),
-            _outside_linen(),
+            outside_linen(),
         ):
             out = _resolve_method(module, nnx_method)(*args, **kwargs)
         after_graphdef, after_state = nnx.split(module)
         after_flat = nnx.to_flat_state(after_state)
         values = [built[path] if path in built else read_value(var) for path, var in after_flat]
-        graphdef = _layout.StoredGraphDef.of(after_graphdef)
+        graphdef = _layout.GraphDef.of(after_graphdef)
         self._store(host, graphdef, _layout.new_layout(graphdef, after_state), values)
         return out
 
     @nn.nowrap
-    def _construct(self, host: _fast_apply.Host) -> nnx.Module:
+    def _construct(self, host: _root_scope.Host) -> nnx.Module:
         kwargs = dict(self.kwargs)
         if not self.skip_rng:
-            names = host._linen_rng_names()
+            names = host.linen_rng_names()
             kwargs["rngs"] = nnx.Rngs(**{name: host.make_rng(name) for name in names})
         _check_constructor_call(self.nnx_class, self.args, kwargs)
-        with nnx.use_eager_sharding(False), _rng_errors(self, host), _outside_linen():
+        with (
+            nnx.use_eager_sharding(False),
+            _rng_errors(self, host, at_apply=False),
+            outside_linen(),
+        ):
             module = self.nnx_class(*self.args, **kwargs)
         if not isinstance(module, nnx.Module):
             raise BridgeTypeError(
@@ -402,8 +412,8 @@ class ToLinen(nn.Module):
     @nn.nowrap
     def _store(
         self,
-        host: _fast_apply.Host,
-        graphdef: _layout.StoredGraphDef,
+        host: _root_scope.Host,
+        graphdef: _layout.GraphDef,
         layout: tuple[_layout.Slot, ...],
         values: list[Any],
     ) -> None:
@@ -417,26 +427,29 @@ class ToLinen(nn.Module):
         params = {s.collection for s in layout if issubclass(s.var_type, nnx.Param)}
         puts.sort(key=lambda put: put[0] not in params)
         for collection, name, tree in puts:
-            host.put_variable(collection, name, constrain_to_mesh(tree))
+            host.put_variable(collection, name, constrain_to_mesh(tree, f"{collection}/{name}"))
 
     # -- apply -------------------------------------------------------------------------------
 
     @nn.nowrap
     def _call_nnx(
-        self, host: _fast_apply.Host, args: tuple, kwargs: dict, nnx_method: str | None
+        self, host: _root_scope.Host, args: tuple, kwargs: dict, nnx_method: str | None
     ) -> Any:
         """An apply-time call: rebuild the module, run the method, write back."""
-        graphdef, layout, view, module = self._rebuild(host)
-        with _rng_errors(self, host), _outside_linen():
+        graphdef, layout, view, leaves, module = self._rebuild(host)
+        with _rng_errors(self, host, at_apply=True), outside_linen():
             out = _resolve_method(module, nnx_method)(*args, **kwargs)
-        self._write_back(host, module, graphdef, layout, view)
+        self._write_back(host, module, graphdef, layout, view, leaves)
         return out
 
     @nn.nowrap
     def _rebuild(
-        self, host: _fast_apply.Host
-    ) -> tuple[nnx.GraphDef, tuple[_layout.Slot, ...], _layout.TreeView | None, nnx.Module]:
-        """The module, unflattened from the stored graphdef and this call's variables."""
+        self, host: _root_scope.Host
+    ) -> tuple[
+        nnx.GraphDef, tuple[_layout.Slot, ...], _layout.TreeView | None, list[Any], nnx.Module
+    ]:
+        """The module, unflattened from the stored graphdef and this call's variables (also
+        returned, in graph order, to tell afterwards which ones the call changed)."""
         graphdef = host.get_variable("nnx", _GRAPHDEF)
         if not isinstance(graphdef, nnx.GraphDef):
             raise _missing_graphdef(self, got=graphdef)
@@ -445,57 +458,61 @@ class ToLinen(nn.Module):
 
         def linen_key(stream: str) -> jax.Array | None:
             # A Linen key for an NNX stream named in this call's rngs, else None.
-            return host.make_rng(stream) if host._has_linen_rng(stream) else None
+            return host.make_rng(stream) if host.has_linen_rng(stream) else None
 
         leaves = _layout.gather(layout, host.variables, linen_key)
         with nnx.use_eager_sharding(False):
             if view is not None:
-                return graphdef, layout, view, view.unflatten(leaves)
-            return graphdef, layout, view, nnx.graphlib.unflatten(graphdef, leaves)
+                return graphdef, layout, view, leaves, view.unflatten(leaves)
+            return graphdef, layout, view, leaves, nnx.unflatten(graphdef, leaves)
 
     @nn.nowrap
     def _write_back(
         self,
-        host: _fast_apply.Host,
+        host: _root_scope.Host,
         module: nnx.Module,
         graphdef: nnx.GraphDef,
         layout: tuple[_layout.Slot, ...],
         view: _layout.TreeView | None,
+        leaves: list[Any],
     ) -> None:
-        """Stores the collections Linen marked mutable; refuses a lost change of structure."""
+        """Stores the collections Linen marked mutable; refuses a change that would be lost.
+
+        A change is a variable whose value is no longer the array this call passed in (NNX
+        writes replace the array; a variable left alone keeps it), or a new variable. As in
+        Linen, writing a collection that is not mutable raises, with one exception: a call
+        given Linen ``rngs`` (the guide's "Linen style") does not keep the module's rng state
+        (``RngKey``/``RngCount``) unless it is mutable; that state is dropped by design.
+        """
         # The usual case, an unchanged structure, is told by the module's pytree structure
         # alone; only a changed (or graph-only) module pays for a full split.
         values = view.graph_leaves(module) if view is not None else None
+        before: list[Any] | dict[tuple, Any] = leaves
         if values is None:
             new_graphdef, state = nnx.split(module)
             if new_graphdef != graphdef:
                 if not host.is_mutable_collection("nnx"):
                     raise _structure_changed(self)
-                new_graphdef = _layout.StoredGraphDef.of(new_graphdef)
+                new_graphdef = _layout.GraphDef.of(new_graphdef)
                 host.put_variable("nnx", _GRAPHDEF, new_graphdef)
+                before = {
+                    (s.collection, s.path): leaf for s, leaf in zip(layout, leaves, strict=True)
+                }
             layout = _layout.layout_of(new_graphdef, state)
             values = [read_value(var) for var in nnx.to_flat_state(state).leaves]
+        overridden = {s for s in _layout.streams_of(layout) if host.has_linen_rng(s)}
         mutable = {c for c in _layout.collections_of(layout) if host.is_mutable_collection(c)}
+        linen_style = bool(host.linen_rng_names())
+        lost = _lost_changes(layout, values, before, mutable, keep_rng_state=not linen_style)
+        if lost:
+            raise _immutable_write(self, lost)
         if not mutable:
             return
-        overridden = {s for s in _layout.streams_of(layout) if host._has_linen_rng(s)}
         for collection, name, tree in _layout.to_collections(
             layout, values, self.metadata_type, skip_streams=overridden,
             only=mutable.__contains__,
         ):
             host.put_variable(collection, name, tree)
-
-    # The host side of `_fast_apply.Host`, for the Linen path (the module is its own host).
-
-    @nn.nowrap
-    def _has_linen_rng(self, stream: str) -> bool:
-        rngs = self.scope.rngs
-        return bool(rngs) and stream in rngs
-
-    @nn.nowrap
-    def _linen_rng_names(self) -> list[str]:
-        rngs = self.scope.rngs
-        return sorted(rngs) if rngs else []
 
 
 def _is_linen_key(x: Any) -> bool:
@@ -542,24 +559,6 @@ def _created_by_first_call(module: nnx.Module) -> bool:
     return any(isinstance(node, ToNNX) and not node.linen_collections for node in nodes)
 
 
-@contextlib.contextmanager
-def _outside_linen() -> Iterator[None]:
-    """Runs NNX code as if no Linen module were being defined.
-
-    A Linen module created while a Linen method runs attaches itself, as a submodule, to that
-    method's module (Linen reads its private ``_context.module_stack``). NNX code inside a
-    ``ToLinen`` that creates a Linen module (``linnx.ToNNX(nn.Dense(3), rngs=rngs)``) must
-    get a free-standing module instead, as outside Linen: pushing ``None`` on that stack is
-    what Linen's own top-level context holds. Flax exposes no public switch for this.
-    """
-    stack = nn.module._context.module_stack
-    stack.append(None)
-    try:
-        yield
-    finally:
-        stack.pop()
-
-
 def _resolve_method(module: nnx.Module, name: str | None) -> Callable[..., Any]:
     if name is None:
         return module
@@ -596,23 +595,83 @@ def _structure_changed(wrapper: ToLinen) -> LinnxError:
     )
 
 
-# What NNX says when a random layer finds no stream (`Rngs` lookup, `nnx.Dropout`).
-_NO_STREAM_MESSAGES = ("No RngStream named", "no `rngs` argument was provided")
+def _lost_changes(
+    layout: Sequence[_layout.Slot],
+    values: Sequence[Any],
+    before: list[Any] | dict[tuple, Any],
+    mutable: set[str],
+    keep_rng_state: bool,
+) -> list[_layout.Slot]:
+    """The slots of immutable collections whose value the call changed (or created)."""
+    lost = []
+    for i, (slot, value) in enumerate(zip(layout, values, strict=True)):
+        if slot.collection in mutable or (slot.stream is not None and not keep_rng_state):
+            continue
+        if isinstance(before, list):
+            old = before[i]
+        else:
+            old = before.get((slot.collection, slot.path), _layout.MISSING)
+        if value is not old:
+            lost.append(slot)
+    return lost
+
+
+def _immutable_write(wrapper: ToLinen, lost: list[_layout.Slot]) -> MutableCollectionError:
+    collections = list(dict.fromkeys(s.collection for s in lost))
+    paths = ["/".join((s.collection, *s.path)) for s in lost]
+    shown = ", ".join(paths[:4]) + (f", ... ({len(paths)} in all)" if len(paths) > 4 else "")
+    streams = sorted({s.stream for s in lost if s.stream is not None})
+    rng_hint = (
+        f"\nFor rng state, or: give this call fresh keys, the Linen style, e.g. "
+        f"rngs={{{streams[0]!r}: jax.random.key(1)}}; such a call does not keep rng state."
+        if streams else ""
+    )
+    return MutableCollectionError(
+        f"{_class_name(wrapper)} updated {shown} during apply, but the "
+        f"collection{'s' if len(collections) > 1 else ''} {collections} "
+        f"{'are' if len(collections) > 1 else 'is'} not mutable in this call, so the update "
+        f"would be lost.\nFix: pass mutable={collections!r} (or mutable=True) to apply and "
+        f"keep what it returns: y, updates = model.apply(variables, x, "
+        f"mutable={collections!r}); variables = {{**variables, **updates}}." + rng_hint
+    )
 
 
 @contextlib.contextmanager
-def _rng_errors(wrapper: ToLinen, host: _fast_apply.Host) -> Iterator[None]:
+def _rng_errors(wrapper: ToLinen, host: _root_scope.Host, *, at_apply: bool) -> Iterator[None]:
+    """NNX's errors for a missing rng stream, as an :class:`RngStreamError` with the fix that
+    applies: it is also the error NNX raised (a ``KeyError``, ``ValueError``...)."""
     try:
         yield
     except (KeyError, AttributeError, ValueError) as e:
-        if not any(m in str(e) for m in _NO_STREAM_MESSAGES):
+        failure = nnx_rng_failure(e)
+        if failure is None:
             raise
-        given = host._linen_rng_names()
-        raise RngStreamError(
-            f"{_class_name(wrapper)} needs an rng stream that Linen did not provide "
-            f"(rngs given: {given or 'none'}). NNX said: {e}\n"
-            f"Fix: pass the stream to init, e.g. model.init({{'params': key1, 'dropout': "
-            f"key2}}, x), or to apply, e.g. model.apply(variables, x, rngs={{'dropout': key}})."
+        given = host.linen_rng_names()
+        name = _class_name(wrapper)
+        if failure == "no-rngs":
+            # Linen keys cannot help: they re-key the streams of the module's own nnx.Rngs,
+            # and this layer was built without one.
+            fix = (
+                f"Fix: give the layer the constructor's rngs, e.g. self.dropout = "
+                f"nnx.Dropout(0.5, rngs=rngs) in {name}.__init__: ToLinen builds the module "
+                f"with an nnx.Rngs of the streams passed to init (model.init({{'params': "
+                f"key1, 'dropout': key2}}, x)), and apply(..., rngs={{'dropout': key}}) "
+                f"re-keys those streams. Or pass the key to the layer's own call."
+            )
+        elif at_apply:
+            fix = (
+                "Fix: the module was built without this stream, so a key at apply cannot "
+                "reach it: pass the stream to init, e.g. model.init({'params': key1, "
+                "'dropout': key2}, x), and use the variables it returns."
+            )
+        else:
+            fix = (
+                "Fix: pass the stream to init, e.g. model.init({'params': key1, "
+                "'dropout': key2}, x)."
+            )
+        raise standing_in_for(RngStreamError, type(e))(
+            f"{name} needs an rng stream that it does not have (Linen rngs given to this "
+            f"call: {given or 'none'}). NNX said: {e}\n{fix}"
         ) from e
 
 
@@ -649,17 +708,21 @@ def to_linen(
 
 
 def to_linen_class(
-    nnx_class: Callable[..., nnx.Module], **defaults: Any
+    nnx_class: Callable[..., nnx.Module], base_skip_rng: bool = False, **defaults: Any
 ) -> type[ToLinen]:
     """Returns a Linen module *class* wrapping ``nnx_class``, with default keyword arguments.
 
     The class is a :class:`ToLinen` named after ``nnx_class`` (so a Linen parent auto-names
-    its instances ``Linear_0``...). Instantiate it with ``args=`` and ``kwargs=`` like
-    ``ToLinen``; its ``kwargs`` are merged over ``defaults``.
+    its instances ``Linear_0``...). Its instances take the NNX constructor's keyword
+    arguments directly, as in Flax 0.12 (``Linear(in_features=3, out_features=2)``), as well
+    as ``ToLinen``'s own ``args=``, ``kwargs=``, ``skip_rng=``, ``metadata_type=`` and
+    ``name=``; constructor keywords are merged over ``defaults``, ``kwargs=`` first.
 
     Args:
         nnx_class: the NNX module class.
-        **defaults: keyword arguments passed to every instance.
+        base_skip_rng: the default ``skip_rng`` of the instances (not passed to
+            ``nnx_class``).
+        **defaults: keyword arguments passed to every instance's ``nnx_class``.
 
     Returns:
         A subclass of :class:`ToLinen`.
@@ -669,21 +732,54 @@ def to_linen_class(
         >>> import linnx
         >>> from flax import nnx
         >>> Linear = linnx.to_linen_class(nnx.Linear, use_bias=False)
-        >>> layer = Linear(args=(3, 2))
+        >>> layer = Linear(in_features=3, out_features=2)
+        >>> layer == Linear(args=(3, 2))
+        False
         >>> sorted(layer.init(jax.random.key(0), jax.numpy.ones((1, 3)))['params'])
         ['kernel']
+        >>> dict(Linear(args=(3,), out_features=2).kwargs)
+        {'use_bias': False, 'out_features': 2}
     """
     # The rngs check waits for the instance, which may set skip_rng=True.
     _check_nnx_class(nnx_class, True, "to_linen_class(nnx_class=...)")
+    if not isinstance(base_skip_rng, bool):
+        raise BridgeTypeError(
+            f"to_linen_class(base_skip_rng={base_skip_rng!r}): expected True or False.\n"
+            f"Fix: base_skip_rng=True for an NNX class whose constructor takes no `rngs`."
+        )
     frozen_defaults = FrozenDict(defaults)
     wrapped_class = nnx_class
 
     class _Wrapped(ToLinen):
         nnx_class: Callable[..., nnx.Module] = wrapped_class
+        skip_rng: bool = base_skip_rng
 
-        def __post_init__(self) -> None:
-            object.__setattr__(self, "kwargs", FrozenDict({**frozen_defaults, **self.kwargs}))
-            super().__post_init__()
+    dataclass_init = _Wrapped.__init__
 
+    def __init__(
+        self: ToLinen,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        nnx_class: Callable[..., nnx.Module] = wrapped_class,
+        skip_rng: bool = base_skip_rng,
+        metadata_type: type[meta.AxisMetadata] = NNXMeta,
+        parent: Any = _UNSET,
+        name: Any = _UNSET,
+        **constructor_kwargs: Any,
+    ) -> None:
+        # Linen's own keywords only where given: a clone passes them, a user rarely does.
+        linen = {k: v for k, v in (("parent", parent), ("name", name)) if v is not _UNSET}
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            _check_arguments(args, kwargs, type(self).__name__)
+        merged = FrozenDict({**frozen_defaults, **(kwargs or {}), **constructor_kwargs})
+        dataclass_init(
+            self, nnx_class=nnx_class, args=args, kwargs=merged, skip_rng=skip_rng,
+            metadata_type=metadata_type, **linen,
+        )
+
+    _Wrapped.__init__ = __init__  # type: ignore[method-assign]
     _Wrapped.__name__ = _Wrapped.__qualname__ = getattr(nnx_class, "__name__", "ToLinen")
     return _Wrapped
+
+
+_UNSET: Any = object()
