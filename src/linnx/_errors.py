@@ -283,6 +283,8 @@ def standing_in_for(error_class: type[E], replaced: type[BaseException]) -> type
 
         cls = type(error_class.__name__, (error_class, replaced), {
             "__init__": __init__,
+            # The message as linnx wrote it (a KeyError would print it quoted, as a key).
+            "__str__": error_class.__str__,
             "__module__": error_class.__module__,
             "__qualname__": error_class.__qualname__,
             "__doc__": error_class.__doc__,
