@@ -20,16 +20,12 @@ invented: a random layer without any stream raises :class:`RngStreamError`.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-import functools
-import inspect
 import types
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import numpy as np
 from flax import linen as nn
 from flax import nnx
 from flax.core import FrozenDict, meta
@@ -37,15 +33,11 @@ from flax.core.scope import Scope
 
 from .._errors import (
     BridgeTypeError,
-    LinnxError,
-    MutableCollectionError,
-    RngStreamError,
-    StructureMismatchError,
     UnknownMethodError,
-    standing_in_for,
 )
-from .._flax_internals import nnx_rng_failure, outside_linen
+from .._flax_internals import outside_linen
 from . import _fast, _layout, _rngs, _root_scope
+from . import _to_linen_checks as checks
 from ._fast import read_value
 from ._meta import NNXMeta
 from ._sharding import constrain_to_mesh
@@ -53,108 +45,7 @@ from ._to_nnx import ToNNX
 
 __all__ = ["ToLinen", "to_linen", "to_linen_class"]
 
-_GRAPHDEF = "graphdef"
-
-
-def _check_nnx_class(nnx_class: Any, skip_rng: bool, where: str) -> None:
-    if isinstance(nnx_class, nnx.Module):
-        name = type(nnx_class).__name__
-        raise BridgeTypeError(
-            f"{where} expects an NNX module class, got an instance of {name}.\n"
-            f"An NNX module creates its variables eagerly, so the bridge must construct it "
-            f"itself, once, at Linen init.\n"
-            f"Fix: pass the class and its arguments instead of the instance:\n"
-            f"  linnx.to_linen({name}, *args, **kwargs)   # not to_linen({name}(..., rngs=...))"
-        )
-    if isinstance(nnx_class, nn.Module) or (
-        isinstance(nnx_class, type) and issubclass(nnx_class, nn.Module)
-    ):
-        raise BridgeTypeError(
-            f"{where} expects an NNX module class, got the Linen module "
-            f"{getattr(nnx_class, '__name__', type(nnx_class).__name__)}.\n"
-            f"Fix: use the Linen module directly inside Linen, or linnx.ToNNX to use it in NNX."
-        )
-    if not callable(nnx_class):
-        raise BridgeTypeError(
-            f"{where} expects an NNX module class (or a function returning an NNX module), "
-            f"got {type(nnx_class).__name__}.\nFix: e.g. linnx.ToLinen(nnx.Linear, args=(3, 4))."
-        )
-    if skip_rng:
-        return
-    # For a class, read `__init__`: `inspect.signature(cls)` reports the `(*args, **kwargs)`
-    # of NNX's metaclass `__call__`, which would hide a missing `rngs`.
-    signature = _signature(nnx_class.__init__ if isinstance(nnx_class, type) else nnx_class)
-    if signature is None:
-        return
-    params = signature.parameters
-    takes_rngs = "rngs" in params or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
-    )
-    if not takes_rngs:
-        name = getattr(nnx_class, "__name__", repr(nnx_class))
-        raise BridgeTypeError(
-            f"{where}: {name}.__init__ takes no `rngs` argument, but the bridge passes "
-            f"rngs=nnx.Rngs(...) to it.\n"
-            f"Fix: pass skip_rng=True, e.g. linnx.ToLinen({name}, skip_rng=True), or add "
-            f"an `rngs: nnx.Rngs` parameter to {name}.__init__."
-        )
-
-
-def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
-    """``inspect.signature(fn)``, None where Python cannot tell; with the shortcuts on, cached
-    for hashable ``fn`` (reading a signature costs about as much as a small module's init)."""
-    if not _fast.enabled():
-        return _read_signature(fn)
-    try:
-        return _cached_signature(fn)
-    except TypeError:  # an unhashable callable object
-        return _read_signature(fn)
-
-
-def _read_signature(fn: Callable[..., Any]) -> inspect.Signature | None:
-    try:
-        return inspect.signature(fn)
-    except (TypeError, ValueError):
-        return None
-
-
-_cached_signature = functools.lru_cache(maxsize=256)(_read_signature)
-
-
-def _check_arguments(args: Any, kwargs: Any, where: str) -> None:
-    if not isinstance(args, Sequence) or isinstance(args, str):
-        raise BridgeTypeError(
-            f"{where}(args={args!r}): expected a tuple of positional constructor arguments.\n"
-            f"Fix: e.g. args=(32, 64), or args=({args!r},) for a single argument."
-        )
-    if not isinstance(kwargs, Mapping):
-        raise BridgeTypeError(
-            f"{where}(kwargs={kwargs!r}): expected a dict of keyword constructor arguments.\n"
-            f"Fix: e.g. kwargs={{'use_bias': False}}."
-        )
-
-
-def _check_constructor_call(nnx_class: Any, args: tuple, kwargs: dict[str, Any]) -> None:
-    """Refuses arguments that do not fit the constructor, before it runs deep inside init."""
-    is_class = isinstance(nnx_class, type)
-    signature = _signature(nnx_class.__init__ if is_class else nnx_class)
-    if signature is None:
-        return
-    # A linnx.Module's metaclass takes `rngs`/`name`/`parent` itself (`_linnx_pops`).
-    popped = getattr(nnx_class, "_linnx_pops", ())
-    bound_kwargs = {k: v for k, v in kwargs.items() if k not in popped}
-    try:
-        signature.bind(*((None,) if is_class else ()), *args, **bound_kwargs)
-    except TypeError as e:
-        name = getattr(nnx_class, "__name__", repr(nnx_class))
-        given = {k: v for k, v in kwargs.items() if k != "rngs"}
-        raise BridgeTypeError(
-            f"ToLinen(nnx_class={name}, args={tuple(args)!r}, kwargs={given!r}): these "
-            f"arguments do not fit {name}.__init__: {e}.\n"
-            f"Fix: pass {name}'s constructor arguments, e.g. linnx.to_linen({name}, *args, "
-            f"**kwargs) or ToLinen({name}, args=(...), kwargs={{...}}); `rngs` is passed by the "
-            f"bridge."
-        ) from None
+_GRAPHDEF = checks.GRAPHDEF
 
 
 class ToLinen(nn.Module):
@@ -202,8 +93,8 @@ class ToLinen(nn.Module):
         # the fields were checked when the user built the module, and the signature checks
         # would cost a tenth of a small eager apply.
         if not isinstance(self.parent, Scope) or not _fast.enabled():
-            _check_arguments(self.args, self.kwargs, f"{type(self).__name__}")
-            _check_nnx_class(
+            checks.check_arguments(self.args, self.kwargs, f"{type(self).__name__}")
+            checks.check_nnx_class(
                 self.nnx_class, self.skip_rng, f"{type(self).__name__}(nnx_class=...)"
             )
         # Frozen containers keep the module hashable, like every Linen module (flax #4156).
@@ -219,7 +110,7 @@ class ToLinen(nn.Module):
         if self.has_variable("nnx", _GRAPHDEF) and not self._scan_init():
             return self._call_nnx(host, args, kwargs, nnx_method)
         if not self.is_mutable_collection("nnx"):
-            raise _missing_graphdef(self)
+            raise checks.missing_graphdef(self)
         # Only the top-level wrapper may skip the pass: Linen modules created by the forward
         # pass (inside a ToNNX) are top-level for their own init.
         output_unused = _OUTPUT_UNUSED.get() and self.scope.parent is None
@@ -285,7 +176,7 @@ class ToLinen(nn.Module):
             >>> bool((variables['params']['kernel'].value == same['params']['kernel'].value).all())
             True
         """
-        _check_linen_rngs(args[0] if args else kwargs.get("rngs"), "init(rngs=...)")
+        checks.check_linen_rngs(args[0] if args else kwargs.get("rngs"), "init(rngs=...)")
         variables = _root_scope.fast_init(self, ToLinen.__call__, args, kwargs)
         if variables is not _root_scope.NOT_TAKEN:
             return variables
@@ -314,7 +205,9 @@ class ToLinen(nn.Module):
             >>> y.shape
             (1, 2)
         """
-        _check_linen_rngs(args[0] if args else kwargs.get("rngs"), "init_with_output(rngs=...)")
+        checks.check_linen_rngs(
+            args[0] if args else kwargs.get("rngs"), "init_with_output(rngs=...)"
+        )
         return super().init_with_output(*args, **kwargs)
 
     @nn.nowrap
@@ -337,7 +230,7 @@ class ToLinen(nn.Module):
                 f"model.init(jax.random.key(0), x), then model.apply(variables, x)."
             )
         if kwargs.get("rngs") is not None:
-            _check_linen_rngs(kwargs["rngs"], "apply(rngs=...)")
+            checks.check_linen_rngs(kwargs["rngs"], "apply(rngs=...)")
         out = _root_scope.fast_apply(self, ToLinen.__call__, variables, args, kwargs)
         if out is not _root_scope.NOT_TAKEN:
             return out
@@ -377,7 +270,7 @@ class ToLinen(nn.Module):
         built = {path: read_value(var) for path, var in flat}
         with (
             nnx.use_eager_sharding(False),
-            _rng_errors(self, host, at_apply=False),
+            checks.rng_errors(self, host, at_apply=False),
             _rngs.initialization_pass(),
             outside_linen(),
         ):
@@ -395,16 +288,16 @@ class ToLinen(nn.Module):
         if not self.skip_rng:
             names = host.linen_rng_names()
             kwargs["rngs"] = nnx.Rngs(**{name: host.make_rng(name) for name in names})
-        _check_constructor_call(self.nnx_class, self.args, kwargs)
+        checks.check_constructor_call(self.nnx_class, self.args, kwargs)
         with (
             nnx.use_eager_sharding(False),
-            _rng_errors(self, host, at_apply=False),
+            checks.rng_errors(self, host, at_apply=False),
             outside_linen(),
         ):
             module = self.nnx_class(*self.args, **kwargs)
         if not isinstance(module, nnx.Module):
             raise BridgeTypeError(
-                f"ToLinen(nnx_class={_class_name(self)}) returned {type(module).__name__}, "
+                f"ToLinen(nnx_class={checks.class_name(self)}) returned {type(module).__name__}, "
                 f"not an nnx.Module."
             )
         return module
@@ -437,7 +330,7 @@ class ToLinen(nn.Module):
     ) -> Any:
         """An apply-time call: rebuild the module, run the method, write back."""
         graphdef, layout, view, leaves, module = self._rebuild(host)
-        with _rng_errors(self, host, at_apply=True), outside_linen():
+        with checks.rng_errors(self, host, at_apply=True), outside_linen():
             out = _resolve_method(module, nnx_method)(*args, **kwargs)
         self._write_back(host, module, graphdef, layout, view, leaves)
         return out
@@ -452,7 +345,7 @@ class ToLinen(nn.Module):
         returned, in graph order, to tell afterwards which ones the call changed)."""
         graphdef = host.get_variable("nnx", _GRAPHDEF)
         if not isinstance(graphdef, nnx.GraphDef):
-            raise _missing_graphdef(self, got=graphdef)
+            raise checks.missing_graphdef(self, got=graphdef)
         layout = _layout.layout_of(graphdef)
         view = _layout.tree_view_of(graphdef)
 
@@ -492,7 +385,7 @@ class ToLinen(nn.Module):
             new_graphdef, state = nnx.split(module)
             if new_graphdef != graphdef:
                 if not host.is_mutable_collection("nnx"):
-                    raise _structure_changed(self)
+                    raise checks.structure_changed(self)
                 new_graphdef = _layout.GraphDef.of(new_graphdef)
                 host.put_variable("nnx", _GRAPHDEF, new_graphdef)
                 before = {
@@ -503,9 +396,9 @@ class ToLinen(nn.Module):
         overridden = {s for s in _layout.streams_of(layout) if host.has_linen_rng(s)}
         mutable = {c for c in _layout.collections_of(layout) if host.is_mutable_collection(c)}
         linen_style = bool(host.linen_rng_names())
-        lost = _lost_changes(layout, values, before, mutable, keep_rng_state=not linen_style)
+        lost = checks.lost_changes(layout, values, before, mutable, keep_rng_state=not linen_style)
         if lost:
-            raise _immutable_write(self, lost)
+            raise checks.immutable_write(self, lost)
         if not mutable:
             return
         for collection, name, tree in _layout.to_collections(
@@ -513,33 +406,6 @@ class ToLinen(nn.Module):
             only=mutable.__contains__,
         ):
             host.put_variable(collection, name, tree)
-
-
-def _is_linen_key(x: Any) -> bool:
-    """A key Linen accepts: a typed PRNG key, or a raw uint32 key of shape (..., 2)."""
-    if not isinstance(x, (jax.Array, np.ndarray)):
-        return False
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-        return True
-    return x.dtype == np.uint32 and x.shape[-1:] == (2,)
-
-
-def _check_linen_rngs(rngs: Any, where: str) -> None:
-    if isinstance(rngs, Mapping):
-        bad = [name for name, key in rngs.items() if not _is_linen_key(key)]
-        if not bad:
-            return
-        what = f"the stream {bad[0]!r} is {rngs[bad[0]]!r}"
-    elif _is_linen_key(rngs):
-        return
-    else:
-        what = f"got {rngs!r}"
-    raise BridgeTypeError(
-        f"{where}: expected a jax.random.key or a dict of stream name -> key; {what}.\n"
-        f"Fix: e.g. model.init(jax.random.key(0), x), or model.init({{'params': "
-        f"jax.random.key(0), 'dropout': jax.random.key(1)}}, x); for apply, "
-        f"rngs={{'dropout': jax.random.key(2)}}."
-    )
 
 
 # Set by a top-level `ToLinen.init`, whose output Linen discards; read once by `_initialize`.
@@ -569,114 +435,6 @@ def _resolve_method(module: nnx.Module, name: str | None) -> Callable[..., Any]:
             f"Fix: check the spelling; it must be a method of the NNX module."
         )
     return method
-
-
-def _missing_graphdef(wrapper: ToLinen, got: Any = None) -> LinnxError:
-    return StructureMismatchError.from_paths(
-        f"The variables of {type(wrapper).__name__}({_class_name(wrapper)})",
-        missing=[f"nnx/{_GRAPHDEF}"] if got is None else [],
-        mismatched=[] if got is None else [
-            (f"nnx/{_GRAPHDEF}", "an nnx.GraphDef", type(got).__name__)
-        ],
-        fix="pass the whole variables dict that `init` returned (including its 'nnx' "
-        "collection), e.g. model.apply(variables, x) rather than "
-        "model.apply({'params': variables['params']}, x).",
-    )
-
-
-def _structure_changed(wrapper: ToLinen) -> LinnxError:
-    return StructureMismatchError(
-        f"{_class_name(wrapper)} changed its structure (added or removed variables or "
-        f"submodules) during apply, and the 'nnx' collection is not mutable, so the change "
-        f"would be lost.\nFix: pass mutable=['nnx', ...] (or mutable=True) to apply and keep "
-        f"the returned 'nnx' collection. If the module creates variables on its first call, "
-        f"create them with init_with_output(...) instead of init(...), which runs no forward "
-        f"pass for a top-level ToLinen."
-    )
-
-
-def _lost_changes(
-    layout: Sequence[_layout.Slot],
-    values: Sequence[Any],
-    before: list[Any] | dict[tuple, Any],
-    mutable: set[str],
-    keep_rng_state: bool,
-) -> list[_layout.Slot]:
-    """The slots of immutable collections whose value the call changed (or created)."""
-    lost = []
-    for i, (slot, value) in enumerate(zip(layout, values, strict=True)):
-        if slot.collection in mutable or (slot.stream is not None and not keep_rng_state):
-            continue
-        if isinstance(before, list):
-            old = before[i]
-        else:
-            old = before.get((slot.collection, slot.path), _layout.MISSING)
-        if value is not old:
-            lost.append(slot)
-    return lost
-
-
-def _immutable_write(wrapper: ToLinen, lost: list[_layout.Slot]) -> MutableCollectionError:
-    collections = list(dict.fromkeys(s.collection for s in lost))
-    paths = ["/".join((s.collection, *s.path)) for s in lost]
-    shown = ", ".join(paths[:4]) + (f", ... ({len(paths)} in all)" if len(paths) > 4 else "")
-    streams = sorted({s.stream for s in lost if s.stream is not None})
-    rng_hint = (
-        f"\nFor rng state, or: give this call fresh keys, the Linen style, e.g. "
-        f"rngs={{{streams[0]!r}: jax.random.key(1)}}; such a call does not keep rng state."
-        if streams else ""
-    )
-    return MutableCollectionError(
-        f"{_class_name(wrapper)} updated {shown} during apply, but the "
-        f"collection{'s' if len(collections) > 1 else ''} {collections} "
-        f"{'are' if len(collections) > 1 else 'is'} not mutable in this call, so the update "
-        f"would be lost.\nFix: pass mutable={collections!r} (or mutable=True) to apply and "
-        f"keep what it returns: y, updates = model.apply(variables, x, "
-        f"mutable={collections!r}); variables = {{**variables, **updates}}." + rng_hint
-    )
-
-
-@contextlib.contextmanager
-def _rng_errors(wrapper: ToLinen, host: _root_scope.Host, *, at_apply: bool) -> Iterator[None]:
-    """NNX's errors for a missing rng stream, as an :class:`RngStreamError` with the fix that
-    applies: it is also the error NNX raised (a ``KeyError``, ``ValueError``...)."""
-    try:
-        yield
-    except (KeyError, AttributeError, ValueError) as e:
-        failure = nnx_rng_failure(e)
-        if failure is None:
-            raise
-        given = host.linen_rng_names()
-        name = _class_name(wrapper)
-        if failure == "no-rngs":
-            # Linen keys cannot help: they re-key the streams of the module's own nnx.Rngs,
-            # and this layer was built without one.
-            fix = (
-                f"Fix: give the layer the constructor's rngs, e.g. self.dropout = "
-                f"nnx.Dropout(0.5, rngs=rngs) in {name}.__init__: ToLinen builds the module "
-                f"with an nnx.Rngs of the streams passed to init (model.init({{'params': "
-                f"key1, 'dropout': key2}}, x)), and apply(..., rngs={{'dropout': key}}) "
-                f"re-keys those streams. Or pass the key to the layer's own call."
-            )
-        elif at_apply:
-            fix = (
-                "Fix: the module was built without this stream, so a key at apply cannot "
-                "reach it: pass the stream to init, e.g. model.init({'params': key1, "
-                "'dropout': key2}, x), and use the variables it returns."
-            )
-        else:
-            fix = (
-                "Fix: pass the stream to init, e.g. model.init({'params': key1, "
-                "'dropout': key2}, x)."
-            )
-        raise standing_in_for(RngStreamError, type(e))(
-            f"{name} needs an rng stream that it does not have (Linen rngs given to this "
-            f"call: {given or 'none'}). NNX said: {e}\n{fix}"
-        ) from e
-
-
-def _class_name(wrapper: ToLinen) -> str:
-    return getattr(wrapper.nnx_class, "__name__", repr(wrapper.nnx_class))
 
 
 def to_linen(
@@ -741,7 +499,7 @@ def to_linen_class(
         {'use_bias': False, 'out_features': 2}
     """
     # The rngs check waits for the instance, which may set skip_rng=True.
-    _check_nnx_class(nnx_class, True, "to_linen_class(nnx_class=...)")
+    checks.check_nnx_class(nnx_class, True, "to_linen_class(nnx_class=...)")
     if not isinstance(base_skip_rng, bool):
         raise BridgeTypeError(
             f"to_linen_class(base_skip_rng={base_skip_rng!r}): expected True or False.\n"
@@ -770,7 +528,7 @@ def to_linen_class(
         # Linen's own keywords only where given: a clone passes them, a user rarely does.
         linen = {k: v for k, v in (("parent", parent), ("name", name)) if v is not _UNSET}
         if kwargs is not None and not isinstance(kwargs, Mapping):
-            _check_arguments(args, kwargs, type(self).__name__)
+            checks.check_arguments(args, kwargs, type(self).__name__)
         merged = FrozenDict({**frozen_defaults, **(kwargs or {}), **constructor_kwargs})
         dataclass_init(
             self, nnx_class=nnx_class, args=args, kwargs=merged, skip_rng=skip_rng,

@@ -38,8 +38,6 @@ from .._errors import (
     BridgeTypeError,
     MutableCollectionError,
     NotInitializedError,
-    RngStreamError,
-    StructureMismatchError,
     UnknownMethodError,
     standing_in_for,
 )
@@ -47,10 +45,9 @@ from .._flax_internals import (
     can_update_in_place,
     collection_in,
     install_recheck_filter,
-    rng_stream_in,
-    shape_mismatch_in,
 )
 from . import _fast, _rngs, _rollback
+from . import _to_nnx_errors as errors
 from ._variables import (
     in_place_writes,
     is_variable,
@@ -66,45 +63,6 @@ M = TypeVar("M")
 # Attributes of ToNNX itself; a Linen collection with one of these names cannot become an
 # attribute.
 _RESERVED = frozenset({"module", "rngs", "linen_collections", "lazy_init"})
-
-_NOT_INITIALIZED = (
-    "{name} has no variables yet: it was called before initialization.\n"
-    "Fix: create them with a sample input first, as Linen's `init` would:\n"
-    "  model = linnx.lazy_init({call}, x)       # or: model.lazy_init(x)\n"
-    "lazy_init also works on an NNX module that contains this ToNNX anywhere inside it.\n"
-    "Detail: {cause}"
-)
-
-_MISSING_VARIABLES = (
-    "{name} lacks variables that this call needs: its initialization did not create them "
-    "(for instance it ran through another method).\n"
-    "Fix: create the missing ones with a sample input; existing variables are kept:\n"
-    "  linnx.lazy_init({call}, x)\n"
-    "Linen said: {cause}"
-)
-
-_IMMUTABLE = (
-    "{name} writes the collection {collection!r}, which this call did not mark mutable.\n"
-    "Fix: pass it, e.g. model(x, mutable=[{collection!r}]) (or mutable=True for all); the "
-    "new values are written back into the module.\n"
-    "Linen said: {cause}"
-)
-
-_FROZEN = (
-    "{name} cannot store the collections this call updated ({what}): they belong to an "
-    "outer JAX trace. This happens when a JAX transform such as jax.jit, jax.grad or "
-    "jax.vmap closes over the module instead of receiving it.\n"
-    "Fix: use the NNX transform (nnx.jit, nnx.grad, nnx.vmap...) and pass the module as an "
-    "argument, or pass its state explicitly with nnx.split / nnx.merge; or call without "
-    "`mutable` to leave the module unchanged (run lazy_init outside such transforms)."
-)
-
-_NOT_INIT_ERRORS = (
-    flax.errors.ScopeParamNotFoundError,
-    flax.errors.ScopeCollectionNotFound,
-    flax.errors.ScopeVariableNotFoundError,
-)
-
 
 def _module_name(module: nn.Module) -> str:
     return type(module).__name__
@@ -175,8 +133,8 @@ class ToNNX(nnx.Module):
             )
         if rngs is not None and not isinstance(rngs, nnx.Rngs):
             raise BridgeTypeError(
-                f"ToNNX(rngs=...) expects an nnx.Rngs, got {_kind_of(rngs)}.\n"
-                f"Fix: wrap it, e.g. rngs=nnx.Rngs({_rngs_argument(rngs)})."
+                f"ToNNX(rngs=...) expects an nnx.Rngs, got {errors.kind_of(rngs)}.\n"
+                f"Fix: wrap it, e.g. rngs=nnx.Rngs({errors.rngs_argument(rngs)})."
             )
         # Validated above, so NNX's per-assignment walk of each value may be skipped.
         _fast.set_attribute(self, "module", module, data=False)
@@ -222,7 +180,7 @@ class ToNNX(nnx.Module):
         if frozen:
             # What NNX itself raises for such a write: a TraceContextError.
             raise standing_in_for(MutableCollectionError, flax.errors.TraceContextError)(
-                _FROZEN.format(
+                errors.FROZEN.format(
                     name=f"ToNNX({_module_name(self.module)})", what=", ".join(frozen[:3])
                     + (", ..." if len(frozen) > 3 else ""),
                 )
@@ -357,20 +315,20 @@ class ToNNX(nnx.Module):
                 self._linen_variables(), *args, rngs=keys.keys or None, method=method,
                 mutable=mutable, **kwargs,
             )
-        except _NOT_INIT_ERRORS as e:
+        except errors.NOT_INIT_ERRORS as e:
             # Also the Flax error: Flax's bridge let it through (issue 14, item 9).
-            template = _MISSING_VARIABLES if initialized else _NOT_INITIALIZED
+            template = errors.MISSING_VARIABLES if initialized else errors.NOT_INITIALIZED
             raise standing_in_for(NotInitializedError, type(e))(
                 template.format(name=name, cause=e, call=_call_text(method))
             ) from e
         except flax.errors.ModifyScopeVariableError as e:
-            raise MutableCollectionError(_IMMUTABLE.format(
+            raise MutableCollectionError(errors.IMMUTABLE.format(
                 name=name, cause=e, collection=collection_in(e) or "...",
             )) from e
         except flax.errors.InvalidRngError as e:
-            raise _rngs_error(self, e, keys.frozen) from e
+            raise errors.rngs_error(self, e, keys.frozen) from e
         except flax.errors.ScopeParamShapeError as e:
-            raise _shape_error(name, e) from e
+            raise errors.shape_error(name, e) from e
         except flax.errors.InvalidFilterError as e:
             raise standing_in_for(BridgeTypeError, type(e))(
                 f"{name}: mutable={mutable!r} is not a collection filter.\nFix: pass True, "
@@ -382,7 +340,7 @@ class ToNNX(nnx.Module):
         updates = dict(updates)
         if not initialized and "params" in updates:
             # Linen creates missing params when 'params' is mutable; only lazy_init may.
-            raise NotInitializedError(_NOT_INITIALIZED.format(
+            raise NotInitializedError(errors.NOT_INITIALIZED.format(
                 name=name, call=_call_text(method),
                 cause=f"Linen would create the params in this call (mutable={mutable!r}), "
                 f"from call keys instead of init keys.",
@@ -410,7 +368,7 @@ class ToNNX(nnx.Module):
                 keys, *args, method=method, **kwargs
             )
         except flax.errors.InvalidRngError as e:
-            raise _rngs_error(self, e, []) from e
+            raise errors.rngs_error(self, e, []) from e
         variables = dict(variables)
         self._check_writable(variables)
         self._store(variables)
@@ -436,9 +394,9 @@ class ToNNX(nnx.Module):
                 mutable=DenyList("intermediates"), **kwargs,
             )
         except flax.errors.InvalidRngError as e:
-            raise _rngs_error(self, e, []) from e
+            raise errors.rngs_error(self, e, []) from e
         except flax.errors.ScopeParamShapeError as e:
-            raise _shape_error(f"ToNNX({_module_name(self.module)})", e) from e
+            raise errors.shape_error(f"ToNNX({_module_name(self.module)})", e) from e
         current = self._linen_variables()
         added = {}
         for name, tree in dict(updates).items():
@@ -576,56 +534,11 @@ def _flatten(tree: Any) -> list[tuple[tuple, Any]]:
     return out
 
 
-def _kind_of(value: Any) -> str:
-    if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
-        return "a jax.random.key"
-    return type(value).__name__
-
-
-def _rngs_argument(value: Any) -> str:
-    """What to put inside ``nnx.Rngs(...)`` in the fix, without printing an array."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return repr(value)
-    if isinstance(value, jax.Array):
-        return "key" if _kind_of(value) == "a jax.random.key" else "0"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}=..." for k in value if isinstance(k, str)) or "0"
-    return "0"
-
-
 def _public_methods(module: nn.Module) -> list[str]:
     return sorted(
         n for n, _ in inspect.getmembers(type(module), callable)
         if not n.startswith("_") and _is_linen_method(module, n)
     ) or ["__call__"]
-
-
-def _rngs_error(wrapper: ToNNX, cause: Exception, frozen: list[str]) -> RngStreamError:
-    name = f"ToNNX({_module_name(wrapper.module)})"
-    error = standing_in_for(RngStreamError, type(cause))
-    if frozen:
-        return error(
-            f"{name} needs an rng stream that cannot advance here: {cause}\n"
-            f"The streams {frozen} belong to an outer JAX trace: a JAX transform such as "
-            f"jax.jit or jax.eval_shape closes over the module instead of receiving it, so "
-            f"drawing a key (which counts the draw) is impossible.\n"
-            f"Fix: use the NNX transform (nnx.jit...) and pass the module as an argument, or "
-            f"give this call its own keys, e.g. model(x, rngs={{'dropout': key}})."
-        )
-    stream = rng_stream_in(cause)
-    needs = f"the rng stream {stream!r}" if stream else "an rng stream"
-    fix = (
-        "Fix: create the wrapper with rngs=nnx.Rngs(0) (a default stream serves every name), "
-        "or name the stream, e.g. rngs=nnx.Rngs(params=0, dropout=1)."
-    )
-    if wrapper.rngs is None:
-        return error(
-            f"{name} needs {needs}, but it has no rngs (rngs=None).\n{fix}\nLinen said: {cause}"
-        )
-    return error(
-        f"{name} needs {needs}, which its rngs do not have (streams: {sorted(wrapper.rngs)}).\n"
-        f"{fix}\nLinen said: {cause}"
-    )
 
 
 def lazy_init(fn: M | Callable[..., Any], *args: Any, **kwargs: Any) -> M:
@@ -691,21 +604,3 @@ def lazy_init(fn: M | Callable[..., Any], *args: Any, **kwargs: Any) -> M:
         undo()  # no half-initialized tree: the parts that succeeded are undone too
         raise
     return module
-
-
-def _shape_error(name: str, cause: Exception) -> StructureMismatchError:
-    """Linen's ``ScopeParamShapeError`` as a typed error naming the variable's path."""
-    found = shape_mismatch_in(cause)
-    if found is None:
-        mismatched = [("params", "another shape", str(cause))]
-    else:
-        leaf, scope, needed, stored = found
-        path = "/".join(["params", *[k for k in scope.split("/") if k], leaf])
-        mismatched = [(path, f"shape {needed} for this input", f"shape {stored}")]
-    return standing_in_for(StructureMismatchError, type(cause)).from_paths(
-        f"The variables of {name}",
-        mismatched=mismatched,
-        fix="call with inputs shaped like the sample given to lazy_init; for another shape, "
-        "create a new wrapper and lazy_init it with that shape. If you replaced the variable "
-        "yourself, give it its original shape.",
-    )
