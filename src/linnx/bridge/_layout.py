@@ -104,6 +104,8 @@ class GraphDef(nnx.GraphDef):
         return cls(graphdef.nodes, graphdef.attributes, graphdef.num_leaves)
 
     def __hash__(self) -> int:
+        if not _fast.enabled():
+            return nnx.GraphDef.__hash__(self)
         try:
             return self._hash
         except AttributeError:

@@ -5,16 +5,21 @@ streams, and splits it: the static ``GraphDef`` goes to the ``'nnx'`` collection
 variable goes, boxed as :class:`NNXMeta`, to the collection the registry pairs with its type.
 ``apply`` never calls the constructor: it lays the Linen leaves out in the graphdef's leaf
 order (:mod:`._layout`) and unflattens them into a module that shares the arrays, runs the
-method, and writes back the collections Linen marked mutable.
+method, and writes back the collections Linen marked mutable. An update to a collection that
+is not mutable raises :class:`MutableCollectionError`, as Linen does, before anything is
+written (rng state in a call given Linen keys excepted; see docs/guarantees.md).
 
-A top-level ``init``/``apply`` (no Linen parent, the plain arguments) runs the same code
-against a stand-in for Linen's root scope instead of Linen's scope machinery, which would
-cost as much as the call itself on a small model (:mod:`._fast_apply`).
+The variables and keys come from a :class:`~._root_scope.Host`: the bound module's own Linen
+scope, or, for a top-level ``init``/``apply`` (no Linen parent, the plain arguments, the speed
+shortcuts on), a stand-in for Linen's root scope that skips Linen's scope machinery, which
+would cost as much as the call itself on a small model (:mod:`._root_scope`). Argument checks
+and the messages of errors live in :mod:`._to_linen_checks`.
 
 RNG state of the NNX module (``RngKey``/``RngCount`` collections) supports both documented
 styles: with ``mutable=['RngCount']`` and no Linen rngs the module's own streams advance;
 with ``apply(..., rngs={'dropout': key})`` each stream named in the Linen rngs is re-keyed
-from Linen for this call only, so the same key gives the same output. No seed is ever
+from Linen for this call only, so the same key gives the same output, and the call keeps no
+rng state. No seed is ever
 invented: a random layer without any stream raises :class:`RngStreamError`.
 """
 
