@@ -78,6 +78,13 @@ def test_a_bad_filter_is_invalid_filter_error():
     assert isinstance(e.value, linnx.BridgeTypeError)
 
 
+def test_bad_linen_rngs_are_invalid_rng_error():
+    model = linnx.to_linen(nnx.Linear, 3, 4)
+    with pytest.raises(flax.errors.InvalidRngError) as e:
+        model.init("abc", X)
+    assert isinstance(e.value, linnx.BridgeTypeError)
+
+
 def test_mutable_collection_error_is_always_modify_scope_variable_error():
     assert issubclass(linnx.MutableCollectionError, flax.errors.ModifyScopeVariableError)
     error = linnx.MutableCollectionError("message")

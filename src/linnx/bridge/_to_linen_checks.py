@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import flax.errors
 import jax
 import numpy as np
 from flax import linen as nn
@@ -167,7 +168,8 @@ def check_linen_rngs(rngs: Any, where: str) -> None:
         return
     else:
         what = f"got {rngs!r}"
-    raise BridgeTypeError(
+    # Linen itself refuses such rngs with an InvalidRngError.
+    raise standing_in_for(BridgeTypeError, flax.errors.InvalidRngError)(
         f"{where}: expected a jax.random.key or a dict of stream name -> key; {what}.\n"
         f"Fix: e.g. model.init(jax.random.key(0), x), or model.init({{'params': "
         f"jax.random.key(0), 'dropout': jax.random.key(1)}}, x); for apply, "
