@@ -455,7 +455,8 @@ def gather(
         if isinstance(leaf, meta.AxisMetadata):
             # What `meta.unbox` returns for a box around an array, without its tree_map.
             value = leaf.unbox()
-            leaf = value if isinstance(value, (jax.Array, np.ndarray)) else meta.unbox(leaf)
+            plain = _fast.enabled() and isinstance(value, (jax.Array, np.ndarray))
+            leaf = value if plain else meta.unbox(leaf)
         leaves.append(leaf)
     if missing:
         expected = {"/".join((s.collection, *s.path)) for s in layout}

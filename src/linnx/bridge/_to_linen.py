@@ -421,11 +421,15 @@ _OUTPUT_UNUSED: contextvars.ContextVar[bool] = contextvars.ContextVar(
 
 def _created_by_first_call(module: nnx.Module) -> bool:
     """Whether part of ``module`` creates its variables on its first call."""
-    # JAX flattens the module in C++, several times faster than `nnx.iter_graph`; the few
-    # modules JAX cannot flatten (graph-only nodes) take the graph walk.
-    try:
-        nodes = jax.tree_util.tree_leaves(module, is_leaf=lambda n: isinstance(n, ToNNX))
-    except Exception:  # noqa: BLE001
+    # With the shortcuts on, JAX flattens the module in C++, several times faster than
+    # `nnx.iter_graph`; the few modules JAX cannot flatten (graph-only nodes) take the walk.
+    nodes = None
+    if _fast.enabled():
+        try:
+            nodes = jax.tree_util.tree_leaves(module, is_leaf=lambda n: isinstance(n, ToNNX))
+        except Exception:  # noqa: BLE001
+            nodes = None
+    if nodes is None:
         nodes = [node for _, node in nnx.iter_graph(module)]
     return any(isinstance(node, ToNNX) and not node.linen_collections for node in nodes)
 
