@@ -103,11 +103,11 @@ def rngs_error(wrapper: Any, cause: Exception, frozen: list[str]) -> RngStreamEr
     )
     if wrapper.rngs is None:
         return error(
-            f"{name} needs {needs}, but it has no rngs (rngs=None).\n{fix}\nLinen said: {cause}"
+            f"{name} needs {needs}, but it has no rngs (rngs=None).\nLinen said: {cause}\n{fix}"
         )
     return error(
         f"{name} needs {needs}, which its rngs do not have (streams: {sorted(wrapper.rngs)}).\n"
-        f"{fix}\nLinen said: {cause}"
+        f"Linen said: {cause}\n{fix}"
     )
 
 
