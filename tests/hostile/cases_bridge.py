@@ -401,7 +401,8 @@ def _(env):
 
 
 @case("ToLinen/apply-mutable-typo", linnx.MutableCollectionError,
-      r"\['batch_stats'\] is not mutable", r"mutable=\['batch_stats'\]")
+      r"\['batch_stats'\] is not mutable in this call \(mutable=\['batch_stat'\] names "
+      r"'batch_stat', which is not a collection of BatchNorm", r"mutable=\['batch_stats'\]")
 def _(env):
     model, variables = _batchnorm_variables()
     return lambda: model.apply(variables, X, mutable=["batch_stat"]), variables

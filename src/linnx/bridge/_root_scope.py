@@ -80,6 +80,11 @@ class Host(Protocol):
         """The streams this call's Linen ``rngs`` name, sorted."""
         ...
 
+    def mutable_names(self) -> list[str] | None:
+        """The collections this call's ``mutable`` names, where it is a name or a list of
+        names (None for ``True``, ``False`` or another kind of filter)."""
+        ...
+
 
 class BoundModuleHost:
     """:class:`Host` over a bound Linen module: its scope's operations, through Linen."""
@@ -115,6 +120,9 @@ class BoundModuleHost:
     def linen_rng_names(self) -> list[str]:
         rngs = self._module.scope.rngs
         return sorted(rngs) if rngs else []
+
+    def mutable_names(self) -> list[str] | None:
+        return _names_in(self._module.scope.mutable)
 
 
 class TopLevelScope:
@@ -173,10 +181,21 @@ class TopLevelScope:
     def linen_rng_names(self) -> list[str]:
         return sorted(self._rngs)
 
+    def mutable_names(self) -> list[str] | None:
+        return _names_in(self._mutable)
+
     def mutable_variables(self) -> dict[str, Any]:
         """What Linen returns for the mutable collections: in the scope's collection order."""
         out = {col: tree for col, tree in self._variables.items() if in_filter(self._mutable, col)}
         return freeze(out) if flax_config.flax_return_frozendict else out
+
+
+def _names_in(mutable: Any) -> list[str] | None:
+    if isinstance(mutable, str):
+        return [mutable]
+    if isinstance(mutable, (list, tuple, set, frozenset)):
+        return [c for c in mutable if isinstance(c, str)]
+    return None
 
 
 def _merge(target: dict[str, Any], name: str, value: Any) -> None:

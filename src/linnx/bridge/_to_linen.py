@@ -403,7 +403,7 @@ class ToLinen(nn.Module):
         linen_style = bool(host.linen_rng_names())
         lost = checks.lost_changes(layout, values, before, mutable, keep_rng_state=not linen_style)
         if lost:
-            raise checks.immutable_write(self, lost)
+            raise checks.immutable_write(self, lost, layout, host.mutable_names())
         if not mutable:
             return
         for collection, name, tree in _layout.to_collections(

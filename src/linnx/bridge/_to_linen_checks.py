@@ -222,8 +222,21 @@ def lost_changes(
     return lost
 
 
-def immutable_write(wrapper: Any, lost: list[_layout.Slot]) -> MutableCollectionError:
+def immutable_write(
+    wrapper: Any,
+    lost: list[_layout.Slot],
+    layout: Sequence[_layout.Slot],
+    requested: list[str] | None,
+) -> MutableCollectionError:
+    """The error for updates to collections that are not mutable; ``requested`` are the names
+    the call's ``mutable`` gave, to point out one the module does not have (a typo)."""
     collections = list(dict.fromkeys(s.collection for s in lost))
+    unknown = [c for c in requested or () if c not in _layout.collections_of(layout)]
+    typo = (
+        f" (mutable={requested!r} names {unknown[0]!r}, which is not a collection of "
+        f"{class_name(wrapper)}: its collections are {_layout.collections_of(layout)})"
+        if unknown else ""
+    )
     paths = ["/".join((s.collection, *s.path)) for s in lost]
     shown = ", ".join(paths[:4]) + (f", ... ({len(paths)} in all)" if len(paths) > 4 else "")
     streams = sorted({s.stream for s in lost if s.stream is not None})
@@ -235,8 +248,8 @@ def immutable_write(wrapper: Any, lost: list[_layout.Slot]) -> MutableCollection
     return MutableCollectionError(
         f"{class_name(wrapper)} updated {shown} during apply, but the "
         f"collection{'s' if len(collections) > 1 else ''} {collections} "
-        f"{'are' if len(collections) > 1 else 'is'} not mutable in this call, so the update "
-        f"would be lost.\nFix: pass mutable={collections!r} (or mutable=True) to apply and "
+        f"{'are' if len(collections) > 1 else 'is'} not mutable in this call{typo}, so the "
+        f"update would be lost.\nFix: pass mutable={collections!r} (or mutable=True) to apply and "
         f"keep what it returns: y, updates = model.apply(variables, x, "
         f"mutable={collections!r}); variables = {{**variables, **updates}}." + rng_hint
     )
