@@ -17,18 +17,8 @@ _fresh = itertools.count()
 @pytest.fixture
 def registry():
     """Restores the global registry after the test, whatever the test registered."""
-    saved = (
-        dict(_registry._name_to_type),
-        dict(_registry._type_to_name),
-        set(_registry._implicit_names),
-    )
-    yield
-    for live, old in zip(
-        (_registry._name_to_type, _registry._type_to_name, _registry._implicit_names), saved,
-        strict=True,
-    ):
-        live.clear()
-        live.update(old)
+    with _registry.scoped():
+        yield
 
 
 def fresh_name(prefix="coll"):
@@ -205,10 +195,23 @@ def test_bad_registration_is_a_type_error(registry, name, typ, match):
         linnx.register_variable_name_type_pair(name, typ)
 
 
-def test_registry_fixture_restores(registry):
-    """The fixture itself: a name registered in one test must not leak (checked below)."""
-    linnx.register_variable_name_type_pair("test_registry_leak_check", fresh_type())
+def test_scoped_undoes_explicit_and_implicit_pairs():
+    before = linnx.registered_pairs()
+    explicit, implicit_name, implicit_type = fresh_type(), fresh_name(), fresh_type("Implicit")
+    with _registry.scoped():
+        linnx.register_variable_name_type_pair(fresh_name(), explicit)
+        linnx.variable_type_from_name(implicit_name)
+        assert linnx.variable_name_from_type(implicit_type) == implicit_type.__name__
+        linnx.register_variable_name_type_pair("params", explicit, overwrite=True)
+        assert linnx.variable_type_from_name("params") is explicit
+    assert linnx.registered_pairs() == before
+    assert linnx.variable_type_from_name("params") is nnx.Param
+    assert linnx.variable_name_from_type(nnx.Param) == "params"
 
 
-def test_registry_fixture_restored():
-    assert "test_registry_leak_check" not in linnx.registered_pairs()
+def test_scoped_restores_after_an_error():
+    name = fresh_name()
+    with pytest.raises(KeyError), _registry.scoped():
+        linnx.register_variable_name_type_pair(name, fresh_type())
+        raise KeyError(name)
+    assert name not in linnx.registered_pairs()

@@ -71,17 +71,12 @@ KINDS = {
 
 @pytest.fixture
 def ema_registered():
-    # linnx's registry is global and unscoped: snapshot it and restore it afterwards.
-    from linnx.bridge import _registry
+    # linnx's registry is global: scope the registration to the test.
+    from linnx.bridge._registry import scoped
 
-    live = (_registry._name_to_type, _registry._type_to_name, _registry._implicit_names)
-    saved = tuple(type(d)(d) for d in live)
-    linnx.register_variable_name_type_pair("ema_stats", Ema)
-    yield
-    with _registry._lock:
-        for d, old in zip(live, saved, strict=True):
-            d.clear()
-            d.update(old)
+    with scoped():
+        linnx.register_variable_name_type_pair("ema_stats", Ema)
+        yield
 
 
 def _data(kind):

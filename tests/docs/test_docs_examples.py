@@ -37,26 +37,14 @@ def _page_id(path: Path) -> str:
 def _global_state_restored():
     # Pages register collection <-> variable type pairs and may flip JAX config flags, as the
     # guide does; neither may leak into the next page or the rest of the suite.
-    from linnx.bridge import _registry
+    from linnx.bridge._registry import scoped
 
-    saved = (
-        dict(_registry._name_to_type),
-        dict(_registry._type_to_name),
-        set(_registry._implicit_names),
-    )
     threefry = jax.config.jax_threefry_partitionable
     try:
-        yield
+        with scoped():
+            yield
     finally:
         jax.config.update("jax_threefry_partitionable", threefry)
-        with _registry._lock:
-            for live, old in zip(
-                (_registry._name_to_type, _registry._type_to_name, _registry._implicit_names),
-                saved,
-                strict=True,
-            ):
-                live.clear()
-                live.update(old)
 
 
 def run_page(path: Path) -> dict[str, int]:

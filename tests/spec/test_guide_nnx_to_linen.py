@@ -171,25 +171,13 @@ class Count(nnx.Variable):
 
 @pytest.fixture
 def counts_registered():
-    # linnx's registry is global and has no scoped override: snapshot and restore it, so the
-    # guide's `register_variable_name_type_pair('counts', Count, overwrite=True)` stays local.
-    from linnx.bridge import _registry
+    # linnx's registry is global: scope it, so the guide's
+    # `register_variable_name_type_pair('counts', Count, overwrite=True)` stays local.
+    from linnx.bridge._registry import scoped
 
-    saved = (
-        dict(_registry._name_to_type),
-        dict(_registry._type_to_name),
-        set(_registry._implicit_names),
-    )
-    bridge.register_variable_name_type_pair("counts", Count, overwrite=True)
-    yield
-    with _registry._lock:
-        for live, old in zip(
-            (_registry._name_to_type, _registry._type_to_name, _registry._implicit_names),
-            saved,
-            strict=True,
-        ):
-            live.clear()
-            live.update(old)
+    with scoped():
+        bridge.register_variable_name_type_pair("counts", Count, overwrite=True)
+        yield
 
 
 class NNXMultiCollections(nnx.Module):

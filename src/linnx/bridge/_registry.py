@@ -23,8 +23,9 @@ Policy (read this before changing anything here):
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from flax import nnx
@@ -37,6 +38,8 @@ __all__ = [
     "variable_type_from_name",
     "variable_name_from_type",
     "registered_pairs",
+    "builtin_collections",
+    "scoped",
 ]
 
 V = TypeVar("V", bound=nnx.Variable)
@@ -276,6 +279,50 @@ def registered_pairs() -> dict[str, type[nnx.Variable]]:
     """
     with _lock:
         return dict(_name_to_type)
+
+
+def builtin_collections() -> frozenset[str]:
+    """The collections that Flax itself writes, registered at import and protected.
+
+    Example:
+        >>> from linnx.bridge._registry import builtin_collections
+        >>> sorted({'params', 'batch_stats'} & builtin_collections())
+        ['batch_stats', 'params']
+    """
+    return frozenset(name for name, _ in _BUILTIN_PAIRS)
+
+
+@contextlib.contextmanager
+def scoped() -> Iterator[None]:
+    """Undoes, when the block ends, every pair registered inside it (explicit or implicit).
+
+    For tests and for documents that register pairs of their own: the registry is global, and
+    what one registers must not leak into the next.
+
+    Example:
+        >>> import linnx
+        >>> from flax import nnx
+        >>> from linnx.bridge._registry import scoped
+        >>> class Ema(nnx.Variable): pass
+        >>> with scoped():
+        ...     _ = linnx.register_variable_name_type_pair('ema', Ema)
+        ...     'ema' in linnx.registered_pairs()
+        True
+        >>> 'ema' in linnx.registered_pairs()
+        False
+    """
+    with _lock:
+        names, types, implicit = dict(_name_to_type), dict(_type_to_name), set(_implicit_names)
+    try:
+        yield
+    finally:
+        with _lock:
+            _name_to_type.clear()
+            _name_to_type.update(names)
+            _type_to_name.clear()
+            _type_to_name.update(types)
+            _implicit_names.clear()
+            _implicit_names.update(implicit)
 
 
 for _name, _typ in _BUILTIN_PAIRS:

@@ -23,6 +23,7 @@ from flax.core import spmd as core_spmd
 
 from .._errors import ShardingRulesError
 from .._flax_internals import legacy_mesh
+from .._keypath import path_str
 
 __all__ = ["active_mesh", "check_rules", "constrain_to_mesh"]
 
@@ -120,7 +121,7 @@ def constrain_to_mesh(tree: Any, where: str = "") -> Any:
     def place(path: Any, leaf: Any) -> Any:
         if not isinstance(leaf, meta.AxisMetadata) or not hasattr(leaf, "get_partition_spec"):
             return leaf
-        inside = jax.tree_util.keystr(path, simple=True, separator="/")
+        inside = path_str(path)
         spec = _mesh_spec(leaf, mesh, "/".join(p for p in (where, inside) if p))
         if spec is None:
             return leaf

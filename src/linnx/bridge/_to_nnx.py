@@ -46,12 +46,12 @@ from .._flax_internals import (
     collection_in,
     install_recheck_filter,
 )
+from .._keypath import path_str
 from . import _fast, _rngs, _rollback
 from . import _to_nnx_errors as errors
 from ._variables import (
     in_place_writes,
     is_variable,
-    path_str,
     to_linen_values,
     to_nnx_tree,
 )
@@ -447,7 +447,7 @@ class ToNNX(nnx.Module):
                 node = node[key]
             return node
         if found:
-            where = ", ".join(f"{c}/{'/'.join(map(str, p))}" for c, p in found)
+            where = ", ".join(path_str((c, *p)) for c, p in found)
             raise AmbiguousNameError(
                 f"{name!r} is ambiguous on ToNNX({_module_name(module)}): it names {where}.\n"
                 f"Fix: index the collection, e.g. model.{found[0][0]}"

@@ -17,6 +17,7 @@ from flax import nnx
 from flax.core import meta
 
 from .._flax_internals import can_update_in_place, variable_with_sharding_names
+from .._keypath import path_str
 from ._fast import PLAIN_VALUES, make_variable, read_value, variable_maker, write_value
 from ._meta import NNXMeta
 from ._registry import variable_type_from_name
@@ -27,7 +28,6 @@ __all__ = [
     "to_nnx_tree",
     "in_place_writes",
     "to_linen_values",
-    "path_str",
     "is_variable",
 ]
 
@@ -38,18 +38,6 @@ def is_variable(x: Any) -> bool:
 
 def _is_box(x: Any) -> bool:
     return isinstance(x, meta.AxisMetadata)
-
-
-def path_str(path: tuple) -> str:
-    """``('params', 'Dense_0', 'kernel')`` or jax key entries -> ``'params/Dense_0/kernel'``."""
-    parts = []
-    for entry in path:
-        for attr in ("key", "idx", "name"):
-            if hasattr(entry, attr):
-                entry = getattr(entry, attr)
-                break
-        parts.append(str(entry))
-    return "/".join(parts)
 
 
 def new_variable(collection: str, leaf: Any) -> nnx.Variable:
@@ -77,7 +65,7 @@ def check_partition_rules(collection: str, tree: Any) -> None:
     flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_box)[0]
     for path, leaf in flat:
         if isinstance(leaf, nn.LogicallyPartitioned) and leaf.rules is not None:
-            check_rules(leaf.rules, "/".join((collection, path_str(path))))
+            check_rules(leaf.rules, path_str((collection, *path)))
 
 
 def to_nnx_tree(collection: str, tree: Any, existing: Any = None) -> Any:

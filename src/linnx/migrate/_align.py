@@ -25,6 +25,7 @@ from flax import nnx
 
 from .._keypath import path_str
 from ..bridge import registered_pairs
+from ..bridge._registry import builtin_collections
 from ._paths import canonical, similarity
 from ._plan import Layout
 from ._record import Unit, VarInfo
@@ -41,20 +42,8 @@ __all__ = [
     "extra_repeat",
 ]
 
-_BUILTIN_COLLECTIONS = frozenset(
-    {
-        "params",
-        "batch_stats",
-        "intermediates",
-        "cache",
-        "LoRAParam",
-        "RngKey",
-        "RngCount",
-        "RngState",
-        "OptState",
-        "perturbations",
-    }
-)
+# Flax's own collections, as the registry knows them.
+_BUILTIN_COLLECTIONS = builtin_collections()
 
 # Plus a 0..10 name-similarity bonus; a mismatched pair also gets up to 440 for closeness.
 _FULL, _PARTIAL, _MISMATCHED = 3000, 2000, 50
