@@ -61,6 +61,12 @@ __all__ = [
 CHECKS: dict[str, bool] = {}
 
 
+def _groups(pattern: re.Pattern[str], text: str) -> tuple[str | Any, ...] | None:
+    """The groups of ``pattern``'s first match in ``text`` (None: no match)."""
+    found = pattern.search(text)
+    return None if found is None else found.groups()
+
+
 def _check(name: str, probe: Callable[[], object]) -> bool:
     try:
         ok = bool(probe())
@@ -387,8 +393,8 @@ def legacy_mesh() -> jax.sharding.Mesh | None:
 _COLLECTION = re.compile(r'collection "([^"]+)"')
 _check(
     "ModifyScopeVariableError names the collection as 'collection \"...\"'",
-    lambda: _COLLECTION.search(str(flax.errors.ModifyScopeVariableError("col", "v", "/")))
-    .group(1) == "col",
+    lambda: _groups(_COLLECTION, str(flax.errors.ModifyScopeVariableError("col", "v", "/")))
+    == ("col",),
 )
 
 
@@ -411,7 +417,7 @@ def _linen_rng_error() -> str:
 
 _check(
     "Linen's InvalidRngError names the stream as 'needs PRNG for \"...\"'",
-    lambda: _RNG_STREAM.search(_linen_rng_error()).group(1) == "params",
+    lambda: _groups(_RNG_STREAM, _linen_rng_error()) == ("params",),
 )
 
 
@@ -427,9 +433,9 @@ _SHAPES = re.compile(
 )
 _check(
     "ScopeParamShapeError names parameter, scope and both shapes",
-    lambda: _SHAPES.search(
-        str(flax.errors.ScopeParamShapeError("kernel", "/Dense_0", (2, 3), (4, 3)))
-    ).groups() == ("kernel", "/Dense_0", "(4, 3)", "(2, 3)"),
+    lambda: _groups(
+        _SHAPES, str(flax.errors.ScopeParamShapeError("kernel", "/Dense_0", (2, 3), (4, 3)))
+    ) == ("kernel", "/Dense_0", "(4, 3)", "(2, 3)"),
 )
 
 

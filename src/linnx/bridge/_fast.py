@@ -182,7 +182,7 @@ def variable_maker(var_type: type[nnx.Variable]) -> Callable[[Any], nnx.Variable
     return make
 
 
-_UNKNOWN = object()
+_UNKNOWN: Any = object()
 # (type, hijax default, ref default, eager sharding) -> the constructor's metadata for a plain
 # array, or None where the constructor must run.
 _plain_metadata: dict[tuple, dict[str, Any] | None] = {}
@@ -195,7 +195,8 @@ def _learn_plain_metadata(var_type: type[nnx.Variable]) -> dict[str, Any] | None
         type(var_type) is not type(base)
         or var_type.__init__ is not base.__init__
         or var_type.create_value is not base.create_value
-        or var_type.from_metadata.__func__ is not base.from_metadata.__func__
+        or getattr(var_type.from_metadata, "__func__", None)
+        is not getattr(base.from_metadata, "__func__", None)
     ):
         return None
     probe = var_type(np.zeros((), np.float32))

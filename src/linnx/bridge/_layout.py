@@ -96,6 +96,7 @@ class GraphDef(nnx.GraphDef):
     """
 
     __slots__ = ("_hash",)
+    _hash: int
 
     @classmethod
     def of(cls, graphdef: nnx.GraphDef) -> GraphDef:
@@ -353,7 +354,8 @@ def _known_structure(
         return None
     if tree_leaves is None:
         return None
-    node_paths, node_types, covered = [], set(), set()
+    node_paths, node_types = [], set()
+    covered: set[Any] = set()
     for path, node in nnx.iter_graph(module):
         if isinstance(node, nnx.Variable):
             covered.update(path[:i] for i in range(len(path)))

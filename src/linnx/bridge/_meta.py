@@ -138,10 +138,10 @@ class NNXMeta(struct.PyTreeNode, meta.AxisMetadata[A], Generic[A]):
         Returns:
             The box with updated names; a box without names is returned unchanged.
         """
-        names = _names_of(self.metadata)
-        if names is None:
+        current = _names_of(self.metadata)
+        if current is None:
             return self
-        names = list(names)
+        names = list(current)
         while len(names) < index:
             names.append(None)
         names.insert(index, (params or {}).get(meta.PARTITION_NAME))
@@ -149,10 +149,10 @@ class NNXMeta(struct.PyTreeNode, meta.AxisMetadata[A], Generic[A]):
 
     def remove_axis(self, index: int, params: dict[Any, Any]) -> NNXMeta:
         """Removes the name at ``index``: the inverse of :meth:`add_axis`."""
-        names = _names_of(self.metadata)
-        if names is None or index >= len(names):
+        current = _names_of(self.metadata)
+        if current is None or index >= len(current):
             return self
-        names = list(names)
+        names = list(current)
         names.pop(index)
         return self._with_names(names)
 

@@ -137,7 +137,8 @@ def call_keys(rngs: nnx.Rngs | None) -> CallKeys:
     a key that silently repeats on every call (pitfalls #5 and #11).
     """
     keys: dict[str, jax.Array] = {}
-    drawn, frozen = [], []
+    drawn: list[tuple[nnx.Variable, jax.Array]] = []
+    frozen: list[str] = []
     if rngs is None:
         return CallKeys(keys, drawn, frozen)
     streams = []

@@ -95,6 +95,11 @@ class BoundModuleHost:
         self._module = module
 
     @property
+    def _scope(self) -> Any:
+        # A bound module always has its scope (Module.scope is Optional for unbound ones).
+        return self._module.scope
+
+    @property
     def variables(self) -> Mapping[str, Any]:
         return self._module.variables
 
@@ -114,15 +119,15 @@ class BoundModuleHost:
         return self._module.make_rng(name)
 
     def has_linen_rng(self, stream: str) -> bool:
-        rngs = self._module.scope.rngs
+        rngs = self._scope.rngs
         return bool(rngs) and stream in rngs
 
     def linen_rng_names(self) -> list[str]:
-        rngs = self._module.scope.rngs
+        rngs = self._scope.rngs
         return sorted(rngs) if rngs else []
 
     def mutable_names(self) -> list[str] | None:
-        return _names_in(self._module.scope.mutable)
+        return _names_in(self._scope.mutable)
 
 
 class TopLevelScope:
@@ -187,7 +192,8 @@ class TopLevelScope:
     def mutable_variables(self) -> dict[str, Any]:
         """What Linen returns for the mutable collections: in the scope's collection order."""
         out = {col: tree for col, tree in self._variables.items() if in_filter(self._mutable, col)}
-        return freeze(out) if flax_config.flax_return_frozendict else out
+        # A FrozenDict is a Mapping as Linen returns it; typed as the dict it stands for.
+        return freeze(out) if flax_config.flax_return_frozendict else out  # type: ignore[return-value]
 
 
 def _names_in(mutable: Any) -> list[str] | None:

@@ -73,9 +73,7 @@ def _axes_of(spec: jax.sharding.PartitionSpec) -> set[str]:
     return axes
 
 
-def _mesh_spec(
-    leaf: meta.AxisMetadata, mesh: Any, where: str
-) -> jax.sharding.PartitionSpec | None:
+def _mesh_spec(leaf: Any, mesh: Any, where: str) -> jax.sharding.PartitionSpec | None:
     """The spec ``leaf`` takes on ``mesh``, or None where it cannot or need not be placed."""
     spec = leaf.get_partition_spec()
     metadata = getattr(leaf, "metadata", None)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextvars
 import types
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 from flax import linen as nn
@@ -118,7 +118,7 @@ class ToLinen(nn.Module):
             raise checks.missing_graphdef(self)
         # Only the top-level wrapper may skip the pass: Linen modules created by the forward
         # pass (inside a ToNNX) are top-level for their own init.
-        output_unused = _OUTPUT_UNUSED.get() and self.scope.parent is None
+        output_unused = _OUTPUT_UNUSED.get() and cast(Scope, self.scope).parent is None
         _OUTPUT_UNUSED.set(False)
         return self._initialize(host, args, kwargs, nnx_method, output_unused)
 
@@ -514,7 +514,7 @@ def to_linen_class(
             f"to_linen_class(base_skip_rng={base_skip_rng!r}): expected True or False.\n"
             f"Fix: base_skip_rng=True for an NNX class whose constructor takes no `rngs`."
         )
-    frozen_defaults = FrozenDict(defaults)
+    frozen_defaults: FrozenDict[str, Any] = FrozenDict(defaults)
     wrapped_class = nnx_class
 
     class _Wrapped(ToLinen):
@@ -538,13 +538,16 @@ def to_linen_class(
         linen = {k: v for k, v in (("parent", parent), ("name", name)) if v is not _UNSET}
         if kwargs is not None and not isinstance(kwargs, Mapping):
             checks.check_arguments(args, kwargs, type(self).__name__)
-        merged = FrozenDict({**frozen_defaults, **(kwargs or {}), **constructor_kwargs})
+        merged: FrozenDict[str, Any] = FrozenDict(
+            {**frozen_defaults, **(kwargs or {}), **constructor_kwargs}
+        )
         dataclass_init(
-            self, nnx_class=nnx_class, args=args, kwargs=merged, skip_rng=skip_rng,
+            self,  # type: ignore[arg-type]
+            nnx_class=nnx_class, args=args, kwargs=merged, skip_rng=skip_rng,
             metadata_type=metadata_type, **linen,
         )
 
-    _Wrapped.__init__ = __init__  # type: ignore[method-assign]
+    _Wrapped.__init__ = __init__  # type: ignore[method-assign,assignment]
     _Wrapped.__name__ = _Wrapped.__qualname__ = getattr(nnx_class, "__name__", "ToLinen")
     return _Wrapped
 

@@ -75,7 +75,7 @@ def check_nnx_class(nnx_class: Any, skip_rng: bool, where: str) -> None:
         return
     # For a class, read `__init__`: `inspect.signature(cls)` reports the `(*args, **kwargs)`
     # of NNX's metaclass `__call__`, which would hide a missing `rngs`.
-    found = signature(nnx_class.__init__ if isinstance(nnx_class, type) else nnx_class)
+    found = signature(nnx_class.__init__ if isinstance(nnx_class, type) else nnx_class)  # type: ignore[misc]
     if found is None:
         return
     params = found.parameters
@@ -126,7 +126,9 @@ def check_arguments(args: Any, kwargs: Any, where: str) -> None:
         )
 
 
-def check_constructor_call(nnx_class: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+def check_constructor_call(
+    nnx_class: Any, args: Sequence[Any], kwargs: dict[str, Any]
+) -> None:
     """Refuses arguments that do not fit the constructor, before it runs deep inside init."""
     is_class = isinstance(nnx_class, type)
     found = signature(nnx_class.__init__ if is_class else nnx_class)

@@ -24,7 +24,7 @@ import dataclasses
 import inspect
 import types
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import flax.errors
 import jax
@@ -570,7 +570,7 @@ def lazy_init(fn: M | Callable[..., Any], *args: Any, **kwargs: Any) -> M:
         >>> model.dense.params['kernel'].shape
         (3, 4)
     """
-    module = fn.__self__ if inspect.ismethod(fn) else fn
+    module: Any = fn.__self__ if inspect.ismethod(fn) else fn
     if isinstance(module, type):
         # Calling a class would construct a module from the sample input and drop it.
         raise BridgeTypeError(
@@ -595,7 +595,7 @@ def lazy_init(fn: M | Callable[..., Any], *args: Any, **kwargs: Any) -> M:
         _fast.took("to_nnx.lone_lazy_init")
         with _rngs.initialization_pass():
             fn(*args, **kwargs)
-        return module
+        return cast(M, module)
     undo = _rollback.snapshot(module)
     try:
         with _rngs.initialization_pass():
