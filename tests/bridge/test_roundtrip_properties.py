@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _trees import plain, values
 from flax import linen as nn
 from flax import nnx
 from flax.core import meta
@@ -79,23 +80,9 @@ def is_var(x: Any) -> bool:
     return isinstance(x, nnx.Variable)
 
 
-def values(tree: Any) -> Any:
-    """The raw values of a tree of NNX variables, in the same containers."""
-    return jax.tree.map(lambda v: v.get_value(), tree, is_leaf=is_var)
-
-
 def tonnx_linen_variables(model: ToNNX) -> dict[str, Any]:
     """A ToNNX's collections as a plain Linen variables dict, read through its attributes."""
     return {c: values(getattr(model, c)) for c in model.linen_collections}
-
-
-def plain(tree: Any) -> Any:
-    """``tree`` with every mapping a ``dict`` (Linen may return ``FrozenDict``)."""
-    if isinstance(tree, Mapping):
-        return {k: plain(v) for k, v in tree.items()}
-    if isinstance(tree, tuple):
-        return tuple(plain(v) for v in tree)
-    return tree
 
 
 def string_keys(tree: Any) -> Any:

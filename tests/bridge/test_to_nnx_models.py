@@ -17,6 +17,7 @@ import linen_zoo
 import numpy as np
 import optax
 import pytest
+from _trees import assert_trees_close, values
 from flax import nnx
 
 import linnx
@@ -25,19 +26,8 @@ STEPS = 3
 TOL = {"rtol": 2e-5, "atol": 1e-6}
 
 
-def values(tree):
-    return jax.tree.map(
-        lambda v: v.get_value(), tree, is_leaf=lambda x: isinstance(x, nnx.Variable)
-    )
-
-
 def linen_variables(model):
     return {c: values(getattr(model, c)) for c in model.linen_collections}
-
-
-def assert_close(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, **TOL), a, b)
 
 
 def bridged(case, **seeds):
@@ -62,7 +52,7 @@ def test_init_and_outputs_equal_native(case):
     variables = module.init(jax.random.key(0), x, **case.eval_kwargs)
 
     assert sorted(model.linen_collections) == sorted(variables)
-    assert_close(linen_variables(model), {k: dict(v) for k, v in variables.items()})
+    assert_trees_close(linen_variables(model), {k: dict(v) for k, v in variables.items()}, **TOL)
     out = nnx.jit(lambda model, x: model(x, **case.eval_kwargs))(model, x)
     expected = jax.jit(lambda v, x: module.apply(v, x, **case.eval_kwargs))(variables, x)
     np.testing.assert_allclose(out, expected, **TOL)
@@ -133,7 +123,7 @@ def test_training_steps_equal_native(case):
     expected_losses, expected = native_training(case, start, keys)
 
     np.testing.assert_allclose(losses, expected_losses, **TOL)
-    assert_close(linen_variables(model), expected)
+    assert_trees_close(linen_variables(model), expected, **TOL)
     assert int(model.rngs.dropout.count.get_value()) == STEPS
     assert int(optimizer.step.get_value()) == STEPS
     # Training moved the parameters (and the statistics), so the comparison means something.
