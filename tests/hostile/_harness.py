@@ -116,10 +116,13 @@ def snapshot(obj: Any) -> Any:
             return ("absent",)
         if obj.is_file():
             return ("file", _digest(obj))
-        return ("dir", tuple(
-            (p.relative_to(obj).as_posix(), _digest(p) if p.is_file() else "dir")
-            for p in sorted(obj.rglob("*"))
-        ))  # fmt: skip
+        return (
+            "dir",
+            tuple(
+                (p.relative_to(obj).as_posix(), _digest(p) if p.is_file() else "dir")
+                for p in sorted(obj.rglob("*"))
+            ),
+        )
     if isinstance(obj, nnx.Pytree):
         graphdef, state = nnx.split(obj)
         return ("nnx", graphdef, _tree(state))
