@@ -1,0 +1,108 @@
+"""Proof of a conversion: both models run on each example with the same weights.
+
+For every example: the Linen model is initialized for real, the converted NNX class is built
+from the same construction (``rngs=nnx.Rngs(0)`` added) in the converted module, the weights
+move with :func:`linnx.migrate.match` (given the converter's path map, so nothing is guessed)
+and :func:`linnx.migrate.linen_to_nnx`, and :func:`linnx.migrate.verify` compares the outputs
+in eval mode and, when a call flag was turned into ``model.train()``/``model.eval()``, in
+train mode with the updated BatchNorm statistics too.
+"""
+
+from __future__ import annotations
+
+import ast
+import types
+from dataclasses import dataclass
+from typing import Any
+
+from ._classes import ClassPlan
+from ._trace import Trace, example_namespace, parse_example
+
+__all__ = ["ExampleCheck", "check_example", "call_arguments"]
+
+
+@dataclass
+class ExampleCheck:
+    """The verification of one example."""
+
+    example: str
+    ok: bool
+    weights: int = 0
+    report: Any = None  # linnx.migrate.VerifyReport
+    error: str | None = None
+
+    def __str__(self) -> str:
+        head = f"example {self.example}"
+        if self.error is not None:
+            return f"{head}\n  FAILED: {self.error}"
+        body = "\n".join("  " + line for line in str(self.report).splitlines())
+        return f"{head}\n  weights moved: {self.weights}\n{body}"
+
+
+def call_arguments(trace: Trace, root: ClassPlan, keep_signatures: bool):
+    """Linen and NNX call arguments for an example (flags removed on the NNX side)."""
+    ex = trace.example
+    lkw = dict(ex.kwargs)
+    nargs: list[Any] = []
+    largs: list[Any] = []
+    for i, a in enumerate(ex.args):
+        name = root.call_params[i] if i < len(root.call_params) else None
+        if name is not None and name in root.removed_flags and isinstance(a, bool):
+            lkw[name] = a  # as a keyword, so that train mode can flip it
+            continue
+        largs.append(a)
+        nargs.append(a)
+    nkw = {k: v for k, v in lkw.items() if k not in root.removed_flags}
+    return largs, lkw, nargs, nkw
+
+
+def check_example(
+    trace: Trace,
+    dst: types.ModuleType,
+    root: ClassPlan,
+    path_map: dict[str, str],
+    *,
+    keep_signatures: bool,
+    atol: float,
+    rtol: float,
+) -> ExampleCheck:
+    """Builds both models for one example, moves the weights and compares the outputs."""
+    import jax
+    from flax import nnx
+
+    from .. import migrate
+
+    ex = trace.example
+    largs, lkw, nargs, nkw = call_arguments(trace, root, keep_signatures)
+    ctor, _, _, _ = parse_example(ex.text)
+    ctor = ast.Call(
+        func=ctor.func, args=ctor.args,
+        keywords=[*ctor.keywords, ast.keyword("rngs", ast.parse("nnx.Rngs(0)", mode="eval").body)],
+    )  # fmt: skip
+    ast.fix_missing_locations(ctor)
+    ns = example_namespace(dst)
+    ns["nnx"] = nnx
+    try:
+        model = eval(compile(ast.Expression(ctor), "<example>", "eval"), ns)
+    except Exception as e:
+        return ExampleCheck(ex.text, False, error=f"the NNX model could not be built: "
+                            f"{type(e).__name__}: {e}")  # fmt: skip
+    if largs != nargs:  # pragma: no cover - positional flags are moved to keywords above
+        raise AssertionError("internal: positional arguments differ")
+    key = jax.random.key(0)
+    variables = ex.module.init({"params": key, "dropout": key}, *largs, **lkw)
+    flags = [k for k in lkw if k in root.removed_flags or keep_signatures]
+    train = bool(flags)
+    try:
+        plan = migrate.match(
+            ex.module, model, *largs, linen_kwargs=lkw, nnx_kwargs=nkw, rename=path_map
+        )
+        model = migrate.linen_to_nnx(variables, model, plan)
+        ntkw = migrate.train_kwargs_for(nkw)[0] if keep_signatures else None
+        report = migrate.verify(
+            ex.module, variables, model, *largs, linen_kwargs=lkw, nnx_kwargs=nkw, plan=plan,
+            train=train, nnx_train_kwargs=ntkw, atol=atol, rtol=rtol,
+        )  # fmt: skip
+    except Exception as e:
+        return ExampleCheck(ex.text, False, error=f"{type(e).__name__}: {e}")
+    return ExampleCheck(ex.text, report.ok, weights=len(plan.pairs), report=report)
