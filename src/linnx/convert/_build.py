@@ -59,7 +59,7 @@ class _Builder(_Compact):
                 if d and d.split(".")[-1] in ("jit", "remat", "checkpoint", "vmap", "scan"):
                     raise self.fail(f"the method {stmt.name.value} is decorated with {d}", stmt)
         if compact is not None and setup is not None:
-            raise self.fail("the class has both setup() and @nn.compact")
+            compact = None  # setup() made the submodules; @nn.compact there only decorates
         return compact, setup
 
     def check_bases(self) -> None:

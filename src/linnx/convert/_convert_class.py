@@ -977,7 +977,7 @@ class _Compact(_Walker):
 
     # -- self.param / self.variable ----------------------------------------------------------
 
-    def process_var(self, node: cst.Call, env, ind, dry, loops) -> None:
+    def process_var(self, node: cst.Call, env, ind, dry, loops, attr: str | None = None) -> None:
         if dry:
             return
         if loops:
@@ -993,8 +993,9 @@ class _Compact(_Walker):
             raise self.fail(f"self.{kind}(...) without literal names and an init function", node)
         names = [a.value.evaluated_value for a in args[:strs]]
         col, name = ("params", names[0]) if kind == "param" else (names[0], names[1])
-        attr = unique(identifier(name), self.taken)
-        self.taken.add(attr)
+        if attr is None:
+            attr = unique(identifier(name), self.taken)
+            self.taken.add(attr)
         init = self.init_expr(args[strs].value, env, self.method_locals)
         if init is None:
             raise self.fail(f"the init function of {name!r} depends on call data", node)
