@@ -877,7 +877,11 @@ class _Compact(_Walker):
             args = [a for i, a in enumerate(updated.args) if i not in drop]
             for m in moved:
                 k, _, v = m.partition("=")
-                args.append(cst.Arg(value=cst.parse_expression(v), keyword=cst.Name(k)))
+                args.append(cst.Arg(
+                    value=cst.parse_expression(v), keyword=cst.Name(k),
+                    equal=cst.AssignEqual(whitespace_before=cst.SimpleWhitespace(""),
+                                          whitespace_after=cst.SimpleWhitespace("")),
+                ))  # fmt: skip
             if args:
                 args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
             return updated.with_changes(func=cst.parse_expression(target), args=args)
