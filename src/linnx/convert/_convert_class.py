@@ -116,6 +116,7 @@ class _Converter:
         self.mode_loads: dict[str, int] = {}
         self.insert_before: dict[cst.CSTNode, list[str]] = {}
         self.taken: set[str] = set(self.fields) | {"rngs"}
+        self.running_names: dict[str, str] = {}
         for stmt in node.body.body:
             if isinstance(stmt, cst.FunctionDef):
                 self.taken.add(stmt.name.value)
@@ -176,7 +177,7 @@ class _Converter:
 
     def init_ok(self, names: set[str], method_locals: set[str]) -> bool:
         for n in names:
-            if n == "self" or n in self.init_locals or n in self.size_params:
+            if n in ("self", "nnx") or n in self.init_locals or n in self.size_params:
                 continue
             if n in method_locals:
                 return False
@@ -194,7 +195,7 @@ class _Converter:
         if any(a in _LINEN_API or a in ("param", "variable") for a in self_attrs(node)):
             return None
         names = names_in(node)
-        names.discard("in_features") if "in_features" in self.size_params else None
+        names.discard(getattr(self, "in_name", "in_features"))
         if not self.init_ok(names, method_locals):
             return None
         return code(node)
@@ -331,11 +332,11 @@ class _Converter:
             raise self.fail("a submodule call could not be matched to the source")
 
     def make_site(self, node: cst.Call, execs, in_loop: bool) -> Site:
-        classes = {c.cls for _, c in execs}
-        if len(classes) != 1:
+        classes = list(dict.fromkeys(c.cls for _, c in execs))
+        if len(classes) != 1 and not self.compatible(classes):
             names = sorted(c.__name__ for c in classes)
             raise self.fail(f"this call creates modules of several classes: {names}", node)
-        (child_cls,) = classes
+        child_cls = classes[0]
         rule = rule_for(child_cls)
         name_arg = None
         if isinstance(node.func, cst.Call):
@@ -377,6 +378,21 @@ class _Converter:
             key=node, child_cls=child_cls, kind=kind, execs=execs, line=self.lineno(node),
             base=base, is_list=in_loop, name_arg=name_arg,
         )  # fmt: skip
+
+    def compatible(self, classes: list[type]) -> bool:
+        """Several converted classes from one call (a ``block_cls`` field): same arguments."""
+        plans = []
+        for c in classes:
+            if self.ctx.user_classes.get(c.__name__) is not c or c.__name__ not in self.ctx.plans:
+                return False
+            plans.append(self.ctx.plans[c.__name__])
+        first = plans[0]
+        return all(
+            [s.name for s in p.size_params] == [s.name for s in first.size_params]
+            and p.removed_flags == first.removed_flags
+            and p.call_params == first.call_params
+            for p in plans[1:]
+        )
 
     def name_sites(self, sites: Sequence[Site]) -> None:
         """Readable attribute names: ``name=`` as given, else the layer's kind (numbered)."""
@@ -506,7 +522,8 @@ class _Walker(_Converter):
                 return self.size_of(f.value, env)
             return self.method_out(node, env)
         if isinstance(node, cst.BinaryOperation):
-            return self.size_of(node.left, env) or self.size_of(node.right, env)
+            sizes = [s for s in (self.size_of(node.left, env), self.size_of(node.right, env)) if s]
+            return min(sizes, key=len) if sizes else None
         if isinstance(node, cst.UnaryOperation):
             return self.size_of(node.expression, env)
         return None
@@ -606,13 +623,16 @@ class _Walker(_Converter):
         for v in set(env_a) | set(env0):
             if env_a.get(v) != env0.get(v):
                 if has and env0.get(v) is not None and env_a.get(v) is not None:
-                    running[v] = unique(f"{v}_features", self.taken | self.init_locals)
-                    self.taken.add(running[v])
+                    if v not in self.running_names:
+                        self.running_names[v] = unique(f"{v}_features", self.taken)
+                        self.taken.add(self.running_names[v])
+                    running[v] = self.running_names[v]
                 else:
                     env0[v] = None
         if has and not dry:
             for v, rv in running.items():
-                self.emit(ind, f"{rv} = {env0[v]}")
+                if env0[v] != rv:
+                    self.emit(ind, f"{rv} = {env0[v]}")
             if not loops:
                 for site in self.sites_in(node):
                     if site.is_list:
@@ -807,10 +827,11 @@ class _Compact(_Walker):
                 if t is None:
                     t = "?" if dry else self.fallback(site, f, lambda c, i, f=f: getattr(c.module, f))
                 args_t[f] = t
-            in_t = in_expr
+            in_t = None if _other_axis(site) else in_expr
             if rule.needs_size and in_t is None and not dry:
                 in_t = self.fallback(
-                    site, rule.size_kw or "in_features", lambda c, i: _in_size(c, node, self)
+                    site, rule.size_kw or "in_features", lambda c, i: _in_size(c, node, self),
+                    "tuple[int, ...]" if _other_axis(site) else "int",
                 )
             if rule.out == IN:
                 out = in_t
@@ -846,12 +867,17 @@ class _Compact(_Walker):
                     parts.append(f"{sp.name}={in_t}")
                     continue
                 val = "?" if dry else self.fallback(
-                    site, sp.name, lambda c, i, sp=sp: sp.resolve(i.tree[c.path]), sp.annotation
-                )
+                    site, sp.name,
+                    lambda c, i, n=sp.name: self.ctx.plans[c.cls.__name__].size_param(n).resolve(
+                        i.tree[c.path]),
+                    sp.annotation,
+                )  # fmt: skip
                 if sp.is_input:
                     in_t = val
                 parts.append(f"{sp.name}={val}")
             out = self.child_out(child, site.child_cls, kw, env, in_t)
+            outs = {self.ctx.plans[c.cls.__name__].out_expr for _, c in site.execs}
+            out = out if len(outs) == 1 else None
             if not dry:
                 func = self.init_expr(ctor.func, env, self.method_locals)
                 if func is None:
@@ -859,9 +885,11 @@ class _Compact(_Walker):
                 lines = [f"{func}({', '.join([*parts, 'rngs=rngs'])})"]
         else:  # kept as Linen: wrapped
             if loops:
+                name = site.child_cls.__name__
                 raise self.fail(
-                    f"{site.child_cls.__name__} stays Linen and is created in a loop", node
-                )
+                    f"{name} is created in a loop, and {name} stays Linen "
+                    f"({self.ctx.kept.get(name, 'not converted')})", node,
+                )  # fmt: skip
             if not dry:
                 lines = self.wrapped_ctor(site, ctor, env, node)
         if not dry:
@@ -1034,11 +1062,20 @@ class _Compact(_Walker):
         self.replacers[node] = lambda updated, r=replacement: cst.parse_expression(r)
 
 
-def _in_size(call: ChildCall, node, conv) -> int:
+def _other_axis(site: Site) -> bool:
+    """Whether the layer contracts other axes than the last (DenseGeneral(axis=...))."""
+    axis = getattr(site.execs[0][1].module, "axis", -1)
+    return site.child_cls.__name__ == "DenseGeneral" and axis not in (-1, (-1,))
+
+
+def _in_size(call: ChildCall, node, conv) -> Any:
     a = call.args[0] if call.args else None
     if a is None or not hasattr(a, "shape") or not a.shape:
         raise conv.fail("the layer's input has no last axis to size it", node)
-    return int(a.shape[-1])
+    axis = getattr(call.module, "axis", -1)
+    if call.cls.__name__ == "DenseGeneral" and isinstance(axis, tuple | list):
+        return tuple(int(a.shape[ax]) for ax in axis)
+    return int(a.shape[axis if isinstance(axis, int) else -1])
 
 
 def _sample(value: Any, conv, node) -> str:

@@ -41,6 +41,10 @@ class _Names(cst.CSTVisitor):
         node.value.visit(self)
         return False
 
+    def visit_Arg(self, node: cst.Arg) -> bool:
+        node.value.visit(self)  # not the keyword's name
+        return False
+
     def visit_Name(self, node: cst.Name) -> None:
         if not any(node.value in b for b in self.bound):
             self.names.add(node.value)

@@ -269,7 +269,12 @@ def _fix_imports(old: cst.Module, new: cst.Module, needs: set[str]) -> cst.Modul
     body = list(new.body)
     anchor = None  # index of the statement that imports flax.linen
     out: list[cst.BaseStatement] = []
+    orphan: list[cst.EmptyLine] = []  # comments above a dropped import
+    anchor_lead: list[cst.EmptyLine] | None = None
     for stmt in body:
+        if orphan and not _is_dropped_import(stmt, before, after):
+            stmt = stmt.with_changes(leading_lines=[*orphan, *stmt.leading_lines])
+            orphan = []
         if isinstance(stmt, cst.SimpleStatementLine) and any(
             isinstance(s, cst.Import | cst.ImportFrom) for s in stmt.body
         ):
@@ -292,6 +297,10 @@ def _fix_imports(old: cst.Module, new: cst.Module, needs: set[str]) -> cst.Modul
             if not small:
                 if anchor == len(out):
                     anchor -= 1
+                    anchor_lead = [*orphan, *stmt.leading_lines]
+                    orphan = []
+                else:
+                    orphan = [*orphan, *stmt.leading_lines]
                 continue
             stmt = stmt.with_changes(body=small)
         out.append(stmt)
@@ -305,8 +314,23 @@ def _fix_imports(old: cst.Module, new: cst.Module, needs: set[str]) -> cst.Modul
     if extra:
         at = (anchor + 1) if anchor is not None else _after_imports(out)
         at = max(at, 0)
-        out[at:at] = [cst.parse_statement(e + "\n") for e in extra]
+        new_stmts = [cst.parse_statement(e + "\n") for e in extra]
+        if anchor_lead is not None:  # the dropped flax.linen import's comments stay on top
+            new_stmts[0] = new_stmts[0].with_changes(leading_lines=anchor_lead)
+        out[at:at] = new_stmts
     return new.with_changes(body=out)
+
+
+def _is_dropped_import(stmt, before, after) -> bool:
+    if not isinstance(stmt, cst.SimpleStatementLine):
+        return False
+    for s in stmt.body:
+        if not isinstance(s, cst.Import | cst.ImportFrom) or isinstance(s.names, cst.ImportStar):
+            return False
+        for a in s.names:
+            if not (before.get(_alias_name(a), 0) and not after.get(_alias_name(a), 0)):
+                return False
+    return True
 
 
 def _after_imports(body: list[cst.BaseStatement]) -> int:

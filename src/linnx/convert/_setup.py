@@ -268,12 +268,13 @@ def _emit_site(b, site: Site, ctor: cst.Call, in_expr: str | None) -> None:
             if t is None:
                 t = b.fallback(site, f, lambda c, i, f=f: getattr(c.module, f))
             args_t[f] = t
-        in_t = in_expr
-        if rule.needs_size and in_t is None:
-            from ._convert_class import _in_size
+        from ._convert_class import _in_size, _other_axis
 
+        in_t = None if _other_axis(site) else in_expr
+        if rule.needs_size and in_t is None:
             in_t = b.fallback(site, rule.size_kw or "in_features",
-                              lambda c, i: _in_size(c, ctor, b))  # fmt: skip
+                              lambda c, i: _in_size(c, ctor, b),
+                              "tuple[int, ...]" if _other_axis(site) else "int")  # fmt: skip
         b.emit(0, f"self.{site.attr} = {b.layer_ctor(site, rule, ctor, args_t, in_t)}")
         return
     if site.kind == "kept":
