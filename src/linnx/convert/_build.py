@@ -118,14 +118,21 @@ class _Builder(_Compact):
         new = new.with_changes(decorators=decorators, params=params)
         if drop_mirrored:
             new = _drop_unused_assignments(new, self.mirrored)
+            body = list(new.body.body)
+            if body and body[0].leading_lines and not method.body.body[0].leading_lines:
+                body[0] = body[0].with_changes(leading_lines=[
+                    ln for ln in body[0].leading_lines if ln.comment is not None
+                ])  # fmt: skip
+                new = new.with_changes(body=new.body.with_changes(body=body))
         return new
 
     # -- assembly ---------------------------------------------------------------------------
 
     def finish_size_params(self) -> None:
         text = "\n".join(t for _, t, _ in self.init_lines)
-        if re.search(rf"\b{self.in_name}\b", text) or (
-            self.plan.out_expr and re.search(rf"\b{self.in_name}\b", self.plan.out_expr)
+        bare = rf"(?<![\w.]){self.in_name}\b(?!\s*=[^=])"
+        if re.search(bare, text) or (
+            self.plan.out_expr and re.search(bare, self.plan.out_expr)
         ):
             self.size_params = {
                 self.in_name: _input_param(self.in_name, self.line), **self.size_params
@@ -170,7 +177,10 @@ class _Builder(_Compact):
             head = "def __init__(\n" + "".join(f"    {p},\n" for p in ["self", *params]) + "):"
         body = [f"self.{f} = {f}" for f in self.fields]
         lines = _prune(self.init_lines)
-        body += ["    " * ind + text for ind, text in lines]
+        for ind, text in lines:
+            text = _one_line(text)
+            pad = "    " * ind
+            body.append(pad + text.replace("\n", "\n    " + pad))
         if not body:
             body = ["pass"]
         return head + "\n" + "".join(f"    {b}\n" for b in body)
@@ -225,6 +235,72 @@ class _Builder(_Compact):
         )
         self.plan.node = node
         return self.plan
+
+
+def _one_line(text: str) -> str:
+    """A generated line: a multi-line expression joined, a long call wrapped one argument a
+    line (as a formatter would)."""
+    if "\n" in text and "#" not in text and '"""' not in text and "'''" not in text:
+        text = re.sub(r"\s*\n\s*", " ", text)
+        text = re.sub(r"([(\[{]) ", r"\1", text)
+        text = re.sub(r",? ([)\]}])", r"\1", text)
+    if len(text) <= 84 or "\n" in text or text.startswith("#"):
+        return text
+    parts = _split_call(text)
+    if parts is None:
+        return text
+    head, args, tail = parts
+    return head + "\n" + "".join(f"    {a},\n" for a in args) + tail
+
+
+def _match(text: str) -> dict[int, int]:
+    """Positions of matching brackets (strings skipped)."""
+    pairs, stack, quote = {}, [], None
+    for i, c in enumerate(text):
+        if quote:
+            quote = None if c == quote else quote
+        elif c in "\"'":
+            quote = c
+        elif c in "([{":
+            stack.append(i)
+        elif c in ")]}" and stack:
+            pairs[stack.pop()] = i
+    return pairs
+
+
+def _args(inner: str) -> list[str]:
+    pairs = _match(inner)
+    args, cur, skip_to = [], "", -1
+    for i, c in enumerate(inner):
+        if i <= skip_to:
+            cur += c
+            continue
+        if c in "([{" and i in pairs:
+            skip_to = pairs[i]
+            cur += c
+            continue
+        if c == ",":
+            args.append(cur.strip())
+            cur = ""
+            continue
+        cur += c
+    if cur.strip():
+        args.append(cur.strip())
+    return args
+
+
+def _split_call(text: str) -> tuple[str, list[str], str] | None:
+    """``a = f(x, y=g(1, 2))`` -> ('a = f(', ['x', 'y=g(1, 2)'], ')'): the outermost call
+    (that closes at the end of the line) with at least two arguments."""
+    pairs = _match(text)
+    for start in sorted(pairs):
+        end = pairs[start]
+        if text[start] != "(" or text[end + 1 :].strip(")") != "":
+            continue
+        args = _args(text[start + 1 : end])
+        if len(args) >= 2:
+            return text[: start + 1], args, text[end:]
+    return None
 
 
 def _input_param(name: str, line: int):

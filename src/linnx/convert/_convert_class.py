@@ -339,17 +339,26 @@ class _Converter:
         child_cls = classes[0]
         rule = rule_for(child_cls)
         name_arg = None
+        loop_base = None
         if isinstance(node.func, cst.Call):
             for a in node.func.args:
                 if a.keyword is not None and a.keyword.value == "name":
-                    if not isinstance(a.value, cst.SimpleString):
+                    if isinstance(a.value, cst.SimpleString):
+                        name_arg = a.value.evaluated_value
+                    elif isinstance(a.value, cst.FormattedString) and in_loop:
+                        head = a.value.parts[0] if a.value.parts else None
+                        if isinstance(head, cst.FormattedStringText):
+                            loop_base = identifier(head.value.rstrip("_-")) if head.value else None
+                    else:
                         raise self.fail("name= is not a plain string", node)
-                    name_arg = a.value.evaluated_value
         else:
             raise self.fail(
                 "the submodule is created in one statement and called in another", node
             )
         user = self.ctx.user_classes.get(child_cls.__name__)
+        factory = dotted(node.func.func) if isinstance(node.func, cst.Call) else None
+        if factory is not None and self.resolve(node.func.func) is child_cls:
+            factory = None  # a class named directly: name the attribute after the layer kind
         if rule is not None:
             kind, base = "layer", _BASE_NAMES.get(rule.nnx, snake(rule.nnx))
         elif user is child_cls and child_cls.__name__ in self.ctx.plans:
@@ -374,6 +383,11 @@ class _Converter:
                 "inside linnx.ToNNX.",
                 path=self.ctx.path, line=self.lineno(node),
             )  # fmt: skip
+        if factory is not None:
+            last = factory.split(".")[-1]
+            base = re.sub(r"_(cls|class|def|fn|factory)$", "", last) or base
+        if loop_base:
+            base = loop_base
         return Site(
             key=node, child_cls=child_cls, kind=kind, execs=execs, line=self.lineno(node),
             base=base, is_list=in_loop, name_arg=name_arg,
@@ -944,6 +958,7 @@ class _Compact(_Walker):
             if rule.needs_size:
                 parts.append(f"{rule.size_kw}={in_t}")
         parts += [f"{k}={v}" for k, v in named.items()]
+        parts += [f"{k}={v}" for k, v in rule.extra.items() if k not in named]
         parts.append("rngs=rngs")
         return f"{func}({', '.join(parts)})"
 

@@ -37,6 +37,8 @@ class Rule:
         out: the Linen field that gives the output's last axis; ``IN`` when it keeps the
             input's; ``None`` when unknown.
         out_default_in: ``out`` falls back to the input size when the field is unset.
+        extra: NNX arguments to write when the Linen code did not set the field (Linen's
+            default differs from NNX's).
     """
 
     linen: str
@@ -47,6 +49,7 @@ class Rule:
     modes: tuple[str, ...] = ()
     out: str | None = IN
     out_default_in: bool = False
+    extra: Mapping[str, str] = field(default_factory=dict)  # NNX arguments Linen implies
 
     @property
     def needs_size(self) -> bool:
@@ -55,7 +58,7 @@ class Rule:
 
 _ATTENTION = dict(
     positional=("num_heads", IN), size_kw="in_features", modes=("deterministic",),
-    out="out_features", out_default_in=True,
+    out="out_features", out_default_in=True, extra={"decode": "False", "deterministic": "False"},
 )  # fmt: skip
 
 RULES: dict[str, Rule] = {

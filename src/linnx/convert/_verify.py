@@ -91,8 +91,9 @@ def check_example(
         raise AssertionError("internal: positional arguments differ")
     key = jax.random.key(0)
     variables = ex.module.init({"params": key, "dropout": key}, *largs, **lkw)
+    # Train mode matters for BatchNorm statistics; dropout is off on both sides there anyway.
     flags = [k for k in lkw if k in root.removed_flags or keep_signatures]
-    train = bool(flags)
+    train = bool(flags) and "batch_stats" in variables
     try:
         plan = migrate.match(
             ex.module, model, *largs, linen_kwargs=lkw, nnx_kwargs=nkw, rename=path_map
