@@ -111,10 +111,7 @@ class _Builder(_Compact):
             d for d in new.decorators
             if not (dotted(d.decorator) or "").split(".")[-1] in ("compact", "nowrap")
         ]  # fmt: skip
-        kept_params = [p for p in new.params.params if p.name.value not in self.removed]
-        if len(kept_params) != len(new.params.params) and kept_params:
-            kept_params[-1] = kept_params[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
-        params = new.params.with_changes(params=kept_params)
+        params = _drop_params(new.params, self.removed)
         new = new.with_changes(decorators=decorators, params=params)
         if drop_mirrored:
             new = _drop_unused_assignments(new, self.mirrored)
@@ -301,6 +298,21 @@ def _split_call(text: str) -> tuple[str, list[str], str] | None:
         if len(args) >= 2:
             return text[: start + 1], args, text[end:]
     return None
+
+
+def _drop_params(params: cst.Parameters, removed: set[str]) -> cst.Parameters:
+    """The parameters without the removed flags (a bare ``*`` goes when nothing follows)."""
+    pos = [p for p in params.params if p.name.value not in removed]
+    kwonly = [p for p in params.kwonly_params if p.name.value not in removed]
+    star = params.star_arg
+    if not kwonly and isinstance(star, cst.ParamStar):
+        star = cst.MaybeSentinel.DEFAULT
+    if not isinstance(params.star_kwarg, cst.Param):
+        if kwonly:
+            kwonly[-1] = kwonly[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+        elif not isinstance(star, cst.Param) and pos:
+            pos[-1] = pos[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    return params.with_changes(params=pos, kwonly_params=kwonly, star_arg=star)
 
 
 def _input_param(name: str, line: int):

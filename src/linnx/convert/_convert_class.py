@@ -333,6 +333,9 @@ class _Converter:
 
     def make_site(self, node: cst.Call, execs, in_loop: bool) -> Site:
         classes = list(dict.fromkeys(c.cls for _, c in execs))
+        norule = [c for c in classes if c.__module__.startswith("flax.") and not rule_for(c)]
+        if norule:
+            raise self.fail(f"nn.{norule[0].__name__} has no conversion rule yet", node)
         if len(classes) != 1 and not self.compatible(classes):
             names = sorted(c.__name__ for c in classes)
             raise self.fail(f"this call creates modules of several classes: {names}", node)
@@ -469,7 +472,9 @@ class _Converter:
         return out
 
     def decide_flags(self, method: cst.FunctionDef) -> None:
-        params = [p.name.value for p in method.params.params][1:]
+        params = [p.name.value for p in method.params.params][1:] + [
+            p.name.value for p in method.params.kwonly_params
+        ]
         self.plan.call_params = params
         if self.ctx.keep_signatures:
             return
@@ -887,7 +892,7 @@ class _Compact(_Walker):
                     sp.annotation,
                 )  # fmt: skip
                 if sp.is_input:
-                    in_t = val
+                    in_t = None if dry else val
                 parts.append(f"{sp.name}={val}")
             out = self.child_out(child, site.child_cls, kw, env, in_t)
             outs = {self.ctx.plans[c.cls.__name__].out_expr for _, c in site.execs}

@@ -376,7 +376,8 @@ def path_map(trace: Trace, plans: dict[str, ClassPlan], user: dict[str, type]) -
         owner, name = tuple(rest[:-1]), rest[-1]
         w = next((w for w in wrapped if owner[: len(w)] == w), None)
         if w is not None:
-            nnx = (*nnx_of[w], col, *owner[len(w) :], name)
+            # linnx.migrate names a ToNNX variable without its collection attribute
+            nnx = (*nnx_of[w], *owner[len(w) :], name)
         else:
             inst = trace.instances.get(owner)
             plan = None

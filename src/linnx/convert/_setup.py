@@ -71,7 +71,11 @@ def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
     b.plan.sites = list(sites.values())
     b.taken |= set(sites)
     # -- flags of __call__ and the data flow ------------------------------------------------
-    b.plan.call_params = [p.name.value for p in call.params.params][1:] if call else []
+    b.plan.call_params = (
+        [p.name.value for p in call.params.params][1:]
+        + [p.name.value for p in call.params.kwonly_params]
+        if call else []
+    )  # fmt: skip
     mode_nodes: list[cst.BaseExpression] = []
     if call is not None:
         _collect_modes(b, call, sites, mode_nodes)
@@ -347,9 +351,6 @@ def _rewrite_method(b, m: cst.FunctionDef, sites, params, drop_flags: bool):
         d for d in new.decorators
         if (dotted(d.decorator) or "").split(".")[-1] not in ("compact", "nowrap")
     ]  # fmt: skip
-    kept_params = [p for p in new.params.params if p.name.value not in removed]
-    if len(kept_params) != len(new.params.params) and kept_params:
-        kept_params[-1] = kept_params[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
-    return new.with_changes(
-        decorators=decorators, params=new.params.with_changes(params=kept_params)
-    )
+    from ._build import _drop_params
+
+    return new.with_changes(decorators=decorators, params=_drop_params(new.params, removed))

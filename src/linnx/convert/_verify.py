@@ -15,7 +15,7 @@ import types
 from dataclasses import dataclass
 from typing import Any
 
-from ._classes import ClassPlan
+from ._classes import ClassPlan, literal
 from ._trace import Trace, example_namespace, parse_example
 
 __all__ = ["ExampleCheck", "check_example", "call_arguments"]
@@ -75,10 +75,13 @@ def check_example(
     ex = trace.example
     largs, lkw, nargs, nkw = call_arguments(trace, root, keep_signatures)
     ctor, _, _, _ = parse_example(ex.text)
-    ctor = ast.Call(
-        func=ctor.func, args=ctor.args,
-        keywords=[*ctor.keywords, ast.keyword("rngs", ast.parse("nnx.Rngs(0)", mode="eval").body)],
-    )  # fmt: skip
+    sizes = []  # the example's own input sizes, where they differ from the defaults
+    for sp in root.size_params:
+        value = literal(sp.resolve(trace.instances[()]))
+        if value is not None and value != sp.default:
+            sizes.append(ast.keyword(sp.name, ast.parse(value, mode="eval").body))
+    rngs = ast.keyword("rngs", ast.parse("nnx.Rngs(0)", mode="eval").body)
+    ctor = ast.Call(func=ctor.func, args=ctor.args, keywords=[*ctor.keywords, *sizes, rngs])
     ast.fix_missing_locations(ctor)
     ns = example_namespace(dst)
     ns["nnx"] = nnx
