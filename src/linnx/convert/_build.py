@@ -114,7 +114,7 @@ class _Builder(_Compact):
         params = _drop_params(new.params, self.removed)
         new = new.with_changes(decorators=decorators, params=params)
         if drop_mirrored:
-            new = _drop_unused_assignments(new, self.mirrored)
+            new = _drop_unused_assignments(new, self.mirrored | _pure_assigned(method))
             body = list(new.body.body)
             if body and body[0].leading_lines and not method.body.body[0].leading_lines:
                 body[0] = body[0].with_changes(leading_lines=[
@@ -175,7 +175,7 @@ class _Builder(_Compact):
         body = [f"self.{f} = {f}" for f in self.fields]
         lines = _prune(self.init_lines)
         for ind, text in lines:
-            text = _one_line(text)
+            text = _one_line(text, 99 - 8 - 4 * ind)
             pad = "    " * ind
             body.append(pad + text.replace("\n", "\n    " + pad))
         if not body:
@@ -234,14 +234,14 @@ class _Builder(_Compact):
         return self.plan
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: str, width: int) -> str:
     """A generated line: a multi-line expression joined, a long call wrapped one argument a
     line (as a formatter would)."""
     if "\n" in text and "#" not in text and '"""' not in text and "'''" not in text:
         text = re.sub(r"\s*\n\s*", " ", text)
         text = re.sub(r"([(\[{]) ", r"\1", text)
         text = re.sub(r",? ([)\]}])", r"\1", text)
-    if len(text) <= 84 or "\n" in text or text.startswith("#"):
+    if len(text) <= width or "\n" in text or text.startswith("#"):
         return text
     parts = _split_call(text)
     if parts is None:
@@ -348,6 +348,28 @@ def _prune(lines: list[tuple[int, str, str | None]]) -> list[tuple[int, str]]:
             nxt = lines[i + 1][0] if i + 1 < len(lines) else -1
             if nxt <= ind:
                 out.append((ind + 1, "pass"))
+    return out
+
+
+def _pure_assigned(method: cst.FunctionDef) -> set[str]:
+    """Names the method assigns from call-free expressions (shapes, tuples): such a line may
+    go when the conversion took away its only reader (a ``self.param`` shape)."""
+    out: set[str] = set()
+
+    class V(cst.CSTVisitor):
+        def visit_Assign(self, n):
+            has_call = False
+
+            class C(cst.CSTVisitor):
+                def visit_Call(self, c):
+                    nonlocal has_call
+                    has_call = True
+
+            n.value.visit(C())
+            if not has_call and len(n.targets) == 1:
+                out.update(targets(n.targets[0].target))
+
+    method.body.visit(V())
     return out
 
 

@@ -56,6 +56,54 @@ def call_arguments(trace: Trace, root: ClassPlan, keep_signatures: bool):
     return largs, lkw, nargs, nkw
 
 
+def filled(abstract: Any, seed: int = 0) -> Any:
+    """Concrete values for abstract Linen variables, drawn on the host.
+
+    Initializing the Linen model for real would compile every initializer for every shape
+    (seconds per model on a CPU); any generic values prove the conversion as well. Weights
+    get a fan-in scaled normal draw, scales stay near one, variances positive, integer
+    variables (counters) zero.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def leaf(path, a):
+        name = str(getattr(path[-1], "key", path[-1])) if path else ""
+        dtype = np.dtype(a.dtype)
+        if not np.issubdtype(dtype, np.floating):
+            return jnp.zeros(a.shape, a.dtype)
+        fan_in = int(np.prod(a.shape[:-1])) if len(a.shape) >= 2 else 1
+        x = rng.standard_normal(a.shape) / np.sqrt(max(fan_in, 1))
+        if name in ("scale", "var"):
+            x = 1.0 + 0.1 * np.abs(rng.standard_normal(a.shape))
+        elif len(a.shape) < 2:
+            x = 0.1 * rng.standard_normal(a.shape)
+        return jnp.asarray(x, a.dtype)
+
+    return jax.tree_util.tree_map_with_path(leaf, abstract)
+
+
+def _concrete(model: Any) -> Any:
+    """Gives the state that no Linen variable fills (rng keys and counts) concrete values."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    def leaf(x):
+        if not isinstance(x, jax.ShapeDtypeStruct):
+            return x
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            key = jax.random.key(0)
+            return jax.random.split(key, x.shape) if x.shape else key
+        return jnp.zeros(x.shape, x.dtype)
+
+    graphdef, state = nnx.split(model)
+    return nnx.merge(graphdef, jax.tree.map(leaf, state))
+
+
 def check_example(
     trace: Trace,
     dst: types.ModuleType,
@@ -67,7 +115,6 @@ def check_example(
     rtol: float,
 ) -> ExampleCheck:
     """Builds both models for one example, moves the weights and compares the outputs."""
-    import jax
     from flax import nnx
 
     from .. import migrate
@@ -85,15 +132,16 @@ def check_example(
     ast.fix_missing_locations(ctor)
     ns = example_namespace(dst)
     ns["nnx"] = nnx
+    build = compile(ast.Expression(ctor), "<example>", "eval")
     try:
-        model = eval(compile(ast.Expression(ctor), "<example>", "eval"), ns)
+        # Abstract: every weight is overwritten by the Linen one, so nothing is initialized.
+        model = nnx.eval_shape(lambda: eval(build, ns))
     except Exception as e:
         return ExampleCheck(ex.text, False, error=f"the NNX model could not be built: "
                             f"{type(e).__name__}: {e}")  # fmt: skip
     if largs != nargs:  # pragma: no cover - positional flags are moved to keywords above
         raise AssertionError("internal: positional arguments differ")
-    key = jax.random.key(0)
-    variables = ex.module.init({"params": key, "dropout": key}, *largs, **lkw)
+    variables = filled(trace.variables)
     # Train mode matters for BatchNorm statistics; dropout is off on both sides there anyway.
     flags = [k for k in lkw if k in root.removed_flags or keep_signatures]
     train = bool(flags) and "batch_stats" in variables
@@ -101,7 +149,7 @@ def check_example(
         plan = migrate.match(
             ex.module, model, *largs, linen_kwargs=lkw, nnx_kwargs=nkw, rename=path_map
         )
-        model = migrate.linen_to_nnx(variables, model, plan)
+        model = _concrete(migrate.linen_to_nnx(variables, model, plan))
         ntkw = migrate.train_kwargs_for(nkw)[0] if keep_signatures else None
         report = migrate.verify(
             ex.module, variables, model, *largs, linen_kwargs=lkw, nnx_kwargs=nkw, plan=plan,

@@ -3,7 +3,6 @@
 # example: Encoder(vocab_size=50, num_layers=2, num_heads=2, emb_dim=16, mlp_dim=32)(jnp.ones((2, 7), jnp.int32), deterministic=True)
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 
 class MlpBlock(nn.Module):

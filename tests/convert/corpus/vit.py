@@ -27,7 +27,9 @@ class EncoderBlock(nn.Module):
     @nn.compact
     def __call__(self, x, *, deterministic):
         y = nn.LayerNorm()(x)
-        y = nn.SelfAttention(num_heads=self.num_heads, deterministic=deterministic)(y)
+        y = nn.MultiHeadDotProductAttention(
+            num_heads=self.num_heads, deterministic=deterministic
+        )(y)
         y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
         x = x + y
         y = nn.LayerNorm()(x)
