@@ -182,8 +182,30 @@ class _Builder(_Compact):
             body = ["pass"]
         return head + "\n" + "".join(f"    {b}\n" for b in body)
 
+    def check_transforms(self) -> None:
+        """Linen's lifted transforms (nn.scan, nn.remat...) are not converted yet."""
+        from flax import linen as nn
+
+        from ._rules import LIFTED
+
+        lifted = {id(getattr(nn, n)): n for n in LIFTED if hasattr(nn, n)}
+        conv = self
+
+        class V(cst.CSTVisitor):
+            def visit_Attribute(self, node):
+                value = conv.resolve(node)
+                if value is not None and id(value) in lifted:
+                    raise conv.fail(
+                        f"the lifted transform nn.{lifted[id(value)]} is not converted yet", node
+                    )
+
+        for stmt in self.node.body.body:
+            if isinstance(stmt, cst.FunctionDef):
+                stmt.visit(V())
+
     def build(self) -> ClassPlan:
         self.check_bases()
+        self.check_transforms()
         fields = self.field_nodes()
         compact, setup = self.methods()
         self.in_name = "in_features" if "in_features" not in self.fields else "input_features"

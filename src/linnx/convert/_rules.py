@@ -101,12 +101,22 @@ def nnx_kwargs(nnx_name: str) -> frozenset[str]:
     return frozenset(p for p in sig.parameters if p != "self")
 
 
+#: Linen's lifted transforms: their NNX forms differ in signature and meaning (issue 20).
+LIFTED = frozenset(
+    "scan vmap jit remat checkpoint remat_scan map_variables while_loop cond switch "
+    "custom_vjp jvp vjp grad value_and_grad named_call fold_rngs add_metadata_axis "
+    "shard_map".split()
+)
+
+
 @functools.cache
 def nnx_function(name: str) -> bool:
     """Whether ``nn.<name>`` (an activation, pooling, initializers...) is ``nnx.<name>`` too."""
     from flax import linen as nn
     from flax import nnx
 
+    if name in LIFTED:
+        return False
     ours = getattr(nn, name, None)
     theirs = getattr(nnx, name, None)
     if ours is None or theirs is None or isinstance(ours, type):
