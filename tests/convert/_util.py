@@ -13,7 +13,6 @@ import jax
 from flax import nnx
 
 
-
 def section_source(fn) -> str:
     """The classes of one spec-003 section function, as a module's source."""
     src = textwrap.dedent(inspect.getsource(fn))

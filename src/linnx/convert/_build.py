@@ -17,7 +17,7 @@ import libcst as cst
 
 from ._classes import ClassPlan, Unsupported, literal
 from ._convert_class import Context, _Compact
-from ._cstutil import code, dotted, is_self_attr, names_in, targets
+from ._cstutil import code, dotted, names_in, targets
 from ._trace import Instance
 
 __all__ = ["convert_class"]
@@ -109,7 +109,7 @@ class _Builder(_Compact):
         new = conv.to_nnx_refs(new)
         decorators = [
             d for d in new.decorators
-            if not (dotted(d.decorator) or "").split(".")[-1] in ("compact", "nowrap")
+            if (dotted(d.decorator) or "").split(".")[-1] not in ("compact", "nowrap")
         ]  # fmt: skip
         params = _drop_params(new.params, self.removed)
         new = new.with_changes(decorators=decorators, params=params)

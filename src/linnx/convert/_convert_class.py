@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import libcst as cst
-from libcst.metadata import PositionProvider
 
 from ._classes import (
     VAR_TYPES,
@@ -52,7 +51,7 @@ from ._cstutil import (
 from ._rules import IN, Rule, nnx_function, nnx_kwargs, rule_for
 from ._trace import ChildCall, Instance
 
-__all__ = ["convert_class", "Context"]
+__all__ = ["Context"]
 
 # Functions that keep the last axis of their first argument.
 _KEEPS_SIZE = frozenset(
@@ -844,7 +843,7 @@ class _Compact(_Walker):
                     continue
                 t = self.init_expr(v, env, self.method_locals)
                 if t is None:
-                    t = "?" if dry else self.fallback(site, f, lambda c, i, f=f: getattr(c.module, f))
+                    t = "?" if dry else self.fallback(site, f, _field_of(f))
                 args_t[f] = t
             in_t = None if _other_axis(site) else in_expr
             if rule.needs_size and in_t is None and not dry:
@@ -876,7 +875,7 @@ class _Compact(_Walker):
                 t = self.init_expr(a.value, env, self.method_locals)
                 if t is None:
                     f = a.keyword.value if a.keyword else linen_fields(site.child_cls)[i].name
-                    t = "?" if dry else self.fallback(site, f, lambda c, i, f=f: getattr(c.module, f))
+                    t = "?" if dry else self.fallback(site, f, _field_of(f))
                     parts.append(f"{f}={t}")
                 else:
                     parts.append(f"{a.keyword.value}={t}" if a.keyword else t)
@@ -1080,6 +1079,11 @@ class _Compact(_Walker):
         self.emit(ind, f"self.{attr} = {value}")
         self.plan.var_attrs[(col, name)] = attr
         self.replacers[node] = lambda updated, r=replacement: cst.parse_expression(r)
+
+
+def _field_of(name: str) -> Callable[[ChildCall, Instance], Any]:
+    """Reads a field of the traced child module (a constructor argument computed in the call)."""
+    return lambda c, i: getattr(c.module, name)
 
 
 def _other_axis(site: Site) -> bool:

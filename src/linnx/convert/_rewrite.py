@@ -12,7 +12,6 @@ from __future__ import annotations
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import libcst as cst
 from libcst.metadata import PositionProvider
@@ -22,7 +21,6 @@ from ._classes import ClassPlan, Unsupported
 from ._convert_class import Context
 from ._cstutil import unique
 from ._errors import ConvertError, UnknownLayerError
-from ._rules import rule_for
 from ._trace import Instance, Trace, iter_vars
 
 __all__ = ["Kept", "Rewrite", "rewrite"]
@@ -190,7 +188,8 @@ def _assemble(tree: cst.Module, plans: dict[str, ClassPlan], kept: dict[str, Kep
                         f"class {var_classes[col]}(nnx.Variable):\n"
                         f"    \"\"\"The variables of the Linen collection {col!r}.\"\"\"\n"
                     ).with_changes(leading_lines=stmt.leading_lines))  # fmt: skip
-                    stmt = stmt.with_changes(leading_lines=[cst.EmptyLine(indent=False), cst.EmptyLine(indent=False)])
+                    blank = cst.EmptyLine(indent=False)
+                    stmt = stmt.with_changes(leading_lines=[blank, blank])
             node = plan.node
             if var_classes:
                 node = _rename_var_classes(node, plan, var_classes)
@@ -203,7 +202,9 @@ def _assemble(tree: cst.Module, plans: dict[str, ClassPlan], kept: dict[str, Kep
 
 
 def _rename_var_classes(node, plan: ClassPlan, final: dict[str, str]):
-    renames = {plan.var_classes[c]: final[c] for c in plan.var_classes if plan.var_classes[c] != final[c]}
+    renames = {
+        plan.var_classes[c]: final[c] for c in plan.var_classes if plan.var_classes[c] != final[c]
+    }
     if not renames:
         return node
 
@@ -392,12 +393,3 @@ def path_map(trace: Trace, plans: dict[str, ClassPlan], user: dict[str, type]) -
                 nnx = (*nnx_of.get(owner, owner), name)
         out["/".join(rest)] = "/".join(nnx)
     return out
-
-
-def is_layer(cls: type) -> bool:
-    """Whether a class is a Flax layer with a conversion rule."""
-    return rule_for(cls) is not None
-
-
-def _unused(*_: Any) -> None:  # pragma: no cover
-    pass

@@ -288,7 +288,7 @@ def _emit_site(b, site: Site, ctor: cst.Call, in_expr: str | None) -> None:
         return
     child = b.ctx.plans[site.child_cls.__name__]
     parts: list[str] = []
-    for i, a in enumerate(ctor.args):
+    for a in ctor.args:
         if a.keyword is not None and a.keyword.value == "name":
             continue
         t = b.init_expr(a.value, {}, set())

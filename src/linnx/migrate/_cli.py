@@ -49,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pair a Linen path fragment with an NNX one, e.g. Dense_0=linear (repeatable)",
     )  # fmt: skip
     parser.add_argument(
+        "--path-map", default=None, metavar="FILE.json",
+        help="a JSON object Linen path -> NNX path (as `linnx convert` writes it next to DST)",
+    )  # fmt: skip
+    parser.add_argument(
         "--linen-kwargs",
         default="{}",
         metavar="JSON",
@@ -167,6 +171,25 @@ def _json(text: str | None, flag: str) -> dict[str, Any] | None:
     return value
 
 
+def _path_map(path: str | None) -> dict[str, str]:
+    if path is None:
+        return {}
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except OSError as err:
+        raise _UsageError(f"--path-map {path!r}: cannot read it ({err.strerror})") from err
+    except json.JSONDecodeError as err:
+        raise _UsageError(f"--path-map {path!r}: not valid JSON ({err})") from err
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise _UsageError(
+            f"--path-map {path!r}: expected a JSON object of Linen path -> NNX path strings"
+        )
+    return value
+
+
 def _renames(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -197,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if Path(args.dst).exists() and not args.overwrite:
             raise _UsageError(f"{args.dst!r} already exists; pass --overwrite to replace it")
-        renames = _renames(args.rename)
+        renames = {**_path_map(args.path_map), **_renames(args.rename)}
         linen_kwargs = _json(args.linen_kwargs, "--linen-kwargs") or {}
         nnx_kwargs = _json(args.nnx_kwargs, "--nnx-kwargs") or {}
         linen_train_kwargs = _json(args.linen_train_kwargs, "--linen-train-kwargs")
