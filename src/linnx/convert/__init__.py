@@ -4,7 +4,8 @@
 Linen module class that an example reaches into an ``nnx.Module`` class of the same name (a
 LibCST rewrite: comments and formatting of everything else survive), move the weights with
 the converter's own path map and compare both models on each example. The ``linnx convert``
-command does the same from the shell.
+command does the same from the shell; ``write_html(result, path)`` (``--html``) renders the
+report as a page with the Linen and NNX code of each class side by side.
 """
 
 from ._api import ConversionResult as ConversionResult
@@ -17,10 +18,12 @@ from ._errors import ExampleError as ExampleError
 from ._errors import OutputPathError as OutputPathError
 from ._errors import SourceSyntaxError as SourceSyntaxError
 from ._errors import UnknownLayerError as UnknownLayerError
+from ._html import render_html as render_html
+from ._html import write_html as write_html
 from ._rewrite import Kept as Kept
 from ._verify import ExampleCheck as ExampleCheck
 
 for _obj in (ConversionResult, ConvertedClass, convert_file, convert_source, paths_file, Kept,
-             ExampleCheck):  # fmt: skip
+             ExampleCheck, render_html, write_html):  # fmt: skip
     _obj.__module__ = "linnx.convert"
 del _obj

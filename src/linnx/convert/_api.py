@@ -24,6 +24,11 @@ class ConvertedClass:
     line: int
     size_args: tuple[str, ...] = ()
     dropped_flags: tuple[str, ...] = ()
+    #: (Linen source line of a submodule call site or setup assignment, NNX attribute); the
+    #: HTML report aligns the two sides of a class on them.
+    layers: tuple[tuple[int, str], ...] = ()
+    #: (Linen variable name, NNX attribute) of the class's own ``self.param``/``self.variable``.
+    variables: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -39,6 +44,7 @@ class ConversionResult:
             reason and line.
         checks: one verification per example (empty when ``verify=False``).
         path: the source path (used in messages).
+        source: the Linen source text that was converted (for :meth:`to_html`).
     """
 
     code: str
@@ -48,6 +54,7 @@ class ConversionResult:
     checks: list[ExampleCheck] = field(default_factory=list)
     path: str = "<source>"
     notes: list[str] = field(default_factory=list)
+    source: str = ""
 
     @property
     def ok(self) -> bool:
@@ -77,6 +84,12 @@ class ConversionResult:
 
     def __str__(self) -> str:
         return self.report()
+
+    def to_html(self) -> str:
+        """The report as one self-contained HTML page; see :func:`linnx.convert.write_html`."""
+        from ._html import render_html
+
+        return render_html(self)
 
 
 def _check_syntax(source: str, path: str) -> None:
@@ -192,10 +205,11 @@ def convert_source(
                         "path map keeps the first"
                     )
         result = ConversionResult(
-            code=rw.code, path_map=merged, kept=rw.kept, path=path, notes=notes,
+            code=rw.code, path_map=merged, kept=rw.kept, path=path, notes=notes, source=source,
             converted=[
                 ConvertedClass(p.name, p.line, tuple(s.name for s in p.size_params),
-                               tuple(p.removed_flags))
+                               tuple(p.removed_flags), tuple((s.line, s.attr) for s in p.sites),
+                               tuple((n, a) for (_, n), a in p.var_attrs.items()))
                 for p in rw.plans.values()
             ],
         )  # fmt: skip

@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--wrap-unknown", action="store_true",
         help="keep a class that uses a layer without a rule as Linen, inside linnx.ToNNX",
     )  # fmt: skip
+    parser.add_argument(
+        "--html", metavar="REPORT.html",
+        help="also write the report as a page: Linen and NNX code side by side, weight map, "
+        "verification (written even when verification fails)",
+    )  # fmt: skip
     parser.add_argument("--atol", type=float, default=1e-5, help="verification tolerance")
     parser.add_argument("--rtol", type=float, default=1e-5, help="verification tolerance")
 
@@ -46,14 +51,24 @@ def run(args: argparse.Namespace) -> int:
     from ._api import convert_file, paths_file
 
     try:
+        if args.html:
+            from ._html import check_report_path
+
+            check_report_path(args.html, args.src, args.output, paths_file(args.output))
         result = convert_file(
             args.src, args.output, examples=args.example, keep_signatures=args.keep_signatures,
             wrap_unknown=args.wrap_unknown, atol=args.atol, rtol=args.rtol,
         )  # fmt: skip
+        if args.html:
+            from ._html import write_html
+
+            write_html(result, args.html)
     except LinnxError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR
     print(result.report())
+    if args.html:
+        print(f"wrote the report {args.html}")
     if not result.ok:
         print(f"error: verification failed; {args.output!r} was not written.", file=sys.stderr)
         return EXIT_VERIFY_FAILED

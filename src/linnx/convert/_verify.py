@@ -30,6 +30,7 @@ class ExampleCheck:
     weights: int = 0
     report: Any = None  # linnx.migrate.VerifyReport
     error: str | None = None
+    plan: Any = None  # linnx.migrate.Plan: shapes and layouts for the HTML report
 
     def __str__(self) -> str:
         head = f"example {self.example}"
@@ -157,4 +158,4 @@ def check_example(
         )  # fmt: skip
     except Exception as e:
         return ExampleCheck(ex.text, False, error=f"{type(e).__name__}: {e}")
-    return ExampleCheck(ex.text, report.ok, weights=len(plan.pairs), report=report)
+    return ExampleCheck(ex.text, report.ok, weights=len(plan.pairs), report=report, plan=plan)
