@@ -233,7 +233,7 @@ table.sbs tr.paired td.linen, table.sbs tr.paired td.nnx { background: #f3f8ff; 
 .c6 { background: #d8f3f0; } .c7 { background: #eaeef2; }
 table.data th, table.data td { border: 1px solid #d0d7de; padding: .25em .6em;
                                text-align: left; vertical-align: top; }
-table.data th { background: #f6f8fa; }
+table.data th { background: #eef2f6; }  /* distinct: the browser test finds the tables by it */
 table.data td.mono { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 12.5px; }
 .err { white-space: pre-wrap; color: #cf222e; font-size: 12.5px; }
 details { margin: .3em 0 1em; } summary { cursor: pointer; color: #0969da; }
@@ -307,10 +307,18 @@ class _Page:
             na = nu_.anchors if nu_ else frozenset()
             tags = [f'<span class="tag c{colour[a]}" title="paired">{_e(a)}</span>'
                     for a in sorted(la & na)]  # fmt: skip
-            tags += [f'<a class="tag c{colour[a]}" href="#N{first_n[a]}" title="its NNX '
-                     f'line">{_e(a)} &#8594;</a>' for a in sorted(la - na) if a in first_n]
-            tags += [f'<a class="tag c{colour[a]}" href="#L{first_l[a]}" title="its Linen '
-                     f'line">&#8592; {_e(a)}</a>' for a in sorted(na - la) if a in first_l]
+            tags += [
+                f'<a class="tag c{colour[a]}" href="#N{first_n[a]}" title="its NNX '
+                f'line">{_e(a)} &#8594;</a>'
+                for a in sorted(la - na)
+                if a in first_n
+            ]
+            tags += [
+                f'<a class="tag c{colour[a]}" href="#L{first_l[a]}" title="its Linen '
+                f'line">&#8592; {_e(a)}</a>'
+                for a in sorted(na - la)
+                if a in first_l
+            ]
             cls = ' class="paired"' if la & na else ""
             body.append(f'<tr{cls}><td class="code linen">{self.lines("L", lu_)}</td>'
                         f'<td class="mid">{"".join(tags)}</td>'
@@ -397,9 +405,12 @@ class _Page:
             f"</head><body><h1>linnx convert {_e(r.path)}</h1>{counts}{notes}"
             f'<h2 id="classes">Converted classes</h2><p class="meta">{toc}</p>'
             + "".join(self.class_section(c) for c in classes)
-            + '<h2 id="kept">Kept as Linen (wrapped with linnx.ToNNX)</h2>' + self.kept_table()
-            + '<h2 id="weights">Weight map</h2>' + self.weight_table()
-            + '<h2 id="verification">Verification</h2>' + self.check_table()
+            + '<h2 id="kept">Kept as Linen (wrapped with linnx.ToNNX)</h2>'
+            + self.kept_table()
+            + '<h2 id="weights">Weight map</h2>'
+            + self.weight_table()
+            + '<h2 id="verification">Verification</h2>'
+            + self.check_table()
             + "</body></html>\n"
         )
 
