@@ -134,9 +134,8 @@ def test_report_structure_of_a_corpus_case(wrapped):
     assert "paired" in paired[0].classes
     # Its construction in __init__ links back to the Linen line.
     back = [a for a in model.find_all("a", "tag") if a.text() == f"\u2190 {linear}"]
-    dense_line = next(
-        i for i, s in enumerate(result.source.splitlines(), 1) if "x = nn.Dense(self.hidden)(x)" in s
-    )
+    lines = result.source.splitlines()
+    dense_line = next(i for i, s in enumerate(lines, 1) if "x = nn.Dense(self.hidden)(x)" in s)
     assert [a.attrs["href"] for a in back] == [f"#L{dense_line}"]
     # The tables: one row per path-map entry, per example, per kept class.
     (weights,) = doc.find_all("table", "weights")

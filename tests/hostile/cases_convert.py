@@ -165,4 +165,25 @@ def _(env):
     return _convert(env, source, ["Scan()(jnp.ones((2, 5, 3)))"])
 
 
+def _report_result(src):
+    """A conversion result of GOOD (built directly: these cases are about the report path)."""
+    return convert.ConversionResult(code=GOOD, path_map={}, converted=[], kept=[],
+                                    path=str(src), source=GOOD)
+
+
+@case("html-report-is-the-source", convert.OutputPathError, r"--html .*model\.py is .*model"
+      r"\.py, a file the conversion reads", r"write the report to its own file")
+def _(env):
+    src, _, _ = _files(env, GOOD)
+    return (lambda: convert.write_html(_report_result(src), src)), src
+
+
+@case("html-report-directory-missing", convert.ConvertError, r"--html .*nowhere/r\.html: "
+      r"cannot write the report", r"existing, writable directory")
+def _(env):
+    src, _, _ = _files(env, GOOD)
+    report = env.tmp / "nowhere" / "r.html"
+    return (lambda: convert.write_html(_report_result(src), report)), src, env.tmp
+
+
 CASES = table.cases
