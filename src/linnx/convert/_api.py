@@ -86,7 +86,14 @@ class ConversionResult:
         return self.report()
 
     def to_html(self) -> str:
-        """The report as one self-contained HTML page; see :func:`linnx.convert.write_html`."""
+        """The report as one self-contained HTML page; see :func:`linnx.convert.write_html`.
+
+        Example:
+            >>> from linnx import convert
+            >>> r = convert.ConversionResult(code='', path_map={}, converted=[], kept=[])
+            >>> '0 classes converted' in r.to_html()
+            True
+        """
         from ._html import render_html
 
         return render_html(self)

@@ -443,8 +443,8 @@ def check_report_path(report: str | os.PathLike, *protected: str | os.PathLike) 
         OutputPathError: the report would overwrite one of the protected files.
 
     Example:
-        >>> from linnx import convert
-        >>> convert.check_report_path('report.html', 'model.py').name
+        >>> from linnx.convert._html import check_report_path
+        >>> check_report_path('report.html', 'model.py').name
         'report.html'
     """
     p = Path(report)
