@@ -16,8 +16,9 @@ from typing import Any
 import libcst as cst
 
 from ._classes import ClassPlan, Unsupported, literal
-from ._convert_class import Context, _Compact
+from ._convert_class import Context
 from ._cstutil import code, dotted, names_in, targets
+from ._sites import _Compact
 from ._trace import Instance
 
 __all__ = ["convert_class"]
@@ -344,7 +345,7 @@ def _input_param(name: str, line: int):
 
 
 def _assigned_names(method: cst.FunctionDef) -> set[str]:
-    from ._convert_class import _assigned
+    from ._walk import _assigned
 
     return _assigned(method.body)
 
