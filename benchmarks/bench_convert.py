@@ -94,7 +94,7 @@ def make_classifier{k}(num_classes: int = 10) -> Classifier{k}:
     return Classifier{k}(num_classes=num_classes)
 '''
 
-HEADER = '''"""A model zoo: families of image classifiers (generated for the converter benchmark)."""
+HEADER = '''"""A model zoo: families of image classifiers (generated for the benchmark)."""
 
 from functools import partial
 from typing import Any
@@ -118,21 +118,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    import jax  # noqa: F401  (imports are not part of the figure)
     import flax  # noqa: F401
+    import jax  # noqa: F401  (imports are not part of the figure)
 
     from linnx import convert
 
     source = make_source()
     lines = source.count("\n")
-    times, trace_times = [], []
+    times, cpu, trace_times = [], [], []
     for _ in range(args.rounds):
-        t = time.perf_counter()
-        result = convert.convert_source(source, EXAMPLES, path="zoo.py", verify=False)
-        trace_times.append(time.perf_counter() - t)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         result = convert.convert_source(source, EXAMPLES, path="zoo.py")
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+        t = time.perf_counter()
+        convert.convert_source(source, EXAMPLES, path="zoo.py", verify=False)
+        trace_times.append(time.perf_counter() - t)
         if not result.ok:
             print(result.report())
             return 1
@@ -142,10 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(result.converted)} classes converted, {len(result.path_map)} weights mapped; "
         f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
     )
-    print(f"trace + rewrite (no verification): first {trace_times[0]:.2f} s, "
-          f"median {statistics.median(trace_times):.2f} s")
-    print(f"whole command (trace, rewrite, verify 5 examples): first {first:.2f} s, median "
-          f"{med:.2f} s; target < 10 s: {'met' if first < 10 else 'missed'}")
+    print(f"trace + rewrite only (verify=False, warm): median "
+          f"{statistics.median(trace_times):.2f} s")
+    # On a shared machine the wall time includes waiting for a core; the process CPU time
+    # (all threads) is what the command costs.
+    print(f"whole command (trace, rewrite, verify 5 examples): first {first:.2f} s wall, "
+          f"{cpu[0]:.2f} s CPU; median {med:.2f} s wall; target < 10 s: "
+          f"{'met' if first < 10 else 'missed'} (wall)")
     return 0
 
 
