@@ -165,4 +165,10 @@ def _(env):
     return _convert(env, source, ["Scan()(jnp.ones((2, 5, 3)))"])
 
 
+@case("example-root-is-a-flax-layer", convert.ConvertError, r"the model is flax\.linen\.linear"
+      r"\.Dense, not a class of .*model\.py", r"construct one of the file's nn\.Module classes")
+def _(env):
+    return _convert(env, GOOD, ["nn.Dense(3)(jnp.ones((1, 2)))"])
+
+
 CASES = table.cases

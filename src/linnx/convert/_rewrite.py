@@ -153,7 +153,16 @@ def rewrite(
             break
         kept = new_kept
     for t in traces:
-        root = t.instances[()].cls.__name__
+        root_cls = t.instances[()].cls
+        if user.get(root_cls.__name__) is not root_cls:
+            raise ConvertError(
+                f"--example {t.example.text!r}: the model is {root_cls.__module__}."
+                f"{root_cls.__name__}, not a class of {path}; there is nothing to convert.\n"
+                "Fix: construct one of the file's nn.Module classes in the example (a Flax "
+                "layer such as nn.Dense has a ready NNX counterpart, e.g. nnx.Linear).",
+                path=path,
+            )  # fmt: skip
+        root = root_cls.__name__
         if root in kept:
             k = kept[root]
             raise ConvertError(
