@@ -221,7 +221,7 @@ def _rename_var_classes(node, plan: ClassPlan, final: dict[str, str]):
         def leave_Name(self, original, updated):
             return updated.with_changes(value=renames.get(updated.value, updated.value))
 
-    return node.visit(T())
+    return node.with_changes(body=node.body.visit(T()))
 
 
 def _bound_names(tree: cst.Module) -> set[str]:

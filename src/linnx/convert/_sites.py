@@ -333,8 +333,9 @@ class _Compact(_Walker):
         else:
             var_type = VAR_TYPES.get(col)
             if var_type is None:
+                camel = "".join(p.capitalize() for p in identifier(col).split("_") if p)
                 var_type = self.plan.var_classes.setdefault(
-                    col, "".join(p.capitalize() for p in identifier(col).split("_") if p)
+                    col, unique(camel, self.ctx.module_globals)  # not a name the file uses
                 )
             lam = args[strs].value
             if isinstance(lam, cst.Lambda) and not lam.params.params and not rest:
