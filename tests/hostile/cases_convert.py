@@ -165,6 +165,12 @@ def _(env):
     return _convert(env, source, ["Scan()(jnp.ones((2, 5, 3)))"])
 
 
+@case("example-root-is-a-flax-layer", convert.ConvertError, r"the model is flax\.linen\.linear"
+      r"\.Dense, not a class of .*model\.py", r"construct one of the file's nn\.Module classes")
+def _(env):
+    return _convert(env, GOOD, ["nn.Dense(3)(jnp.ones((1, 2)))"])
+
+
 def _report_result(src):
     """A conversion result of GOOD (built directly: these cases are about the report path)."""
     return convert.ConversionResult(code=GOOD, path_map={}, converted=[], kept=[],

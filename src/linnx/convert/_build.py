@@ -16,8 +16,9 @@ from typing import Any
 import libcst as cst
 
 from ._classes import ClassPlan, Unsupported, literal
-from ._convert_class import Context, _Compact
-from ._cstutil import code, dotted, names_in, targets
+from ._convert_class import Context
+from ._cstutil import code, dotted, is_self_attr, names_in, targets
+from ._sites import _Compact
 from ._trace import Instance
 
 __all__ = ["convert_class"]
@@ -183,7 +184,8 @@ class _Builder(_Compact):
         return head + "\n" + "".join(f"    {b}\n" for b in body)
 
     def check_transforms(self) -> None:
-        """Linen's lifted transforms (nn.scan, nn.remat...) are not converted yet."""
+        """Linen's lifted transforms (nn.scan, nn.remat...) and the Linen-only module API
+        (``self.make_rng``, ``self.sow``...) are not converted yet."""
         from flax import linen as nn
 
         from ._rules import LIFTED
@@ -191,7 +193,14 @@ class _Builder(_Compact):
         lifted = {id(getattr(nn, n)): n for n in LIFTED if hasattr(nn, n)}
         conv = self
 
+        from ._convert_class import _LINEN_API
+
         class V(cst.CSTVisitor):
+            def visit_Call(self, node):
+                f = node.func
+                if is_self_attr(f) and f.attr.value in _LINEN_API:
+                    raise conv.fail(f"self.{f.attr.value}(...) is not converted yet", node)
+
             def visit_Attribute(self, node):
                 value = conv.resolve(node)
                 if value is not None and id(value) in lifted:
@@ -344,7 +353,7 @@ def _input_param(name: str, line: int):
 
 
 def _assigned_names(method: cst.FunctionDef) -> set[str]:
-    from ._convert_class import _assigned
+    from ._walk import _assigned
 
     return _assigned(method.body)
 

@@ -153,7 +153,16 @@ def rewrite(
             break
         kept = new_kept
     for t in traces:
-        root = t.instances[()].cls.__name__
+        root_cls = t.instances[()].cls
+        if user.get(root_cls.__name__) is not root_cls:
+            raise ConvertError(
+                f"--example {t.example.text!r}: the model is {root_cls.__module__}."
+                f"{root_cls.__name__}, not a class of {path}; there is nothing to convert.\n"
+                "Fix: construct one of the file's nn.Module classes in the example (a Flax "
+                "layer such as nn.Dense has a ready NNX counterpart, e.g. nnx.Linear).",
+                path=path,
+            )  # fmt: skip
+        root = root_cls.__name__
         if root in kept:
             k = kept[root]
             raise ConvertError(
@@ -212,7 +221,7 @@ def _rename_var_classes(node, plan: ClassPlan, final: dict[str, str]):
         def leave_Name(self, original, updated):
             return updated.with_changes(value=renames.get(updated.value, updated.value))
 
-    return node.visit(T())
+    return node.with_changes(body=node.body.visit(T()))
 
 
 def _bound_names(tree: cst.Module) -> set[str]:
@@ -243,24 +252,14 @@ def _alias_name(a: cst.ImportAlias) -> str:
     return name.value  # type: ignore[union-attr]
 
 
-def _name_counts(node: cst.CSTNode) -> dict[str, int]:
+def _name_counts(node: cst.Module) -> dict[str, int]:
+    """How often each name is read, imports left out (Python's ast: LibCST visits are slow)."""
+    import ast
+
     counts: dict[str, int] = {}
-
-    class V(cst.CSTVisitor):
-        def visit_Import(self, n):
-            return False
-
-        def visit_ImportFrom(self, n):
-            return False
-
-        def visit_Attribute(self, n):
-            n.value.visit(self)
-            return False
-
-        def visit_Name(self, n):
-            counts[n.value] = counts.get(n.value, 0) + 1
-
-    node.visit(V())
+    for n in ast.walk(ast.parse(node.code)):
+        if isinstance(n, ast.Name):
+            counts[n.id] = counts.get(n.id, 0) + 1
     return counts
 
 

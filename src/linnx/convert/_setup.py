@@ -272,7 +272,7 @@ def _emit_site(b, site: Site, ctor: cst.Call, in_expr: str | None) -> None:
             if t is None:
                 t = b.fallback(site, f, lambda c, i, f=f: getattr(c.module, f))
             args_t[f] = t
-        from ._convert_class import _in_size, _other_axis
+        from ._sites import _in_size, _other_axis
 
         in_t = None if _other_axis(site) else in_expr
         if rule.needs_size and in_t is None:
