@@ -241,8 +241,17 @@ def test_cli_html_flag(tmp_path, capsys):
     doc = Tree(rep.read_text()).root
     assert [s.attrs["data-class"] for s in doc.find_all("section", "class")] == ["MLP"]
     assert len(rows(doc.find_all("table", "weights")[0])) == 4
-    # A report path that is the source or the output: exit 2 and nothing written.
+    # A failed verification still writes the report (that is when it helps most): here the
+    # check fails on a tolerance verify() refuses, and the row shows the error.
     dst.unlink()
+    failed = tmp_path / "failed.html"
+    assert main([*args, "--atol", "-1", "--html", str(failed)]) == 1
+    assert not dst.exists()
+    (row,) = rows(Tree(failed.read_text()).root.find_all("table", "checks")[0])
+    state = row.kids("td")[-1]
+    assert state.text().startswith("failed") and "atol=-1" in state.text()
+    assert "verification FAILED" in failed.read_text()
+    # A report path that is the source or the output: exit 2 and nothing written.
     for bad in (src, dst):
         assert main([*args, "--html", str(bad)]) == 2
         assert "a file the conversion reads or writes" in capsys.readouterr().err
