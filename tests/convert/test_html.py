@@ -163,6 +163,7 @@ def test_report_structure_of_a_corpus_case(wrapped):
 
 ESCAPES = '''\
 import flax.linen as nn
+import jax.numpy as jnp
 
 
 class Clip(nn.Module):
@@ -173,6 +174,8 @@ class Clip(nn.Module):
     @nn.compact
     def __call__(self, x):
         x = nn.Dense(3)(x)
+        seen = self.variable("counter", "seen", lambda: jnp.zeros((), jnp.int32))
+        seen.value += 1
         if x.shape[-1] < 4:  # a <comment> with & in it
             x = x * (x < self.limit)
         return x
@@ -205,6 +208,10 @@ def test_code_is_escaped(escapes, pygments, monkeypatch):
         assert lines == [text.splitlines()[i - 1] for i in class_span(text, "Clip")]
         assert any("x < self.limit" in line for line in lines)
     assert "Not verified" in page
+    # The variable type the NNX file defines for the 'counter' collection is shown on its own.
+    new = [n.name for n in ast.parse(result.code).body if isinstance(n, ast.ClassDef)]
+    new = [n for n in new if f"class {n}(" not in result.source]
+    assert new and [s.attrs["data-class"] for s in doc.find_all("section", "added")] == new
 
 
 def test_write_html_refuses_the_source_and_reports_unwritable_paths(tmp_path):

@@ -305,8 +305,14 @@ class _Page:
         for lu_, nu_ in rows:
             la = lu_.anchors if lu_ else frozenset()
             na = nu_.anchors if nu_ else frozenset()
-            tags = [f'<span class="tag c{colour[a]}" title="paired">{_e(a)}</span>'
-                    for a in sorted(la & na)]  # fmt: skip
+            tags = [
+                # a paired call links to its construction when that is on another row
+                f'<a class="tag c{colour[a]}" href="#N{first_n[a]}" title="its construction">'
+                f"{_e(a)}</a>"
+                if nu_ is not None and not nu_.first <= first_n[a] <= nu_.last
+                else f'<span class="tag c{colour[a]}" title="paired">{_e(a)}</span>'
+                for a in sorted(la & na)
+            ]
             tags += [
                 f'<a class="tag c{colour[a]}" href="#N{first_n[a]}" title="its NNX '
                 f'line">{_e(a)} &#8594;</a>'
@@ -399,20 +405,39 @@ class _Page:
         classes = sorted(r.converted, key=lambda c: c.line)
         toc = " &#183; ".join(f'<a href="#class-{_e(c.name)}">{_e(c.name)}</a>' for c in classes)
         notes = "".join(f'<p class="meta">{_e(n)}</p>' for n in r.notes)
+        nav = " &#183; ".join(
+            f'<a href="#{k}">{v}</a>'
+            for k, v in (("verification", "Verification"), ("classes", "Converted classes"),
+                         ("kept", "Kept as Linen"), ("weights", "Weight map"))
+        )  # fmt: skip
         return (
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>linnx convert {_e(r.path)}</title><style>{_CSS}{self.style}</style>"
             f"</head><body><h1>linnx convert {_e(r.path)}</h1>{counts}{notes}"
-            f'<h2 id="classes">Converted classes</h2><p class="meta">{toc}</p>'
+            f'<p class="meta">{nav}</p>'
+            '<h2 id="verification">Verification</h2>' + self.check_table()
+            + f'<h2 id="classes">Converted classes</h2><p class="meta">{toc}</p>'
             + "".join(self.class_section(c) for c in classes)
+            + self.added()
             + '<h2 id="kept">Kept as Linen (wrapped with linnx.ToNNX)</h2>'
             + self.kept_table()
             + '<h2 id="weights">Weight map</h2>'
             + self.weight_table()
-            + '<h2 id="verification">Verification</h2>'
-            + self.check_table()
             + "</body></html>\n"
-        )
+        )  # fmt: skip
+
+    def added(self) -> str:
+        """Classes of the NNX file with no Linen counterpart (the variable types it defines)."""
+        out = []
+        for name, node in self.dst_classes.items():
+            if name in self.src_classes:
+                continue
+            unit = _Unit(_first_line(node), node.end_lineno or node.lineno)
+            code = self.lines("N", unit)
+            out.append(f'<section class="added" data-class="{_e(name)}"><h3>{_e(name)} '
+                       "<small>new in the NNX file</small></h3>"
+                       f'<div class="code nnx">{code}</div></section>')  # fmt: skip
+        return "".join(out)
 
 
 def render_html(result: ConversionResult) -> str:
