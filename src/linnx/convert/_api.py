@@ -54,7 +54,7 @@ class ConversionResult:
     checks: list[ExampleCheck] = field(default_factory=list)
     path: str = "<source>"
     notes: list[str] = field(default_factory=list)
-    source: str = ""
+    source: str = field(default="", repr=False)
 
     @property
     def ok(self) -> bool:
