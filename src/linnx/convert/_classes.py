@@ -105,6 +105,7 @@ class Site:
     attr: str = ""
     is_list: bool = False
     name_arg: str | None = None
+    index_from_name: bool = False  # setup() lists: entry k is the Linen child `<attr>_<k>`
 
     def calls_in(self, inst: Instance) -> list[ChildCall]:
         """The distinct children this site made in one instance, in call order."""

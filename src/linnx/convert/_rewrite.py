@@ -362,7 +362,10 @@ def path_map(trace: Trace, plans: dict[str, ClassPlan], user: dict[str, type]) -
                 site = plan.site_for(c)
                 if site is None:
                     raise ConvertError(f"internal: no site for {'/'.join(c.path)}")
-                if site.is_list:
+                if site.is_list and site.index_from_name:
+                    k = int(c.name.rsplit("_", 1)[1])
+                    nnx_of[c.path] = (*nnx_of[inst.path], site.attr, str(k))
+                elif site.is_list:
                     k = [x.path for x in site.calls_in(inst)].index(c.path)
                     nnx_of[c.path] = (*nnx_of[inst.path], site.attr, str(k))
                 else:

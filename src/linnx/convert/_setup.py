@@ -7,13 +7,15 @@ call of ``self.dense(...)`` says what its input's last axis is, in terms of the 
 
 from __future__ import annotations
 
+import re
+
 from typing import TYPE_CHECKING
 
 import libcst as cst
 
 from ._classes import Site, literal
 from ._convert_class import _BASE_NAMES
-from ._cstutil import dotted, is_self_attr, names_in, snake, targets
+from ._cstutil import code, dotted, is_self_attr, names_in, snake, targets
 from ._rules import IN, rule_for
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
             if c.path[:-1] == inst.path:
                 execs.setdefault(c.name, []).append((inst, c))
     sites: dict[str, Site] = {}
+    lists: dict[str, cst.ListComp] = {}
     assigned: dict[str, cst.Call] = {}
     params: set[str] = set()
     for stmt in setup.body.body:
@@ -62,6 +65,19 @@ def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
                     raise b.fail(f"self.{attr} is not a single module construction", small)
                 assigned[attr] = value
                 site = _make_site(b, attr, value, execs.pop(attr))
+                sites[attr] = site
+            elif isinstance(value, cst.ListComp) and any(
+                re.fullmatch(rf"{re.escape(attr)}_\d+", n) for n in execs
+            ):
+                names = [n for n in execs if re.fullmatch(rf"{re.escape(attr)}_\d+", n)]
+                if value.for_in.inner_for_in is not None or value.for_in.ifs or not isinstance(
+                    value.elt, cst.Call
+                ):
+                    raise b.fail(f"self.{attr}: only [Layer(...) for x in ...] converts", small)
+                assigned[attr] = value.elt
+                lists[attr] = value
+                site = _make_site(b, attr, value.elt, [e for n in names for e in execs.pop(n)])
+                site.is_list = site.index_from_name = True
                 sites[attr] = site
             elif isinstance(value, cst.List | cst.ListComp | cst.Tuple):
                 raise b.fail(f"self.{attr} is a list of submodules (not converted yet)", small)
@@ -106,6 +122,9 @@ def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
             ):
                 attr = small.targets[0].target.attr.value  # type: ignore[union-attr]
                 value = small.value
+                if attr in lists:
+                    _emit_list(b, sites[attr], lists[attr])
+                    continue
                 if attr in sites:
                     _emit_site(b, sites[attr], assigned[attr], in_sizes.get(attr))
                     continue
@@ -304,6 +323,53 @@ def _emit_site(b, site: Site, ctor: cst.Call, in_expr: str | None) -> None:
         parts.append(f"{sp.name}={val}")
     func = b.init_expr(ctor.func, {}, set())
     b.emit(0, f"self.{site.attr} = {func}({', '.join([*parts, 'rngs=rngs'])})")
+
+
+def _emit_list(b, site: Site, comp: cst.ListComp) -> None:
+    """``self.layers = [nn.Dense(f) for f in self.features]``: an ``nnx.List`` built in a loop,
+    each entry taking the previous entry's output size (checked on every traced instance)."""
+    ctor: cst.Call = comp.elt  # type: ignore[assignment]
+    rule = rule_for(site.child_cls)
+    if site.kind != "layer" or rule is None or not rule.needs_size or rule.out in (None, IN):
+        raise b.fail(f"self.{site.attr}: a list of {site.child_cls.__name__} (not converted yet)",
+                     comp)  # fmt: skip
+    first_from_input = True
+    for inst in b.instances:
+        entries = sorted(site.calls_in(inst), key=lambda c: int(c.name.rsplit("_", 1)[1]))
+        sizes = [int(c.args[0].shape[-1]) for c in entries]
+        outs = [getattr(c.module, rule.out) for c in entries]
+        if sizes[1:] != outs[:-1]:
+            raise b.fail(f"self.{site.attr}: an entry's input is not the previous entry's "
+                         "output", comp)  # fmt: skip
+        if sizes and sizes[0] != inst.in_size():
+            first_from_input = False
+    iter_t = b.init_expr(comp.for_in.iter, {}, set())
+    names = targets(comp.for_in.target)
+    if iter_t is None or not names:
+        raise b.fail(f"self.{site.attr}: the list is built over call data", comp)
+    running = f"{site.attr}_features"
+    b.taken.add(running)
+    if first_from_input:
+        start = b.in_name
+    else:
+        start = b.fallback(site, "in_features", lambda c, i: int(c.args[0].shape[-1]))
+    b.init_locals.update(names)
+    b.init_locals.add(running)
+    kw = b.arg_fields(ctor, site.child_cls)
+    args_t = {}
+    for f, v in kw.items():
+        t = b.init_expr(v, {}, set())
+        if t is None:
+            raise b.fail(f"self.{site.attr}: {f}= depends on call data", comp)
+        if f not in rule.modes:
+            args_t[f] = t
+    if rule.out not in args_t:
+        raise b.fail(f"self.{site.attr}: the entries' output size is not given", comp)
+    b.emit(0, f"self.{site.attr} = nnx.List()")
+    b.emit(0, f"{running} = {start}")
+    b.emit(0, f"for {code(comp.for_in.target)} in {iter_t}:")
+    b.emit(1, f"self.{site.attr}.append({b.layer_ctor(site, rule, ctor, args_t, running)})")
+    b.emit(1, f"{running} = {args_t[rule.out]}")
 
 
 def _rewrite_method(b, m: cst.FunctionDef, sites, params, drop_flags: bool):
