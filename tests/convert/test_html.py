@@ -314,3 +314,31 @@ def test_chromium_renders_both_columns_and_the_tables(wrapped, tmp_path):
     header = [y for y in range(height) if px[24, y] == (238, 242, 246)]
     bands = sum(1 for i, y in enumerate(header) if i == 0 or header[i - 1] != y - 1)
     assert bands == 3
+
+
+TRICKY = '''\
+class A:
+    x = (1,  # a comment inside brackets
+
+         2)
+    y = 1 + \\
+        2
+    s = """two
+    lines"""
+
+    # alone
+    def f(self): return [
+        1]
+'''
+
+
+@pytest.mark.parametrize("text", [TRICKY, "x = (1,\n", "def f(:\n  pass\n"],
+                         ids=["tricky", "unclosed", "bad-syntax"])  # fmt: skip
+def test_statements_cover_every_line_once(text):
+    from linnx.convert._html import _logical_units
+
+    spans = _logical_units(text)
+    covered = [i for a, b in spans for i in range(a, b + 1)]
+    assert covered == list(range(1, len(text.splitlines()) + 1))
+    if text is TRICKY:  # one row per statement: the bracket, the continuation, the string
+        assert (2, 4) in spans and (5, 6) in spans and (7, 8) in spans and (11, 12) in spans
