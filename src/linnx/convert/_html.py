@@ -254,8 +254,7 @@ class _Page:
         self.render, self.style = _highlighter()
         self.src_lines = result.source.splitlines()
         self.dst_lines = result.code.splitlines()
-        self.src_html = self.render(result.source) if result.source else []
-        self.dst_html = self.render(result.code)
+        self.html: dict[str, dict[int, str]] = {"L": {}, "N": {}}  # side -> line -> HTML
         self.src_classes = _class_nodes(result.source)
         self.dst_classes = _class_nodes(result.code)
         self.src_spans = _logical_units(result.source) if result.source else []
@@ -264,13 +263,28 @@ class _Page:
     def lines(self, side: str, unit: _Unit | None) -> str:
         if unit is None:
             return ""
-        htm = self.src_html if side == "L" else self.dst_html
         out = []
         for n in range(unit.first, unit.last + 1):
-            code = htm[n - 1] if n - 1 < len(htm) else ""
+            code = self.coloured(side, n)
             out.append(f'<div class="l" id="{side}{n}"><a class="ln" href="#{side}{n}">{n}</a>'
                        f"{code}</div>")  # fmt: skip
         return "".join(out)
+
+    def coloured(self, side: str, n: int) -> str:
+        """Line ``n`` as HTML; the whole top-level class around it is highlighted at once (a
+        class is lexically self-contained, and a file's other code is never shown)."""
+        done = self.html[side]
+        if n not in done:
+            lines = self.src_lines if side == "L" else self.dst_lines
+            nodes = (self.src_classes if side == "L" else self.dst_classes).values()
+            first, last = next(
+                ((_first_line(c), c.end_lineno or n) for c in nodes
+                 if _first_line(c) <= n <= (c.end_lineno or n)),
+                (n, n),
+            )  # fmt: skip
+            text = "\n".join(lines[first - 1 : last])
+            done.update(zip(range(first, last + 1), self.render(text), strict=False))
+        return done.get(n, "")
 
     def class_section(self, c: ConvertedClass) -> str:
         lnode, nnode = self.src_classes.get(c.name), self.dst_classes.get(c.name)
