@@ -23,7 +23,20 @@ __all__ = ["ExampleCheck", "check_example", "call_arguments"]
 
 @dataclass
 class ExampleCheck:
-    """The verification of one example."""
+    """The verification of one example: ``ok``, the weights moved, and the
+    :class:`linnx.migrate.VerifyReport` (or the error that stopped it).
+
+    Example:
+        >>> from linnx import convert
+        >>> src = ('import flax.linen as nn\\n'
+        ...        'class M(nn.Module):\\n'
+        ...        '    @nn.compact\\n'
+        ...        '    def __call__(self, x):\\n'
+        ...        '        return nn.Dense(2)(x)\\n')
+        >>> check, = convert.convert_source(src, ['M()(jnp.ones((1, 3)))']).checks
+        >>> check.ok, check.weights, check.report.max_abs
+        (True, 2, 0.0)
+    """
 
     example: str
     ok: bool
