@@ -152,3 +152,23 @@ def test_custom_collections_become_variable_types(tmp_path):
     assert "n = self.calls\n" in result.code
     assert result.path_map["calls"] == "calls"
     assert ruff(result.code, tmp_path) == ""
+
+
+def test_a_submodule_made_in_one_statement_and_called_twice_is_one_attribute(tmp_path):
+    source = "import flax.linen as nn\n\n\n" + (
+        "class Tied(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x, train: bool = False):\n"
+        "        proj = nn.Dense(x.shape[-1])\n"
+        "        drop = nn.Dropout(0.1)\n"
+        "        y = drop(proj(x), deterministic=not train)\n"
+        "        return proj(y)  # the same layer again: shared weights\n"
+    )
+    result = convert.convert_source(source, ["Tied()(jnp.ones((2, 3)), train=False)"])
+    assert result.ok, result.report()
+    assert "self.proj = nnx.Linear(in_features, in_features, rngs=rngs)" in result.code
+    assert "proj = self.proj\n" in result.code
+    assert "y = drop(proj(x))\n" in result.code
+    assert "def __call__(self, x):" in result.code
+    assert result.path_map == {"Dense_0/bias": "proj/bias", "Dense_0/kernel": "proj/kernel"}
+    assert ruff(result.code, tmp_path) == ""

@@ -23,6 +23,7 @@ def test_the_walkthrough_output_is_what_convert_writes():
     assert result.code == expected
     assert result.path_map == json.loads(paths[0])
     report = result.report()
-    for line in re.findall(r"```\n(linnx convert model\.py\n.*?)```", text, re.S)[0].splitlines():
+    shown = re.findall(r"```text\n(linnx convert model\.py\n.*?)```", text, re.S)[0]
+    for line in shown.splitlines():
         if not line.startswith("wrote "):
             assert line in report

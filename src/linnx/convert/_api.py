@@ -18,7 +18,19 @@ __all__ = ["ConvertedClass", "ConversionResult", "convert_source", "convert_file
 
 @dataclass(frozen=True)
 class ConvertedClass:
-    """A class that became an ``nnx.Module``: its name, line, and extra size arguments."""
+    """A class that became an ``nnx.Module``: its name, line, extra size arguments and the
+    call flags that became ``model.train()``/``model.eval()``.
+
+    Example:
+        >>> from linnx import convert
+        >>> src = ('import flax.linen as nn\\n'
+        ...        'class M(nn.Module):\\n'
+        ...        '    @nn.compact\\n'
+        ...        '    def __call__(self, x, train: bool):\\n'
+        ...        '        return nn.Dropout(0.1, deterministic=not train)(nn.Dense(2)(x))\\n')
+        >>> convert.convert_source(src, ['M()(jnp.ones((1, 3)), train=False)']).converted
+        [ConvertedClass(name='M', line=2, size_args=('in_features',), dropped_flags=('train',))]
+    """
 
     name: str
     line: int
@@ -26,9 +38,9 @@ class ConvertedClass:
     dropped_flags: tuple[str, ...] = ()
     #: (Linen source line of a submodule call site or setup assignment, NNX attribute); the
     #: HTML report aligns the two sides of a class on them.
-    layers: tuple[tuple[int, str], ...] = ()
+    layers: tuple[tuple[int, str], ...] = field(default=(), repr=False)
     #: (Linen variable name, NNX attribute) of the class's own ``self.param``/``self.variable``.
-    variables: tuple[tuple[str, str], ...] = ()
+    variables: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 @dataclass
@@ -44,7 +56,21 @@ class ConversionResult:
             reason and line.
         checks: one verification per example (empty when ``verify=False``).
         path: the source path (used in messages).
+        notes: remarks of the report (paths that map differently in two examples).
         source: the Linen source text that was converted (for :meth:`to_html`).
+
+    Example:
+        >>> from linnx import convert
+        >>> src = ('import flax.linen as nn\\n'
+        ...        'class M(nn.Module):\\n'
+        ...        '    @nn.compact\\n'
+        ...        '    def __call__(self, x):\\n'
+        ...        '        return nn.Dense(2, name="out")(x)\\n')
+        >>> result = convert.convert_source(src, ['M()(jnp.ones((1, 3)))'], path='m.py')
+        >>> result.ok, result.path_map
+        (True, {'out/bias': 'out/bias', 'out/kernel': 'out/kernel'})
+        >>> print(result.report().splitlines()[1])
+        converted (1): M (line 2)
     """
 
     code: str
@@ -246,7 +272,13 @@ def _traceback_line(err: BaseException, path: str) -> int | None:
 
 
 def paths_file(dst: str | os.PathLike) -> Path:
-    """Where the path map of ``dst`` goes: ``model_nnx.py`` -> ``model_nnx.linen_paths.json``."""
+    """Where the path map of ``dst`` goes: ``model_nnx.py`` -> ``model_nnx.linen_paths.json``.
+
+    Example:
+        >>> from linnx import convert
+        >>> convert.paths_file('out/model_nnx.py').as_posix()
+        'out/model_nnx.linen_paths.json'
+    """
     p = Path(dst)
     return p.with_name((p.stem if p.suffix == ".py" else p.name) + ".linen_paths.json")
 

@@ -74,7 +74,7 @@ class _Builder(_Compact):
 
     def convert_compact(self, method: cst.FunctionDef) -> cst.FunctionDef:
         self.collect_sites(method, None)
-        self.plan.sites = list(self.site_of.values())
+        self.plan.sites = list({id(s): s for s in self.site_of.values()}.values())
         self.name_sites(self.plan.sites)
         self.decide_flags(method)
         self.method_locals = {p.name.value for p in method.params.params} | _assigned_names(

@@ -106,6 +106,8 @@ class Site:
     is_list: bool = False
     name_arg: str | None = None
     index_from_name: bool = False  # setup() lists: entry k is the Linen child `<attr>_<k>`
+    ctor: Any = None  # the construction call node (compact sites)
+    named: bool = False  # constructed in its own statement (``dense = nn.Dense(4)``)
 
     def calls_in(self, inst: Instance) -> list[ChildCall]:
         """The distinct children this site made in one instance, in call order."""

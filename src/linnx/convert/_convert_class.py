@@ -41,6 +41,7 @@ from ._cstutil import (
     replace_shape_last,
     self_attrs,
     snake,
+    targets,
     unique,
 )
 from ._rules import Rule, nnx_function, nnx_kwargs, rule_for
@@ -79,6 +80,30 @@ class Context:
     path: str
 
 
+def _constructions(method: cst.FunctionDef) -> dict[str, cst.Call]:
+    """Names the method assigns exactly once, to a call (``dense = nn.Dense(4)``)."""
+    seen: dict[str, list] = {}
+
+    class V(cst.CSTVisitor):
+        def visit_Assign(self, n):
+            for t in n.targets:
+                if isinstance(t.target, cst.Name):
+                    seen.setdefault(t.target.value, []).append(n.value)
+
+        def visit_AugAssign(self, n):
+            if isinstance(n.target, cst.Name):
+                seen.setdefault(n.target.value, []).append(None)
+
+        def visit_For(self, n):
+            for name in targets(n.target):
+                seen.setdefault(name, []).append(None)
+
+    method.body.visit(V())
+    return {
+        k: v[0] for k, v in seen.items() if len(v) == 1 and isinstance(v[0], cst.Call)
+    }
+
+
 def _char_col(line_text: str, byte_col: int) -> int:
     return len(line_text.encode("utf-8")[:byte_col].decode("utf-8", errors="ignore"))
 
@@ -111,6 +136,8 @@ class _Converter:
         self.insert_before: dict[cst.CSTNode, list[str]] = {}
         self.taken: set[str] = set(self.fields) | {"rngs"}
         self.running_names: dict[str, str] = {}
+        self.named: dict[cst.Call, Site] = {}  # constructions assigned to a name, by node
+        self.emitted: set[int] = set()  # sites whose __init__ line is written
         for stmt in node.body.body:
             if isinstance(stmt, cst.FunctionDef):
                 self.taken.add(stmt.name.value)
@@ -278,6 +305,7 @@ class _Converter:
                     )
                 by_pos.setdefault(self.trace_pos(c), []).append((inst, c))
         conv = self
+        assigns = _constructions(method)
 
         class V(cst.CSTVisitor):
             def __init__(self) -> None:
@@ -319,13 +347,29 @@ class _Converter:
                     return
                 if self.fn:
                     raise conv.fail("a submodule is created inside a nested function", node)
+                if isinstance(f, cst.Name) and f.value in assigns:
+                    # `dense = nn.Dense(4)` ... `dense(x)`: one submodule, maybe called twice
+                    ctor = assigns[f.value]
+                    if self.loops:
+                        raise conv.fail("a named submodule is created in a loop", node)
+                    site = conv.named.get(ctor)
+                    if site is None:
+                        site = conv.make_site(node, execs, False, ctor=ctor, var=f.value)
+                        conv.named[ctor] = site
+                    else:
+                        site.execs.extend(execs)
+                    conv.site_of[node] = site
+                    return
                 conv.site_of[node] = conv.make_site(node, execs, self.loops > 0)
 
         method.body.visit(V())
         if by_pos:
             raise self.fail("a submodule call could not be matched to the source")
 
-    def make_site(self, node: cst.Call, execs, in_loop: bool) -> Site:
+    def make_site(
+        self, node: cst.Call, execs, in_loop: bool, ctor: cst.Call | None = None,
+        var: str | None = None,
+    ) -> Site:  # fmt: skip
         classes = list(dict.fromkeys(c.cls for _, c in execs))
         norule = [c for c in classes if c.__module__.startswith("flax.") and not rule_for(c)]
         if norule:
@@ -337,8 +381,10 @@ class _Converter:
         rule = rule_for(child_cls)
         name_arg = None
         loop_base = None
-        if isinstance(node.func, cst.Call):
-            for a in node.func.args:
+        if ctor is None and isinstance(node.func, cst.Call):
+            ctor = node.func
+        if ctor is not None:
+            for a in ctor.args:
                 if a.keyword is not None and a.keyword.value == "name":
                     if isinstance(a.value, cst.SimpleString):
                         name_arg = a.value.evaluated_value
@@ -353,8 +399,9 @@ class _Converter:
                 "the submodule is created in one statement and called in another", node
             )
         user = self.ctx.user_classes.get(child_cls.__name__)
-        factory = dotted(node.func.func) if isinstance(node.func, cst.Call) else None
-        if factory is not None and self.resolve(node.func.func) is child_cls:
+        name_arg = name_arg or var
+        factory = dotted(ctor.func)
+        if factory is not None and self.resolve(ctor.func) is child_cls:
             factory = None  # a class named directly: name the attribute after the layer kind
         if rule is not None:
             kind, base = "layer", _BASE_NAMES.get(rule.nnx, snake(rule.nnx))
@@ -387,7 +434,7 @@ class _Converter:
             base = loop_base
         return Site(
             key=node, child_cls=child_cls, kind=kind, execs=execs, line=self.lineno(node),
-            base=base, is_list=in_loop, name_arg=name_arg,
+            base=base, is_list=in_loop, name_arg=name_arg, ctor=ctor, named=var is not None,
         )  # fmt: skip
 
     def compatible(self, classes: list[type]) -> bool:
@@ -436,11 +483,13 @@ class _Converter:
         import functools
 
         out: list[cst.BaseExpression] = []
+        seen: set[int] = set()
         for node, site in self.site_of.items():
             if site.kind == "layer":
                 rule = rule_for(site.child_cls)
                 assert rule is not None
-                ctor_args = node.func.args if isinstance(node.func, cst.Call) else ()
+                ctor_args = () if id(site) in seen else site.ctor.args
+                seen.add(id(site))
                 for a in (*ctor_args, *node.args):
                     if a.keyword is not None and a.keyword.value in rule.modes:
                         out.append(a.value)

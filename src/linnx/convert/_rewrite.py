@@ -28,7 +28,23 @@ __all__ = ["Kept", "Rewrite", "rewrite"]
 
 @dataclass
 class Kept:
-    """A reached class that stays Linen, and why."""
+    """A reached class that stays Linen (used through ``linnx.ToNNX``), and why.
+
+    Example:
+        >>> from linnx import convert
+        >>> src = ('import flax.linen as nn\\n'
+        ...        'class Inner(nn.Module):\\n'
+        ...        '    @nn.compact\\n'
+        ...        '    def __call__(self, x):\\n'
+        ...        '        return nn.Sequential([nn.Dense(2), nn.relu])(x)\\n'
+        ...        'class Outer(nn.Module):\\n'
+        ...        '    @nn.compact\\n'
+        ...        '    def __call__(self, x):\\n'
+        ...        '        return Inner()(nn.Dense(3)(x))\\n')
+        >>> result = convert.convert_source(src, ['Outer()(jnp.ones((1, 4)))'])
+        >>> result.kept, result.ok
+        ([Kept(name='Inner', reason='nn.Sequential has no conversion rule yet', line=5)], True)
+    """
 
     name: str
     reason: str

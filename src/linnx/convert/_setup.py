@@ -8,7 +8,6 @@ call of ``self.dense(...)`` says what its input's last axis is, in terms of the 
 from __future__ import annotations
 
 import re
-
 from typing import TYPE_CHECKING
 
 import libcst as cst

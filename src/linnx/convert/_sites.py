@@ -80,7 +80,7 @@ class _Compact(_Walker):
         site = self.site_of[node]
         first = node.args[0].value if node.args and node.args[0].keyword is None else None
         in_expr = self.size_of(first, env) if first is not None else None
-        ctor: cst.Call = node.func  # type: ignore[assignment]
+        ctor: cst.Call = site.ctor
         kw = self.arg_fields(ctor, site.child_cls)
         moved: list[str] = []
         drop_call_args: set[int] = set()
@@ -176,14 +176,22 @@ class _Compact(_Walker):
                 )  # fmt: skip
             if not dry:
                 lines = self.wrapped_ctor(site, ctor, env, node)
-        if not dry:
+        if site.named and not dry:
+            if id(site) in self.emitted:
+                lines = []  # the second call of a named submodule: created once
+            else:
+                self.replacers[ctor] = lambda updated, a=site.attr: cst.parse_expression(
+                    f"self.{a}"
+                )
+        if not dry and lines:
+            self.emitted.add(id(site))
             head = f"self.{site.attr}.append(" if site.is_list else f"self.{site.attr} = "
             tail = ")" if site.is_list else ""
             for extra in lines[:-1]:
                 self.emit(ind, extra)
             self.emit(ind, head + lines[-1] + tail)
         self.site_out[node] = out
-        target = self.target(site, loops, conds) if not dry else ""
+        target = self.target(site, loops, conds) if not dry and not site.named else ""
 
         def replace(updated: cst.Call, target=target, drop=frozenset(drop_call_args)):
             args = [a for i, a in enumerate(updated.args) if i not in drop]
@@ -196,7 +204,8 @@ class _Compact(_Walker):
                 ))  # fmt: skip
             if args:
                 args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
-            return updated.with_changes(func=cst.parse_expression(target), args=args)
+            func = cst.parse_expression(target) if target else updated.func
+            return updated.with_changes(func=func, args=args)
 
         if not dry:
             self.replacers[node] = replace

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ast
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._classes import ClassPlan, literal
@@ -23,14 +23,27 @@ __all__ = ["ExampleCheck", "check_example", "call_arguments"]
 
 @dataclass
 class ExampleCheck:
-    """The verification of one example."""
+    """The verification of one example: ``ok``, the weights moved, and the
+    :class:`linnx.migrate.VerifyReport` (or the error that stopped it).
+
+    Example:
+        >>> from linnx import convert
+        >>> src = ('import flax.linen as nn\\n'
+        ...        'class M(nn.Module):\\n'
+        ...        '    @nn.compact\\n'
+        ...        '    def __call__(self, x):\\n'
+        ...        '        return nn.Dense(2)(x)\\n')
+        >>> check, = convert.convert_source(src, ['M()(jnp.ones((1, 3)))']).checks
+        >>> check.ok, check.weights, check.report.max_abs
+        (True, 2, 0.0)
+    """
 
     example: str
     ok: bool
     weights: int = 0
     report: Any = None  # linnx.migrate.VerifyReport
     error: str | None = None
-    plan: Any = None  # linnx.migrate.Plan: shapes and layouts for the HTML report
+    plan: Any = field(default=None, repr=False)  # linnx.migrate.Plan, for the HTML report
 
     def __str__(self) -> str:
         head = f"example {self.example}"

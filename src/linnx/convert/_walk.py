@@ -109,7 +109,7 @@ class _Walker(_Converter):
             if simple:
                 t = tnodes[0].value
                 text = None
-                if not any(c in self.site_of or _is_var_call(c) for c in calls):
+                if not any(c in self.site_of or c in self.named or _is_var_call(c) for c in calls):
                     text = self.init_expr(node.value, env, self.method_locals)
                 if text is not None and t not in self.ctx.module_globals:
                     if not dry:
