@@ -39,10 +39,20 @@ from flax import nnx
 from flax.core import meta
 
 from .._errors import LinnxError
-from ._checkpoint_files import PathLike, _atomic_dir, _record_files, _writer, verify_files
+from ..bridge import ToNNX
+from ._checkpoint_boxes import box_record, names_after, rebox, unwrap
+from ._checkpoint_files import (
+    PathLike,
+    _atomic_dir,
+    _record_files,
+    _writer,
+    recorded_info,
+    verify_files,
+)
 from ._checks import check_mapping, check_nnx, check_path, check_plan
 from ._errors import CheckpointError
 from ._optim import opt_state_to_linen, opt_state_to_nnx
+from ._paths import flatten_mapping, path_str
 from ._plan import Plan
 from ._transfer import linen_to_nnx, nnx_to_linen
 
@@ -64,16 +74,21 @@ _SAVABLE = (jax.Array, np.ndarray, np.generic, int, float, bool)
 _LINEN_FORMAT = "linnx.linen-checkpoint/1"
 
 
-@dataclass
+@dataclass(repr=False)
 class LinenCheckpoint:
     """What a Linen checkpoint directory holds, split into the parts a migration needs.
 
     Attributes:
-        variables: the Linen variables dict (``params`` and the other collections).
+        variables: the Linen variables dict (``params`` and the other collections). A
+            parameter saved boxed (``nn.with_partitioning``, ``nn.with_logical_partitioning``)
+            is read back as its box when linnx wrote the checkpoint (the names are recorded
+            in ``linnx.json``), as its bare array otherwise: never as ``.../kernel/value``.
         opt_state: the optax state of a ``TrainState`` (dicts and lists), else ``None``.
         step: the ``TrainState`` step, else ``None``.
         kind: ``'variables'`` or ``'train_state'``.
         extra: other ``TrainState`` fields that are not collections (left out).
+        boxes: the paths of the boxed parameters and their axis names (``None`` where the
+            checkpoint does not record them: Orbax keeps only the array of a box).
 
     Example:
         >>> from linnx import migrate
@@ -86,6 +101,35 @@ class LinenCheckpoint:
     step: int | None = None
     kind: str = "variables"
     extra: dict[str, Any] = field(default_factory=dict)
+    boxes: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # A summary, never the arrays: a real checkpoint would print gigabytes of numbers.
+        leaves = jax.tree_util.tree_leaves(meta.unbox(self.variables))
+        size = sum(getattr(x, "nbytes", 0) for x in leaves)
+        parts = [f"kind={self.kind!r}"]
+        if self.step is not None:
+            parts.append(f"step={self.step}")
+        collections = ", ".join(
+            f"{name!r}: {len(jax.tree_util.tree_leaves(meta.unbox(tree)))} arrays"
+            for name, tree in self.variables.items()
+        )
+        parts.append(f"variables={{{collections}}} ({_bytes(size)})")
+        if self.opt_state is not None:
+            parts.append(f"opt_state={len(jax.tree_util.tree_leaves(self.opt_state))} arrays")
+        if self.boxes:
+            parts.append(f"boxes={len(self.boxes)}")
+        if self.extra:
+            parts.append(f"extra={sorted(self.extra)}")
+        return f"LinenCheckpoint({', '.join(parts)})"
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
 
 
 def _is_checkpoint(path: Path) -> bool:
@@ -158,8 +202,13 @@ def read_linen_checkpoint(path: PathLike) -> LinenCheckpoint:
         # about it); linen_to_nnx places each value like the NNX variable it fills.
         tree = _tree_metadata(ckptr, where)
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        with _reading(where):
+        with _reading(where, ckptr, tree):
             raw = ckptr.restore(where, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    return _split(raw, where)
+
+
+def _split(raw: Any, where: Path) -> LinenCheckpoint:
+    """A restored tree as a :class:`LinenCheckpoint`: boxes folded back, TrainState split."""
     if not isinstance(raw, Mapping) or "params" not in raw:
         keys = list(raw) if isinstance(raw, Mapping) else type(raw).__name__
         raise CheckpointError(
@@ -167,21 +216,24 @@ def read_linen_checkpoint(path: PathLike) -> LinenCheckpoint:
             "(both have a 'params' entry).\n"
             "Fix: restore it yourself and pass the variables dict to linen_to_nnx(...)."
         )
-    raw = dict(raw)
+    record = recorded_info(where).get("boxes")
+    raw, boxes = unwrap(dict(raw), record if isinstance(record, Mapping) else {})
     if not any(k in raw for k in _TRAIN_STATE_FIELDS):
-        return LinenCheckpoint(variables=meta.unbox(raw))
+        return LinenCheckpoint(variables=raw, boxes=boxes)
     variables, extra = {}, {}
     for key, value in raw.items():
         if key in _TRAIN_STATE_FIELDS or key in _STATIC_FIELDS:
             continue
         (variables if isinstance(value, Mapping) else extra)[key] = value
     step = raw.get("step")
+    opt_state = meta.unbox(raw.get("opt_state"))
     return LinenCheckpoint(
-        variables=meta.unbox(variables),
-        opt_state=raw.get("opt_state"),
+        variables=variables,
+        opt_state=opt_state,
         step=None if step is None else int(step),
         kind="train_state",
         extra=extra,
+        boxes={p: n for p, n in boxes.items() if not p.startswith("opt_state/")},
     )
 
 
@@ -243,9 +295,10 @@ def linen_checkpoint_to_nnx(
         )
     # The weights and the optimizer state are checked separately; the second check may fail
     # after the first wrote, so both objects are put back as they were on any failure.
+    variables = rebox(ckpt.variables, ckpt.boxes, set(plan.linen_leaves))
     with _unchanged_on_error(nnx_model, optimizer):
         linen_to_nnx(
-            ckpt.variables, nnx_model, plan, allow_missing=allow_missing,
+            variables, nnx_model, plan, allow_missing=allow_missing,
             allow_unused=allow_unused, allow_nonfinite=allow_nonfinite,
         )  # fmt: skip
         if optimizer is not None:
@@ -254,7 +307,36 @@ def linen_checkpoint_to_nnx(
                 optimizer.step.set_value(
                     jnp.asarray(ckpt.step, optimizer.step.get_value().dtype)
                 )
+    _keep_names(ckpt, nnx_model, plan)
     return ckpt
+
+
+def _keep_names(ckpt: LinenCheckpoint, nnx_model: nnx.Module, plan: Plan) -> None:
+    """Gives each NNX variable without sharding annotations the axis names of its Linen box.
+
+    They become the variable's ``out_sharding`` metadata (and ``sharding_rules`` for logical
+    names), which is what ``nnx.get_partition_spec`` reads; an annotation the port already
+    has is kept.
+    """
+    named = {p: n for p, n in ckpt.boxes.items() if n is not None}
+    if not named:
+        return
+    flat = {path_str(p): v for p, v in flatten_mapping(ckpt.variables).items()}
+    live = {path_str(p): v for p, v in nnx.to_flat_state(nnx.state(nnx_model))}
+    for pair in plan.pairs:
+        var = live.get(pair.nnx)
+        sources = [named.get(p) for p in pair.linen]
+        if var is None or None in sources or len(set(sources)) != 1:
+            continue
+        if var.get_metadata().get("out_sharding"):
+            continue
+        names = names_after(sources[0], pair.layout, len(pair.linen))
+        if names is None or len(names) != len(pair.nnx_shape):
+            continue
+        var.set_metadata("out_sharding", names)
+        rules = getattr(flat.get(pair.linen[0]), "rules", None)
+        if rules:
+            var.set_metadata("sharding_rules", rules)
 
 
 @contextmanager
@@ -292,15 +374,60 @@ def _tree_metadata(ckptr: Any, where: Path) -> Any:
     return tree
 
 
+def subtree(tree: Mapping[str, Any], paths: Iterable[tuple[str, ...]]) -> dict[str, Any]:
+    """The part of a nested mapping that holds ``paths`` (each a tuple of keys)."""
+    out: dict[str, Any] = {}
+    for path in paths:
+        node, src = out, tree
+        for key in path[:-1]:
+            src = src[key]
+            node = node.setdefault(key, {})
+        node[path[-1]] = src[path[-1]]
+    return out
+
+
+def restore_part(ckptr: Any, where: Path, tree: Mapping[str, Any], make_args: Any) -> Any:
+    """Orbax partial restore of ``tree`` (a part of the saved metadata tree) from ``where``.
+
+    ``make_args(path, metadata)`` gives each leaf's ``RestoreArgs``: only those arrays are
+    read, so the memory a read needs is the size of the part.
+    """
+    args = jax.tree_util.tree_map_with_path(make_args, tree)
+    return ckptr.restore(
+        where, args=ocp.args.PyTreeRestore(item=tree, restore_args=args, partial_restore=True)
+    )
+
+
+def _host_args(_: Any, __: Any) -> Any:
+    return ocp.RestoreArgs(restore_type=np.ndarray)
+
+
+def damaged_arrays(ckptr: Any, where: Path, tree: Mapping[str, Any]) -> list[str]:
+    """The key paths of the arrays that cannot be read, one by one (the error path only)."""
+    bad = []
+    for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        keys = tuple(str(getattr(k, "key", k)) for k in path)
+        try:
+            restore_part(ckptr, where, subtree(tree, [keys]), _host_args)
+        except Exception:
+            bad.append("/".join(keys))
+    return bad
+
+
 @contextmanager
-def _reading(where: Path) -> Iterator[None]:
+def _reading(where: Path, ckptr: Any = None, tree: Any = None) -> Iterator[None]:
     try:
         yield
     except LinnxError:
         raise
     except Exception as e:
+        bad = damaged_arrays(ckptr, where, tree) if tree is not None else []
+        which = ""
+        if bad:
+            shown = ", ".join(bad[:10]) + (f", ... ({len(bad) - 10} more)" if len(bad) > 10 else "")
+            which = f"\nUnreadable arrays ({len(bad)}): {shown}"
         raise CheckpointError(
-            f"{str(where)!r} could not be restored: {type(e).__name__}: {str(e)[:500]}\n"
+            f"{str(where)!r} could not be restored: {type(e).__name__}: {str(e)[:500]}{which}\n"
             "Fix: the checkpoint is truncated or damaged (copy it again, or use another one), "
             "or it was not written for this model."
         ) from e
@@ -458,6 +585,7 @@ def load_nnx_checkpoint(
                 "save_nnx_checkpoint (or `linnx migrate-weights`)"
                 + (", with an optimizer." if name == "optimizer" else ".")
             )
+    _check_initialized(nnx_model, fn)
     verify_files(root)
     # Everything is read and checked before anything is updated.
     restored = []
@@ -470,6 +598,22 @@ def load_nnx_checkpoint(
     for obj, state in restored:
         nnx.update(obj, state)
     return nnx_model
+
+
+def _check_initialized(nnx_model: nnx.Module, fn: str) -> None:
+    """Refuses a model holding a ``ToNNX`` that has no variables yet (no ``lazy_init``)."""
+    empty = [
+        path_str(p) or "nnx_model"
+        for p, node in nnx.iter_graph(nnx_model)
+        if isinstance(node, ToNNX) and not node.linen_collections
+    ]
+    if empty:
+        raise CheckpointError(
+            f"{fn}(nnx_model=...): the ToNNX at {', '.join(empty[:5])} was never initialized, "
+            "so it has no variables to restore into.\n"
+            "Fix: call lazy_init first, e.g. linnx.lazy_init(nnx_model, sample_input) (or "
+            "nnx_model.lazy_init(sample_input)), then load; nothing was changed."
+        )
 
 
 def save_linen_checkpoint(path: PathLike, tree: Any, *, overwrite: bool = False) -> None:
@@ -511,7 +655,11 @@ def save_linen_checkpoint(path: PathLike, tree: Any, *, overwrite: bool = False)
         )
     with _atomic_dir(path, overwrite, fn) as tmp, _writer() as ckptr:
         ckptr.save(tmp, tree)
-        _record_files(tmp, {"format": _LINEN_FORMAT})
+        info: dict[str, Any] = {"format": _LINEN_FORMAT}
+        boxes = box_record(tree)
+        if boxes:  # Orbax keeps a box's array only; its axis names live here
+            info["boxes"] = boxes
+        _record_files(tmp, info)
 
 
 def nnx_checkpoint_to_linen(

@@ -138,6 +138,15 @@ def _record_files(directory: Path, info: dict[str, Any]) -> None:
     (directory / _INFO).write_text(text)
 
 
+def recorded_info(directory: Path) -> dict[str, Any]:
+    """What ``linnx.json`` in ``directory`` says (after :func:`verify_files`); ``{}`` if none."""
+    try:
+        info = json.loads((directory / _INFO).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
 def verify_files(directory: Path) -> None:
     """Checks the files that ``linnx.json`` in ``directory`` records; no record, no check."""
     record = directory / _INFO
