@@ -74,8 +74,8 @@ def _(env):
     return lambda: migrate.read_linen_checkpoint(3)
 
 
-@case("read_linen/missing-directory", migrate.CheckpointError, r"nope' is not a directory",
-      r"pass an Orbax checkpoint")
+@case("read_linen/missing-directory", migrate.CheckpointError, r"nope' does not exist",
+      r"check the spelling")
 def _(env):
     return lambda: migrate.read_linen_checkpoint(env.tmp / "nope"), env.tmp
 

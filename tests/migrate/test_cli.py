@@ -107,7 +107,7 @@ def test_errors_exit_with_code_2(trained_resnet, tmp_path, capsys):
     assert main(_args(src, dst, "--sample", "oops")) == 2
     assert "--sample 'oops'" in capsys.readouterr().err
     assert main(_args(src / "nowhere", dst)) == 2
-    assert "is not a directory" in capsys.readouterr().err
+    assert "nowhere' does not exist" in capsys.readouterr().err
     dst.mkdir()
     assert main(_args(src, dst)) == 2
     assert "already exists" in capsys.readouterr().err

@@ -152,6 +152,11 @@ def _item_in(directory: Path) -> Path | None:
 def _resolve(path: PathLike) -> Path:
     check_path(path, "read_linen_checkpoint")
     root = Path(path).expanduser().resolve()
+    if not root.exists():
+        raise CheckpointError(
+            f"{str(root)!r} does not exist.\nFix: pass the directory of an Orbax checkpoint "
+            "(check the spelling, and the working directory for a relative path)."
+        )
     if not root.is_dir():
         raise CheckpointError(f"{str(root)!r} is not a directory.\nFix: pass an Orbax checkpoint.")
     found = _item_in(root)

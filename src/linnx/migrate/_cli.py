@@ -13,6 +13,7 @@ JAX and Flax are imported inside :func:`run`, so ``linnx migrate-weights --help`
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import json
 import os
@@ -41,8 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an NNX model instance, or a function returning one (called without arguments)",
     )  # fmt: skip
     parser.add_argument(
-        "--sample", required=True, action="append", metavar="SHAPE[:DTYPE]",
-        help="a sample input, e.g. 8,32,32,3:float32 (repeat for several inputs)",
+        "--sample", required=True, action="append", metavar="SHAPE[:DTYPE[:LOW..HIGH]]|FILE.npy",
+        help="a sample input, e.g. 8,32,32,3:float32, 8,128:int32 (integers range over the "
+        "vocabulary of a first nn.Embed), 8,128:int32:0..32000, or a .npy file (repeatable)",
     )  # fmt: skip
     parser.add_argument(
         "--rename", action="append", default=[], metavar="OLD=NEW",
@@ -132,24 +134,118 @@ def _instance(spec: str, what: str, base: type) -> Any:
     return made
 
 
-def _samples(specs: list[str], seed: int) -> list[Any]:
+_DEFAULT_INT_HIGH = 2
+
+
+def _sample_spec(spec: str) -> tuple[tuple[int, ...], Any, tuple[int, int] | None]:
+    """``'8,128:int32:0..32000'`` -> shape, dtype and the value range (``None``: not given)."""
+    import jax.numpy as jnp
+
+    shape_s, _, rest = spec.partition(":")
+    dtype_s, _, range_s = rest.partition(":")
+    try:
+        shape = tuple(int(d) for d in shape_s.replace("x", ",").split(",") if d.strip())
+        dtype = jnp.dtype(dtype_s or "float32")
+        bounds = None
+        if range_s:
+            low, sep, high = range_s.partition("..")
+            if not sep or int(high) <= int(low):
+                raise ValueError(range_s)
+            bounds = (int(low), int(high))
+    except (TypeError, ValueError) as err:
+        raise _UsageError(
+            f"--sample {spec!r}: expected SHAPE[:DTYPE[:LOW..HIGH]] (e.g. 2,28,28,1 or "
+            "8,128:int32:0..32000) or a .npy file"
+        ) from err
+    return shape, dtype, bounds
+
+
+def _load_npy(spec: str) -> Any:
+    import numpy as np
+
+    path = os.path.expanduser(spec)
+    if not os.path.isfile(path):
+        raise _UsageError(f"--sample {spec!r}: no such file (a .npy sample must exist)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise _UsageError(f"--sample {spec!r}: not a readable .npy array ({err})") from err
+
+
+def _first_embed_size(linen_module: Any, samples: list[Any], kwargs: dict[str, Any]) -> int | None:
+    """The vocabulary size of the ``nn.Embed`` that first receives an integer input, if the
+    first layer the model calls on an integer array is one (traced abstractly, no weights)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import linen as nn
+
+    found: list[Any] = []
+    depth = [0]
+
+    def watch(next_fun: Any, args: Any, kwargs_: Any, context: Any) -> Any:
+        depth[0] += 1
+        try:
+            ints = any(
+                getattr(a, "dtype", None) is not None and jnp.issubdtype(a.dtype, jnp.integer)
+                for a in jax.tree_util.tree_leaves(args)
+            )
+            if depth[0] > 1 and not found and ints and context.method_name == "__call__":
+                found.append(context.module)
+            return next_fun(*args, **kwargs_)
+        finally:
+            depth[0] -= 1
+
+    try:
+        with nn.intercept_methods(watch):
+            jax.eval_shape(lambda *xs: linen_module.init(jax.random.key(0), *xs, **kwargs),
+                           *samples)  # fmt: skip
+    except Exception:
+        return None  # match() reports what is wrong with the model or the sample
+    module = found[0] if found else None
+    return int(module.num_embeddings) if isinstance(module, nn.Embed) else None
+
+
+def _samples(
+    specs: list[str],
+    seed: int,
+    linen_module: Any = None,
+    linen_kwargs: dict[str, Any] | None = None,
+    say: Any = None,
+) -> list[Any]:
+    """The sample inputs: ``.npy`` files as they are, the others drawn at random.
+
+    Integers are drawn over their real range: the ``LOW..HIGH`` given, else the vocabulary of
+    the ``nn.Embed`` the model first feeds them to, else {0, 1} (with a note saying so).
+    """
     import jax
     import jax.numpy as jnp
 
+    parsed = [None if s.endswith(".npy") else _sample_spec(s) for s in specs]
+    abstract = [
+        jnp.asarray(_load_npy(s)) if p is None else jax.ShapeDtypeStruct(p[0], p[1])
+        for s, p in zip(specs, parsed, strict=True)
+    ]
+    vocab = None
+    if any(p is not None and p[2] is None and jnp.issubdtype(p[1], jnp.integer) for p in parsed):
+        if linen_module is not None:
+            vocab = _first_embed_size(linen_module, abstract, linen_kwargs or {})
+        if vocab is None and say is not None:
+            say(f"Note: integer samples are drawn from 0..{_DEFAULT_INT_HIGH - 1} (the model's "
+                "first layer is no nn.Embed); give their range as SHAPE:DTYPE:LOW..HIGH or "
+                "pass a .npy file.")  # fmt: skip
     out = []
     key = jax.random.key(seed)
-    for spec in specs:
-        shape_s, _, dtype_s = spec.partition(":")
-        try:
-            shape = tuple(int(d) for d in shape_s.replace("x", ",").split(",") if d.strip())
-            dtype = jnp.dtype(dtype_s or "float32")
-        except (TypeError, ValueError) as err:
-            raise _UsageError(f"--sample {spec!r}: expected SHAPE[:DTYPE], e.g. 2,28,28,1") from err
+    for spec, p, given in zip(specs, parsed, abstract, strict=True):
         key, sub = jax.random.split(key)
+        if p is None:
+            out.append(given)
+            continue
+        shape, dtype, bounds = p
         if jnp.issubdtype(dtype, jnp.floating):
             out.append(jax.random.normal(sub, shape, dtype))
         elif jnp.issubdtype(dtype, jnp.integer):
-            out.append(jax.random.randint(sub, shape, 0, 2, dtype))
+            low, high = bounds or (0, vocab or _DEFAULT_INT_HIGH)
+            out.append(jax.random.randint(sub, shape, low, high, dtype))
         else:
             out.append(jnp.zeros(shape, dtype))
     return out
@@ -177,8 +273,80 @@ def _renames(items: list[str]) -> dict[str, str]:
     return out
 
 
+class _OrbaxNoiseFilter:
+    """Wraps stderr and drops the tracebacks Orbax's cleanup prints after a failed read.
+
+    When Orbax gives up on a damaged checkpoint it closes its event loop while TensorStore
+    reads are still in flight; each one then prints a ``RuntimeError: Event loop is closed``
+    traceback from a background thread. linnx has already reported the problem by then, so
+    those tracebacks only mislead. Everything else passes through unchanged.
+    """
+
+    NOISE = "RuntimeError: Event loop is closed"
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+        self.held: list[str] = []
+        self.partial = ""
+
+    def write(self, text: str) -> int:
+        self.partial += text
+        while "\n" in self.partial:
+            line, self.partial = self.partial.split("\n", 1)
+            self._line(line + "\n")
+        if self.partial and not self.held and not self.partial.startswith("Traceback"):
+            self.stream.write(self.partial)  # progress bars write without a newline
+            self.partial = ""
+        return len(text)
+
+    def _line(self, line: str) -> None:
+        if line.startswith("Traceback (most recent call last)"):
+            self._release()
+            self.held = [line]
+        elif self.held:
+            self.held.append(line)
+            if not line.startswith((" ", "\t")):  # the exception line ends a traceback
+                if not line.startswith(self.NOISE):
+                    self._release()
+                self.held = []
+        else:
+            self.stream.write(line)
+
+    def _release(self) -> None:
+        self.stream.write("".join(self.held))
+        self.held = []
+
+    def flush(self) -> None:
+        self._release()
+        if self.partial:
+            self.stream.write(self.partial)
+            self.partial = ""
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs ``linnx migrate-weights``; returns the exit code."""
+    real = sys.stderr
+    sys.stderr = quiet = _OrbaxNoiseFilter(real)
+    try:
+        return _run(args)
+    finally:
+        quiet.flush()
+        if real is sys.__stderr__:
+            # The tracebacks come when Orbax's reads wind down, which can be after run()
+            # returns: as the process's own command, the filter stays until exit.
+            atexit.register(quiet.flush)
+        else:
+            sys.stderr = real  # called in-process (tests, scripts): put their stream back
+
+
+def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tqdm import tqdm
@@ -186,7 +354,9 @@ def run(args: argparse.Namespace) -> int:
     from .._errors import LinnxError
 
     steps = ["read", "build", "match", "transfer", "verify", "save"]
-    bar = tqdm(total=len(steps), desc="migrate-weights", unit="step", file=sys.stderr)
+    # A progress bar is for a person at a terminal; in a log file it is only noise.
+    bar = tqdm(total=len(steps), desc="migrate-weights", unit="step", file=sys.stderr,
+               disable=not sys.stderr.isatty())  # fmt: skip
 
     def step(name: str) -> None:
         bar.set_postfix_str(name)
@@ -213,7 +383,7 @@ def run(args: argparse.Namespace) -> int:
         step("build")
         linen_module = _instance(args.linen, "linen", nn.Module)
         nnx_model = _instance(args.nnx, "nnx", nnx.Module)
-        samples = _samples(args.sample, args.seed)
+        samples = _samples(args.sample, args.seed, linen_module, linen_kwargs, say)
         optimizer = None
         if args.tx is not None:
             tx = _load(args.tx, "tx")
