@@ -145,6 +145,19 @@ _damaged_foreign("manifest-garbled", lambda d: (d / "manifest.ocdbt").write_byte
 _damaged_foreign("data-truncated", lambda d: [truncate(p) for p in data_files(d / "d")])
 
 
+@case("read_linen/foreign-one-array-unreadable", migrate.CheckpointError,
+      r"Unreadable arrays \(1\): params/big/kernel", r"copy it again")
+def _(env):
+    # The bytes of one array (not the index) are cut short: the message names that array.
+    # (OCDBT keeps small arrays inside its index; this one is big enough for a data file.)
+    noise = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)  # incompressible
+    tree = {"params": {"big": {"kernel": noise}, "small": {"bias": np.ones(3, np.float32)}}}
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(env.tmp / "ckpt", tree)
+    truncate(max(data_files(env.tmp / "ckpt" / "ocdbt.process_0"), key=lambda p: p.stat().st_size))
+    return lambda: migrate.read_linen_checkpoint(env.tmp / "ckpt"), env.tmp
+
+
 # -- linen_checkpoint_to_nnx -----------------------------------------------------------------
 
 
@@ -351,6 +364,16 @@ def _(env):
 def _(env):
     model = Port()
     return lambda: migrate.load_nnx_checkpoint(env.tmp / "nope", model), model, env.tmp
+
+
+@case("load_nnx/ToNNX-never-lazy-initialized", migrate.CheckpointError,
+      r"the ToNNX at nnx_model was never initialized", r"call lazy_init first")
+def _(env):
+    import linnx
+
+    ckpt = env.copy_of("nnx")
+    model = linnx.ToNNX(nn.Dense(4), rngs=nnx.Rngs(0))
+    return lambda: migrate.load_nnx_checkpoint(ckpt, model), model, ckpt
 
 
 @case("load_nnx/model-of-other-sizes", migrate.CheckpointError,
