@@ -154,8 +154,10 @@ class Boxed(nn.Module):
     def __call__(self, x):
         x = nn.Dense(4, kernel_init=nn.with_partitioning(
             nn.initializers.lecun_normal(), (None, "model")))(x)  # fmt: skip
-        return nn.Dense(2, kernel_init=nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(), ("embed", "mlp"), rules=(("mlp", "model"),)))(x)  # fmt: skip
+        logical = nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(), ("embed", "mlp"), rules=(("mlp", "model"),)
+        )
+        return nn.Dense(2, kernel_init=logical)(x)
 
 
 class BoxedPort(nnx.Module):

@@ -235,7 +235,7 @@ def _samples(
                 "pass a .npy file.")  # fmt: skip
     out = []
     key = jax.random.key(seed)
-    for spec, p, given in zip(specs, parsed, abstract, strict=True):
+    for p, given in zip(parsed, abstract, strict=True):
         key, sub = jax.random.split(key)
         if p is None:
             out.append(given)
