@@ -251,6 +251,7 @@ def linen_checkpoint_to_nnx(
     allow_missing: str | Iterable[str] = (),
     allow_unused: str | Iterable[str] = (),
     allow_nonfinite: bool | str | Iterable[str] = False,
+    cast: bool = False,
 ) -> LinenCheckpoint:
     """Reads a Linen checkpoint into an NNX model (and optimizer), following a plan.
 
@@ -260,7 +261,7 @@ def linen_checkpoint_to_nnx(
         plan: from :func:`match`.
         optimizer: an ``nnx.Optimizer`` for the model; when given, the ``TrainState``'s
             ``opt_state`` and ``step`` move into it. When omitted they are not migrated.
-        allow_missing / allow_unused / allow_nonfinite: as for :func:`linen_to_nnx`.
+        allow_missing / allow_unused / allow_nonfinite / cast: as for :func:`linen_to_nnx`.
 
     Returns:
         The :class:`LinenCheckpoint` that was read (e.g. to :func:`verify` against it).
@@ -304,7 +305,7 @@ def linen_checkpoint_to_nnx(
     with _unchanged_on_error(nnx_model, optimizer):
         linen_to_nnx(
             variables, nnx_model, plan, allow_missing=allow_missing,
-            allow_unused=allow_unused, allow_nonfinite=allow_nonfinite,
+            allow_unused=allow_unused, allow_nonfinite=allow_nonfinite, cast=cast,
         )  # fmt: skip
         if optimizer is not None:
             opt_state_to_nnx(ckpt.opt_state, optimizer, plan, allow_nonfinite=allow_nonfinite)

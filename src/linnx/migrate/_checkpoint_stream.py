@@ -321,7 +321,7 @@ def _join(parts: Sequence[Path], out: Path) -> None:
     (out / "commit_success.txt").write_text("Checkpoint commit was successful.")
 
 
-class _Abort(Exception):
+class _Abort(BaseException):  # noqa: N818 - not an error; passes _atomic_dir untouched
     """Leaves the scratch directory unpublished without an error (verification failed)."""
 
 
