@@ -193,7 +193,8 @@ def test_a_damaged_source_array_is_named_and_nothing_is_written(tmp_path):
     data[-1].write_bytes(data[-1].read_bytes()[:100])
     model = nnx.eval_shape(lambda: TwoPort(nnx.Rngs(0)))
     plan = migrate.match(Two(), model, jnp.ones((1, 3)))
-    with pytest.raises(migrate.CheckpointError, match=r"Unreadable arrays \(\d\): params/Dense_1/") as info:
+    unreadable = r"Unreadable arrays \(\d\): params/Dense_1/"
+    with pytest.raises(migrate.CheckpointError, match=unreadable) as info:
         migrate.stream_linen_checkpoint_to_nnx(tmp_path / "linen", tmp_path / "nnx", model, plan)
     assert "Dense_0" not in str(info.value).split("Unreadable arrays")[1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["linen"]

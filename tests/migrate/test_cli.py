@@ -224,3 +224,30 @@ def test_noise_filter_drops_only_event_loop_tracebacks():
     quiet.write(noise[50:] + "error: the checkpoint is damaged\n" + other)
     quiet.flush()
     assert sink.getvalue() == "\rbar 1/6error: the checkpoint is damaged\n" + other
+
+
+def test_streamed_and_sharded_through_the_cli(lm_checkpoint, tmp_path, capsys):
+    variables, src = lm_checkpoint
+    args = _lm_args(src, tmp_path / "streamed", "--sample", "2,5:int32", "--stream",
+                    "--group-mib", "1")  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "Verification passed: the SHA-256 of each of the 5 Linen arrays" in out
+    assert "the models were not run" in out
+    info = json.loads((tmp_path / "streamed" / "linnx.json").read_text())
+    assert info["streamed"]["verified"] == "checksums" and info["plan"]["pairs"]
+    tokens = jnp.arange(10).reshape(2, 5) * 97
+    model = migrate.load_nnx_checkpoint(tmp_path / "streamed", cli_models.nnx_lm())
+    np.testing.assert_allclose(
+        model(tokens), cli_models.linen_lm().apply(variables, tokens), atol=1e-6
+    )
+    if len(jax.devices()) >= 8:
+        args = _lm_args(src, tmp_path / "sharded", "--sample", "2,5:int32", "--mesh",
+                        "data=2,model=4")  # fmt: skip
+        assert main(args) == 0, capsys.readouterr().err
+        assert "Verification passed" in capsys.readouterr().out
+    assert main(_lm_args(src, tmp_path / "x", "--sample", "2,5:int32", "--mesh", "data")) == 2
+    assert "expected NAME=SIZE" in capsys.readouterr().err
+    assert main(_lm_args(src, tmp_path / "x", "--sample", "2,5:int32", "--stream", "--tx",
+                         f"{MOD}:make_tx")) == 2  # fmt: skip
+    assert "--stream moves the weights only" in capsys.readouterr().err

@@ -42,8 +42,8 @@ from flax import nnx
 from ._checkpoint import (
     FORMAT,
     _check_initialized,
-    _resolve,
     _reading,
+    _resolve,
     _tree_metadata,
     restore_part,
     subtree,
@@ -75,6 +75,8 @@ class StreamReport:
         checked: Linen leaves whose checksum was compared.
         differing: Linen leaves whose re-read bytes differ from the source.
         sharded: ``True`` when the values were restored and written sharded on a mesh.
+        left_out: top-level entries of a ``TrainState`` checkpoint that were not moved
+            (``step``, ``opt_state``).
 
     Example:
         >>> from linnx import migrate
@@ -91,6 +93,7 @@ class StreamReport:
     checked: int = 0
     differing: tuple[str, ...] = ()
     sharded: bool = False
+    left_out: tuple[str, ...] = ()
     kept: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -387,14 +390,15 @@ def stream_linen_checkpoint_to_nnx(
         >>> from flax import linen as nn, nnx
         >>> from linnx import migrate
         >>> x = jnp.ones((1, 3))
-        >>> migrate.save_linen_checkpoint(tmp.name + '/linen', nn.Dense(2).init(jax.random.key(0), x))
+        >>> src, dst = tmp.name + '/linen', tmp.name + '/nnx'
+        >>> migrate.save_linen_checkpoint(src, nn.Dense(2).init(jax.random.key(0), x))
         >>> model = nnx.eval_shape(lambda: nnx.Linear(3, 2, rngs=nnx.Rngs(0)))
         >>> plan = migrate.match(nn.Dense(2), model, x)
-        >>> report = migrate.stream_linen_checkpoint_to_nnx(tmp.name + '/linen', tmp.name + '/nnx',
-        ...                                                 model, plan)
+        >>> report = migrate.stream_linen_checkpoint_to_nnx(src, dst, model, plan)
         >>> report.ok, report.verified
         (True, 'checksums')
-        >>> migrate.load_nnx_checkpoint(tmp.name + '/nnx', nnx.Linear(3, 2, rngs=nnx.Rngs(1))).kernel.shape
+        >>> fresh = nnx.Linear(3, 2, rngs=nnx.Rngs(1))
+        >>> migrate.load_nnx_checkpoint(dst, fresh).kernel.shape
         (3, 2)
         >>> tmp.cleanup()
     """
@@ -547,6 +551,7 @@ def stream_linen_checkpoint_to_nnx(
                     checked=len(digests),
                     differing=tuple(differing),
                     sharded=mesh is not None,
+                    left_out=tuple(k for k in tree if k in _NOT_VARIABLES),
                     kept={"nnx": kept_nnx, "linen": kept_linen} if keep else {},
                 )
                 if differing or (check is not None and not check(report)):
@@ -659,8 +664,10 @@ def _verify(
             ))  # fmt: skip
             keys = {n: (*map(str, live[n][0]), "value") for n in names}
             with _reading(model_dir):
-                got = restore_part(reader, model_dir, subtree(written, keys.values()),
-                                   lambda _, m: ocp.RestoreArgs(restore_type=np.ndarray))  # fmt: skip
+                got = restore_part(
+                    reader, model_dir, subtree(written, keys.values()),
+                    lambda _, m: ocp.RestoreArgs(restore_type=np.ndarray),
+                )  # fmt: skip
             values = {n: _leaf_meta(got, keys[n]) for n in names}
             for leaf in dict.fromkeys(leaf for p in group for leaf in p.linen):
                 sds = plan.linen_leaves.get(leaf)

@@ -98,6 +98,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="compare eval mode only (skip the BatchNorm statistics check)",
     )
     parser.add_argument("--no-verify", action="store_true", help="save without verifying")
+    parser.add_argument(
+        "--stream", action="store_true",
+        help="move the checkpoint group by group (memory: about --group-mib, not the "
+        "checkpoint); verification then compares the SHA-256 of every moved array with the "
+        "source instead of running the models",
+    )  # fmt: skip
+    parser.add_argument(
+        "--group-mib", type=int, default=256, metavar="MIB",
+        help="how many MiB of Linen arrays are read, changed and written at a time (256)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--mesh", default=None, metavar="AXIS=SIZE,...",
+        help="restore and save the NNX side sharded as its variables' annotations ask, on a "
+        "mesh of the visible devices, e.g. data=2,model=4",
+    )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace DST_CKPT if it exists")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random sample inputs")
 
@@ -119,13 +134,21 @@ def _load(spec: str, what: str) -> Any:
     return obj
 
 
-def _instance(spec: str, what: str, base: type) -> Any:
+def _instance(
+    spec: str, what: str, base: type, abstract: bool = False, mesh: Any = None
+) -> Any:
     obj = _load(spec, what)
     if isinstance(obj, base):
         return obj
     if not callable(obj):
         raise _UsageError(f"--{what} {spec!r}: {obj!r} is neither a model nor a factory")
-    made = obj()
+    import contextlib
+
+    import jax
+    from flax import nnx
+
+    with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+        made = nnx.eval_shape(obj) if abstract else obj()
     if not isinstance(made, base):
         raise _UsageError(
             f"--{what} {spec!r}: the factory returned {type(made).__name__}, expected a "
@@ -251,6 +274,57 @@ def _samples(
     return out
 
 
+def _has_unfilled_abstract(model: Any, plan: Any) -> bool:
+    """Whether an abstract model has variables that no Linen leaf fills (so they need values)."""
+    import jax
+    from flax import nnx
+
+    filled = {p.nnx for p in plan.pairs}
+    return any(
+        "/".join(map(str, path)) not in filled
+        and isinstance(var.get_value(), jax.ShapeDtypeStruct)
+        for path, var in nnx.to_flat_state(nnx.state(model))
+    )
+
+
+def _migrate_with_optimizer(
+    args: argparse.Namespace, linen_module: Any, nnx_model: Any, plan: Any, samples: list[Any],
+    metadata: dict[str, Any], verify_kwargs: dict[str, Any], step: Any, say: Any,
+) -> int:  # fmt: skip
+    """``--tx``: the weights and a TrainState's optimizer state, in memory."""
+    from flax import nnx
+
+    from . import _checkpoint, _verify
+
+    step("migrate")
+    ckpt = _checkpoint.read_linen_checkpoint(args.src)
+    tx = _load(args.tx, "tx")
+    tx = tx() if not hasattr(tx, "init") else tx
+    if ckpt.opt_state is None:
+        raise _UsageError(f"--tx: {args.src!r} holds no optimizer state")
+    optimizer = nnx.Optimizer(nnx_model, tx, wrt=nnx.Param)
+    _checkpoint.linen_checkpoint_to_nnx(
+        ckpt, nnx_model, plan, optimizer=optimizer, allow_missing=args.allow_missing,
+        allow_unused=args.allow_unused, allow_nonfinite=args.allow_nonfinite,
+    )  # fmt: skip
+    if not args.no_verify:
+        step("verify")
+        report = _verify.verify(linen_module, ckpt.variables, nnx_model, *samples,
+                                **verify_kwargs)  # fmt: skip
+        say(str(report))
+        if not report.ok:
+            print(f"error: verification failed; {args.dst!r} was not written.", file=sys.stderr)
+            return EXIT_VERIFY_FAILED
+        metadata["verified"] = {
+            "ok": report.ok, "max_abs": report.max_abs, "max_rel": report.max_rel}
+    step("save")
+    _checkpoint.save_nnx_checkpoint(
+        args.dst, nnx_model, optimizer=optimizer, overwrite=args.overwrite, metadata=metadata
+    )
+    say(f"Saved the NNX checkpoint to {args.dst}")
+    return EXIT_OK
+
+
 def _json(text: str | None, flag: str) -> dict[str, Any] | None:
     if text is None:
         return None
@@ -353,7 +427,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from .._errors import LinnxError
 
-    steps = ["read", "build", "match", "transfer", "verify", "save"]
+    steps = ["build", "match", "migrate", "save"]
     # A progress bar is for a person at a terminal; in a log file it is only noise.
     bar = tqdm(total=len(steps), desc="migrate-weights", unit="step", file=sys.stderr,
                disable=not sys.stderr.isatty())  # fmt: skip
@@ -375,22 +449,19 @@ def _run(args: argparse.Namespace) -> int:
         from flax import linen as nn
         from flax import nnx
 
-        from . import _checkpoint, _plan, _verify
+        from . import _checkpoint_stream, _plan, _verify
 
-        step("read")
-        ckpt = _checkpoint.read_linen_checkpoint(args.src)
-        bar.update()
+        if args.stream and args.tx is not None:
+            raise _UsageError("--stream moves the weights only; leave out --tx (or --stream)")
+        if args.group_mib <= 0:
+            raise _UsageError(f"--group-mib {args.group_mib}: expected a positive size")
+        mesh = _checkpoint_stream.parse_mesh(args.mesh) if args.mesh else None
         step("build")
         linen_module = _instance(args.linen, "linen", nn.Module)
-        nnx_model = _instance(args.nnx, "nnx", nnx.Module)
+        # Without --tx the NNX model is built abstractly: its weights come from the
+        # checkpoint, so initializing them first would only cost time and memory.
+        nnx_model = _instance(args.nnx, "nnx", nnx.Module, abstract=args.tx is None, mesh=mesh)
         samples = _samples(args.sample, args.seed, linen_module, linen_kwargs, say)
-        optimizer = None
-        if args.tx is not None:
-            tx = _load(args.tx, "tx")
-            tx = tx() if not hasattr(tx, "init") else tx
-            if ckpt.opt_state is None:
-                raise _UsageError(f"--tx: {args.src!r} holds no optimizer state")
-            optimizer = nnx.Optimizer(nnx_model, tx, wrt=nnx.Param)
         bar.update()
         step("match")
         plan = _plan.match(
@@ -399,41 +470,67 @@ def _run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         say(str(plan))
         bar.update()
-        step("transfer")
-        _checkpoint.linen_checkpoint_to_nnx(
-            ckpt, nnx_model, plan, optimizer=optimizer,
-            allow_missing=args.allow_missing, allow_unused=args.allow_unused,
-            allow_nonfinite=args.allow_nonfinite,
+        metadata: dict[str, Any] = {
+            "source": str(Path(args.src).resolve()), "linen": args.linen, "nnx": args.nnx,
+            "plan": plan.to_dict(), "verified": None,
+        }  # fmt: skip
+        verify_kwargs = dict(
+            linen_kwargs=linen_kwargs, nnx_kwargs=nnx_kwargs, plan=plan,
+            train=not args.no_train_check, linen_train_kwargs=linen_train_kwargs,
+            atol=args.atol, rtol=args.rtol,
         )  # fmt: skip
-        if ckpt.opt_state is not None and optimizer is None:
-            say("Note: the checkpoint's optimizer state was not migrated (pass --tx).")
-        bar.update()
-        step("verify")
-        report = None
-        if not args.no_verify:
-            report = _verify.verify(
-                linen_module, ckpt.variables, nnx_model, *samples, linen_kwargs=linen_kwargs,
-                nnx_kwargs=nnx_kwargs, plan=plan, train=not args.no_train_check,
-                linen_train_kwargs=linen_train_kwargs, atol=args.atol, rtol=args.rtol,
-            )  # fmt: skip
-            say(str(report))
-        bar.update()
-        if report is not None and not report.ok:
+        if args.tx is not None:
+            code = _migrate_with_optimizer(args, linen_module, nnx_model, plan, samples,
+                                           metadata, verify_kwargs, step, say)  # fmt: skip
+            bar.update(2)
             bar.close()
+            return code
+        step("migrate")
+        if _has_unfilled_abstract(nnx_model, plan):
+            # RNG state or allowed-missing variables are saved as the model holds them.
+            nnx_model = _instance(args.nnx, "nnx", nnx.Module, mesh=mesh)
+        run_models = not args.stream and not args.no_verify
+        failed: list[Any] = []
+
+        def check(report: Any) -> bool:
+            """Runs both models on the samples before anything is published."""
+            step("verify")
+            bar.update()
+            live = {"/".join(map(str, p)): v for p, v in nnx.to_flat_state(nnx.state(nnx_model))}
+            for path, value in report.kept["nnx"].items():
+                live[path].set_value(value)
+            variables: dict[str, Any] = {}
+            for path, value in report.kept["linen"].items():
+                node = variables
+                *head, last = path.split("/")
+                for key in head:
+                    node = node.setdefault(key, {})
+                node[last] = value
+            result = _verify.verify(linen_module, variables, nnx_model, *samples,
+                                    **verify_kwargs)  # fmt: skip
+            say(str(result))
+            metadata["verified"] = {
+                "ok": result.ok, "max_abs": result.max_abs, "max_rel": result.max_rel}
+            failed.extend([] if result.ok else [result])
+            return result.ok
+
+        report = _checkpoint_stream.stream_linen_checkpoint_to_nnx(
+            args.src, args.dst, nnx_model, plan, allow_missing=args.allow_missing,
+            allow_unused=args.allow_unused, allow_nonfinite=args.allow_nonfinite, mesh=mesh,
+            verify=args.stream and not args.no_verify, group_bytes=args.group_mib << 20,
+            metadata=metadata, overwrite=args.overwrite, keep=run_models,
+            check=check if run_models else None,
+        )  # fmt: skip
+        if args.stream:
+            say(str(report))
+        if report.left_out:
+            say(f"Note: the checkpoint's {', '.join(report.left_out)} were not migrated "
+                "(pass --tx, without --stream, for a TrainState's optimizer state).")  # fmt: skip
+        bar.update(2)
+        bar.close()
+        if failed or not report.ok:
             print(f"error: verification failed; {args.dst!r} was not written.", file=sys.stderr)
             return EXIT_VERIFY_FAILED
-        step("save")
-        _checkpoint.save_nnx_checkpoint(
-            args.dst, nnx_model, optimizer=optimizer, overwrite=args.overwrite,
-            metadata={
-                "source": str(Path(args.src).resolve()), "linen": args.linen, "nnx": args.nnx,
-                "plan": plan.to_dict(),
-                "verified": None if report is None else {
-                    "ok": report.ok, "max_abs": report.max_abs, "max_rel": report.max_rel},
-            },
-        )  # fmt: skip
-        bar.update()
-        bar.close()
         say(f"Saved the NNX checkpoint to {args.dst}")
         return EXIT_OK
     except (_UsageError, LinnxError) as err:
