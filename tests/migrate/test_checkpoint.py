@@ -257,3 +257,23 @@ def test_loading_into_a_tonnx_never_lazy_initialized_says_call_lazy_init(tmp_pat
     linnx.lazy_init(fresh, X)
     migrate.load_nnx_checkpoint(tmp_path / "nnx", fresh)
     np.testing.assert_array_equal(fresh.params["kernel"][...], saved.params["kernel"][...])
+
+
+def test_digests_recorded_with_sha256_by_earlier_versions_are_still_checked(tmp_path):
+    import hashlib
+    import json
+
+    migrate.save_linen_checkpoint(tmp_path / "ckpt", Net().init(jax.random.key(0), X))
+    record = tmp_path / "ckpt" / "linnx.json"
+    info = json.loads(record.read_text())
+    assert all(set(e) == {"bytes", "xxh3_128"} for e in info["files"].values())
+    for rel, entry in info["files"].items():
+        del entry["xxh3_128"]
+        entry["sha256"] = hashlib.sha256((tmp_path / "ckpt" / rel).read_bytes()).hexdigest()
+    record.write_text(json.dumps(info))
+    migrate.read_linen_checkpoint(tmp_path / "ckpt")
+    data = max((p for p in (tmp_path / "ckpt").rglob("*") if p.is_file() and p.parent.name == "d"),
+               key=lambda p: p.stat().st_size)  # fmt: skip
+    data.write_bytes(bytes(b ^ 1 for b in data.read_bytes()))
+    with pytest.raises(migrate.CheckpointError, match=r"contents changed since it was written"):
+        migrate.read_linen_checkpoint(tmp_path / "ckpt")

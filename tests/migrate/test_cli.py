@@ -232,7 +232,7 @@ def test_streamed_and_sharded_through_the_cli(lm_checkpoint, tmp_path, capsys):
                     "--group-mib", "1")  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    assert "Verification passed: the SHA-256 of each of the 5 Linen arrays" in out
+    assert "Verification passed: the checksum (XXH3-128) of each of the 5 Linen arrays" in out
     assert "the models were not run" in out
     info = json.loads((tmp_path / "streamed" / "linnx.json").read_text())
     assert info["streamed"]["verified"] == "checksums" and info["plan"]["pairs"]

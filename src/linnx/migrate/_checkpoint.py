@@ -16,7 +16,7 @@ is the standard NNX recipe::
 Every write goes to a hidden temporary directory next to the destination, which is renamed
 into place only once Orbax has finished, so an interrupted run never leaves a half-written
 checkpoint under the destination name, and a failed overwrite leaves the old one intact.
-Every checkpoint linnx writes also records the SHA-256 digest of each of its files in
+Every checkpoint linnx writes also records a digest (XXH3-128) of each of its files in
 ``linnx.json``; reading it back checks them, so a truncated or damaged copy is refused by name
 instead of restoring garbage. Reads restore into new arrays first and update a model only
 when everything has been read and checked, so a failed read leaves the model as it was.
@@ -500,7 +500,7 @@ def save_nnx_checkpoint(
     Layout: ``path/model`` (``nnx.state(model)``), ``path/optimizer`` (``nnx.state(optimizer)``,
     when given) and ``path/linnx.json``.
 
-    ``linnx.json`` holds ``metadata`` and the SHA-256 digest of every file, which
+    ``linnx.json`` holds ``metadata`` and a digest (XXH3-128) of every file, which
     :func:`load_nnx_checkpoint` checks.
 
     Raises:

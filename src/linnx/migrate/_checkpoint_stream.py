@@ -18,12 +18,11 @@ those output shardings, and Orbax writes each shard from the device that holds i
 Everything happens in the scratch directory of ``_checkpoint_files._atomic_dir``: an
 interrupted or refused run leaves nothing at the destination. Verification re-reads the
 written checkpoint part by part, rebuilds every Linen leaf from it with the inverse layout
-change, and compares its SHA-256 with that of the source array as it was read.
+change, and compares its checksum (XXH3-128) with that of the source array as it was read.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -48,7 +47,15 @@ from ._checkpoint import (
     restore_part,
     subtree,
 )
-from ._checkpoint_files import PathLike, _atomic_dir, _digest, _writer, verify_files
+from ._checkpoint_files import (
+    DIGEST,
+    HASHES,
+    PathLike,
+    _atomic_dir,
+    _digest,
+    _writer,
+    verify_files,
+)
 from ._checks import check_finite, check_mapping, check_nnx, check_path, check_plan
 from ._errors import CheckpointError, MigrationTypeError
 from ._paths import matches_any, patterns
@@ -71,7 +78,7 @@ class StreamReport:
         groups: groups the checkpoint was moved in (each restored, changed and written alone).
         largest_group_bytes: bytes of the largest group's Linen arrays (what bounds memory).
         verified: ``'checksums'`` (every moved array re-read from the written checkpoint and
-            compared with the source by SHA-256) or ``'none'``.
+            compared with the source by checksum (XXH3-128)) or ``'none'``.
         checked: Linen leaves whose checksum was compared.
         differing: Linen leaves whose re-read bytes differ from the source.
         sharded: ``True`` when the values were restored and written sharded on a mesh.
@@ -117,9 +124,9 @@ class StreamReport:
                 f"arrays differ from the written checkpoint: {shown}"
             )
         return (
-            f"{head}\nVerification passed: the SHA-256 of each of the {self.checked} Linen "
-            "arrays, rebuilt from the written NNX checkpoint, equals that of the source "
-            "(checksums only: the models were not run)."
+            f"{head}\nVerification passed: the checksum (XXH3-128) of each of the "
+            f"{self.checked} Linen arrays, rebuilt from the written NNX checkpoint, equals "
+            "that of the source (checksums only: the models were not run)."
         )
 
 
@@ -262,9 +269,9 @@ def _check_mesh_axes(mesh: jax.sharding.Mesh, specs: Mapping[str, Any]) -> None:
 
 
 def checksum(value: Any) -> str:
-    """SHA-256 of an array's bytes (its shape and dtype included)."""
+    """XXH3-128 of an array's bytes (its shape and dtype included)."""
     a = np.ascontiguousarray(np.asarray(value))
-    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h = HASHES[DIGEST](f"{a.dtype.str}{a.shape}".encode())
     if a.size:
         h.update(a.reshape(-1).view(np.uint8))
     return h.hexdigest()
@@ -272,8 +279,8 @@ def checksum(value: Any) -> str:
 
 def _digest_open(handle: Any) -> str:
     with handle:
-        h = hashlib.sha256()
-        for block in iter(lambda: handle.read(1 << 20), b""):
+        h = HASHES[DIGEST]()
+        for block in iter(lambda: handle.read(1 << 22), b""):
             h.update(block)
         return h.hexdigest()
 
@@ -363,7 +370,7 @@ def stream_linen_checkpoint_to_nnx(
         plan: from :func:`match`.
         allow_missing / allow_unused / allow_nonfinite / cast: as for :func:`linen_to_nnx`.
         mesh: restore and write each value sharded as its variable's annotation asks.
-        verify: re-read what was written and compare each Linen array's SHA-256.
+        verify: re-read what was written and compare each Linen array's checksum (XXH3-128).
         group_bytes: the size of the Linen arrays moved at a time.
         metadata: extra entries for ``linnx.json``.
         overwrite: replace ``dst`` if it exists.
@@ -695,7 +702,7 @@ def _record(
             continue
         rel = p.relative_to(tmp).as_posix()
         digest = renamed.get(rel) or _digest(p)
-        files[rel] = {"bytes": p.stat().st_size, "sha256": digest}
+        files[rel] = {"bytes": p.stat().st_size, DIGEST: digest}
     (tmp / _INFO).write_text(json.dumps({**info, "files": files}, indent=1, default=str))
 
 
