@@ -234,6 +234,7 @@ def _samples(
     linen_module: Any = None,
     linen_kwargs: dict[str, Any] | None = None,
     say: Any = None,
+    concrete: bool = True,
 ) -> list[Any]:
     """The sample inputs: ``.npy`` files as they are, the others drawn at random.
 
@@ -256,6 +257,8 @@ def _samples(
             say(f"Note: integer samples are drawn from 0..{_DEFAULT_INT_HIGH - 1} (the model's "
                 "first layer is no nn.Embed); give their range as SHAPE:DTYPE:LOW..HIGH or "
                 "pass a .npy file.")  # fmt: skip
+    if not concrete:  # matching traces the models abstractly: shapes and dtypes suffice
+        return abstract
     out = []
     key = jax.random.key(seed)
     for p, given in zip(parsed, abstract, strict=True):
@@ -461,7 +464,9 @@ def _run(args: argparse.Namespace) -> int:
         # Without --tx the NNX model is built abstractly: its weights come from the
         # checkpoint, so initializing them first would only cost time and memory.
         nnx_model = _instance(args.nnx, "nnx", nnx.Module, abstract=args.tx is None, mesh=mesh)
-        samples = _samples(args.sample, args.seed, linen_module, linen_kwargs, say)
+        run_models = not args.stream and not args.no_verify
+        samples = _samples(args.sample, args.seed, linen_module, linen_kwargs, say,
+                           concrete=run_models or args.tx is not None)  # fmt: skip
         bar.update()
         step("match")
         plan = _plan.match(
@@ -489,7 +494,6 @@ def _run(args: argparse.Namespace) -> int:
         if _has_unfilled_abstract(nnx_model, plan):
             # RNG state or allowed-missing variables are saved as the model holds them.
             nnx_model = _instance(args.nnx, "nnx", nnx.Module, mesh=mesh)
-        run_models = not args.stream and not args.no_verify
         failed: list[Any] = []
 
         def check(report: Any) -> bool:
