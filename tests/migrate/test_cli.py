@@ -204,7 +204,7 @@ def test_orbax_event_loop_tracebacks_never_reach_the_user(lm_checkpoint, tmp_pat
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "is truncated or damaged" in done.stderr
-    assert "Event loop is closed" not in done.stderr and "Traceback" not in done.stderr
+    assert "Event loop is closed" not in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 def test_noise_filter_drops_only_event_loop_tracebacks():
@@ -251,3 +251,32 @@ def test_streamed_and_sharded_through_the_cli(lm_checkpoint, tmp_path, capsys):
     assert main(_lm_args(src, tmp_path / "x", "--sample", "2,5:int32", "--stream", "--tx",
                          f"{MOD}:make_tx")) == 2  # fmt: skip
     assert "--stream moves the weights only" in capsys.readouterr().err
+
+
+def test_noise_filter_separates_threads_printing_at_once():
+    import io
+    import threading
+
+    sink = io.StringIO()
+    quiet = _cli._OrbaxNoiseFilter(sink)
+    noise = (
+        "Traceback (most recent call last):\n"
+        '  File "asyncio/base_events.py", line 519, in _check_closed\n'
+        "    raise RuntimeError('Event loop is closed')\n"
+        "RuntimeError: Event loop is closed\n"
+    )
+    half = threading.Event()
+
+    def background():
+        quiet.write(noise[:40])
+        half.set()
+        quiet.write(noise[40:])
+
+    thread = threading.Thread(target=background)
+    thread.start()
+    half.wait()
+    quiet.write("error: damaged")  # the main thread, between the other thread's pieces
+    thread.join()
+    quiet.write("\nFix: copy it again\n")
+    quiet.flush()
+    assert sink.getvalue() == "error: damaged\nFix: copy it again\n"

@@ -355,50 +355,57 @@ class _OrbaxNoiseFilter:
 
     When Orbax gives up on a damaged checkpoint it closes its event loop while TensorStore
     reads are still in flight; each one then prints a ``RuntimeError: Event loop is closed``
-    traceback from a background thread. linnx has already reported the problem by then, so
-    those tracebacks only mislead. Everything else passes through unchanged.
+    traceback from a background thread, often after linnx has reported the problem. They
+    only mislead. Each thread's writes are assembled separately (several threads print at
+    once, piece by piece); everything but those tracebacks passes through unchanged.
     """
 
     NOISE = "RuntimeError: Event loop is closed"
 
     def __init__(self, stream: Any):
+        import threading
+
         self.stream = stream
-        self.held: list[str] = []
-        self.partial = ""
+        self.lock = threading.Lock()
+        self.threads: dict[int, list[Any]] = {}  # thread id -> [held traceback lines, partial]
+
+    def _state(self) -> list[Any]:
+        import threading
+
+        return self.threads.setdefault(threading.get_ident(), [[], ""])
 
     def write(self, text: str) -> int:
-        self.partial += text
-        while "\n" in self.partial:
-            line, self.partial = self.partial.split("\n", 1)
-            self._line(line + "\n")
-        if self.partial and not self.held and not self.partial.startswith("Traceback"):
-            self.stream.write(self.partial)  # progress bars write without a newline
-            self.partial = ""
+        with self.lock:
+            state = self._state()
+            state[1] += text
+            while "\n" in state[1]:
+                line, state[1] = state[1].split("\n", 1)
+                self._line(state, line + "\n")
+            if state[1] and not state[0] and not "Traceback".startswith(state[1][:9]):
+                self.stream.write(state[1])  # progress bars write without a newline
+                state[1] = ""
         return len(text)
 
-    def _line(self, line: str) -> None:
+    def _line(self, state: list[Any], line: str) -> None:
+        held = state[0]
         if line.startswith("Traceback (most recent call last)"):
-            self._release()
-            self.held = [line]
-        elif self.held:
-            self.held.append(line)
+            self.stream.write("".join(held))
+            state[0] = [line]
+        elif held:
+            held.append(line)
             if not line.startswith((" ", "\t")):  # the exception line ends a traceback
                 if not line.startswith(self.NOISE):
-                    self._release()
-                self.held = []
+                    self.stream.write("".join(held))
+                state[0] = []
         else:
             self.stream.write(line)
 
-    def _release(self) -> None:
-        self.stream.write("".join(self.held))
-        self.held = []
-
     def flush(self) -> None:
-        self._release()
-        if self.partial:
-            self.stream.write(self.partial)
-            self.partial = ""
-        self.stream.flush()
+        with self.lock:
+            for state in self.threads.values():
+                self.stream.write("".join(state[0]) + state[1])
+                state[0], state[1] = [], ""
+            self.stream.flush()
 
     def isatty(self) -> bool:
         return self.stream.isatty()
