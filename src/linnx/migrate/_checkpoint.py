@@ -38,13 +38,14 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from flax.core import meta
 
-from .._errors import LinnxError
 from ..bridge import ToNNX
 from ._checkpoint_boxes import box_record, names_after, rebox, unwrap
 from ._checkpoint_files import (
     PathLike,
     _atomic_dir,
+    _reading,
     _record_files,
+    _tree_metadata,
     _writer,
     recorded_info,
     verify_files,
@@ -359,84 +360,6 @@ def _unchanged_on_error(*objs: Any) -> Iterator[None]:
         for var, value in saved:
             var.set_value(value)
         raise
-
-
-def _tree_metadata(ckptr: Any, where: Path) -> Any:
-    """The saved tree's structure, or a CheckpointError when Orbax cannot read it."""
-    try:
-        metadata = ckptr.metadata(where)
-        tree = getattr(metadata, "item_metadata", metadata)
-        tree = getattr(tree, "tree", tree)
-    except Exception as e:
-        tree, cause = None, f"{type(e).__name__}: {e}"
-    else:
-        cause = "Orbax found no tree metadata"
-    if not isinstance(tree, Mapping):
-        raise CheckpointError(
-            f"{str(where)!r} is truncated or damaged: its tree metadata (_METADATA, "
-            f"manifest.ocdbt) cannot be read ({cause}).\n"
-            "Fix: copy the checkpoint again from its source, or use another checkpoint."
-        )
-    return tree
-
-
-def subtree(tree: Mapping[str, Any], paths: Iterable[tuple[str, ...]]) -> dict[str, Any]:
-    """The part of a nested mapping that holds ``paths`` (each a tuple of keys)."""
-    out: dict[str, Any] = {}
-    for path in paths:
-        node, src = out, tree
-        for key in path[:-1]:
-            src = src[key]
-            node = node.setdefault(key, {})
-        node[path[-1]] = src[path[-1]]
-    return out
-
-
-def restore_part(ckptr: Any, where: Path, tree: Mapping[str, Any], make_args: Any) -> Any:
-    """Orbax partial restore of ``tree`` (a part of the saved metadata tree) from ``where``.
-
-    ``make_args(path, metadata)`` gives each leaf's ``RestoreArgs``: only those arrays are
-    read, so the memory a read needs is the size of the part.
-    """
-    args = jax.tree_util.tree_map_with_path(make_args, tree)
-    return ckptr.restore(
-        where, args=ocp.args.PyTreeRestore(item=tree, restore_args=args, partial_restore=True)
-    )
-
-
-def _host_args(_: Any, __: Any) -> Any:
-    return ocp.RestoreArgs(restore_type=np.ndarray)
-
-
-def damaged_arrays(ckptr: Any, where: Path, tree: Mapping[str, Any]) -> list[str]:
-    """The key paths of the arrays that cannot be read, one by one (the error path only)."""
-    bad = []
-    for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        keys = tuple(str(getattr(k, "key", k)) for k in path)
-        try:
-            restore_part(ckptr, where, subtree(tree, [keys]), _host_args)
-        except Exception:
-            bad.append("/".join(keys))
-    return bad
-
-
-@contextmanager
-def _reading(where: Path, ckptr: Any = None, tree: Any = None) -> Iterator[None]:
-    try:
-        yield
-    except LinnxError:
-        raise
-    except Exception as e:
-        bad = damaged_arrays(ckptr, where, tree) if tree is not None else []
-        which = ""
-        if bad:
-            shown = ", ".join(bad[:10]) + (f", ... ({len(bad) - 10} more)" if len(bad) > 10 else "")
-            which = f"\nUnreadable arrays ({len(bad)}): {shown}"
-        raise CheckpointError(
-            f"{str(where)!r} could not be restored: {type(e).__name__}: {str(e)[:500]}{which}\n"
-            "Fix: the checkpoint is truncated or damaged (copy it again, or use another one), "
-            "or it was not written for this model."
-        ) from e
 
 
 def _keyed(tree: Any) -> dict[str, Any]:

@@ -23,7 +23,6 @@ change, and compares its checksum (XXH3-128) with that of the source array as it
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,22 +37,20 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from ._checkpoint import (
-    FORMAT,
-    _check_initialized,
-    _reading,
-    _resolve,
-    _tree_metadata,
-    restore_part,
-    subtree,
-)
+from ._checkpoint import FORMAT, _check_initialized, _resolve
 from ._checkpoint_files import (
-    DIGEST,
-    HASHES,
     PathLike,
     _atomic_dir,
-    _digest,
+    _digest_files,
+    _join,
+    _leaf_meta,
+    _reading,
+    _tree_metadata,
     _writer,
+    checksum,
+    record_parts,
+    restore_part,
+    subtree,
     verify_files,
 )
 from ._checks import check_finite, check_mapping, check_nnx, check_path, check_plan
@@ -184,13 +181,6 @@ def _source_index(tree: Mapping[str, Any], wanted: set[str]) -> dict[str, tuple[
     return out
 
 
-def _leaf_meta(tree: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
-    node: Any = tree
-    for k in keys:
-        node = node[k]
-    return node
-
-
 def _nbytes(meta: Any) -> int:
     return int(np.prod(meta.shape, dtype=np.int64)) * np.dtype(meta.dtype).itemsize
 
@@ -268,67 +258,7 @@ def _check_mesh_axes(mesh: jax.sharding.Mesh, specs: Mapping[str, Any]) -> None:
 # -- digests -----------------------------------------------------------------------------------
 
 
-def checksum(value: Any) -> str:
-    """XXH3-128 of an array's bytes (its shape and dtype included)."""
-    a = np.ascontiguousarray(np.asarray(value))
-    h = HASHES[DIGEST](f"{a.dtype.str}{a.shape}".encode())
-    if a.size:
-        h.update(a.reshape(-1).view(np.uint8))
-    return h.hexdigest()
-
-
-def _digest_open(handle: Any) -> str:
-    with handle:
-        h = HASHES[DIGEST]()
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            h.update(block)
-        return h.hexdigest()
-
-
-def _digest_files(directory: Path, pool: ThreadPoolExecutor) -> dict[str, Future[str]]:
-    """Digests of the files under ``directory``, computed in the background. Each file is
-    opened now, so moving the directory meanwhile (as joining the parts does) is harmless."""
-    return {
-        p.relative_to(directory).as_posix(): pool.submit(_digest_open, open(p, "rb"))  # noqa: SIM115
-        for p in sorted(directory.rglob("*")) if p.is_file()
-    }  # fmt: skip
-
-
 # -- writing the parts and joining them ---------------------------------------------------------
-
-
-def _join(parts: Sequence[Path], out: Path) -> None:
-    """Makes one Orbax checkpoint of the parts: their OCDBT databases become the per-process
-    databases of ``out``, their metadata is united, and Orbax's merge indexes them."""
-    from orbax.checkpoint._src.asyncio_utils import run_sync
-    from orbax.checkpoint._src.serialization import ocdbt_utils
-    from orbax.checkpoint._src.serialization import tensorstore_utils as ts_utils
-
-    out.mkdir()
-    (out / "array_metadatas").mkdir()
-    metadata: dict[str, Any] | None = None
-    shardings: dict[str, Any] = {}
-    arrays: list[Any] = []
-    for k, part in enumerate(parts):
-        os.rename(part / "ocdbt.process_0", out / f"ocdbt.process_{k}")
-        md = json.loads((part / "_METADATA").read_text())
-        if metadata is None:
-            metadata = md
-            shutil.copy(part / "_CHECKPOINT_METADATA", out / "_CHECKPOINT_METADATA")
-        else:
-            metadata["tree_metadata"].update(md["tree_metadata"])
-        if (part / "_sharding").exists():
-            shardings.update(json.loads((part / "_sharding").read_text()))
-        for f in (part / "array_metadatas").iterdir():
-            arrays += json.loads(f.read_text()).get("array_metadatas", [])
-    (out / "_METADATA").write_text(json.dumps(metadata))
-    (out / "_sharding").write_text(json.dumps(shardings))
-    (out / "array_metadatas" / "process_0").write_text(json.dumps({"array_metadatas": arrays}))
-    run_sync(ocdbt_utils.merge_ocdbt_per_process_files(
-        out, ts_context=ts_utils.get_ts_context(use_ocdbt=True), use_zarr3=False,
-        enable_validation=False,
-    ))  # fmt: skip
-    (out / "commit_success.txt").write_text("Checkpoint commit was successful.")
 
 
 class _Abort(BaseException):  # noqa: N818 - not an error; passes _atomic_dir untouched
@@ -425,6 +355,13 @@ def stream_linen_checkpoint_to_nnx(
             f"{fn}(group_bytes={group_bytes!r}): expected a positive number of bytes.\n"
             "Fix: e.g. group_bytes=256 << 20."
         )
+    if jax.process_count() > 1:
+        raise CheckpointError(
+            f"{fn}: {jax.process_count()} JAX processes: the migration runs in one process "
+            "(its scratch directory and the joining of the parts are not coordinated across "
+            "hosts).\nFix: migrate on one host (with a mesh of its devices if the model is "
+            "big); every host of the job can then restore the result into its own shards."
+        )
     target = Path(dst).expanduser().resolve()
     if target.exists() and not overwrite:  # before any work
         raise CheckpointError(
@@ -488,6 +425,7 @@ def stream_linen_checkpoint_to_nnx(
                 parts_dir.mkdir()
                 parts: list[Path] = []
                 file_digests: dict[str, Future[str]] = {}
+                pending: dict[int, list[Future[None]]] = {}
                 for k, group in enumerate(groups):
                     leaves = list(dict.fromkeys(leaf for p in group for leaf in p.linen))
                     largest = max(largest, sum(_nbytes(metas[leaf]) for leaf in leaves))
@@ -514,17 +452,18 @@ def stream_linen_checkpoint_to_nnx(
                         values[p.nnx] = _transform(
                             p, [sources[leaf] for leaf in p.linen], var, sharding
                         )
-                    if allow_nonfinite is not True and not all(
-                        _all_finite(v) for v in values.values()
-                    ):  # the fast check first; the error (with counts) only when it fails
-                        check_finite(
-                            ((f"{p.linen[0]} -> {p.nnx}", values[p.nnx]) for p in group),
-                            allow_nonfinite, what="leaf/leaves to migrate", fn=fn,
-                        )  # fmt: skip
+                    # NaN checks and source checksums run in the background while the
+                    # next group is read; the group before last must be done by now, so
+                    # at most two groups are alive at once.
+                    for fut in pending.pop(k - 1, []):
+                        fut.result()
+                    pending[k] = [pool.submit(
+                        _check_finite_group, group, values, allow_nonfinite, fn)]  # fmt: skip
                     if verify:
                         for leaf in leaves:
                             dtype = _first_pair(group, leaf).nnx_dtype
-                            digests[leaf] = checksum(jnp.asarray(sources[leaf]).astype(dtype))
+                            pending[k].append(pool.submit(
+                                _source_checksum, digests, leaf, sources[leaf], dtype))  # fmt: skip
                     part = parts_dir / f"{k}"
                     writer.save(part, _state([(live[n][0], live[n][1], v)
                                               for n, v in values.items()]))  # fmt: skip
@@ -545,6 +484,9 @@ def stream_linen_checkpoint_to_nnx(
                             part / "ocdbt.process_0", pool).items()}
                     )  # fmt: skip
                     parts.append(part)
+                for futures in pending.values():
+                    for fut in futures:
+                        fut.result()
                 model_dir = tmp / "model"
                 _join(parts, model_dir)
                 shutil.rmtree(parts_dir)
@@ -566,7 +508,7 @@ def stream_linen_checkpoint_to_nnx(
                 )
                 if differing or (check is not None and not check(report)):
                     raise _Abort(report)
-                _record(tmp, model_dir, file_digests, {
+                record_parts(tmp, model_dir, file_digests, {
                     **dict(metadata or {}), "format": FORMAT, "optimizer": False,
                     "streamed": {"groups": report.groups, "verified": report.verified,
                                  "checked": report.checked,
@@ -577,6 +519,22 @@ def stream_linen_checkpoint_to_nnx(
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     return report
+
+
+def _check_finite_group(
+    group: Sequence[Pair], values: Mapping[str, Any], allow: Any, fn: str
+) -> None:
+    """Refuses NaN and inf in a group's values: a fast test first, the counts only on failure."""
+    if allow is True or all(_all_finite(v) for v in values.values()):
+        return
+    check_finite(
+        ((f"{p.linen[0]} -> {p.nnx}", values[p.nnx]) for p in group),
+        allow, what="leaf/leaves to migrate", fn=fn,
+    )  # fmt: skip
+
+
+def _source_checksum(out: dict[str, str], leaf: str, value: Any, dtype: Any) -> None:
+    out[leaf] = checksum(jnp.asarray(value).astype(dtype))
 
 
 def _all_finite(value: Any) -> bool:
@@ -701,25 +659,6 @@ def _verify(
                 if checksum(rebuilt) != digests[leaf]:
                     differing.append(leaf)
     return differing
-
-
-def _record(
-    tmp: Path, model_dir: Path, early: Mapping[str, Future[str]], info: Mapping[str, Any]
-) -> None:
-    """``linnx.json``: the digests of every file; the parts' data files were digested in the
-    background while the next groups were read, so only the joined index is hashed here."""
-    renamed = {}
-    for name, fut in early.items():
-        k, rel = name.split("/", 1)
-        renamed[f"model/ocdbt.process_{k}/{rel}"] = fut.result()
-    files = {}
-    for p in sorted(tmp.rglob("*")):
-        if not p.is_file() or p.name == _INFO:
-            continue
-        rel = p.relative_to(tmp).as_posix()
-        digest = renamed.get(rel) or _digest(p)
-        files[rel] = {"bytes": p.stat().st_size, DIGEST: digest}
-    (tmp / _INFO).write_text(json.dumps({**info, "files": files}, indent=1, default=str))
 
 
 for _obj in (StreamReport, stream_linen_checkpoint_to_nnx, parse_mesh):

@@ -528,10 +528,7 @@ def _run(args: argparse.Namespace) -> int:
         report = _checkpoint_stream.stream_linen_checkpoint_to_nnx(
             args.src, args.dst, nnx_model, plan, allow_missing=args.allow_missing,
             allow_unused=args.allow_unused, allow_nonfinite=args.allow_nonfinite, mesh=mesh,
-            verify=args.stream and not args.no_verify,
-            # In memory, one group: the whole checkpoint is held anyway, and one Orbax
-            # restore and save cost less than several.
-            group_bytes=args.group_mib << 20 if args.stream else 1 << 62,
+            verify=args.stream and not args.no_verify, group_bytes=args.group_mib << 20,
             metadata=metadata, overwrite=args.overwrite, keep=run_models,
             check=check if run_models else None,
         )  # fmt: skip
