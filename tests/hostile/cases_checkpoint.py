@@ -342,6 +342,66 @@ def _(env):
     return misuse, env.tmp
 
 
+# -- stream_linen_checkpoint_to_nnx -----------------------------------------------------------
+
+
+def _stream(env, src=None, **kwargs):
+    src = env.copy_of("linen") if src is None else src
+    return lambda: migrate.stream_linen_checkpoint_to_nnx(
+        src, env.tmp / "nnx", kwargs.pop("model", Port()), kwargs.pop("plan", plan()), **kwargs
+    )
+
+
+@case("stream/src-is-None", migrate.MigrationTypeError,
+      r"stream_linen_checkpoint_to_nnx\(src=None\)", r"a str or pathlib\.Path")
+def _(env):
+    model = Port()
+    return lambda: migrate.stream_linen_checkpoint_to_nnx(None, env.tmp / "x", model, plan())
+
+
+@case("stream/mesh-is-a-string", migrate.MigrationTypeError,
+      r"mesh='data=2'\): expected a jax\.sharding\.Mesh", r"migrate\.parse_mesh")
+def _(env):
+    return _stream(env, mesh="data=2"), env.tmp
+
+
+@case("stream/group-bytes-zero", migrate.MigrationTypeError,
+      r"group_bytes=0\): expected a positive number", r"group_bytes=256 << 20")
+def _(env):
+    return _stream(env, group_bytes=0), env.tmp
+
+
+@case("stream/destination-exists", migrate.CheckpointError, r"nnx' already exists",
+      r"overwrite=True")
+def _(env):
+    (env.tmp / "nnx").mkdir()
+    return _stream(env), env.tmp
+
+
+@case("stream/NaN-in-the-checkpoint", migrate.NonFiniteValuesError,
+      r"params/Dense_0/(kernel|bias) -> fc/(kernel|bias): \d NaN, \d inf", r"allow_nonfinite=True")
+def _(env):
+    return _stream(env, src=env.copy_of("nonfinite"), group_bytes=1), env.tmp
+
+
+class _PortWithRng(Port):
+    def __init__(self):
+        super().__init__()
+        self.drop = nnx.Dropout(0.1, rngs=nnx.Rngs(0))
+
+
+@case("stream/abstract-model-with-unfilled-variables", migrate.CheckpointError,
+      r"nnx_model is abstract(.|\n)*drop/rngs/count", r"pass a concrete model")
+def _(env):
+    return _stream(env, model=nnx.eval_shape(_PortWithRng)), env.tmp
+
+
+@case("stream/parse-mesh-garbled", migrate.MigrationTypeError,
+      r"mesh 'data:2': expected NAME=SIZE", r"name each mesh axis")
+def _(env):
+    return lambda: migrate.parse_mesh("data:2")
+
+
 # -- load_nnx_checkpoint -----------------------------------------------------------------------
 
 
