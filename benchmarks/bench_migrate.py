@@ -20,6 +20,7 @@ Usage::
 
     make bench-migrate                                    # both sizes (about 10 min, 6 GiB disk)
     .venv/bin/python benchmarks/bench_migrate.py --sizes small        # about 1 min
+    .venv/bin/python benchmarks/bench_migrate.py --sizes tiny         # the smoke test's run
     .venv/bin/python benchmarks/bench_migrate.py --sizes large --models mlp --json out.json
 """
 
@@ -42,8 +43,8 @@ GIB = 1 << 30
 #: model -> size -> (width, depth). MLP: depth x Dense(width). Transformer: depth blocks of
 #: d_model=width (attention projections 4 d^2, MLP 8 d^2), stacked by nn.scan.
 SIZES = {
-    "mlp": {"small": (2048, 6), "large": (4096, 24)},
-    "scanned": {"small": (512, 8), "large": (1024, 32)},
+    "mlp": {"tiny": (64, 3), "small": (2048, 6), "large": (4096, 24)},
+    "scanned": {"tiny": (32, 2), "small": (512, 8), "large": (1024, 32)},
 }
 RUNS = {
     "floor": None,
