@@ -339,7 +339,8 @@ def _join(parts: Sequence[Path], out: Path) -> None:
             metadata["tree_metadata"].update(md["tree_metadata"])
         if (part / "_sharding").exists():
             shardings.update(json.loads((part / "_sharding").read_text()))
-        for f in (part / "array_metadatas").iterdir():
+        # Orbax writes these only for jax.Arrays (numpy values have none).
+        for f in (part / "array_metadatas").glob("*"):
             arrays += json.loads(f.read_text()).get("array_metadatas", [])
     (out / "_METADATA").write_text(json.dumps(metadata))
     (out / "_sharding").write_text(json.dumps(shardings))

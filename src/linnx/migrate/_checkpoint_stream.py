@@ -560,15 +560,31 @@ def _state(items: Sequence[tuple[tuple[Any, ...], nnx.Variable, Any]]) -> nnx.St
 
 
 def _transform(pair: Pair, sources: list[Any], var: nnx.Variable, sharding: Any) -> Any:
-    """The NNX value of ``pair`` from its restored sources, cast and placed."""
+    """The NNX value of ``pair`` from its restored sources, cast and placed.
+
+    On one device the change runs in numpy on the arrays' own buffers (a CPU array is read
+    without a copy, and slicing one layer out of a scanned stack is a view): no dispatch and
+    no compilation per shape, and Orbax writes numpy arrays as they are. On a mesh it runs
+    under ``jax.jit`` with the target's sharding, so no array is ever whole on one device.
+    """
     dtype = jnp.dtype(pair.nnx_dtype)
-    if pair.layout.kind == "copy" and sources[0].dtype == dtype and sharding is None:
+    if sharding is not None:
+        return jax.jit(
+            lambda *xs: to_nnx_value(pair, list(xs)).astype(dtype), out_shardings=sharding
+        )(*sources)
+    if pair.layout.kind == "copy" and sources[0].dtype == dtype:
         return sources[0]  # nothing to do: the restored array is the value
-    if sharding is None:
-        return to_nnx_value(pair, sources).astype(dtype)
-    return jax.jit(
-        lambda *xs: to_nnx_value(pair, list(xs)).astype(dtype), out_shardings=sharding
-    )(*sources)
+    arrays = [np.asarray(s) for s in sources]
+    lay = pair.layout
+    if lay.kind == "stack":
+        value = np.stack(arrays, axis=lay.nnx_axis)
+    elif lay.kind == "unstack":
+        value = arrays[0][(slice(None),) * lay.linen_axis + (lay.index,)]
+    elif lay.kind == "moveaxis":
+        value = np.moveaxis(arrays[0], lay.linen_axis, lay.nnx_axis)
+    else:
+        value = arrays[0]
+    return np.ascontiguousarray(value.astype(dtype, copy=False))
 
 
 def _check(
