@@ -2,7 +2,9 @@
 
 ``import linnx as bridge`` gives the API of Flax's bridge guide: :class:`ToNNX` and
 :func:`lazy_init` (Linen inside NNX), :class:`ToLinen` and :func:`to_linen` (NNX inside
-Linen), :class:`NNXMeta`, and the collection <-> variable type registry.
+Linen), :class:`NNXMeta`, and the collection <-> variable type registry. :class:`Module`,
+:func:`compact`, :mod:`nn` (Linen-style layers) and :func:`functional` write Linen-style
+modules that are NNX modules.
 """
 
 from ._errors import AmbiguousNameError as AmbiguousNameError
@@ -31,6 +33,7 @@ from .module import ModuleDefinitionError as ModuleDefinitionError
 from .module import NameInUseError as NameInUseError
 from .module import compact as compact
 from .module import functional as functional
+from .module import nn as nn
 
 __version__ = "0.1.0"
 
