@@ -396,6 +396,13 @@ def _(env):
     return _stream(env, model=nnx.eval_shape(_PortWithRng)), env.tmp
 
 
+@case("stream/model-of-other-sizes", migrate.ShapeMismatchError,
+      r"params/Dense_0/kernel -> fc/kernel: NNX expects \(3, 5\) float32, Linen has \(3, 4\)",
+      r"build the NNX model with the Linen model's sizes")
+def _(env):
+    return _stream(env, model=nnx.eval_shape(lambda: Port(features=5))), env.tmp
+
+
 @case("stream/parse-mesh-garbled", migrate.MigrationTypeError,
       r"mesh 'data:2': expected NAME=SIZE", r"name each mesh axis")
 def _(env):

@@ -610,9 +610,7 @@ def _check(
             continue
         used.update(pair.linen)
         target = live[pair.nnx][1].get_value()
-        shapes = [jax.ShapeDtypeStruct(tuple(metas[leaf].shape), metas[leaf].dtype)
-                  for leaf in pair.linen]  # fmt: skip
-        value = jax.eval_shape(lambda *xs, p=pair: to_nnx_value(p, list(xs)), *shapes)
+        value = _layout_shape(pair, [metas[leaf] for leaf in pair.linen])
         where = f"{pair.linen[0]} -> {pair.nnx}"
         t_shape, t_dtype = tuple(target.shape), _dtype_of(target)
         if tuple(value.shape) != t_shape or (value.dtype != t_dtype and not cast):
@@ -635,6 +633,24 @@ def _check(
     unused = [p for p in metas if p not in used and not matches_any(p, allow_unused)]
     check_problems(missing=missing, unused=unused, mismatched=mismatched, hint_unused=unused)
     return pairs
+
+
+def _layout_shape(pair: Pair, metas: Sequence[Any]) -> jax.ShapeDtypeStruct:
+    """The shape and dtype ``to_nnx_value`` gives for sources of these shapes (no tracing:
+    a plan of a scanned model has hundreds of pairs). Unequal sources to stack give the
+    first one's shape with an impossible axis, which no variable has."""
+    shape, dtype = tuple(metas[0].shape), jnp.dtype(metas[0].dtype)
+    lay = pair.layout
+    if lay.kind == "stack":
+        same = all(tuple(m.shape) == shape for m in metas)
+        shape = (*shape[: lay.nnx_axis], len(metas) if same else -1, *shape[lay.nnx_axis :])
+    elif lay.kind == "unstack":
+        shape = shape[: lay.linen_axis] + shape[lay.linen_axis + 1 :]
+    elif lay.kind == "moveaxis":
+        moved = list(shape)
+        moved.insert(lay.nnx_axis, moved.pop(lay.linen_axis))
+        shape = tuple(moved)
+    return jax.ShapeDtypeStruct(shape, dtype)
 
 
 def _dtype_of(value: Any) -> Any:
