@@ -631,7 +631,9 @@ def _check(
         and not matches_any(name, allow_missing)
     ]  # fmt: skip
     unused = [p for p in metas if p not in used and not matches_any(p, allow_unused)]
-    check_problems(missing=missing, unused=unused, mismatched=mismatched, hint_unused=unused)
+    required = [n for n, (_, var) in live.items() if not isinstance(var, EXCLUDED_NNX_TYPES)]
+    check_problems(missing=missing, unused=unused, mismatched=mismatched, hint_unused=unused,
+                   missing_among=required)  # fmt: skip
     return pairs
 
 
