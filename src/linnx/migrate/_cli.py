@@ -100,9 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-verify", action="store_true", help="save without verifying")
     parser.add_argument(
         "--stream", action="store_true",
-        help="move the checkpoint group by group (memory: about --group-mib, not the "
-        "checkpoint); verification then compares a checksum of every moved array with the "
-        "source instead of running the models",
+        help="move the checkpoint group by group (memory: about --group-mib or the largest "
+        "array, not the checkpoint); verification then compares a checksum of every moved "
+        "array with the source instead of running the models",
     )  # fmt: skip
     parser.add_argument(
         "--group-mib", type=int, default=256, metavar="MIB",
