@@ -280,3 +280,10 @@ def test_noise_filter_separates_threads_printing_at_once():
     quiet.write("\nFix: copy it again\n")
     quiet.flush()
     assert sink.getvalue() == "error: damaged\nFix: copy it again\n"
+
+    # A flush (at exit) in the middle of a noise traceback keeps it back until its end.
+    quiet.write(noise[:120])
+    quiet.flush()
+    quiet.write(noise[120:])
+    quiet.flush()
+    assert sink.getvalue() == "error: damaged\nFix: copy it again\n"
