@@ -1,4 +1,4 @@
-"""The ``linnx`` command line: ``linnx demo`` and ``linnx migrate-weights``.
+"""The ``linnx`` command line: ``linnx demo``, ``linnx migrate-weights`` and ``linnx convert``.
 
 Subcommands live next to the code they drive and are imported only when chosen, so
 ``linnx --help`` loads neither subcommand nor what only one of them needs (orbax-checkpoint for
@@ -19,6 +19,10 @@ _SUBCOMMANDS = {
     "migrate-weights": (
         "linnx.migrate._cli",
         "copy a Linen checkpoint into a hand-ported NNX model and verify it",
+    ),
+    "convert": (
+        "linnx.convert._cli",
+        "rewrite Linen modules as NNX modules (source to source) and verify them",
     ),
 }
 
