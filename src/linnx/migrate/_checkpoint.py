@@ -38,6 +38,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from flax.core import meta
 
+from .._keypath import path_str
 from ..bridge import ToNNX
 from ._checkpoint_boxes import box_record, names_after, rebox, unwrap
 from ._checkpoint_files import (
@@ -53,7 +54,7 @@ from ._checkpoint_files import (
 from ._checks import check_mapping, check_nnx, check_path, check_plan
 from ._errors import CheckpointError
 from ._optim import opt_state_to_linen, opt_state_to_nnx
-from ._paths import flatten_mapping, path_str
+from ._paths import flatten_mapping
 from ._plan import Plan
 from ._transfer import linen_to_nnx, nnx_to_linen
 

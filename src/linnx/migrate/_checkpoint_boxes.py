@@ -21,7 +21,7 @@ import jax
 from flax import linen as nn
 from flax.core import meta
 
-from ._paths import path_str
+from .._keypath import path_str
 
 __all__ = ["box_record", "unwrap", "rebox", "names_after"]
 
