@@ -39,6 +39,7 @@ from flax import nnx
 from flax.core import meta
 
 from .._keypath import path_str
+from .._public import public
 from ..bridge import ToNNX
 from ._checkpoint_boxes import box_record, names_after, rebox, unwrap
 from ._checkpoint_files import (
@@ -76,6 +77,7 @@ _SAVABLE = (jax.Array, np.ndarray, np.generic, int, float, bool)
 _LINEN_FORMAT = "linnx.linen-checkpoint/1"
 
 
+@public("linnx.migrate")
 @dataclass(repr=False)
 class LinenCheckpoint:
     """What a Linen checkpoint directory holds, split into the parts a migration needs.
@@ -175,6 +177,7 @@ def _resolve(path: PathLike) -> Path:
     return found
 
 
+@public("linnx.migrate")
 def read_linen_checkpoint(path: PathLike) -> LinenCheckpoint:
     """Reads a Linen checkpoint (variables dict or ``TrainState``) written by Orbax.
 
@@ -244,6 +247,7 @@ def _split(raw: Any, where: Path) -> LinenCheckpoint:
     )
 
 
+@public("linnx.migrate")
 def linen_checkpoint_to_nnx(
     path: PathLike | LinenCheckpoint,
     nnx_model: nnx.Module,
@@ -411,6 +415,7 @@ def _check_fits(ckptr: Any, where: Path, state: Any, arg: str) -> None:
     raise CheckpointError("\n".join(lines))
 
 
+@public("linnx.migrate")
 def save_nnx_checkpoint(
     path: PathLike,
     nnx_model: nnx.Module,
@@ -468,6 +473,7 @@ def save_nnx_checkpoint(
         _record_files(tmp, info)
 
 
+@public("linnx.migrate")
 def load_nnx_checkpoint(
     path: PathLike,
     nnx_model: nnx.Module,
@@ -546,6 +552,7 @@ def _check_initialized(nnx_model: nnx.Module, fn: str) -> None:
         )
 
 
+@public("linnx.migrate")
 def save_linen_checkpoint(path: PathLike, tree: Any, *, overwrite: bool = False) -> None:
     """Saves a Linen variables dict (or a ``TrainState``-like dict) with Orbax, atomically.
 
@@ -592,6 +599,7 @@ def save_linen_checkpoint(path: PathLike, tree: Any, *, overwrite: bool = False)
         _record_files(tmp, info)
 
 
+@public("linnx.migrate")
 def nnx_checkpoint_to_linen(
     src: PathLike,
     dst: PathLike,
@@ -663,16 +671,3 @@ def nnx_checkpoint_to_linen(
             }
         save_linen_checkpoint(dst, tree, overwrite=overwrite)
     return tree
-
-
-for _obj in (
-    LinenCheckpoint,
-    read_linen_checkpoint,
-    linen_checkpoint_to_nnx,
-    save_nnx_checkpoint,
-    load_nnx_checkpoint,
-    save_linen_checkpoint,
-    nnx_checkpoint_to_linen,
-):
-    _obj.__module__ = "linnx.migrate"
-del _obj

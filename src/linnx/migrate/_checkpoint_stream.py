@@ -37,6 +37,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from .._public import public
 from ._checkpoint import FORMAT, _check_initialized, _resolve
 from ._checkpoint_files import (
     PathLike,
@@ -66,6 +67,7 @@ _NOT_VARIABLES = ("step", "opt_state", "apply_fn", "tx")
 _INFO = "linnx.json"
 
 
+@public("linnx.migrate")
 @dataclass(frozen=True)
 class StreamReport:
     """What :func:`stream_linen_checkpoint_to_nnx` did, and what its verification checked.
@@ -127,6 +129,7 @@ class StreamReport:
         )
 
 
+@public("linnx.migrate")
 def parse_mesh(spec: str) -> jax.sharding.Mesh:
     """``'data=2,model=4'`` -> a ``Mesh`` over the first 8 devices with those axes.
 
@@ -265,6 +268,7 @@ class _Abort(BaseException):  # noqa: N818 - not an error; passes _atomic_dir un
     """Leaves the scratch directory unpublished without an error (verification failed)."""
 
 
+@public("linnx.migrate")
 def stream_linen_checkpoint_to_nnx(
     src: PathLike,
     dst: PathLike,
@@ -693,8 +697,3 @@ def _verify(
                 if checksum(rebuilt) != digests[leaf]:
                     differing.append(leaf)
     return differing
-
-
-for _obj in (StreamReport, stream_linen_checkpoint_to_nnx, parse_mesh):
-    _obj.__module__ = "linnx.migrate"
-del _obj
