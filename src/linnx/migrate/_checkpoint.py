@@ -230,7 +230,8 @@ def _split(raw: Any, where: Path) -> LinenCheckpoint:
     raw, boxes = unwrap(dict(raw), record if isinstance(record, Mapping) else {})
     if not any(k in raw for k in _TRAIN_STATE_FIELDS):
         return LinenCheckpoint(variables=raw, boxes=boxes)
-    variables, extra = {}, {}
+    variables: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
     for key, value in raw.items():
         if key in _TRAIN_STATE_FIELDS or key in _STATIC_FIELDS:
             continue

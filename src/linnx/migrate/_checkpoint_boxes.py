@@ -81,9 +81,10 @@ def unwrap(
     def walk(node: Any, path: tuple[str, ...]) -> Any:
         if _is_box_level(node):
             where = path_str(path)
-            entry = record.get(where)
+            found = record.get(where)
+            entry: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
             value = node["value"]
-            kind = _KINDS.get(entry.get("kind")) if isinstance(entry, Mapping) else None
+            kind = _KINDS.get(str(entry.get("kind")))
             if kind is None or "names" not in entry:
                 boxes[where] = None
                 return value
