@@ -38,6 +38,7 @@ __all__ = [
     "variable_type_from_name",
     "variable_name_from_type",
     "registered_pairs",
+    "registered_name",
     "builtin_collections",
     "scoped",
 ]
@@ -279,6 +280,23 @@ def registered_pairs() -> dict[str, type[nnx.Variable]]:
     """
     with _lock:
         return dict(_name_to_type)
+
+
+def registered_name(typ: type) -> str | None:
+    """The collection registered for ``typ`` (implicitly too), or None; registers nothing.
+
+    :func:`variable_name_from_type` would pair an unknown type with its class name; a reader
+    that only looks (the migration's model recording) must leave the registry as it was.
+
+    Example:
+        >>> from flax import nnx
+        >>> from linnx.bridge._registry import registered_name
+        >>> class Unseen(nnx.Variable): pass
+        >>> registered_name(nnx.BatchStat), registered_name(Unseen)
+        ('batch_stats', None)
+    """
+    with _lock:
+        return _type_to_name.get(typ)
 
 
 def builtin_collections() -> frozenset[str]:

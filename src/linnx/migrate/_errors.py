@@ -182,7 +182,7 @@ class CheckpointError(MigrationError, ValueError):
         ...     migrate.read_linen_checkpoint('/no/such/checkpoint')
         ... except migrate.CheckpointError as e:
         ...     print(str(e).splitlines()[0])
-        '/no/such/checkpoint' is not a directory.
+        '/no/such/checkpoint' does not exist.
     """
 
 

@@ -34,7 +34,8 @@ from flax.core import meta
 from flax.linen.partitioning import AxisMetadata
 
 from .._keypath import path_str
-from ..bridge import ToNNX, registered_pairs, variable_name_from_type
+from ..bridge import ToNNX, registered_pairs
+from ..bridge._registry import registered_name
 from ._errors import TraceError
 from ._paths import Path, flatten_mapping
 
@@ -566,7 +567,7 @@ def record_nnx(
                 path=path_str(path),
                 bare=path_str(owner + rel[1:] if in_linen else path),
                 rel=path_str(rel),
-                collection=variable_name_from_type(type(var)),
+                collection=registered_name(type(var)) or type(var).__name__,
                 var_type=type(var),
                 shape=tuple(value.shape),
                 dtype=dtype_of(value.dtype),
