@@ -14,6 +14,10 @@ from ._errors import RegistryConflictError as RegistryConflictError
 from ._errors import RngStreamError as RngStreamError
 from ._errors import StructureMismatchError as StructureMismatchError
 from ._errors import UnknownMethodError as UnknownMethodError
+from ._jit import JitArgumentError as JitArgumentError
+from ._jit import JitFallbackWarning as JitFallbackWarning
+from ._jit import JitTypeError as JitTypeError
+from ._jit import jit as jit
 from .bridge import NNXMeta as NNXMeta
 from .bridge import ToLinen as ToLinen
 from .bridge import ToNNX as ToNNX
