@@ -60,6 +60,8 @@ class JitWrapped(Generic[P, R]):
         self._changed_last = False
         #: Why every call goes to ``nnx.jit``, once the fast path has given up (else None).
         self.fallback_reason: str | None = None
+        #: How many calls ran through ``nnx.jit`` instead of the fast path.
+        self.nnx_jit_calls = 0
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         entry = self._entry
@@ -92,6 +94,7 @@ class JitWrapped(Generic[P, R]):
     # -- the way to nnx.jit -----------------------------------------------------------------
 
     def _nnx(self, *args: Any, **kwargs: Any) -> Any:
+        self.nnx_jit_calls += 1
         if self._nnx_jitted is None:
             self._nnx_jitted = nnx.jit(self.fun, graph=True, graph_updates=True,
                                        **self._options)
