@@ -107,9 +107,8 @@ class Entry:
                 args[i] = None
         if self.graph_kwargs:
             kwargs = {**kwargs, **dict.fromkeys(name for name, _ in self.graph_kwargs)}
-        kwargs[DONATED] = list(map(get_raw, self.donated))
-        kwargs[KEPT] = list(map(get_raw, self.kept))
-        out, updates = self.program(*args, **kwargs)
+        out, updates = self.program(*args, **kwargs, **{
+            DONATED: list(map(get_raw, self.donated)), KEPT: list(map(get_raw, self.kept))})
         for var, value in zip(self.order, updates, strict=True):
             if value is not None:
                 set_raw(var, value)

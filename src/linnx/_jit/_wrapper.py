@@ -108,20 +108,20 @@ class JitWrapped(Generic[P, R]):
                 f"({change.what})",
                 "create variables and submodules before the first step (or pop sown values "
                 "inside the step, e.g. with nnx.pop or nnx.capture)",
-            ), args, kwargs)
+            ), args, kwargs, depth=1)
         # Once (a lazily created variable, a first sow): nnx.jit carries the new structure
         # back, and the next call builds an entry for it.
         self._changed_last = True
         return self._nnx(*args, **kwargs)
 
-    def _give_up(self, why: Unsupported, args: tuple, kwargs: dict) -> Any:
+    def _give_up(self, why: Unsupported, args: tuple, kwargs: dict, depth: int = 0) -> Any:
         self._entry = None
         self.fallback_reason = why.reason
         warnings.warn(
             f"linnx.jit({self._label}): {why.reason}. This and every later call run through "
             f"nnx.jit (same results, without the fast path).\nFix: {why.fix}.",
             JitFallbackWarning,
-            stacklevel=3,
+            stacklevel=3 + depth,  # the caller's line
         )
         return self._nnx(*args, **kwargs)
 
