@@ -32,7 +32,7 @@ def test_every_step_equals_nnx_jit(case):
     assert_identical(reference, fast)
     ref_step, fast_step = nnx.jit(case.step), linnx.jit(case.step)
     x, y = case.batch()
-    for i in range(STEPS):
+    for _ in range(STEPS):
         expected = ref_step(*reference, x, y)
         got = fast_step(*fast, x, y)
         assert_identical(expected, got)

@@ -227,7 +227,7 @@ def test_closing_over_objects_under_jax_jit_fails_as_with_nnx_jit():
     for wrap in (nnx.jit, linnx.jit):
         objs, step = STEP.make(), wrap(STEP.step)
         with pytest.raises(flax_errors.TraceContextError):
-            jax.jit(lambda x: step(*objs, x, y))(x)
+            jax.jit(lambda x, step=step, objs=objs: step(*objs, x, y))(x)
 
 
 def test_an_error_in_the_step_leaves_the_objects_unchanged():
