@@ -12,8 +12,10 @@ thing whose change would change the graphdef:
 * a list, dict or ``nnx.State`` in the graph: its items, copied;
 * a variable: its metadata mapping, copied (the graphdef records it).
 
-Tuples (named tuples such as optax states included) are immutable: their identity is checked
-by their parent. A node of any other kind is reported, and the step goes to ``nnx.jit``.
+Tuples (named tuples such as optax states included) and ``FrozenDict``s are immutable: their
+identity is checked by their parent. A pytree node of any other registered type is recorded
+one level deep (its pytree structure, which holds its static data, and its children), which
+is slower to re-check but sees the same changes.
 
 What this cannot see: a static attribute *object* mutated in place (a mutable config object
 whose fields change, where ``nnx.jit`` would compare a recomputed graphdef). Attributes are
@@ -26,7 +28,9 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 from flax import nnx
+from flax.core import FrozenDict
 from flax.nnx import graph as nnx_graph
 
 from ._variables import is_plain_variable, metadata_of
@@ -58,16 +62,21 @@ def _same(x: Any) -> Any:
     return x
 
 
+def _one_level(node: Any) -> tuple[Any, list[Any]]:
+    children, treedef = jax.tree_util.tree_flatten(node, is_leaf=lambda x: x is not node)
+    return treedef, children
+
+
 def _check_for(node: Any) -> tuple[Callable[[Any], Any], Any] | None:
     """``(getter, snapshot)`` such that ``getter(node) != snapshot`` after a structural change.
 
-    None for an immutable node; raises ``LookupError`` for a node of unknown kind.
+    None for an immutable node; raises ``LookupError`` for a node that is not a pytree.
     """
     if isinstance(node, nnx.Pytree):
         return vars, dict(vars(node))
     if type(node) is _PYTREE_STATE:
         return _pytree_flags, _pytree_flags(node)
-    if isinstance(node, tuple) or node is None:
+    if isinstance(node, tuple | FrozenDict) or node is None:
         return None
     if type(node) is list:
         return tuple, tuple(node)
@@ -75,7 +84,10 @@ def _check_for(node: Any) -> tuple[Callable[[Any], Any], Any] | None:
         return _same, dict(node)
     if isinstance(node, nnx.State):
         return _raw_mapping, dict(node.raw_mapping)
-    raise LookupError(type(node).__name__)
+    try:
+        return _one_level, _one_level(node)
+    except Exception as e:  # not a JAX pytree: an NNX graph node type of its own
+        raise LookupError(type(node).__name__) from e
 
 
 class Snapshot:
@@ -137,8 +149,8 @@ def take(objs: tuple, names: Sequence[str], paths: Sequence[tuple],
                 check = _check_for(node)
             except LookupError:
                 raise Unsupported(
-                    f"{path_str(names, path)} is a {type(node).__name__}, a pytree node whose "
-                    f"changes the fast path cannot see",
+                    f"{path_str(names, path)} is a {type(node).__name__}, a graph node type "
+                    f"whose changes the fast path cannot see",
                     "hold the values in an nnx.Module, nnx.List, nnx.Dict, list, dict or tuple",
                 ) from None
             if check is not None:
