@@ -25,9 +25,11 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_jit.py $(BENCH_JIT_ARGS)
 
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --quick $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_jit.py --quick $(BENCH_JIT_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-out bench-out

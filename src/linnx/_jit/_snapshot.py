@@ -128,8 +128,8 @@ def take(objs: tuple, names: Sequence[str], paths: Sequence[tuple],
     for path, leaf in zip(paths, leaves, strict=True):
         if not isinstance(leaf, nnx.Variable):
             raise Unsupported(
-                f"{path_str(names, path)} is a {type(leaf).__name__} stored directly on the "
-                f"object, not in an nnx.Variable",
+                f"{path_str(names, path)} holds an array ({type(leaf).__name__}) directly, "
+                f"not in an nnx.Variable",
                 "wrap the value in a Variable (e.g. nnx.Variable(value), or nnx.BatchStat)",
             )
         if not is_plain_variable(leaf):
