@@ -4,7 +4,8 @@ Issue 17: moving a train step from ``jax.jit`` over ``linen.apply`` to ``nnx.jit
 and medium models several times slower. This prints, for each model of ``_models.py`` (the
 MLP, the transformer, the conv + BatchNorm block), the median time of one Adam train step of:
 
-* ``linen``: ``jax.jit`` over ``linen.apply`` + optax, on plain dicts (the baseline);
+* ``linen``: ``jax.jit`` over ``linen.apply`` + optax, on plain dicts, with a step counter
+  for fresh dropout keys (the baseline);
 * ``nnx.jit``: the same model written in NNX, with ``nnx.Optimizer``;
 * ``cached_partial``: ``nnx.cached_partial`` over that ``nnx.jit`` step;
 * ``split/merge``: ``nnx.split`` once, ``jax.jit`` over merge + step + ``nnx.state``;
@@ -82,15 +83,21 @@ class StepBench:
 
     def linen(self) -> Callable[[], Any]:
         module, tx, x, y = self.spec.linen(True), _tx(), self.x, self.y
-        rngs = {s: jax.random.key(2) for s in self.spec.streams} or None
+        streams = self.spec.streams
         variables = module.init({"params": jax.random.key(0),
                                  **{s: jax.random.key(1) for s in self.spec.streams}}, x)
         params = variables["params"]
         rest = {k: v for k, v in variables.items() if k != "params"}
         mutable = self.mutable
 
+        # A Linen loop draws new dropout keys every step (here: fold in the step number), as
+        # the NNX steps do with their Rngs streams. A constant key would let XLA fold the
+        # dropout masks into the program, which no training loop gets.
         @jax.jit
-        def step(params: Any, opt_state: Any, rest: Any, x: jax.Array) -> Any:
+        def step(params: Any, opt_state: Any, rest: Any, n: jax.Array, x: jax.Array) -> Any:
+            rngs = {s: jax.random.fold_in(jax.random.key(2 + i), n)
+                    for i, s in enumerate(streams)} or None
+
             def loss_fn(p: Any) -> tuple[jax.Array, Any]:
                 out = module.apply({"params": p, **rest}, x, rngs=rngs, mutable=mutable or False)
                 out, updates = out if mutable else (out, {})
@@ -98,9 +105,9 @@ class StepBench:
 
             (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
             upd, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, upd), opt_state, {**rest, **updates}, loss
+            return optax.apply_updates(params, upd), opt_state, {**rest, **updates}, n + 1, loss
 
-        cell = [params, tx.init(params), rest]
+        cell = [params, tx.init(params), rest, jax.numpy.zeros((), jax.numpy.uint32)]
 
         def thunk() -> Any:
             *cell[:], loss = step(*cell, x)

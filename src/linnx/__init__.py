@@ -2,7 +2,8 @@
 
 ``import linnx as bridge`` gives the API of Flax's bridge guide: :class:`ToNNX` and
 :func:`lazy_init` (Linen inside NNX), :class:`ToLinen` and :func:`to_linen` (NNX inside
-Linen), :class:`NNXMeta`, and the collection <-> variable type registry.
+Linen), :class:`NNXMeta`, and the collection <-> variable type registry. :func:`jit` compiles
+NNX train steps with ``nnx.jit``'s semantics at the speed of a Linen ``jax.jit`` step.
 """
 
 from ._errors import AmbiguousNameError as AmbiguousNameError
@@ -17,6 +18,7 @@ from ._errors import UnknownMethodError as UnknownMethodError
 from ._jit import JitArgumentError as JitArgumentError
 from ._jit import JitFallbackWarning as JitFallbackWarning
 from ._jit import JitTypeError as JitTypeError
+from ._jit import JitWrapped as JitWrapped
 from ._jit import jit as jit
 from .bridge import NNXMeta as NNXMeta
 from .bridge import ToLinen as ToLinen

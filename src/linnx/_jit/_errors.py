@@ -59,3 +59,7 @@ class JitFallbackWarning(UserWarning):
 
 for _cls in (JitTypeError, JitArgumentError, JitFallbackWarning):
     _cls.__module__ = "linnx"
+del _cls
+
+# The classes show their public module, which doctest's finder skips: list them here.
+__test__ = {c.__name__: c for c in (JitTypeError, JitArgumentError, JitFallbackWarning)}

@@ -228,3 +228,9 @@ def jit(
         )
     spec = resolve(fun, label, **options)
     return JitWrapped(fun, spec, label, {k: v for k, v in options.items() if v is not None})
+
+
+jit.__module__ = "linnx"
+JitWrapped.__module__ = "linnx"
+# Public objects show their public module, which doctest's finder skips: list them here.
+__test__ = {"jit": jit}
