@@ -61,10 +61,12 @@ def free_of_nnx(x: Any) -> bool:
     if type(x) in _LEAF_TYPES:
         return True
     treedef = jax.tree.structure(x)
-    free = _FREE_TREEDEFS.get(treedef)
+    try:
+        free = _FREE_TREEDEFS.get(treedef)
+    except TypeError:  # a pytree node with unhashable static data: look, do not cache
+        return not any(map(is_nnx_object, jax.tree.leaves(x, is_leaf=is_nnx_object)))
     if free is None:
-        found = jax.tree.leaves(x, is_leaf=is_nnx_object)
-        free = not any(is_nnx_object(leaf) for leaf in found)
+        free = not any(map(is_nnx_object, jax.tree.leaves(x, is_leaf=is_nnx_object)))
         if len(_FREE_TREEDEFS) >= _MAX_TREEDEFS:
             _FREE_TREEDEFS.clear()
         _FREE_TREEDEFS[treedef] = free
