@@ -20,7 +20,7 @@ Usage::
 
     python benchmarks/bench_jit.py            # full: 9 rounds (about 2 min on 2 cores)
     python benchmarks/bench_jit.py --quick    # 1 round
-    python benchmarks/bench_jit.py --smoke    # tiny models, checks that it runs
+    python benchmarks/bench_jit.py --smoke    # the tiny MLP: checks that it runs (CI)
 """
 
 from __future__ import annotations
@@ -188,7 +188,9 @@ def run(specs: list[ModelSpec], rounds: int, round_s: float, slices: int,
             order = list(CONTESTANTS[r % len(CONTESTANTS):] + CONTESTANTS[:r % len(CONTESTANTS)])
             if name not in plan:
                 one = {who: max(_time(by_who[who], 1), 1e-6) for who in order}
-                n = max(1, min(slices, int(round_s / max(one.values()))))
+                # At least 3 slices of at least one call each: a step slower than the round
+                # budget (the transformer) still gets several samples per round.
+                n = max(min(3, slices), min(slices, int(round_s / max(one.values()))))
                 plan[name] = n, {w: max(1, min(200, int(round_s / n / t))) for w, t in one.items()}
             n, calls = plan[name]
             for s in range(n):
@@ -222,7 +224,7 @@ def table(samples: dict[str, dict[str, list[float]]]) -> tuple[str, list[dict[st
 
 
 MODES = {"full": ("full", 9, 0.1, 8, None), "quick": ("full", 1, 0.05, 4, None),
-         "smoke": ("smoke", 1, 0.002, 2, None)}
+         "smoke": ("smoke", 1, 0.002, 2, ("mlp",))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -249,3 +249,30 @@ def test_an_error_in_the_step_leaves_the_objects_unchanged():
         fast_step(*objs, x[:2], y[:2])  # a new shape: traces again, and fails
     assert_identical(copy, objs)
     assert_identical(nnx.jit(STEP.step)(*copy, x, y), fast_step(*objs, x, y))
+
+
+class Box:
+    """A pytree whose static data (a list) cannot be hashed."""
+
+    def __init__(self, value, tags):
+        self.value, self.tags = value, tags
+
+
+jax.tree_util.register_pytree_node(
+    Box, lambda b: ((b.value,), list(b.tags)), lambda tags, children: Box(children[0], tags)
+)
+
+
+def test_an_argument_with_unhashable_pytree_data():
+    reference, fast = STEP.make(), STEP.make()
+
+    def step(model, opt, box, y):
+        return STEP.step(model, opt, box.value, y)
+
+    ref_step, fast_step = nnx.jit(step), linnx.jit(step)
+    x, y = STEP.batch()
+    for _ in range(2):
+        assert_identical(ref_step(*reference, Box(x, ["a"]), y),
+                         fast_step(*fast, Box(x, ["a"]), y))
+        assert_identical(reference, fast)
+    assert fast_step.nnx_jit_calls == 0
