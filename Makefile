@@ -6,19 +6,19 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.linnx-installed
 HOST_DEVICES := XLA_FLAGS=--xla_force_host_platform_device_count=8
 
-.PHONY: demo test lint bench bench-quick clean
+.PHONY: demo test lint bench bench-quick docs docs-serve docs-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,demo]'
+	$(BIN)/python -m pip install --quiet -e '.[test,demo,docs]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/linnx demo $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs/hooks
 
 test: lint
 	$(HOST_DEVICES) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -31,5 +31,20 @@ bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --quick $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_jit.py --quick $(BENCH_JIT_ARGS)
 
+# The documentation site (mkdocs.yml): built into site/, warnings are errors.
+DOCS_ENV := NO_MKDOCS_2_WARNING=1
+
+docs: $(STAMP)
+	$(DOCS_ENV) $(BIN)/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	$(DOCS_ENV) $(BIN)/mkdocs serve
+
+# The site as a reader sees it: headless Chromium (Debian package `chromium`) opens the home
+# page and an API page, takes screenshots into docs-check-out/ and checks the navigation and a
+# rendered code block. Not part of `make test`: a fresh machine has no Chromium.
+docs-check: docs
+	$(BIN)/python tests/docs/site_check.py site docs-check-out
+
 clean:
-	rm -rf $(VENV) demo-out bench-out
+	rm -rf $(VENV) demo-out bench-out site docs-check-out

@@ -2,8 +2,10 @@
 
 ``import linnx as bridge`` gives the API of Flax's bridge guide: :class:`ToNNX` and
 :func:`lazy_init` (Linen inside NNX), :class:`ToLinen` and :func:`to_linen` (NNX inside
-Linen), :class:`NNXMeta`, and the collection <-> variable type registry. :func:`jit` compiles
-NNX train steps with ``nnx.jit``'s semantics at the speed of a Linen ``jax.jit`` step.
+Linen), :class:`NNXMeta`, and the collection <-> variable type registry. :class:`Module`,
+:func:`compact`, :mod:`nn` (Linen-style layers) and :func:`functional` write Linen-style
+modules that are NNX modules. :func:`jit` compiles NNX train steps with ``nnx.jit``'s
+semantics at the speed of a Linen ``jax.jit`` step.
 """
 
 from ._errors import AmbiguousNameError as AmbiguousNameError
@@ -37,6 +39,7 @@ from .module import ModuleDefinitionError as ModuleDefinitionError
 from .module import NameInUseError as NameInUseError
 from .module import compact as compact
 from .module import functional as functional
+from .module import nn as nn
 
 __version__ = "0.1.0"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 from flax import linen as nn
@@ -74,6 +75,40 @@ def _(env):
     return lambda: migrate.match(Net(), Port(), X, rename={"Dense_7": "fc"})
 
 
+@case("match/rename-on-a-top-level-layer", migrate.RenameError,
+      r"'Dense_0' matched no Linen path", r"variables sit at its top level\): bias, kernel")
+def _(env):
+    model = Other()
+    return lambda: migrate.match(nn.Dense(4), model, X, rename={"Dense_0": "proj"}), model
+
+
+class _PartlyPorted(nnx.Module):
+    def __init__(self):
+        rngs = nnx.Rngs(0)
+        self.body = linnx.ToNNX(nn.Dense(4), rngs=rngs)
+        self.head = nnx.Linear(4, 2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(self.body(x))
+
+
+@case("match/tonnx-part-never-lazy-initialized", linnx.NotInitializedError,
+      r"match\(nnx_model=\.\.\.\).*lazy_init was never run\): body",
+      r"nnx_model = linnx\.lazy_init\(nnx_model, x\)")
+def _(env):
+    model = _PartlyPorted()
+    return lambda: migrate.match(nn.Sequential([nn.Dense(4), nn.Dense(2)]), model, X), model
+
+
+@case("linen_to_nnx/port-built-with-another-width", migrate.ShapeMismatchError,
+      r"every width differs: 4 vs 6", r"build the NNX model with the Linen model's sizes")
+def _(env):
+    model = Port(features=6)
+    wrong = migrate.match(Net(), model, X, linen_kwargs={"train": False})
+    variables = linen_variables()
+    return lambda: migrate.linen_to_nnx(variables, model, wrong), model, variables
+
+
 @case("match/sample-of-the-wrong-shape", migrate.TraceError, r"(Linen|NNX) model could not run",
       r"pass sample inputs the model accepts")
 def _(env):
@@ -101,6 +136,114 @@ def _(env):
     return lambda: migrate.match(Parallel(), OneLinear(), X)
 
 
+class _LinenBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return x + nn.Dense(3)(nn.relu(nn.Dense(3)(x)))
+
+
+class _TwoBlocks(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(2):
+            x = _LinenBlock()(x)
+        return x
+
+
+class _NnxBlock(nnx.Module):
+    def __init__(self):
+        self.a = nnx.Linear(3, 3, rngs=nnx.Rngs(0))
+        self.b = nnx.Linear(3, 3, rngs=nnx.Rngs(1))
+
+    def __call__(self, x):
+        return x + self.b(nnx.relu(self.a(x)))
+
+
+class _ThreeBlocks(nnx.Module):
+    def __init__(self):
+        self.blocks = nnx.List([_NnxBlock() for _ in range(3)])
+
+    def __call__(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class _NormedBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        y = nn.Dense(8)(nn.LayerNorm()(x))
+        return x + nn.Dense(8)(nn.relu(y))
+
+
+class _Decoder(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(2):
+            x = _NormedBlock()(x)
+        return x
+
+
+class _TwoNormedBlocks(nn.Module):
+    """An embedding, a decoder of two pre-norm MLP blocks, and a head."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(8, name="embed")(x)
+        return nn.Dense(3, name="head")(_Decoder(name="decoder")(x))
+
+
+class _NnxNormedBlock(nnx.Module):
+    def __init__(self, rngs):
+        self.ln = nnx.LayerNorm(8, rngs=rngs)
+        self.fc1 = nnx.Linear(8, 8, rngs=rngs)
+        self.fc2 = nnx.Linear(8, 8, rngs=rngs)
+
+    def __call__(self, x):
+        return x + self.fc2(nnx.relu(self.fc1(self.ln(x))))
+
+
+class _NnxDecoder(nnx.Module):
+    def __init__(self, rngs):
+        self.blocks = nnx.List([_NnxNormedBlock(rngs) for _ in range(3)])
+
+    def __call__(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class _ThreeNormedBlocks(nnx.Module):
+    """The port, with one block too many."""
+
+    def __init__(self):
+        rngs = nnx.Rngs(0)
+        self.embed = nnx.Linear(3, 8, rngs=rngs)
+        self.decoder = _NnxDecoder(rngs)
+        self.head = nnx.Linear(8, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(self.decoder(self.embed(x)))
+
+
+@case("match/port-with-an-extra-block", migrate.AmbiguousPairingError,
+      r"The NNX model has decoder/blocks/2 \(6 variables\) that the Linen model",
+      r"build the NNX model with 2 blocks")
+def _(env):
+    model = _ThreeNormedBlocks()
+    return lambda: migrate.match(_TwoNormedBlocks(), model, X), model
+
+
+@case("linen_to_nnx/port-with-an-extra-block", migrate.MissingWeightsError,
+      r"the NNX model has blocks/2 \(4 variables\) that the Linen variables do not have",
+      r"allow_missing=")
+def _(env):
+    model = _ThreeBlocks()
+    plan = migrate.match(_TwoBlocks(), model, X)
+    variables = _TwoBlocks().init(jax.random.key(0), X)
+    return lambda: migrate.linen_to_nnx(variables, model, plan), model, variables
+
+
 # -- linen_to_nnx -----------------------------------------------------------------------------
 
 
@@ -124,6 +267,24 @@ def _(env):
 def _(env):
     model, variables = Port(), linen_variables()
     return lambda: migrate.linen_to_nnx(variables["params"], model, plan()), model, variables
+
+
+@case("linen_to_nnx/boxed-leaves-with-a-value-level", migrate.MissingWeightsError,
+      r"params/Dense_0/kernel/value -> fc/kernel", r"trailing 'value' level")
+def _(env):
+    model, variables = Port(), linen_variables()
+    boxed = {**variables, "params": jax.tree.map(lambda a: {"value": a}, variables["params"])}
+    return lambda: migrate.linen_to_nnx(boxed, model, plan()), model, boxed
+
+
+@case("linen_to_nnx/leaves-under-other-names", migrate.MissingWeightsError,
+      r"params/Dense_7/kernel -> fc/kernel", r"rename them in the variables dict")
+def _(env):
+    model, variables = Port(), linen_variables()
+    params = dict(variables["params"])
+    params["Dense_7"] = params.pop("Dense_0")
+    renamed = {**variables, "params": params}
+    return lambda: migrate.linen_to_nnx(renamed, model, plan()), model, renamed
 
 
 @case("linen_to_nnx/plan-is-None", migrate.MigrationTypeError, r"linen_to_nnx\(plan=\.\.\.\)",

@@ -33,3 +33,10 @@ def test_the_module_is_an_nnx_module_and_lazy_init_is_the_bridges():
 
     assert issubclass(lm.Module, nnx.Module)
     assert lm.Module.lazy_init.__doc__ and callable(linnx.lazy_init)
+
+
+def test_linnx_nn_is_the_linen_style_layers_the_docs_name():
+    # docs/linen_style_modules.md and the error that replaces an inline Linen layer both say
+    # `linnx.nn.Dense(...)`; it must be the same module as `linnx.module.nn`.
+    assert linnx.nn is lm.nn
+    assert linnx.nn.Dense is lm.nn.Dense

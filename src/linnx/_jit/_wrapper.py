@@ -40,7 +40,23 @@ R = TypeVar("R")
 
 
 class JitWrapped(Generic[P, R]):
-    """A step compiled by :func:`linnx.jit`; call it like the function it wraps."""
+    """A step compiled by :func:`linnx.jit`; call it like the function it wraps.
+
+    Attributes:
+        fallback_reason: why every call now runs through ``nnx.jit``, or None while the
+            fast path serves the step (see :class:`linnx.JitFallbackWarning`).
+        nnx_jit_calls: how many calls ran through ``nnx.jit`` instead of the fast path.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import linnx
+        >>> from flax import nnx
+        >>> model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+        >>> step = linnx.jit(lambda model, x: model(x))
+        >>> y = step(model, jnp.ones((1, 2)))
+        >>> step.fallback_reason is None, step.nnx_jit_calls
+        (True, 0)
+    """
 
     def __init__(self, fun: Callable[P, R], spec: ArgSpec, label: str,
                  options: dict[str, Any]) -> None:
@@ -233,4 +249,4 @@ def jit(
 jit.__module__ = "linnx"
 JitWrapped.__module__ = "linnx"
 # Public objects show their public module, which doctest's finder skips: list them here.
-__test__ = {"jit": jit}
+__test__ = {"jit": jit, "JitWrapped": JitWrapped}

@@ -24,13 +24,13 @@ from ._errors import ShapeMismatchError as ShapeMismatchError
 from ._errors import TraceError as TraceError
 from ._errors import UnusedWeightsError as UnusedWeightsError
 from ._errors import VerificationError as VerificationError
+from ._match import match as match
 from ._optim import opt_state_to_linen as opt_state_to_linen
 from ._optim import opt_state_to_nnx as opt_state_to_nnx
 from ._plan import Layout as Layout
 from ._plan import Mismatch as Mismatch
 from ._plan import Pair as Pair
 from ._plan import Plan as Plan
-from ._plan import match as match
 from ._transfer import linen_to_nnx as linen_to_nnx
 from ._transfer import nnx_to_linen as nnx_to_linen
 from ._transfer import to_linen_value as to_linen_value

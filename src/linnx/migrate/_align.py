@@ -24,10 +24,21 @@ from typing import Any
 from flax import nnx
 
 from ..bridge import registered_pairs
-from ._paths import similarity
+from ._paths import canonical, similarity
+from ._plan import Layout
 from ._record import Unit, VarInfo
 
-__all__ = ["Compat", "VarMatch", "UnitMatch", "Item", "make_items", "align", "match_leftovers"]
+__all__ = [
+    "Compat",
+    "VarMatch",
+    "UnitMatch",
+    "Item",
+    "make_items",
+    "align",
+    "match_leftovers",
+    "ExtraRepeat",
+    "extra_repeat",
+]
 
 _BUILTIN_COLLECTIONS = frozenset(
     {"params", "batch_stats", "intermediates", "cache", "LoRAParam", "RngKey", "RngCount",
@@ -80,21 +91,20 @@ class Compat:
         return 1
 
 
-@dataclass
+@dataclass(kw_only=True)
 class VarMatch:
     """A Linen leaf (or several, for stacking) paired with one NNX variable."""
 
     linen: tuple[VarInfo, ...]
     nnx: VarInfo
-    layout: str = "copy"  # copy | stack | unstack | moveaxis
-    linen_axis: int | None = None
-    nnx_axis: int | None = None
-    index: int | None = None
+    layout: Layout = Layout()
     mismatch: bool = False  # same name, different (per-slice) shape
 
 
 @dataclass
 class UnitMatch:
+    """Two units (or runs of units) paired: the score of the pairing and its variables."""
+
     score: int
     vars: list[VarMatch] = field(default_factory=list)
     linen_units: tuple[Unit, ...] = ()
@@ -108,37 +118,48 @@ class UnitMatch:
 
 
 def pair_vars(
-    lvars: Sequence[VarInfo],
-    nvars: Sequence[VarInfo],
-    lshape: ShapeFn,
-    nshape: ShapeFn,
+    linen_vars: Sequence[VarInfo],
+    nnx_vars: Sequence[VarInfo],
+    linen_shape: ShapeFn,
+    nnx_shape: ShapeFn,
     compat: Compat,
 ) -> tuple[list[tuple[VarInfo, VarInfo]], list[tuple[VarInfo, VarInfo]], int, int]:
-    """Pairs variables of two units: same name first, then unique (collection, shape)."""
-    pairs, mism = [], []
-    free = list(nvars)
-    deferred = []
-    for lv in lvars:
-        same = [nv for nv in free if nv.rel == lv.rel and compat(lv.collection, nv.var_type)]
-        if len(same) == 1:
-            nv = same[0]
-            free.remove(nv)
-            (pairs if lshape(lv) == nshape(nv) else mism).append((lv, nv))
-        else:
-            deferred.append(lv)
+    """Pairs variables of two units: same name first, then unique (collection, shape).
 
-    def fits(lv: VarInfo, nv: VarInfo) -> bool:
-        return bool(compat(lv.collection, nv.var_type)) and lshape(lv) == nshape(nv)
+    Returns the clean pairs, the same-named pairs whose shapes differ, and how many Linen and
+    NNX variables stay unpaired.
+    """
+    pairs, mismatched = [], []
+    free = list(nnx_vars)
+    deferred = []
+    for linen_var in linen_vars:
+        same = [
+            v for v in free if v.rel == linen_var.rel and compat(linen_var.collection, v.var_type)
+        ]
+        if len(same) == 1:
+            nnx_var = same[0]
+            free.remove(nnx_var)
+            fits = linen_shape(linen_var) == nnx_shape(nnx_var)
+            (pairs if fits else mismatched).append((linen_var, nnx_var))
+        else:
+            deferred.append(linen_var)
+
+    def fits(linen_var: VarInfo, nnx_var: VarInfo) -> bool:
+        return bool(compat(linen_var.collection, nnx_var.var_type)) and linen_shape(
+            linen_var
+        ) == nnx_shape(nnx_var)
 
     left = 0
-    for lv in deferred:
-        cands = [nv for nv in free if fits(lv, nv)]
-        if len(cands) == 1 and not any(o is not lv and fits(o, cands[0]) for o in deferred):
-            free.remove(cands[0])
-            pairs.append((lv, cands[0]))
+    for linen_var in deferred:
+        found = [v for v in free if fits(linen_var, v)]
+        if len(found) == 1 and not any(
+            other is not linen_var and fits(other, found[0]) for other in deferred
+        ):
+            free.remove(found[0])
+            pairs.append((linen_var, found[0]))
         else:
             left += 1
-    return pairs, mism, left, len(free)
+    return pairs, mismatched, left, len(free)
 
 
 def _stored(v: VarInfo) -> Shape:
@@ -150,28 +171,33 @@ def _sliced(v: VarInfo) -> Shape:
 
 
 def match_units(
-    lu: Unit, nu: Unit, lshape: ShapeFn, nshape: ShapeFn, compat: Compat
+    linen_unit: Unit, nnx_unit: Unit, linen_shape: ShapeFn, nnx_shape: ShapeFn, compat: Compat
 ) -> UnitMatch | None:
     """Scores a Linen unit against an NNX unit; ``None`` when they cannot be the same layer."""
-    if lu.kind and nu.kind and lu.kind != nu.kind:
+    if linen_unit.kind and nnx_unit.kind and linen_unit.kind != nnx_unit.kind:
         return None
-    pairs, mism, lleft, nleft = pair_vars(lu.vars, nu.vars, lshape, nshape, compat)
+    pairs, mism, linen_left, nnx_left = pair_vars(
+        linen_unit.vars, nnx_unit.vars, linen_shape, nnx_shape, compat
+    )
     if not pairs and not mism:
         return None
     # A pairing with a shape mismatch scores far below a clean one: it exists so that a wrong
     # layer size is reported as a mismatch, but it must never outweigh a clean pairing (or
     # many mismatched pairings could tie with fewer clean ones in the alignment).
-    structure = _MISMATCHED if mism else (_PARTIAL if lleft or nleft else _FULL)
+    structure = _MISMATCHED if mism else (_PARTIAL if linen_left or nnx_left else _FULL)
     if mism:  # among wrong sizes, prefer the closest: same rank, most dimensions in common
         close = sum(
             (len(a) == len(b)) + sum(x == y for x, y in zip(a, b, strict=False))
-            for a, b in ((lshape(lv), nshape(nv)) for lv, nv in mism)
+            for a, b in ((linen_shape(lv), nnx_shape(nv)) for lv, nv in mism)
         )
         structure += 11 * min(close, 40)
-    match = UnitMatch(structure + similarity(lu.alias, path_of(nu)), [], (lu,), (nu,))
-    match.vars = [VarMatch((lv,), nv) for lv, nv in pairs]
-    match.vars += [VarMatch((lv,), nv, mismatch=True) for lv, nv in mism]
-    return match
+    return UnitMatch(
+        score=structure + similarity(linen_unit.alias, path_of(nnx_unit)),
+        vars=[VarMatch(linen=(lv,), nnx=nv) for lv, nv in pairs]
+        + [VarMatch(linen=(lv,), nnx=nv, mismatch=True) for lv, nv in mism],
+        linen_units=(linen_unit,),
+        nnx_units=(nnx_unit,),
+    )
 
 
 def path_of(unit: Unit) -> str:
@@ -229,24 +255,29 @@ def _group_vs_run(
     """A stacked group against ``K * m`` plain units of the other side, pattern by pattern."""
     length, axis = group.stack
     m = len(group.units)
-    total = UnitMatch(0)
+    total = UnitMatch(score=0)
     collected: dict[int, list[tuple[int, VarMatch]]] = {}
     for k in range(length):
-        for r, gu in enumerate(group.units):
+        for r, group_unit in enumerate(group.units):
             other = run[k * m + r].units[0]
             if group_is_nnx:
-                um = match_units(other, gu, _stored, _sliced, compat)
+                unit_match = match_units(other, group_unit, _stored, _sliced, compat)
             else:
-                um = match_units(gu, other, _sliced, _stored, compat)
-            if um is None:
+                unit_match = match_units(group_unit, other, _sliced, _stored, compat)
+            if unit_match is None:
                 return None
-            total.absorb(um)
-            for vm in um.vars:
+            total.absorb(unit_match)
+            for var_match in unit_match.vars:
                 if group_is_nnx:
-                    collected.setdefault(id(vm.nnx), []).append((k, vm))
+                    collected.setdefault(id(var_match.nnx), []).append((k, var_match))
                 else:
                     total.vars.append(
-                        VarMatch(vm.linen, vm.nnx, "unstack", axis, None, k, vm.mismatch)
+                        VarMatch(
+                            linen=var_match.linen,
+                            nnx=var_match.nnx,
+                            layout=Layout("unstack", linen_axis=axis, index=k),
+                            mismatch=var_match.mismatch,
+                        )
                     )
     if group_is_nnx:
         for slices in collected.values():
@@ -255,81 +286,90 @@ def _group_vs_run(
             first = slices[0][1]
             total.vars.append(
                 VarMatch(
-                    tuple(vm.linen[0] for _, vm in slices),
-                    first.nnx,
-                    "stack",
-                    None,
-                    axis,
-                    None,
-                    any(vm.mismatch for _, vm in slices),
+                    linen=tuple(var_match.linen[0] for _, var_match in slices),
+                    nnx=first.nnx,
+                    layout=Layout("stack", nnx_axis=axis),
+                    mismatch=any(var_match.mismatch for _, var_match in slices),
                 )
             )
     return total
 
 
-def _group_vs_group(li: Item, ni: Item, compat: Compat) -> UnitMatch | None:
-    if li.stack[0] != ni.stack[0] or len(li.units) != len(ni.units):
+def _group_vs_group(linen_group: Item, nnx_group: Item, compat: Compat) -> UnitMatch | None:
+    """Two stacked groups of the same length: copy, or move the stacking axis."""
+    if linen_group.stack[0] != nnx_group.stack[0] or len(linen_group.units) != len(
+        nnx_group.units
+    ):
         return None
-    total = UnitMatch(0)
-    for lu, nu in zip(li.units, ni.units, strict=True):
-        um = match_units(lu, nu, _sliced, _sliced, compat)
-        if um is None:
+    linen_axis, nnx_axis = linen_group.stack[1], nnx_group.stack[1]
+    layout = (
+        Layout()
+        if linen_axis == nnx_axis
+        else Layout("moveaxis", linen_axis=linen_axis, nnx_axis=nnx_axis)
+    )
+    total = UnitMatch(score=0)
+    for linen_unit, nnx_unit in zip(linen_group.units, nnx_group.units, strict=True):
+        unit_match = match_units(linen_unit, nnx_unit, _sliced, _sliced, compat)
+        if unit_match is None:
             return None
-        total.absorb(um)
-        for vm in um.vars:
-            if li.stack[1] == ni.stack[1]:
-                total.vars.append(VarMatch(vm.linen, vm.nnx, mismatch=vm.mismatch))
-            else:
-                total.vars.append(
-                    VarMatch(vm.linen, vm.nnx, "moveaxis", li.stack[1], ni.stack[1], None,
-                             vm.mismatch)
-                )  # fmt: skip
+        total.absorb(unit_match)
+        for var_match in unit_match.vars:
+            total.vars.append(
+                VarMatch(
+                    linen=var_match.linen,
+                    nnx=var_match.nnx,
+                    layout=layout,
+                    mismatch=var_match.mismatch,
+                )
+            )
     return total
 
 
-def _edges(li: list[Item], ni: list[Item], compat: Compat) -> Callable:
+def _edges(linen_items: list[Item], nnx_items: list[Item], compat: Compat) -> Callable:
     def edges(i: int, j: int) -> list[tuple[int, int, int, UnitMatch]]:
         out = []
-        if i >= len(li) or j >= len(ni):
+        if i >= len(linen_items) or j >= len(nnx_items):
             return out
-        a, b = li[i], ni[j]
-        if a.stack is None and b.stack is None:
-            um = match_units(a.units[0], b.units[0], _stored, _stored, compat)
-            if um is not None:
-                out.append((i + 1, j + 1, um.score, um))
-        elif a.stack is not None and b.stack is not None:
-            um = _group_vs_group(a, b, compat)
-            if um is not None:
-                out.append((i + 1, j + 1, um.score, um))
-        if b.stack is not None:
-            n = b.stack[0] * len(b.units)
-            run = li[i : i + n]
+        linen_item, nnx_item = linen_items[i], nnx_items[j]
+        if linen_item.stack is None and nnx_item.stack is None:
+            unit_match = match_units(
+                linen_item.units[0], nnx_item.units[0], _stored, _stored, compat
+            )
+            if unit_match is not None:
+                out.append((i + 1, j + 1, unit_match.score, unit_match))
+        elif linen_item.stack is not None and nnx_item.stack is not None:
+            unit_match = _group_vs_group(linen_item, nnx_item, compat)
+            if unit_match is not None:
+                out.append((i + 1, j + 1, unit_match.score, unit_match))
+        if nnx_item.stack is not None:
+            n = nnx_item.stack[0] * len(nnx_item.units)
+            run = linen_items[i : i + n]
             if len(run) == n and all(x.stack is None for x in run):
-                um = _group_vs_run(b, run, compat, group_is_nnx=True)
-                if um is not None:
-                    out.append((i + n, j + 1, um.score, um))
-        if a.stack is not None:
-            n = a.stack[0] * len(a.units)
-            run = ni[j : j + n]
+                unit_match = _group_vs_run(nnx_item, run, compat, group_is_nnx=True)
+                if unit_match is not None:
+                    out.append((i + n, j + 1, unit_match.score, unit_match))
+        if linen_item.stack is not None:
+            n = linen_item.stack[0] * len(linen_item.units)
+            run = nnx_items[j : j + n]
             if len(run) == n and all(x.stack is None for x in run):
-                um = _group_vs_run(a, run, compat, group_is_nnx=False)
-                if um is not None:
-                    out.append((i + 1, j + n, um.score, um))
+                unit_match = _group_vs_run(linen_item, run, compat, group_is_nnx=False)
+                if unit_match is not None:
+                    out.append((i + 1, j + n, unit_match.score, unit_match))
         return out
 
     return edges
 
 
 def align(
-    li: list[Item], ni: list[Item], compat: Compat
+    linen_items: list[Item], nnx_items: list[Item], compat: Compat
 ) -> tuple[list[UnitMatch], dict[int, set], dict[int, set]]:
     """Best order-preserving pairing of two item sequences.
 
     Returns the chosen matches and, per Linen and per NNX item index, the set of placements
     that some best alignment gives it (more than one means the pairing is ambiguous).
     """
-    a, b = len(li), len(ni)
-    edge_fn = _edges(li, ni, compat)
+    a, b = len(linen_items), len(nnx_items)
+    edge_fn = _edges(linen_items, nnx_items, compat)
     table: dict[tuple[int, int], list[tuple[int, int, int, Any]]] = {}
     for i in range(a + 1):
         for j in range(b + 1):
@@ -361,10 +401,10 @@ def align(
     for (i, j), es in table.items():
         if reach[i][j] == neg or reach[i][j] + best[i][j] != total:
             continue
-        for i2, j2, s, um in es:
+        for i2, j2, s, unit_match in es:
             if reach[i][j] + s + best[i2][j2] != total:
                 continue
-            if um is None:
+            if unit_match is None:
                 if i2 > i:
                     l_opts.setdefault(i, set()).add(None)
                 else:
@@ -378,9 +418,9 @@ def align(
     i = j = 0
     while (i, j) != (a, b):
         options = [e for e in table[(i, j)] if e[2] + best[e[0]][e[1]] == best[i][j]]
-        i2, j2, _, um = max(options, key=lambda e: e[3] is not None)
-        if um is not None:
-            chosen.append(um)
+        i2, j2, _, unit_match = max(options, key=lambda e: e[3] is not None)
+        if unit_match is not None:
+            chosen.append(unit_match)
         i, j = i2, j2
     return chosen, l_opts, n_opts
 
@@ -390,11 +430,11 @@ def match_leftovers(
 ) -> tuple[list[UnitMatch], dict[str, list[str]]]:
     """Pairs units the alignment left over when exactly one candidate fits best, both ways."""
     cands: dict[tuple[int, int], UnitMatch] = {}
-    for x, lu in enumerate(lunits):
-        for y, nu in enumerate(nunits):
-            um = match_units(lu, nu, _stored, _stored, compat)
-            if um is not None:
-                cands[(x, y)] = um
+    for x, linen_unit in enumerate(lunits):
+        for y, nnx_unit in enumerate(nunits):
+            unit_match = match_units(linen_unit, nnx_unit, _stored, _stored, compat)
+            if unit_match is not None:
+                cands[(x, y)] = unit_match
     free_l, free_n = set(range(len(lunits))), set(range(len(nunits)))
     chosen = []
     changed = True
@@ -421,3 +461,67 @@ def match_leftovers(
         if ys:
             ambiguous[lunits[x].name] = sorted(nunits[y].name for y in ys)
     return chosen, ambiguous
+
+
+@dataclass(frozen=True)
+class ExtraRepeat:
+    """One side repeats a block more often than the other (a port with one block too many).
+
+    ``side`` is the side with more repetitions; ``extra`` the path of its last one (by order
+    it has no counterpart), ``variables`` how many variables it holds.
+    """
+
+    side: str
+    extra: str
+    variables: int
+    more: tuple[str, ...]  # the longer side's repetitions, in index order
+    fewer: tuple[str, ...]  # the shorter side's
+
+
+def _repeat_groups(units: Sequence[Unit]) -> dict[str, dict[int, list[Unit]]]:
+    """Units under list-like items (``layers_1`` or ``layers/1``), by list path and index."""
+    groups: dict[str, dict[int, list[Unit]]] = {}
+    for u in units:
+        segs = canonical(path_of(u)).split("/")
+        for k, seg in enumerate(segs):
+            if seg.isdigit() and k:
+                groups.setdefault("/".join(segs[:k]), {}).setdefault(int(seg), []).append(u)
+    return groups
+
+
+def _item_name(unit: Unit, canonical_prefix: str) -> str:
+    """The path of the list item that ``unit`` lies in, as its own side spells it."""
+    for n in range(1, len(unit.path) + 1):
+        name = "/".join(str(k) for k in unit.path[:n])
+        if canonical(name) == canonical_prefix:
+            return name
+    return canonical_prefix
+
+
+def _signature(members: Sequence[Unit]) -> tuple:
+    return tuple(sorted(v.shape for u in members for v in u.vars))
+
+
+def extra_repeat(lunits: Sequence[Unit], nunits: Sequence[Unit]) -> ExtraRepeat | None:
+    """A repeated block (same variables in every repetition on both sides) that one side
+    repeats more often; the outermost such block when several differ."""
+    found: list[tuple[int, ExtraRepeat]] = []
+    for lkey, lgroup in _repeat_groups(lunits).items():
+        lsigs = {_signature(m) for m in lgroup.values()}
+        if len(lsigs) != 1 or sorted(lgroup) != list(range(len(lgroup))):
+            continue
+        for nkey, ngroup in _repeat_groups(nunits).items():
+            if len(ngroup) == len(lgroup) or sorted(ngroup) != list(range(len(ngroup))):
+                continue
+            if {_signature(m) for m in ngroup.values()} != lsigs:
+                continue
+            lnames = tuple(_item_name(lgroup[i][0], f"{lkey}/{i}") for i in sorted(lgroup))
+            nnames = tuple(_item_name(ngroup[i][0], f"{nkey}/{i}") for i in sorted(ngroup))
+            side, more, fewer = (
+                ("nnx", nnames, lnames) if len(ngroup) > len(lgroup) else ("linen", lnames, nnames)
+            )
+            size = len(next(iter(lsigs)))
+            found.append((size, ExtraRepeat(side, more[-1], size, more, fewer)))
+    if not found:
+        return None
+    return max(found, key=lambda f: f[0])[1]

@@ -19,8 +19,11 @@ import numpy as np
 from flax import linen as nn
 from flax import nnx
 
+from .._errors import NotInitializedError
+from ..bridge import ToNNX
 from ._errors import MigrationTypeError, NonFiniteValuesError
 from ._paths import matches_any, patterns
+from ._plan import Plan
 
 __all__ = [
     "check_nnx",
@@ -29,6 +32,8 @@ __all__ = [
     "check_mapping",
     "check_path",
     "check_finite",
+    "uninitialized_parts",
+    "check_initialized",
 ]
 
 Patterns = bool | str | Iterable[str] | None
@@ -61,6 +66,34 @@ def check_nnx(obj: Any, fn: str, arg: str = "nnx_model", optimizer: bool = False
     raise MigrationTypeError(f"{fn}({arg}=...): expected {what}, got {_kind(obj)}.\nFix: {fix}")
 
 
+def uninitialized_parts(model: nnx.Module) -> list[str]:
+    """Paths of the ``ToNNX`` parts of ``model`` whose ``lazy_init`` never ran (``''``: the
+    model itself)."""
+    return [
+        "/".join(map(str, path))
+        for path, module in nnx.iter_modules(model)
+        if isinstance(module, ToNNX) and not module.linen_collections
+    ]
+
+
+def check_initialized(model: Any, fn: str, arg: str = "nnx_model") -> None:
+    """Raises ``NotInitializedError`` naming every ``ToNNX`` part that was never
+    ``lazy_init``-ed: its variables do not exist yet, so nothing can be paired, loaded or
+    saved, and "build the model as for the save" would be the wrong advice."""
+    if not isinstance(model, nnx.Module):
+        return
+    parts = uninitialized_parts(model)
+    if not parts:
+        return
+    shown = ", ".join(p or "<the model itself>" for p in parts[:10])
+    raise NotInitializedError(
+        f"{fn}({arg}=...): {len(parts)} ToNNX part(s) of {arg} have no variables yet "
+        f"(lazy_init was never run): {shown}.\n"
+        f"Fix: create them with a sample input before {fn}: "
+        f"{arg} = linnx.lazy_init({arg}, x)."
+    )
+
+
 def check_linen(obj: Any, fn: str, arg: str = "linen_module") -> None:
     """``obj`` must be a Linen module instance."""
     if isinstance(obj, nn.Module):
@@ -77,8 +110,6 @@ def check_linen(obj: Any, fn: str, arg: str = "linen_module") -> None:
 
 
 def check_plan(plan: Any, fn: str, optional: bool = False) -> None:
-    from ._plan import Plan  # _plan imports this module
-
     if isinstance(plan, Plan) or (optional and plan is None):
         return
     raise MigrationTypeError(

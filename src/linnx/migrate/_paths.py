@@ -25,6 +25,7 @@ __all__ = [
     "Renamer",
     "patterns",
     "matches_any",
+    "whole_subtrees",
 ]
 
 Path = tuple[Any, ...]
@@ -158,17 +159,35 @@ class Renamer:
                 i += 1
         return "/".join(out)
 
-    def check_all_used(self, linen_module_paths: Iterable[str]) -> None:
-        """Raises :class:`RenameError` when a mapping key matched no Linen path (a typo)."""
+    def check_all_used(
+        self, linen_module_paths: Iterable[str], linen_variable_paths: Iterable[str] = ()
+    ) -> None:
+        """Raises :class:`RenameError` when a mapping key matched no Linen path (a typo).
+
+        The message lists the Linen module paths a key may name, and, for a model whose
+        variables sit at the top (a lone ``nn.Dense``: no module path but the root), the
+        variable paths.
+        """
         unused = ["/".join(old) for old, _ in self._rules if old not in self._used]
-        if unused:
-            known = sorted({p for p in linen_module_paths if p})
-            shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
-            raise RenameError(
-                f"rename: {', '.join(repr(u) for u in unused)} matched no Linen path.\n"
-                f"Linen module paths (without collection): {shown}\n"
-                "Fix: use one of these names as the key (segments joined by '/')."
-            )
+        if not unused:
+            return
+        modules = sorted({p for p in linen_module_paths if p})
+        variables = sorted({p for p in linen_variable_paths if p})
+        lines = []
+        if modules:
+            shown = ", ".join(modules[:20]) + (" ..." if len(modules) > 20 else "")
+            lines.append(f"Linen module paths (without collection): {shown}")
+        if variables and (not modules or len(variables) <= 20):
+            shown = ", ".join(variables[:20]) + (" ..." if len(variables) > 20 else "")
+            where = "" if modules else " (the model's variables sit at its top level)"
+            lines.append(f"Linen variable paths (without collection){where}: {shown}")
+        if not lines:
+            lines.append("The Linen model has no variables.")
+        raise RenameError(
+            f"rename: {', '.join(repr(u) for u in unused)} matched no Linen path.\n"
+            + "\n".join(lines)
+            + "\nFix: use one of these names as the key (segments joined by '/')."
+        )
 
 
 def patterns(spec: str | Iterable[str] | None, name: str = "allow_missing") -> tuple[str, ...]:
@@ -195,3 +214,27 @@ def matches_any(path: str, pats: Iterable[str]) -> bool:
         if path == pat or path.startswith(pat + "/") or fnmatch.fnmatchcase(path, pat):
             return True
     return False
+
+
+def whole_subtrees(
+    selected: Iterable[str], universe: Iterable[str], min_depth: int = 1
+) -> list[tuple[str, int]]:
+    """The largest subtrees all of whose paths are selected, with their sizes (2 or more).
+
+    ``whole_subtrees(['d/b/2/w', 'd/b/2/v'], ['d/b/1/w', 'd/b/2/w', 'd/b/2/v'])`` is
+    ``[('d/b/2', 2)]``: one line instead of a list when a whole block has no counterpart.
+    ``min_depth`` keeps short prefixes out (a Linen collection name alone is no subtree).
+    """
+    chosen = set(selected)
+    all_paths = list(universe)
+    found: dict[str, int] = {}
+    for path in sorted(chosen):
+        segs = path.split("/")
+        for n in range(min_depth, len(segs)):
+            prefix = "/".join(segs[:n])
+            under = [p for p in all_paths if p.startswith(prefix + "/")]
+            if all(p in chosen for p in under):
+                if len(under) > 1:
+                    found.setdefault(prefix, len(under))
+                break
+    return sorted(found.items())

@@ -1,39 +1,83 @@
-"""The migration plan: which Linen leaves fill which NNX variables, and how.
+"""The migration plan as data: which Linen leaves fill which NNX variables, and how.
 
-:func:`match` traces both models (see ``_record.py``), pins the variables whose paths already
-agree (``batchnorm/scale`` on both sides, ``layers_0`` vs ``layers/0``, or whatever the user's
-``rename=`` rule produces), aligns the rest by call order (see ``_align.py``) and writes the
-outcome down as a :class:`Plan`. A plan holds only paths, shapes and layouts, never values, so
-one plan serves the weights, the optimizer state and both directions.
+:class:`Plan` is what :func:`linnx.migrate.match` finds (the algorithm is in ``_match.py``):
+:class:`Pair` entries, each with a :class:`Layout` that knows how to turn Linen leaves into the
+NNX value and back, :class:`Mismatch` entries, and the leftovers on both sides. A plan holds
+only paths, shapes and layouts, never values, so one plan serves the weights, the optimizer
+state and both directions. This module imports nothing of the matching algorithm.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import jax
-from flax import linen as nn
-from flax import nnx
+import jax.numpy as jnp
 
-from ._align import Compat, Item, VarMatch, align, make_items, match_leftovers
-from ._checks import check_linen, check_mapping, check_nnx
-from ._errors import AmbiguousPairingError, MigrationError, MigrationTypeError
-from ._paths import Renamer, canonical, path_str
-from ._record import ModelRecord, Unit, record_linen, record_nnx
+from ._errors import MigrationError, MigrationTypeError
+from ._paths import whole_subtrees
+from ._record import dtype_name
 
-__all__ = ["Layout", "Pair", "Mismatch", "Plan", "match", "plan_from_records"]
+__all__ = [
+    "LayoutKind",
+    "MismatchReason",
+    "Layout",
+    "Pair",
+    "Mismatch",
+    "Plan",
+    "width_summary",
+]
 
 _MODULE = "linnx.migrate"
 
-
-_LAYOUT_KINDS = ("copy", "stack", "unstack", "moveaxis")
+#: How Linen leaves become one NNX value (see :class:`Layout`).
+LayoutKind = Literal["copy", "stack", "unstack", "moveaxis"]
+#: Why a paired Linen leaf and NNX variable do not fit.
+MismatchReason = Literal["shape", "dtype"]
+_LAYOUT_KINDS: tuple[str, ...] = get_args(LayoutKind)
 
 
 def _desc(shape: Sequence[int], dtype: Any) -> str:
-    return f"{tuple(shape)} {jax.numpy.dtype(dtype).name}"
+    return f"{tuple(shape)} {dtype_name(dtype)}"
+
+
+def _shape_of(desc: str) -> tuple[int, ...] | None:
+    """``'(3, 6) float32'`` -> ``(3, 6)``; None for another description."""
+    head = desc.rsplit(" ", 1)[0]
+    if not (head.startswith("(") and head.endswith(")")):
+        return None
+    try:
+        return tuple(int(d) for d in head.strip("(),").split(",") if d.strip())
+    except ValueError:
+        return None
+
+
+def width_summary(mismatched: Sequence[tuple[str, str, str]]) -> str | None:
+    """One line when every shape mismatch scales the same way (each differing dimension is
+    ``k`` times the Linen one, for one ``k``): the usual sign of a model built with another
+    width. ``mismatched`` holds ``(path, NNX description, Linen description)`` triples.
+    """
+    changes: dict[tuple[int, int], int] = {}
+    for _, expected, actual in mismatched:
+        have, want = _shape_of(actual), _shape_of(expected)
+        if have is None or want is None or len(have) != len(want) or have == want:
+            return None
+        for x, y in zip(have, want, strict=True):
+            if x != y:
+                changes[(x, y)] = changes.get((x, y), 0) + 1
+    if len(mismatched) < 2 or len({y / x if x else None for x, y in changes}) != 1:
+        return None
+    ordered = sorted(changes, key=lambda c: -changes[c])
+    (have, want), others = ordered[0], ordered[1:]
+    also = f" (and {', '.join(f'{x} vs {y}' for x, y in others)})" if others else ""
+    return (
+        f"every width differs: {have} vs {want}{also}: Linen has {have} where the NNX model has "
+        f"{want}, across all {len(mismatched)} mismatched leaves; was the NNX model built with "
+        "another size?"
+    )
 
 
 @dataclass(frozen=True)
@@ -43,14 +87,17 @@ class Layout:
     ``copy``: one leaf, as is. ``stack``: several leaves (``layers_0..N``) stacked along
     ``nnx_axis``. ``unstack``: slice ``index`` of one leaf along ``linen_axis``.
     ``moveaxis``: one stacked leaf whose stacking axis moves from ``linen_axis`` to ``nnx_axis``.
+    :meth:`to_nnx` and :meth:`to_linen` do the conversion in each direction.
 
     Example:
+        >>> import jax.numpy as jnp
         >>> from linnx import migrate
-        >>> str(migrate.Layout('stack', nnx_axis=0))
-        'stack on axis 0'
+        >>> layout = migrate.Layout('stack', nnx_axis=0)
+        >>> str(layout), layout.to_nnx([jnp.zeros(2), jnp.ones(2)]).shape
+        ('stack on axis 0', (2, 2))
     """
 
-    kind: str = "copy"
+    kind: LayoutKind = "copy"
     linen_axis: int | None = None
     nnx_axis: int | None = None
     index: int | None = None
@@ -61,6 +108,32 @@ class Layout:
                 f"Layout(kind={self.kind!r}): expected one of {', '.join(_LAYOUT_KINDS)}.\n"
                 "Fix: e.g. Layout('stack', nnx_axis=0)."
             )
+
+    def to_nnx(self, sources: Sequence[Any]) -> jax.Array:
+        """The NNX value from its Linen leaves (in ``Pair.linen`` order)."""
+        values = [jnp.asarray(s) for s in sources]
+        if self.kind == "stack":
+            return jnp.stack(values, axis=self.nnx_axis)
+        if self.kind == "unstack":
+            return jnp.take(values[0], self.index, axis=self.linen_axis)
+        if self.kind == "moveaxis":
+            return jnp.moveaxis(values[0], self.linen_axis, self.nnx_axis)
+        return values[0]
+
+    def to_linen(self, values: Sequence[Any], position: int = 0) -> jax.Array:
+        """One Linen leaf from the NNX values that hold it.
+
+        ``values``: the one NNX value, or for ``unstack`` every slice in ``index`` order.
+        ``position``: for ``stack``, the leaf's place in ``Pair.linen``.
+        """
+        arrays = [jnp.asarray(v) for v in values]
+        if self.kind == "stack":
+            return jnp.take(arrays[0], position, axis=self.nnx_axis)
+        if self.kind == "unstack":
+            return jnp.stack(arrays, axis=self.linen_axis)
+        if self.kind == "moveaxis":
+            return jnp.moveaxis(arrays[0], self.nnx_axis, self.linen_axis)
+        return arrays[0]
 
     def __str__(self) -> str:
         if self.kind == "stack":
@@ -86,8 +159,9 @@ class Pair:
 
     Example:
         >>> from linnx import migrate
-        >>> p = migrate.Pair(('params/Dense_0/bias',), 'linear/bias', 'Param',
-        ...                  (3,), 'float32', (3,), 'float32', migrate.Layout())
+        >>> p = migrate.Pair(linen=('params/Dense_0/bias',), nnx='linear/bias',
+        ...                  nnx_type='Param', linen_shape=(3,), linen_dtype='float32',
+        ...                  nnx_shape=(3,), nnx_dtype='float32', layout=migrate.Layout())
         >>> p.nnx, str(p.layout)
         ('linear/bias', 'copy')
     """
@@ -108,8 +182,9 @@ class Mismatch:
 
     Example:
         >>> from linnx import migrate
-        >>> m = migrate.Mismatch(('params/Dense_0/kernel',), 'linear/kernel',
-        ...                      '(4, 5) float32', '(4, 6) float32', 'shape')
+        >>> m = migrate.Mismatch(linen=('params/Dense_0/kernel',), nnx='linear/kernel',
+        ...                      linen_desc='(4, 5) float32', nnx_desc='(4, 6) float32',
+        ...                      reason='shape')
         >>> m.reason
         'shape'
     """
@@ -118,7 +193,7 @@ class Mismatch:
     nnx: str
     linen_desc: str
     nnx_desc: str
-    reason: str  # 'shape' | 'dtype'
+    reason: MismatchReason
 
 
 class Plan:
@@ -135,6 +210,12 @@ class Plan:
         excluded: NNX-only state left out on purpose (RNG keys and counts, caches...).
         linen_leaves: every Linen leaf path -> ``jax.ShapeDtypeStruct``.
         nnx_leaves: every NNX variable path -> ``(type name, jax.ShapeDtypeStruct)``.
+        linen_axes: Linen parameter path -> its logical axis names, read from a
+            ``params_axes`` collection (``flax.linen.partitioning.param_with_axes``): the
+            parameters' sharding, not weights, so never paired.
+        linen_structure: Linen leaves that describe the model rather than hold weights (the
+            ``nnx/graphdef`` of a ``to_linen`` module), by path; :func:`nnx_to_linen` puts
+            them back so that the Linen module can ``apply`` the result.
 
     Example:
         >>> import jax.numpy as jnp
@@ -155,6 +236,9 @@ class Plan:
         excluded: Sequence[str],
         linen_leaves: Mapping[str, jax.ShapeDtypeStruct],
         nnx_leaves: Mapping[str, tuple[str, jax.ShapeDtypeStruct]],
+        *,
+        linen_axes: Mapping[str, tuple[str, ...]] | None = None,
+        linen_structure: Mapping[str, Any] | None = None,
     ):
         if not isinstance(pairs, Sequence) or not all(isinstance(p, Pair) for p in pairs):
             raise MigrationTypeError(
@@ -168,6 +252,8 @@ class Plan:
         self.excluded = tuple(excluded)
         self.linen_leaves = dict(linen_leaves)
         self.nnx_leaves = dict(nnx_leaves)
+        self.linen_axes = dict(linen_axes or {})
+        self.linen_structure = dict(linen_structure or {})
 
     @property
     def ok(self) -> bool:
@@ -210,16 +296,26 @@ class Plan:
         lines += [fmt(r) for r in rows]
         if self.unused:
             lines.append(f"Unused Linen leaves ({len(self.unused)}):")
+            for prefix, n in whole_subtrees(self.unused, self.linen_leaves, min_depth=2):
+                lines.append(f"  the Linen model has {prefix} ({n} leaves) with no NNX counterpart")
             for path in self.unused:
                 sds = self.linen_leaves.get(path)
                 lines.append(f"  {path}  {_desc(sds.shape, sds.dtype) if sds else ''}")
         if self.unfilled:
             lines.append(f"Unfilled NNX variables ({len(self.unfilled)}):")
+            for prefix, n in whole_subtrees(self.unfilled, self.nnx_leaves):
+                lines.append(
+                    f"  the NNX model has {prefix} ({n} variables) that the Linen model does "
+                    "not have"
+                )
             for path in self.unfilled:
                 typ, sds = self.nnx_leaves[path]
                 lines.append(f"  {path}  {typ}  {_desc(sds.shape, sds.dtype)}")
         if self.mismatched:
             lines.append(f"Mismatches ({len(self.mismatched)}):")
+            lead = width_summary([("", m.nnx_desc, m.linen_desc) for m in self.mismatched])
+            if lead:
+                lines.append(f"  {lead}")
             for m in self.mismatched:
                 lines.append(
                     f"  {', '.join(m.linen)} -> {m.nnx}: {m.reason} differs, Linen "
@@ -242,235 +338,16 @@ class Plan:
         }
 
 
-def _var_desc(unit: Unit) -> str:
-    return ", ".join(f"{v.collection}/{v.rel} {v.shape}" for v in unit.vars[:4]) + (
-        " ..." if len(unit.vars) > 4 else ""
-    )
-
-
-def _placement(items: Sequence[Item], option: tuple[int, int] | None) -> str:
-    if option is None:
-        return "<left unpaired>"
-    j, offset = option
-    item = items[j]
-    if item.stack is None:
-        return item.units[0].name
-    m = len(item.units)
-    return f"{item.units[offset % m].name} [slice {offset // m}]"
-
-
-def _ambiguous(
-    described: Mapping[str, Sequence[str]], fix_pairs: Sequence[tuple[str, str]]
-) -> AmbiguousPairingError:
-    lines = ["Cannot pair some Linen modules with NNX modules unambiguously:"]
-    for name, cands in described.items():
-        lines.append(f"  {name} could pair with any of: {', '.join(cands)}")
-    example = ", ".join(f"{a!r}: {b!r}" for a, b in fix_pairs[:2]) or "'Dense_0': 'linear'"
-    lines.append(
-        "Fix: name the pairing with a rename rule (Linen path without collection -> NNX "
-        f"path), e.g. rename={{{example}}}; or make the two models call their layers in the "
-        "same order."
-    )
-    return AmbiguousPairingError("\n".join(lines), candidates=described)
-
-
-def _check_alignment(li, ni, l_opts, n_opts) -> None:
-    described: dict[str, list[str]] = {}
-    fixes = []
-    for i, opts in sorted(l_opts.items()):
-        if len(opts) > 1:
-            item = li[i]
-            names = sorted({_placement(ni, o) for o in opts})
-            key = f"{item.name} ({item.units[0].cls_name}: {_var_desc(item.units[0])})"
-            described[key] = names
-            taken = {b for _, b in fixes}
-            real = [n.split(" [")[0] for n in names if not n.startswith("<")]
-            real = [n for n in real if n not in taken]
-            if real:
-                fixes.append((item.units[0].name, real[0]))
-    if not described:
-        for j, opts in sorted(n_opts.items()):
-            if len(opts) > 1:
-                names = sorted({_placement(li, o) for o in opts})
-                described[f"(NNX) {ni[j].name}"] = names
-    if described:
-        raise _ambiguous(described, fixes)
-
-
-def plan_from_records(
-    lrec: ModelRecord,
-    nrec: ModelRecord,
-    rename: Mapping[str, str] | Callable[[str], str | None] | None = None,
-) -> Plan:
-    """Builds the plan from two recorded models (the work behind :func:`match`)."""
-    renamer = Renamer(rename)
-    compat = Compat()
-    alias = {v.path: renamer(v.bare) for v in lrec.vars.values()}
-    for u in lrec.units:
-        u.alias = renamer(path_str(u.path))
-    renamer.check_all_used(lrec.module_paths)
-
-    # 1. Paths that already agree (after renaming) pair by name.
-    by_canon: dict[str, list] = {}
-    for nv in nrec.vars.values():
-        by_canon.setdefault(canonical(nv.bare), []).append(nv)
-    matches: list[VarMatch] = []
-    taken_l, taken_n = set(), set()
-    for lv in lrec.vars.values():
-        cands = [
-            nv
-            for nv in by_canon.get(canonical(alias[lv.path]), [])
-            if nv.path not in taken_n and compat(lv.collection, nv.var_type)
-        ]
-        if len(cands) == 1:
-            nv = cands[0]
-            matches.append(VarMatch((lv,), nv, mismatch=lv.shape != nv.shape))
-            taken_l.add(lv.path)
-            taken_n.add(nv.path)
-
-    def rest(units: Sequence[Unit], taken: set[str]) -> list[Unit]:
-        out = []
-        for u in units:
-            vs = [v for v in u.vars if v.path not in taken]
-            if vs:
-                out.append(dataclasses.replace(u, vars=vs))
-        return out
-
-    lunits, nunits = rest(lrec.units, taken_l), rest(nrec.units, taken_n)
-
-    # 2. The rest, by call order.
-    li, l_uncalled = make_items(lunits)
-    ni, n_uncalled = make_items(nunits)
-    chosen, l_opts, n_opts = align(li, ni, compat)
-    _check_alignment(li, ni, l_opts, n_opts)
-
-    # 3. Whatever is left, by unique fit.
-    used_l = {id(u) for um in chosen for u in um.linen_units}
-    used_n = {id(u) for um in chosen for u in um.nnx_units}
-    left_l = [u for it in li for u in it.units if id(u) not in used_l] + l_uncalled
-    left_n = [u for it in ni for u in it.units if id(u) not in used_n] + n_uncalled
-    more, ambiguous = match_leftovers(left_l, left_n, compat)
-    if ambiguous:
-        fixes: list[tuple[str, str]] = []
-        for name, cands in ambiguous.items():
-            free = [c for c in cands if c not in {b for _, b in fixes}]
-            if free:
-                fixes.append((name, free[0]))
-        raise _ambiguous(ambiguous, fixes)
-    for um in [*chosen, *more]:
-        matches.extend(um.vars)
-    return _assemble(lrec, nrec, matches)
-
-
-def _assemble(lrec: ModelRecord, nrec: ModelRecord, matches: Sequence[VarMatch]) -> Plan:
-    pairs, mismatched = [], []
-    used_l, used_n = set(), set()
-    for vm in matches:
-        lpaths = tuple(v.path for v in vm.linen)
-        nv, lv = vm.nnx, vm.linen[0]
-        used_l.update(lpaths)
-        used_n.add(nv.path)
-        if vm.mismatch:
-            mismatched.append(
-                Mismatch(lpaths, nv.path, _desc(lv.shape, lv.dtype), _desc(nv.shape, nv.dtype),
-                         "shape")
-            )  # fmt: skip
-            continue
-        layout = Layout(vm.layout, vm.linen_axis, vm.nnx_axis, vm.index)
-        pairs.append(
-            Pair(lpaths, nv.path, nv.var_type.__name__, lv.shape, lv.dtype.name, nv.shape,
-                 nv.dtype.name, layout)
-        )  # fmt: skip
-        if lv.dtype != nv.dtype:
-            mismatched.append(
-                Mismatch(lpaths, nv.path, _desc(lv.shape, lv.dtype), _desc(nv.shape, nv.dtype),
-                         "dtype")
-            )  # fmt: skip
-    linen_leaves = {p: jax.ShapeDtypeStruct(v.shape, v.dtype) for p, v in lrec.vars.items()}
-    nnx_leaves = {
-        p: (v.var_type.__name__, jax.ShapeDtypeStruct(v.shape, v.dtype))
-        for p, v in nrec.vars.items()
-    }
-    return Plan(
-        pairs=pairs,
-        unused=sorted(p for p in lrec.vars if p not in used_l),
-        unfilled=sorted(p for p in nrec.vars if p not in used_n),
-        mismatched=mismatched,
-        excluded=nrec.excluded,
-        linen_leaves=linen_leaves,
-        nnx_leaves=nnx_leaves,
-    )
-
-
-def match(
-    linen_module: nn.Module,
-    nnx_model: nnx.Module,
-    *sample_args: Any,
-    linen_kwargs: Mapping[str, Any] | None = None,
-    nnx_kwargs: Mapping[str, Any] | None = None,
-    rename: Mapping[str, str] | Callable[[str], str | None] | None = None,
-    linen_method: str | None = None,
-    nnx_method: str | None = None,
-) -> Plan:
-    """Pairs the variables of a Linen module with those of its hand-ported NNX model.
-
-    Both models run abstractly (``jax.eval_shape``: no compute, no allocation) on the sample
-    inputs while every submodule call is recorded. Variables whose paths already agree pair
-    by name; the others pair by aligning the two call sequences, layer kinds (``Dense`` ~
-    ``Linear``) and variable shapes. Stacked layers (``nn.scan``, ``nnx.vmap`` +
-    ``nnx.scan``) may pair with unrolled ones; the plan then stacks or unstacks.
-
-    Args:
-        linen_module: the Linen module (unbound).
-        nnx_model: the NNX model (concrete, or abstract from ``nnx.eval_shape``).
-        *sample_args: inputs for both models; arrays or ``jax.ShapeDtypeStruct``.
-        linen_kwargs: extra call arguments for Linen, e.g. ``{'training': False}``.
-        nnx_kwargs: extra call arguments for NNX (its mode is set by ``.eval()``).
-        rename: rules that override or complete the automatic pairing, on Linen paths
-            without the collection: ``{'Dense_0': 'linear'}`` replaces path segments;
-            a function maps a whole path (``'Block_0/Dense_0/kernel'``) to an NNX path.
-        linen_method: the Linen method to trace instead of ``__call__``.
-        nnx_method: the NNX method to trace instead of ``__call__``.
-
-    Returns:
-        The :class:`Plan`. It may be incomplete (``plan.ok`` False); :func:`linen_to_nnx`
-        then refuses, listing the paths.
-
-    Raises:
-        AmbiguousPairingError: several pairings fit equally well.
-        TraceError: a model could not run on the sample inputs.
-        RenameError: a ``rename`` key matched no Linen path.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> from flax import linen as nn, nnx
-        >>> from linnx import migrate
-        >>> class Model(nn.Module):
-        ...     @nn.compact
-        ...     def __call__(self, x):
-        ...         x = nn.relu(nn.Dense(4)(x))
-        ...         return nn.Dense(2)(x)
-        >>> class Ported(nnx.Module):
-        ...     def __init__(self, rngs):
-        ...         self.hidden = nnx.Linear(3, 4, rngs=rngs)
-        ...         self.out = nnx.Linear(4, 2, rngs=rngs)
-        ...     def __call__(self, x):
-        ...         return self.out(nnx.relu(self.hidden(x)))
-        >>> plan = migrate.match(Model(), Ported(nnx.Rngs(0)), jnp.ones((1, 3)))
-        >>> [(p.linen[0], p.nnx) for p in plan.pairs][:2]
-        [('params/Dense_0/bias', 'hidden/bias'), ('params/Dense_0/kernel', 'hidden/kernel')]
-    """
-    check_linen(linen_module, "match")
-    check_nnx(nnx_model, "match")
-    check_mapping(linen_kwargs, "match", "linen_kwargs", "{'train': False}", optional=True)
-    check_mapping(nnx_kwargs, "match", "nnx_kwargs", "{'deterministic': True}", optional=True)
-    lkw = dict(linen_kwargs or {})
-    nkw = dict(nnx_kwargs or {})
-    lrec = record_linen(linen_module, sample_args, lkw, linen_method)
-    nrec = record_nnx(nnx_model, sample_args, nkw, nnx_method)
-    return plan_from_records(lrec, nrec, rename)
-
-
-for _obj in (Layout, Pair, Mismatch, Plan, match):
+for _obj in (Layout, Pair, Mismatch, Plan):
     _obj.__module__ = _MODULE
 del _obj
+
+
+def __getattr__(name: str) -> Any:
+    # match() lived here before the split into data (this module) and algorithm
+    # (_match.py); code written against the old place keeps working without a cycle.
+    if name in ("match", "plan_from_records"):
+        from . import _match
+
+        return getattr(_match, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,6 +31,7 @@ import numpy as np
 from flax import linen as nn
 from flax import nnx
 from flax.core import meta
+from flax.linen.partitioning import AxisMetadata
 
 from ..bridge import ToNNX, registered_pairs
 from ._errors import TraceError
@@ -43,10 +44,18 @@ __all__ = [
     "record_linen",
     "record_nnx",
     "EXCLUDED_NNX_TYPES",
+    "RNG_STATE_TYPES",
     "split_dynamic",
+    "dtype_of",
+    "dtype_name",
+    "non_weight_leaf",
+    "axes_target",
 ]
 
-#: NNX-only state that no Linen variable fills: never paired, never reported as unfilled.
+#: NNX-only state that no Linen variable fills: never reported as unfilled. RNG state
+#: (``RngKey``/``RngCount``) still pairs when the Linen variables hold it (a ``to_linen``
+#: module whose ``nnx.Dropout`` keeps its rngs); the rest is never paired.
+RNG_STATE_TYPES: tuple[type[nnx.Variable], ...] = (nnx.RngState,)
 EXCLUDED_NNX_TYPES: tuple[type[nnx.Variable], ...] = (
     nnx.RngState,
     nnx.Intermediate,
@@ -100,7 +109,7 @@ class VarInfo:
     collection: str
     var_type: type | None
     shape: tuple[int, ...]
-    dtype: np.dtype
+    dtype: Any  # a numpy dtype, or an extended one (typed PRNG keys): see dtype_of
     call_shape: tuple[int, ...] | None = None
 
     def per_call_shape(self) -> tuple[int, ...]:
@@ -137,6 +146,21 @@ class ModelRecord:
     output: Any = None
     excluded: tuple[str, ...] = ()
     module_paths: tuple[str, ...] = ()
+    #: Linen: leaves that are no weights (a ``to_linen`` graphdef, ``params_axes`` entries).
+    non_weights: tuple[str, ...] = ()
+    #: Linen: parameter path -> its logical axis names, read from ``params_axes``.
+    axes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Linen: structure leaves by path (a ``to_linen`` module's ``nnx/graphdef``).
+    structure: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_rng_state(self) -> bool:
+        """Whether some variable lives in a collection registered for NNX RNG state."""
+        pairs = registered_pairs()
+        return any(
+            isinstance(t, type) and issubclass(t, RNG_STATE_TYPES)
+            for t in {pairs.get(v.collection) for v in self.vars.values()}
+        )
 
 
 @dataclass
@@ -151,6 +175,47 @@ class _Call:
 
 def _is_array(x: Any) -> bool:
     return isinstance(x, jax.Array | np.ndarray | np.generic | jax.ShapeDtypeStruct)
+
+
+def dtype_of(dtype: Any) -> Any:
+    """A numpy dtype, or JAX's extended dtype as is (typed PRNG keys: ``key<fry>``).
+
+    ``np.dtype`` cannot interpret extended dtypes, and a ``to_linen`` module whose
+    ``nnx.Dropout`` keeps its rngs stores such keys in its ``RngKey`` collection.
+    """
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.extended):
+        return dtype
+    return np.dtype(dtype)
+
+
+def dtype_name(dtype: Any) -> str:
+    """``'float32'``, or ``'key<fry>'`` for a typed PRNG key (a name is returned as is)."""
+    if isinstance(dtype, str):
+        return dtype
+    return str(dtype_of(dtype).name)
+
+
+#: Why a Linen variables leaf is no weight: the ``nnx`` collection of a ``to_linen`` module
+#: holds its graph definition (structure), and ``params_axes`` (``param_with_axes``, T5X-style
+#: code) holds the logical axis names of the parameters, i.e. their sharding.
+STRUCTURE, AXES = "structure", "axes"
+
+
+def non_weight_leaf(leaf: Any) -> str | None:
+    """``STRUCTURE`` or ``AXES`` for a Linen variables leaf that is no weight, else None."""
+    if isinstance(leaf, nnx.GraphDef):
+        return STRUCTURE
+    if isinstance(leaf, AxisMetadata):
+        return AXES
+    return None
+
+
+def axes_target(path: Path) -> Path | None:
+    """The parameter that a ``params_axes`` entry names: ``params_axes/D/kernel_axes`` ->
+    ``params/D/kernel`` (Flax's ``param_with_axes`` naming), or None for another path."""
+    if len(path) < 2 or path[0] != "params_axes" or not str(path[-1]).endswith("_axes"):
+        return None
+    return ("params", *path[1:-1], str(path[-1])[: -len("_axes")])
 
 
 def split_dynamic(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[list[Any], Callable]:
@@ -168,7 +233,7 @@ def split_dynamic(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[list[
 
 def _shapes(tree: Any) -> str:
     leaves = [x for x in jax.tree.leaves(tree) if hasattr(x, "shape") and hasattr(x, "dtype")]
-    return ", ".join(f"{np.dtype(x.dtype).name}{list(x.shape)}" for x in leaves)
+    return ", ".join(f"{dtype_name(x.dtype)}{list(x.shape)}" for x in leaves)
 
 
 def _kind(cls: type, table: Mapping[str, str], package: str) -> str | None:
@@ -292,7 +357,19 @@ def record_linen(
     module_paths = set(calls) | {()}
     by_owner: dict[Path, list[VarInfo]] = {}
     all_vars: dict[str, VarInfo] = {}
+    non_weights: list[str] = []
+    axes: dict[str, tuple[str, ...]] = {}
+    structure: dict[str, Any] = {}
     for full, leaf in flat.items():
+        role = non_weight_leaf(leaf)
+        if role is not None:
+            non_weights.append(path_str(full))
+            target = axes_target(full) if role == AXES else None
+            if target is not None:
+                axes[path_str(target)] = tuple(leaf.names)
+            if role == STRUCTURE:
+                structure[path_str(full)] = leaf
+            continue
         col, bare = full[0], full[1:]
         owner = _owner(module_paths, bare)
         rel = bare[len(owner) :]
@@ -304,7 +381,7 @@ def record_linen(
             collection=str(col),
             var_type=None,
             shape=tuple(leaf.shape),
-            dtype=np.dtype(leaf.dtype),
+            dtype=dtype_of(leaf.dtype),
             call_shape=rec.var_shapes.get((col, *rel)) if rec else None,
         )
         by_owner.setdefault(owner, []).append(info)
@@ -321,6 +398,9 @@ def record_linen(
         vars=all_vars,
         output=output,
         module_paths=tuple(sorted(path_str(p) for p in module_paths)),
+        non_weights=tuple(non_weights),
+        axes=axes,
+        structure=structure,
     )
 
 
@@ -430,8 +510,15 @@ def record_nnx(
     args: Sequence[Any],
     kwargs: Mapping[str, Any],
     method: str | None = None,
+    *,
+    keep_rng_state: bool = False,
 ) -> ModelRecord:
-    """Calls a copy of ``model`` abstractly and records every module call and variable."""
+    """Calls a copy of ``model`` abstractly and records every module call and variable.
+
+    RNG state (``RngKey``/``RngCount``) is recorded as variables only with
+    ``keep_rng_state`` (when the Linen side holds RNG state to pair it with); otherwise it
+    is listed in ``excluded`` with the rest of the NNX-only state.
+    """
     if not isinstance(model, nnx.Module):
         raise TraceError(
             f"nnx_model={type(model).__name__}: expected an nnx.Module instance.\n"
@@ -443,7 +530,9 @@ def record_nnx(
     by_owner: dict[Path, list[tuple[Path, nnx.Variable]]] = {}
     excluded = []
     for path, var in nnx.to_flat_state(nnx.state(model)):
-        if isinstance(var, EXCLUDED_NNX_TYPES):
+        if isinstance(var, EXCLUDED_NNX_TYPES) and not (
+            keep_rng_state and isinstance(var, RNG_STATE_TYPES)
+        ):
             excluded.append(path_str(path))
             continue
         by_owner.setdefault(_owner(owners, path), []).append((path, var))
@@ -484,7 +573,7 @@ def record_nnx(
                 collection=_collection_name(type(var)),
                 var_type=type(var),
                 shape=tuple(value.shape),
-                dtype=np.dtype(value.dtype),
+                dtype=dtype_of(value.dtype),
                 call_shape=rec.var_shapes.get(rel) if rec else None,
             )
             infos.append(info)

@@ -13,16 +13,23 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 from flax.core import meta
 
 from .._errors import StructureMismatchError
-from ._checks import check_finite, check_mapping, check_nnx, check_plan
+from ._checks import check_finite, check_initialized, check_mapping, check_nnx, check_plan
 from ._errors import MigrationTypeError, MissingWeightsError, ShapeMismatchError, UnusedWeightsError
-from ._paths import flatten_mapping, matches_any, path_str, patterns, unflatten_mapping
-from ._plan import Pair, Plan, _desc
-from ._record import EXCLUDED_NNX_TYPES
+from ._paths import (
+    flatten_mapping,
+    matches_any,
+    path_str,
+    patterns,
+    similarity,
+    unflatten_mapping,
+    whole_subtrees,
+)
+from ._plan import Pair, Plan, _desc, width_summary
+from ._record import EXCLUDED_NNX_TYPES, non_weight_leaf
 
 __all__ = [
     "linen_to_nnx",
@@ -79,21 +86,33 @@ def check_problems(
     unused: Sequence[str] = (),
     mismatched: Sequence[tuple[str, str, str]] = (),
     hint_unused: Sequence[str] = (),
+    missing_among: Sequence[str] = (),
     msg_missing: str = MSG_MISSING,
     msg_unused: str = MSG_UNUSED,
 ) -> None:
-    """Raises the typed error for the first kind of problem found (mismatch, missing, unused)."""
+    """Raises the typed error for the first kind of problem found (mismatch, missing, unused).
+
+    ``missing_among`` (every path of the missing side) lets the message name whole subtrees
+    that are missing ("the NNX model has decoder/blocks/2 (6 variables) ...").
+    """
     if mismatched:
         lines = "\n".join(
             f"  mismatched at {p}: NNX expects {exp}, Linen has {act}" for p, exp, act in mismatched
         )
+        lead = width_summary(mismatched)
         raise ShapeMismatchError(
-            MSG_MISMATCH.format(n=len(mismatched), lines=lines), mismatched=mismatched
+            (f"{lead}\n" if lead else "") + MSG_MISMATCH.format(n=len(mismatched), lines=lines),
+            mismatched=mismatched,
         )
     if missing:
-        hint = ""
+        hint = "".join(
+            f"  the NNX model has {prefix} ({n} variables) that the Linen variables do not "
+            "have\n"
+            for prefix, n in whole_subtrees(missing, missing_among)
+        )
         if hint_unused:
-            hint = f"  unused on the other side ({len(hint_unused)}): {_shorten(hint_unused, 10)}\n"
+            shown = _shorten(hint_unused, 10)
+            hint += f"  unused on the other side ({len(hint_unused)}): {shown}\n"
         raise MissingWeightsError(
             msg_missing.format(
                 n=len(missing), paths=_shorten(missing), hint=hint, allow=list(missing[:3])
@@ -108,14 +127,94 @@ def check_problems(
         )
 
 
+def _same_shaped(
+    missing: Sequence[str],
+    unused: Sequence[str],
+    nnx_shape: Callable[[str], tuple],
+    linen_shape: Callable[[str], tuple | None],
+) -> list[tuple[str, str]] | None:
+    """A same-shaped unused Linen leaf for each missing NNX variable (closest name first),
+    or None when some missing variable has none: then the weights may really be absent."""
+    free = list(unused)
+    found = []
+    for nnx_path in missing:
+        shape = nnx_shape(nnx_path)
+        cands = [u for u in free if linen_shape(u) == shape]
+        if not cands:
+            return None
+        best = max(cands, key=lambda u: similarity(u.split("/", 1)[-1], nnx_path))
+        free.remove(best)
+        found.append((best, nnx_path))
+    return found
+
+
+def _rename_rule(linen_path: str, nnx_path: str) -> tuple[str, str]:
+    """The ``rename=`` entry that maps a Linen leaf (collection first) onto an NNX path:
+    the differing module prefix when the leaf names agree, else the whole path."""
+    lsegs, nsegs = linen_path.split("/")[1:], nnx_path.split("/")
+    while len(lsegs) > 1 and len(nsegs) > 1 and lsegs[-1] == nsegs[-1]:
+        lsegs, nsegs = lsegs[:-1], nsegs[:-1]
+    return "/".join(lsegs), "/".join(nsegs)
+
+
+def misnamed_error(
+    found: Sequence[tuple[str, str]], plan_leaves: Mapping[str, Any], fn: str
+) -> MissingWeightsError:
+    """The error for missing NNX variables that the unused Linen leaves can fill one to one.
+
+    ``allow_missing=`` would keep random initial values there, so it is not suggested: the
+    leaves are there under other names. Leaves boxed the way Orbax stores partitioned
+    parameters (``.../kernel/value``) are named as such.
+    """
+    missing = [n for _, n in found]
+    unused = [u for u, _ in found]
+    shown = "\n".join(f"    {u} -> {n}" for u, n in found[:10])
+    more = f"\n    ... ({len(found) - 10} more)" if len(found) > 10 else ""
+    head = (
+        f"{fn}: {len(missing)} NNX variable(s) would keep their initial values, but each has "
+        "an unused Linen leaf of the same shape: the weights are there under other names.\n"
+        f"  missing ({len(missing)}): {_shorten(missing, 10)}\n"
+        f"  same-shaped unused Linen leaves:\n{shown}{more}\n"
+    )
+    boxed = all(u.endswith("/value") and u[: -len("/value")] in plan_leaves for u in unused)
+    if boxed:
+        fix = (
+            "Fix: the Linen leaves are boxed (a trailing 'value' level, as Orbax stores "
+            "parameters made with nn.with_partitioning / nn.with_logical_partitioning): drop "
+            "that level (params/Dense_0/kernel/value -> params/Dense_0/kernel) before "
+            f"{fn}. Do not pass allow_missing=: it would keep the random initial values."
+        )
+    elif all(u in plan_leaves for u in unused):
+        rules: dict[str, str] = {}
+        for u, n in found:
+            key, value = _rename_rule(u, n)
+            rules.setdefault(key, value)
+        example = ", ".join(f"{k!r}: {v!r}" for k, v in list(rules.items())[:3])
+        fix = (
+            f"Fix: pair them by name: match(..., rename={{{example}"
+            f"{', ...' if len(rules) > 3 else ''}}}) and run {fn} with the new plan. Do not "
+            "pass allow_missing=: it would keep the random initial values."
+        )
+    else:
+        fix = (
+            "Fix: the variables hold these leaves under other names than the Linen module "
+            "given to match(...): rename them in the variables dict to the module's names "
+            f"(e.g. {unused[0]!r} -> the path the plan reads). Do not pass allow_missing=: "
+            "it would keep the random initial values."
+        )
+    return MissingWeightsError(head + fix, missing=missing, unexpected=unused)
+
+
 def to_nnx_value(pair: Pair, sources: Sequence[Any]) -> jax.Array:
     """The NNX value of ``pair`` from its Linen leaves (in ``pair.linen`` order).
 
     Example:
         >>> import jax.numpy as jnp
         >>> from linnx import migrate
-        >>> pair = migrate.Pair(('params/l_0/w', 'params/l_1/w'), 'l/w', 'Param', (2,),
-        ...                     'float32', (2, 2), 'float32', migrate.Layout('stack', nnx_axis=0))
+        >>> pair = migrate.Pair(linen=('params/l_0/w', 'params/l_1/w'), nnx='l/w',
+        ...                     nnx_type='Param', linen_shape=(2,), linen_dtype='float32',
+        ...                     nnx_shape=(2, 2), nnx_dtype='float32',
+        ...                     layout=migrate.Layout('stack', nnx_axis=0))
         >>> migrate.to_nnx_value(pair, [jnp.zeros(2), jnp.ones(2)]).tolist()
         [[0.0, 0.0], [1.0, 1.0]]
     """
@@ -124,15 +223,7 @@ def to_nnx_value(pair: Pair, sources: Sequence[Any]) -> jax.Array:
             f"to_nnx_value(pair={pair!r}): expected a Pair from plan.pairs.\n"
             "Fix: e.g. [to_nnx_value(p, ...) for p in plan.pairs]."
         )
-    lay = pair.layout
-    values = [jnp.asarray(s) for s in sources]
-    if lay.kind == "stack":
-        return jnp.stack(values, axis=lay.nnx_axis)
-    if lay.kind == "unstack":
-        return jnp.take(values[0], lay.index, axis=lay.linen_axis)
-    if lay.kind == "moveaxis":
-        return jnp.moveaxis(values[0], lay.linen_axis, lay.nnx_axis)
-    return values[0]
+    return pair.layout.to_nnx(sources)
 
 
 def to_linen_value(
@@ -148,26 +239,23 @@ def to_linen_value(
     Example:
         >>> import jax.numpy as jnp
         >>> from linnx import migrate
-        >>> pair = migrate.Pair(('params/l_0/w', 'params/l_1/w'), 'l/w', 'Param', (2,),
-        ...                     'float32', (2, 2), 'float32', migrate.Layout('stack', nnx_axis=0))
+        >>> pair = migrate.Pair(linen=('params/l_0/w', 'params/l_1/w'), nnx='l/w',
+        ...                     nnx_type='Param', linen_shape=(2,), linen_dtype='float32',
+        ...                     nnx_shape=(2, 2), nnx_dtype='float32',
+        ...                     layout=migrate.Layout('stack', nnx_axis=0))
         >>> migrate.to_linen_value('params/l_1/w', [pair], {'l/w': jnp.eye(2)}.__getitem__)
         Array([0., 1.], dtype=float32)
     """
     first = pairs[0]
-    lay = first.layout
-    if lay.kind == "stack":
-        return jnp.take(
-            jnp.asarray(get(first.nnx)), first.linen.index(linen_path), axis=lay.nnx_axis
-        )
-    if lay.kind == "unstack":
+    layout = first.layout
+    if layout.kind == "unstack":
+        # The leaf is rebuilt from every slice: all of them must be there.
         parts = sorted(pairs, key=lambda p: p.layout.index)
-        expected = linen_shape[lay.linen_axis] if linen_shape is not None else len(parts)
+        expected = linen_shape[layout.linen_axis] if linen_shape is not None else len(parts)
         if [p.layout.index for p in parts] != list(range(expected)):
             raise KeyError(linen_path)
-        return jnp.stack([jnp.asarray(get(p.nnx)) for p in parts], axis=lay.linen_axis)
-    if lay.kind == "moveaxis":
-        return jnp.moveaxis(jnp.asarray(get(first.nnx)), lay.nnx_axis, lay.linen_axis)
-    return jnp.asarray(get(first.nnx))
+        return layout.to_linen([get(p.nnx) for p in parts])
+    return layout.to_linen([get(first.nnx)], position=first.linen.index(linen_path))
 
 
 def _live_variables(model: nnx.Module) -> dict[str, nnx.Variable]:
@@ -252,10 +340,16 @@ def linen_to_nnx(
     fn = "linen_to_nnx"
     check_mapping(variables, fn, "variables", "{'params': ..., 'batch_stats': ...}")
     check_nnx(nnx_model, fn)
+    check_initialized(nnx_model, fn)
     check_plan(plan, fn)
     allow_missing = patterns(allow_missing, "allow_missing")
     allow_unused = patterns(allow_unused, "allow_unused")
-    flat = {path_str(p): v for p, v in flatten_mapping(meta.unbox(variables)).items()}
+    # A to_linen graphdef and params_axes entries describe the model; they are not weights.
+    flat = {
+        path_str(p): v
+        for p, v in flatten_mapping(meta.unbox(variables)).items()
+        if non_weight_leaf(v) is None
+    }
     live = _live_variables(nnx_model)
     _check_plan_fits(plan, live)
     new: dict[str, jax.Array] = {}
@@ -288,7 +382,8 @@ def linen_to_nnx(
                 (where, _desc(target.shape, target.dtype), _desc(value.shape, value.dtype))
             )
         else:
-            new[pair.nnx] = value.astype(target.dtype)
+            # astype only when needed: a typed PRNG key cannot be cast, even to its own dtype.
+            new[pair.nnx] = value if value.dtype == target.dtype else value.astype(target.dtype)
     for m in plan.mismatched:
         if m.reason != "shape":
             continue
@@ -310,7 +405,22 @@ def linen_to_nnx(
             missing=missing,
             unexpected=unused,
         )
-    check_problems(missing=missing, unused=unused, mismatched=mismatched, hint_unused=unused)
+    if missing and unused and not mismatched:
+        found = _same_shaped(
+            missing,
+            unused,
+            lambda p: tuple(live[p].get_value().shape),
+            lambda p: tuple(getattr(flat[p], "shape", ())) if hasattr(flat[p], "shape") else None,
+        )
+        if found is not None:
+            raise misnamed_error(found, plan.linen_leaves, fn)
+    check_problems(
+        missing=missing,
+        unused=unused,
+        mismatched=mismatched,
+        hint_unused=unused,
+        missing_among=_required(live),
+    )
     check_finite(
         ((f"{source_of[p]} -> {p}", v) for p, v in new.items()),
         allow_nonfinite, what="leaf/leaves to migrate", fn=fn,
@@ -362,6 +472,7 @@ def nnx_to_linen(
         True
     """
     check_nnx(nnx_model, "nnx_to_linen")
+    check_initialized(nnx_model, "nnx_to_linen")
     check_plan(plan, "nnx_to_linen")
     allow_missing = patterns(allow_missing, "allow_missing")
     allow_unused = patterns(allow_unused, "allow_unused")
@@ -387,7 +498,10 @@ def nnx_to_linen(
         msg_unused=MSG_NNX_DROPPED,
     )
     check_finite(out.items(), allow_nonfinite, what="leaf/leaves", fn="nnx_to_linen")
-    return unflatten_mapping({tuple(p.split("/")): v for p, v in out.items()})
+    # The structure of a to_linen module (its graphdef) comes back with the weights.
+    return unflatten_mapping(
+        {tuple(p.split("/")): v for p, v in {**plan.linen_structure, **out}.items()}
+    )
 
 
 for _fn in (linen_to_nnx, nnx_to_linen, to_nnx_value, to_linen_value):

@@ -9,8 +9,9 @@ port is faithful is to copy the weights and compare outputs. Two modes are compa
   ``deterministic``/``use_running_average`` -> False, or ``linen_train_kwargs``), NNX after
   ``.train()``. Besides the outputs, every collection the Linen call updates (BatchNorm's
   ``batch_stats``, counters) is compared with the NNX state after its call, read back through
-  the plan. Dropout is switched off on both sides in this mode: the two libraries cannot draw
-  the same mask, and the point is the batch statistics path.
+  the plan. Dropout (layers and attention) is switched off on both sides in this mode: the
+  two libraries cannot draw the same mask, and the point is the batch statistics path. What
+  stays random is found and named in the report (see ``_deterministic.py``).
 
 The caller's NNX model is never modified: each mode runs on a clone.
 """
@@ -30,10 +31,20 @@ from flax import nnx
 from flax.core import meta
 
 from .._errors import LinnxError
-from ._checks import check_linen, check_mapping, check_nnx, check_plan
+from ._checks import check_initialized, check_linen, check_mapping, check_nnx, check_plan
+from ._deterministic import (
+    LinenCalls,
+    drawn_streams,
+    first_random_call,
+    linen_without_dropout,
+    nnx_without_dropout,
+    rng_counts,
+)
 from ._errors import MigrationTypeError, TraceError, VerificationError
+from ._match import match
 from ._paths import flatten_mapping, path_str
-from ._plan import Plan, match
+from ._plan import Plan
+from ._record import non_weight_leaf
 from ._transfer import nnx_to_linen
 
 __all__ = ["Difference", "VerifyReport", "verify", "train_kwargs_for"]
@@ -151,13 +162,16 @@ def train_kwargs_for(linen_kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], b
     return out, flipped
 
 
-def _no_dropout(next_fun, args, kwargs, context):
-    if isinstance(context.module, nn.Dropout) and context.method_name == "__call__":
-        return args[0] if args else kwargs["inputs"]
-    return next_fun(*args, **kwargs)
+def _key_data(x: Any) -> Any:
+    """Typed PRNG keys (RNG state of to_linen modules) compare by their key data."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.extended):
+        return jax.random.key_data(x)
+    return x
 
 
 def _compare(a: Any, b: Any, atol: float, rtol: float) -> tuple[float, float, bool, str]:
+    a, b = _key_data(a), _key_data(b)
     x = np.asarray(a, dtype=np.float64)
     y = np.asarray(b, dtype=np.float64)
     if x.shape != y.shape:
@@ -175,8 +189,8 @@ def _leaves(tree: Any) -> list[tuple[str, Any]]:
     return [(jax.tree_util.keystr(p), leaf) for p, leaf in flat]
 
 
-def _compare_outputs(mode, lout, nout, atol, rtol) -> list[Difference]:
-    la, na = _leaves(lout), _leaves(nout)
+def _compare_outputs(mode, linen_out, nnx_out, atol, rtol) -> list[Difference]:
+    la, na = _leaves(linen_out), _leaves(nnx_out)
     note = ""
     if [k for k, _ in la] != [k for k, _ in na]:
         if len(la) != len(na):
@@ -196,6 +210,8 @@ def _compare_collections(mode, updates, after, atol, rtol) -> list[Difference]:
     out = []
     by_col: dict[str, list[tuple[str, Any]]] = {}
     for path, leaf in flatten_mapping(meta.unbox(updates)).items():
+        if non_weight_leaf(leaf) is not None:
+            continue  # a to_linen graphdef, params_axes names: structure, not state
         by_col.setdefault(str(path[0]), []).append((path_str(path), leaf))
     for col, leaves in sorted(by_col.items()):
         worst = (0.0, 0.0, True, "")
@@ -216,39 +232,85 @@ def _compare_collections(mode, updates, after, atol, rtol) -> list[Difference]:
     return out
 
 
-def _run_linen(module, variables, args, kwargs, method, train):
+def _apply_linen(module, variables, args, kwargs, method, key):
     mutable = [c for c in variables if c != "params"]
-    ctx = nn.intercept_methods(_no_dropout) if train else contextlib.nullcontext()
-    with ctx:
-        res = module.apply(
-            variables,
-            *args,
-            rngs={"dropout": jax.random.key(0)},
-            method=method,
-            mutable=mutable if mutable else False,
-            **kwargs,
-        )
+    res = module.apply(
+        variables,
+        *args,
+        rngs={"dropout": key},
+        method=method,
+        mutable=mutable if mutable else False,
+        **kwargs,
+    )
     return res if mutable else (res, {})
 
 
-def _run_nnx(model, plan, args, kwargs, method, train):
+def _run_linen(module, variables, args, kwargs, method, train, findings):
+    if not train:
+        return _apply_linen(module, variables, args, kwargs, method, jax.random.key(0))
+    # Twice, with other dropout keys: whatever still differs is randomness the switches missed.
+    first, second = LinenCalls(), LinenCalls()
+    with linen_without_dropout(first):
+        result = _apply_linen(module, variables, args, kwargs, method, jax.random.key(0))
+    with linen_without_dropout(second):
+        _apply_linen(module, variables, args, kwargs, method, jax.random.key(1))
+    findings["linen_bypassed"] = len(first.bypassed)
+    findings["linen_random"] = first_random_call(first, second)
+    return result
+
+
+def _run_nnx(model, plan, args, kwargs, method, train, findings):
     clone = nnx.clone(model)
+    ctx = contextlib.nullcontext()
     if train:
         clone.train()
-        clone.set_attributes(nnx.Dropout, deterministic=True, raise_if_not_found=False)
+        findings["nnx_switched"] = len(nnx_without_dropout(clone))
+        # A partly ported model may still run Linen layers through ToNNX: their dropout is
+        # switched off the Linen way.
+        ctx = linen_without_dropout(LinenCalls())
     else:
         clone.eval()
+    counts = rng_counts(clone) if train else {}
     fn = clone if method is None else getattr(clone, method)
-    # A partly ported model may still run Linen layers through ToNNX: their dropout is
-    # switched off the Linen way.
-    ctx = nn.intercept_methods(_no_dropout) if train else contextlib.nullcontext()
     with ctx:
         out = fn(*args, **kwargs)
+    if train:
+        findings["nnx_random"] = drawn_streams(clone, counts, rng_counts(clone))
     # A NaN here is a finding of the comparison, not a reason to refuse it.
     after = nnx_to_linen(
         clone, plan, allow_missing="*", allow_unused="*", allow_nonfinite=True
     )
     return out, {path_str(p): v for p, v in flatten_mapping(after).items()}
+
+
+def _train_notes(findings: Mapping[str, Any]) -> list[str]:
+    """What train mode did about randomness: only what the run made true."""
+    linen_random, nnx_random = findings["linen_random"], findings["nnx_random"]
+    notes = []
+    if linen_random is not None:
+        path, cls = linen_random
+        notes.append(
+            f"train mode is not deterministic on the Linen side: {path} ({cls}) gave other "
+            "outputs with another 'dropout' key after nn.Dropout and attention dropout were "
+            "switched off, so its train-mode rows compare random draws (pass "
+            "train=False, or make that module deterministic in linen_train_kwargs=)"
+        )
+    if nnx_random:
+        where = ", ".join(f"{stream} of {owner}" for stream, owner in nnx_random[:3])
+        notes.append(
+            f"train mode is not deterministic on the NNX side: random numbers were drawn from "
+            f"{where} after nnx.Dropout and nnx.MultiHeadAttention were made deterministic, "
+            "so its train-mode rows compare random draws (pass train=False, or switch that "
+            "module off in nnx_train_kwargs=)"
+        )
+    if not notes:
+        notes.append(
+            f"train mode ran without dropout on both sides (masks cannot agree): "
+            f"{findings['linen_bypassed']} Linen dropout/attention layer(s) bypassed, "
+            f"{findings['nnx_switched']} NNX module(s) made deterministic; neither side drew "
+            "other random numbers"
+        )
+    return notes
 
 
 @contextlib.contextmanager
@@ -321,6 +383,7 @@ def verify(
     check_linen(linen_module, fn)
     check_mapping(variables, fn, "variables", "{'params': ..., 'batch_stats': ...}")
     check_nnx(nnx_model, fn)
+    check_initialized(nnx_model, fn)
     check_plan(plan, fn, optional=True)
     for arg, kw in (("linen_kwargs", linen_kwargs), ("nnx_kwargs", nnx_kwargs),
                     ("linen_train_kwargs", linen_train_kwargs),
@@ -331,38 +394,48 @@ def verify(
             raise MigrationTypeError(
                 f"verify({arg}={tol!r}): expected a number >= 0.\nFix: e.g. {arg}=1e-5."
             )
-    lkw = dict(linen_kwargs or {})
-    nkw = dict(nnx_kwargs or {})
+    linen_kw = dict(linen_kwargs or {})
+    nnx_kw = dict(nnx_kwargs or {})
     if plan is None:
         plan = match(
-            linen_module, nnx_model, *sample_args, linen_kwargs=lkw, nnx_kwargs=nkw,
+            linen_module, nnx_model, *sample_args, linen_kwargs=linen_kw, nnx_kwargs=nnx_kw,
             linen_method=linen_method, nnx_method=nnx_method,
         )  # fmt: skip
     notes = []
     diffs: list[Difference] = []
-    modes = [("eval", lkw, nkw, False)]
+    modes = [("eval", linen_kw, nnx_kw, False)]
     if train:
         if linen_train_kwargs is None:
-            ltkw, flipped = train_kwargs_for(lkw)
+            linen_train_kw, flipped = train_kwargs_for(linen_kw)
             if not flipped:
                 notes.append(
                     "no training flag in linen_kwargs; train mode ran Linen with the same "
                     "arguments (pass linen_train_kwargs= to choose them)"
                 )
         else:
-            ltkw = dict(linen_train_kwargs)
-        ntkw = dict(nkw if nnx_train_kwargs is None else nnx_train_kwargs)
-        modes.append(("train", ltkw, ntkw, True))
-        notes.append("dropout is off in train mode on both sides (masks cannot agree)")
-    for mode, lk, nk, is_train in modes:
+            linen_train_kw = dict(linen_train_kwargs)
+        nnx_train_kw = dict(nnx_kw if nnx_train_kwargs is None else nnx_train_kwargs)
+        modes.append(("train", linen_train_kw, nnx_train_kw, True))
+    findings: dict[str, Any] = {}
+    for mode, linen_call_kw, nnx_call_kw, is_train in modes:
         with _running("Linen", mode, "linen_kwargs" if mode == "eval" else "linen_train_kwargs"):
-            lout, updates = _run_linen(
-                linen_module, variables, sample_args, lk, linen_method, is_train
+            linen_out, updates = _run_linen(
+                linen_module,
+                variables,
+                sample_args,
+                linen_call_kw,
+                linen_method,
+                is_train,
+                findings,
             )
         with _running("NNX", mode, "nnx_kwargs" if mode == "eval" else "nnx_train_kwargs"):
-            nout, after = _run_nnx(nnx_model, plan, sample_args, nk, nnx_method, is_train)
-        diffs += _compare_outputs(mode, lout, nout, atol, rtol)
+            nnx_out, after = _run_nnx(
+                nnx_model, plan, sample_args, nnx_call_kw, nnx_method, is_train, findings
+            )
+        diffs += _compare_outputs(mode, linen_out, nnx_out, atol, rtol)
         diffs += _compare_collections(mode, updates, after, atol, rtol)
+    if train:
+        notes += _train_notes(findings)
     return VerifyReport(diffs, atol=atol, rtol=rtol, notes=notes)
 
 
