@@ -55,6 +55,8 @@ def path_str(names: Sequence[str], path: tuple) -> str:
 
 _pytree_flags = operator.attrgetter("initializing", "is_setup")
 _raw_mapping = operator.attrgetter("raw_mapping")  # State's own dict; items() would wrap each
+# private Flax access: move to the internals module. NNX's per-object bookkeeping type (its
+# flags are part of the graphdef), found where every Pytree keeps it.
 _PYTREE_STATE = type(vars(nnx.Rngs(0))["_pytree__state"])
 
 
