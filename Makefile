@@ -22,6 +22,9 @@ lint: $(STAMP)
 
 test: lint
 	$(HOST_DEVICES) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	# The bridge and the spec again with every speed shortcut off (linnx.bridge._fast): the
+	# general route must pass the same tests, and a shortcut that ignores the switch fails.
+	LINNX_FAST=0 $(HOST_DEVICES) $(BIN)/python -m pytest -q -p no:randomly tests/bridge tests/spec
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)

@@ -15,6 +15,7 @@ from ._errors import MutableCollectionError as MutableCollectionError
 from ._errors import NotInitializedError as NotInitializedError
 from ._errors import RegistryConflictError as RegistryConflictError
 from ._errors import RngStreamError as RngStreamError
+from ._errors import ShardingRulesError as ShardingRulesError
 from ._errors import StructureMismatchError as StructureMismatchError
 from ._errors import UnknownMethodError as UnknownMethodError
 from ._jit import JitArgumentError as JitArgumentError

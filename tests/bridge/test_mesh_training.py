@@ -172,7 +172,7 @@ def _train_nnx(batch, mesh=None):
 
 # nnx.Optimizer rebuilds each parameter from its metadata through the Variable constructor,
 # which warns about the guide's `sharding` key (kept next to `out_sharding`, see
-# linnx._compat.variable_with_sharding_names).
+# linnx._flax_internals.variable_with_sharding_names).
 @pytest.mark.filterwarnings("ignore:'sharding' is deprecated:DeprecationWarning")
 def test_nnx_model_with_linen_attention_trains_on_the_mesh(mesh, batch):
     losses, specs, model = _train_nnx(batch, mesh)

@@ -30,6 +30,7 @@ import bridge_trees as bt
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import linen as nn
 from flax import nnx
 from flax.core import meta
@@ -201,6 +202,24 @@ def state_as_linen(module: nnx.Module) -> dict[str, Any]:
             node = node.setdefault(key, {})
         node[last] = var.get_value()
     return out
+
+
+def changed_collections(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
+    """The collections in which some value differs between two ``state_as_linen``."""
+
+    def raw(x: Any) -> np.ndarray:
+        if jax.dtypes.issubdtype(jnp.result_type(x), jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        return np.asarray(x)
+
+    return {
+        c for c in after
+        if c not in before
+        or jax.tree.structure(before[c]) != jax.tree.structure(after[c])
+        or not all(np.array_equal(raw(a), raw(b))
+                   for a, b in zip(jax.tree.leaves(before[c]), jax.tree.leaves(after[c]),
+                                   strict=True))
+    }
 
 
 def load_linen_layout(module: nnx.Module, variables: dict[str, Any]) -> None:
@@ -441,13 +460,20 @@ def test_tolinen_init_and_apply_are_native_nnx(spec, seed, train, jit, data):
             "mutable",
         )
         load_linen_layout(native, variables)
+        native_before = state_as_linen(native)
         want_y = (jit_native_call if jit else native_call)(native, x, train)
         what = f"step {step} (train={train}, mutable={mutable}, jit={jit})"
+        # A change to a collection that is not mutable would be lost: refused, as Linen
+        # refuses it, and the variables are left as they were (issue 14, item 7).
+        changed = changed_collections(native_before, state_as_linen(native))
+        if mutable is not True and not changed <= set(mutable):
+            with pytest.raises(linnx.MutableCollectionError, match="not mutable in this call"):
+                apply(variables, x, train=train, mutable=mutable)
+            continue
         y, updates = apply(variables, x, train=train, mutable=mutable)
         updates = plain(updates)
         assert_same(y, want_y, tol, f"{what} output")
-        # Exactly the mutable collections come back, with the native module's new values;
-        # the NNX module's changes to any other collection are dropped, as Linen drops them.
+        # Exactly the mutable collections come back, with the native module's new values.
         expected = set(collections) | {"nnx"} if mutable is True else set(mutable)
         assert set(updates) == expected, what
         native_now = state_as_linen(native)

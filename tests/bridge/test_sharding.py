@@ -7,6 +7,7 @@ NNX variable's ``sharding`` (mesh axes); NNX -> Linen: ``nnx.with_partitioning``
 """
 
 import contextlib
+import re
 import warnings
 
 import jax
@@ -81,12 +82,13 @@ def test_logical_partitioning_with_context_rules(mesh, mesh_context):
         model = create(x)
     w = model.params["w"]
     assert type(w) is nnx.Param
-    assert w.sharding == (None, "model")
-    assert w.get_metadata()["logical_sharding"] == ("embed", "mlp")
-    # Outside the rules context too: the names are mesh axes already.
-    assert nnx.get_partition_spec(nnx.state(model))["params"]["w"].get_value() == P(
-        None, "model"
-    )
+    # The logical names are kept (as Flax's bridge did); the context's rules map them where
+    # the arrays are laid out, here by `_sharded_state` inside the rules context.
+    assert w.sharding == ("embed", "mlp")
+    assert "sharding_rules" not in w.get_metadata()
+    with nn.logical_axis_rules(RULES):
+        spec = nnx.get_partition_spec(nnx.state(model))["params"]["w"].get_value()
+    assert spec == P(None, "model")
     assert _spec_of(w.get_value()) == P(None, "model")
     assert w.get_value().sharding.shard_shape((8, 16)) == (8, 4)
 
@@ -94,12 +96,45 @@ def test_logical_partitioning_with_context_rules(mesh, mesh_context):
 def test_logical_partitioning_with_rules_on_the_box(mesh):
     x = jnp.ones((4, 8))
     model = bridge.lazy_init(bridge.ToNNX(LogicalMLP(rules=RULES), rngs=nnx.Rngs(0)), x)
-    assert model.params["w"].sharding == (None, "model")
+    # Names and rules as given (issue 14, item 8; this failed before: the names were mapped
+    # at creation, to (None, 'model')); NNX maps them with the variable's own rules.
+    assert model.params["w"].sharding == ("embed", "mlp")
+    assert model.params["w"].get_metadata()["sharding_rules"] == RULES
     assert nnx.get_partition_spec(nnx.state(model))["params"]["w"].get_value() == P(
         None, "model"
     )
     # No mesh: nothing is laid out.
     assert len(model.params["w"].get_value().sharding.device_set) == 1
+
+
+def test_logical_partitioning_keeps_an_alias_and_its_rules():
+    # The guide-era bridge's behaviour: `sharding` is the logical name, `sharding_rules` the
+    # box's rules, resolved by nnx.get_partition_spec (failed before: ('out',)).
+    rules = (("out-alias", "out"),)
+    init = nn.with_logical_partitioning(nn.initializers.zeros_init(), ("out-alias",), rules=rules)
+    model = bridge.lazy_init(
+        bridge.ToNNX(nn.Dense(4, bias_init=init), rngs=nnx.Rngs(0)), jnp.ones((1, 3))
+    )
+    bias = model.params["bias"]
+    assert bias.sharding == ("out-alias",)
+    assert bias.get_metadata()["sharding_rules"] == rules
+    assert nnx.get_partition_spec(nnx.state(model))["params"]["bias"].get_value() == P("out")
+
+
+@pytest.mark.parametrize(
+    "rules, bad",
+    [(("out-alias", "out"), "sharding rule 0 of ('out-alias', 'out') is 'out-alias'"),
+     ((("out-alias", 3),), "sharding rule 0 of (('out-alias', 3),) is ('out-alias', 3)"),
+     ("out-alias", "the sharding rules 'out-alias' are not a sequence")],
+    ids=["flat", "bad-axis", "a-string"],
+)
+def test_malformed_partition_rules_are_named_before_anything_is_created(rules, bad):
+    # Failed before: a raw ValueError from Flax's resolver inside lazy_init.
+    init = nn.with_logical_partitioning(nn.initializers.zeros_init(), ("out-alias",), rules=rules)
+    model = bridge.ToNNX(nn.Dense(4, bias_init=init), rngs=nnx.Rngs(0))
+    with pytest.raises(bridge.ShardingRulesError, match=re.escape("params/bias: " + bad)):
+        bridge.lazy_init(model, jnp.ones((1, 3)))
+    assert model.linen_collections == ()
 
 
 def test_logical_partitioning_without_rules_keeps_logical_names():

@@ -240,9 +240,10 @@ def test_batchnorm_batch_stats_write_back():
     np.testing.assert_allclose(
         updates["batch_stats"]["var"].value, native.var.get_value(), rtol=1e-6
     )
-    # Without mutable the collection is unchanged and only the output comes back.
-    y2 = model.apply(variables, x)
-    np.testing.assert_allclose(y2, y, rtol=1e-6)
+    # Without mutable the update would be lost: refused, as Linen refuses it (issue 14,
+    # item 7; before, the statistics were silently dropped).
+    with pytest.raises(linnx.MutableCollectionError, match="batch_stats/mean"):
+        model.apply(variables, x)
     # Evaluation mode through an NNX keyword argument uses the stored statistics.
     native.eval()
     variables |= updates
@@ -503,7 +504,12 @@ def test_round_trip_tolinen_of_module_holding_tonnx(jit):
 
     pv = Parent().init(jax.random.key(0), x)
     assert pv["params"]["ToLinen_0"]["dense"]["params"]["kernel"].shape == (4, 3)
-    assert Parent().apply(pv, x).shape == (5, 2)
+    # The ToNNX inside draws from its own rngs on every call (its count advances): the
+    # count is kept with mutable=['RngCount'], or the call is given Linen keys.
+    assert Parent().apply(pv, x, mutable=["RngCount"])[0].shape == (5, 2)
+    assert Parent().apply(pv, x, rngs={"params": jax.random.key(1)}).shape == (5, 2)
+    with pytest.raises(linnx.MutableCollectionError, match="RngCount/dense/rngs/params/count"):
+        Parent().apply(pv, x)
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -555,8 +561,12 @@ def test_error_variables_do_not_match_graphdef():
 
 def test_error_random_layer_without_stream():
     model = linnx.to_linen(nnx.Dropout, 0.5)
-    with pytest.raises(linnx.RngStreamError, match=r"(?s)rngs given: \['params'\].*dropout"):
+    with pytest.raises(
+        linnx.RngStreamError, match=r"(?s)rngs given to this call: \['params'\].*dropout"
+    ) as e:
         model.init(jax.random.key(0), X)
+    assert isinstance(e.value, KeyError)  # also the error NNX raised
+
 
     class NoStream(nnx.Module):
         def __init__(self, rngs):
@@ -570,5 +580,26 @@ def test_error_random_layer_without_stream():
         model.init_with_output({"params": jax.random.key(0)}, X)
     # A top-level init runs no forward pass; the first apply without a stream raises.
     variables = model.init({"params": jax.random.key(0)}, X)
-    with pytest.raises(linnx.RngStreamError, match=r"rngs=\{'dropout': key\}"):
+    with pytest.raises(linnx.RngStreamError, match=r"nnx\.Dropout\(0\.5, rngs=rngs\)"):
         model.apply(variables, X)
+
+
+def test_error_dropout_without_rngs_does_not_ask_for_the_key_it_got():
+    # Issue 14, item 11 (failed before: the fix told the user to pass rngs={'dropout': key},
+    # which they had just done). The layer itself has no rngs: a Linen key cannot reach it.
+    class NoStream(nnx.Module):
+        def __init__(self, rngs):
+            self.drop = nnx.Dropout(0.5)
+
+        def __call__(self, x):
+            return self.drop(x)
+
+    model = linnx.to_linen(NoStream)
+    variables = model.init({"params": jax.random.key(0)}, X)
+    with pytest.raises(linnx.RngStreamError) as e:
+        model.apply(variables, X, rngs={"dropout": jax.random.key(1)})
+    message = str(e.value)
+    fix = message[message.index("Fix:"):]
+    assert "rngs given to this call: ['dropout']" in message
+    assert fix.startswith("Fix: give the layer the constructor's rngs")
+    assert isinstance(e.value, ValueError)

@@ -1,11 +1,14 @@
-"""The fast paths of ``ToNNX`` (construction, ``lazy_init`` of a lone wrapper, the write-back of
-an eager call, variable creation and plain reads/writes) against the general paths they stand
-in for. Every test also runs the general path (the fast one switched off by patching) and
-checks that the fast path was actually taken, so that agreement is not vacuous.
+"""The speed shortcuts of ``ToNNX`` (construction, ``lazy_init`` of a lone wrapper, the
+write-back of an eager call, variable creation and plain reads/writes) against the general
+routes they stand in for. Every test also runs the general route (``_fast.switched_off()``, the
+one switch every shortcut consults) and checks that the shortcut was actually taken
+(``_fast.taken``), so that agreement is not vacuous.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import Any
 
 import jax
@@ -16,8 +19,8 @@ from flax import linen as nn
 from flax import nnx
 
 import linnx
-from linnx import ToNNX, _compat
-from linnx.bridge import _rollback, _to_nnx, _variables
+from linnx import ToNNX, _flax_internals
+from linnx.bridge import _fast
 
 X = jnp.arange(12.0).reshape(2, 2, 3) / 12
 
@@ -84,23 +87,15 @@ def assert_same(a: dict[str, Any], b: dict[str, Any]) -> None:
     jax.tree.map(np.testing.assert_array_equal, values_a, values_b)
 
 
-@pytest.fixture
-def general(monkeypatch: pytest.MonkeyPatch):
-    """Switches every fast path of ToNNX off, for the reference run."""
-
-    def switch_off() -> None:
-        monkeypatch.setattr(ToNNX, "_in_place_writes", lambda self, updates: None)
-        monkeypatch.setattr(
-            _to_nnx, "set_checked_attribute",
-            lambda node, name, value, *, data, explicit=False: setattr(
-                node, name, nnx.data(value) if explicit else value),
-        )
-        monkeypatch.setattr(_to_nnx, "recheck_cannot_fail", lambda node, key, value: False)
-        monkeypatch.setattr(_variables, "variable_maker", lambda t: t)
-        monkeypatch.setattr(_variables, "PLAIN_VALUES", ())
-        monkeypatch.setattr(_compat, "PLAIN_VALUES", ())
-
-    return switch_off
+@pytest.fixture(autouse=True)
+def shortcuts_on():
+    """These tests compare the shortcuts with the general route: they need the shortcuts on
+    (also in the ``LINNX_FAST=0`` run of the suite)."""
+    before = _fast.enabled()
+    _fast.set_enabled(True)
+    _fast.taken.clear()
+    yield
+    _fast.set_enabled(before)
 
 
 def lone_and_nested(module: nn.Module, x: jax.Array) -> tuple[ToNNX, ToNNX]:
@@ -120,42 +115,53 @@ def lone_and_nested(module: nn.Module, x: jax.Array) -> tuple[ToNNX, ToNNX]:
 
 
 @pytest.mark.parametrize("module", [ConvBN(), Sower(), Counter(), nn.Dense(3)])
-def test_construction_and_lazy_init_match_the_general_path(module, general) -> None:
+def test_construction_and_lazy_init_match_the_general_path(module) -> None:
     fast_fresh = snapshot(ToNNX(module, rngs=nnx.Rngs(0)))
     fast_none = snapshot(ToNNX(module))
     fast = snapshot(linnx.lazy_init(ToNNX(module, rngs=nnx.Rngs(0)), X))
-    general()
-    assert_same(fast_fresh, snapshot(ToNNX(module, rngs=nnx.Rngs(0))))
-    assert_same(fast_none, snapshot(ToNNX(module)))
-    assert_same(fast, snapshot(linnx.lazy_init(ToNNX(module, rngs=nnx.Rngs(0)), X)))
+    assert _fast.taken["to_nnx.lone_lazy_init"] == 1
+    with _fast.switched_off():
+        assert_same(fast_fresh, snapshot(ToNNX(module, rngs=nnx.Rngs(0))))
+        assert_same(fast_none, snapshot(ToNNX(module)))
+        assert_same(fast, snapshot(linnx.lazy_init(ToNNX(module, rngs=nnx.Rngs(0)), X)))
+    assert _fast.taken["to_nnx.lone_lazy_init"] == 1
 
 
 @pytest.mark.parametrize("module", [ConvBN(), Sower(), Counter()])
-def test_lone_lazy_init_skips_the_snapshot_and_matches_a_nested_wrapper(module, monkeypatch):
-    taken = []
-    real = _rollback.snapshot
-    monkeypatch.setattr(_rollback, "snapshot", lambda root: taken.append(root) or real(root))
+def test_lone_lazy_init_skips_the_snapshot_and_matches_a_nested_wrapper(module):
     lone, nested = lone_and_nested(module, X)
-    assert len(taken) == 1 and taken[0] is not lone  # only the nested tree was recorded
+    assert _fast.taken["to_nnx.lone_lazy_init"] == 1  # the nested tree took the general route
     assert_same(snapshot(lone), snapshot(nested))
 
 
-def test_a_failed_store_leaves_a_lone_wrapper_unchanged(monkeypatch) -> None:
+@contextlib.contextmanager
+def interrupted_when_storing(attribute: str):
+    """Raises KeyboardInterrupt, as a user's Ctrl-C could, when the bridge starts to store
+    ``attribute`` on a module (``_fast.set_attribute``, after the attributes before it)."""
+
+    def profile(frame, event, arg):
+        if (
+            event == "call"
+            and frame.f_code is _fast.set_attribute.__code__
+            and frame.f_locals.get("name") == attribute
+        ):
+            sys.setprofile(None)
+            raise KeyboardInterrupt
+
+    sys.setprofile(profile)
+    try:
+        yield
+    finally:
+        sys.setprofile(None)
+
+
+def test_a_failed_store_leaves_a_lone_wrapper_unchanged() -> None:
     model = ToNNX(ConvBN(), rngs=nnx.Rngs(0))
     before = dict(vars(model))
-    real = _to_nnx.set_checked_attribute
-
-    def fail_on_stats(node, name, value, **kw):
-        if name == "batch_stats":
-            raise KeyboardInterrupt
-        real(node, name, value, **kw)
-
-    monkeypatch.setattr(_to_nnx, "set_checked_attribute", fail_on_stats)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), interrupted_when_storing("batch_stats"):
         linnx.lazy_init(model, X)
     assert vars(model) == before
     assert model.linen_collections == () and "params" not in vars(model)
-    monkeypatch.undo()
     linnx.lazy_init(model, X)
     assert model.linen_collections == ("params", "batch_stats")
 
@@ -176,9 +182,9 @@ def test_a_failed_lone_lazy_init_leaves_the_wrapper_unchanged() -> None:
 
 def test_the_recheck_still_refuses_data_in_static_attributes() -> None:
     model = linnx.lazy_init(ToNNX(nn.Dense(3), rngs=nnx.Rngs(0)), X)
-    assert not _compat.recheck_cannot_fail(model, "module", jnp.ones(3))
-    assert not _compat.recheck_cannot_fail(model, "linen_collections", (jnp.ones(3),))
-    assert _compat.recheck_cannot_fail(model, "params", model.params)  # registered as data
+    assert not _flax_internals.recheck_cannot_fail(model, "module", jnp.ones(3))
+    assert not _flax_internals.recheck_cannot_fail(model, "linen_collections", (jnp.ones(3),))
+    assert _flax_internals.recheck_cannot_fail(model, "params", model.params)  # registered as data
     with pytest.raises(ValueError):
         model.module = jnp.ones(3)
     with pytest.raises(ValueError):
@@ -209,19 +215,17 @@ def variables(model: ToNNX) -> list[nnx.Variable]:
         (Counter(), ["counts"], [False, True, True]),  # a new key, then the same keys
     ],
 )
-def test_eager_write_back_matches_the_general_path(module, mutable, fast, general, monkeypatch):
+def test_eager_write_back_matches_the_general_path(module, mutable, fast):
+    model = linnx.lazy_init(ToNNX(module, rngs=nnx.Rngs(0)), X)
     taken = []
-    real = ToNNX._in_place_writes
-
-    def spy(self, updates):
-        taken.append((out := real(self, updates)) is not None)
-        return out
-
-    monkeypatch.setattr(ToNNX, "_in_place_writes", spy)
-    model, outs = run_calls(module, mutable)
+    for i in range(3):
+        before = _fast.taken["to_nnx.in_place_write_back"]
+        model(X * (i + 1), mutable=mutable)
+        taken.append(_fast.taken["to_nnx.in_place_write_back"] > before)
     assert taken == fast
-    general()
-    reference, reference_outs = run_calls(module, mutable)
+    model, outs = run_calls(module, mutable)
+    with _fast.switched_off():
+        reference, reference_outs = run_calls(module, mutable)
     assert_same(snapshot(model), snapshot(reference))
     for a, b in zip(outs, reference_outs, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -283,7 +287,7 @@ def test_make_variable_matches_the_constructor(var_type, value, context) -> None
     if var_type is Doubled and is_key(value):
         pytest.skip("a key cannot be doubled")
     with CONTEXTS[context]():
-        made, built = _compat.make_variable(var_type, value), var_type(value)
+        made, built = _fast.make_variable(var_type, value), var_type(value)
     assert type(made) is type(built)
     assert made.get_metadata() == built.get_metadata()
     assert type(made.get_raw_value()) is type(built.get_raw_value())
@@ -295,8 +299,8 @@ def test_make_variable_matches_the_constructor(var_type, value, context) -> None
 @pytest.mark.parametrize("var_type", [nnx.Param, Doubled])
 def test_read_and_write_value_match_get_and_set_value(var_type) -> None:
     a, b = var_type(jnp.arange(3.0)), var_type(jnp.arange(3.0))
-    np.testing.assert_array_equal(_compat.read_value(a), b.get_value())
-    _compat.write_value(a, jnp.ones(3))
+    np.testing.assert_array_equal(_fast.read_value(a), b.get_value())
+    _fast.write_value(a, jnp.ones(3))
     b.set_value(jnp.ones(3))
     np.testing.assert_array_equal(a.get_raw_value(), b.get_raw_value())
-    np.testing.assert_array_equal(_compat.read_value(a), b.get_value())
+    np.testing.assert_array_equal(_fast.read_value(a), b.get_value())

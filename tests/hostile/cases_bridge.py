@@ -322,8 +322,8 @@ def _(env):
     return lambda: layer.apply(variables, X, nnx_method="encode"), variables
 
 
-@case("ToLinen/init-without-a-params-stream", linnx.RngStreamError, r"rngs given: none",
-      r"pass the stream to init")
+@case("ToLinen/init-without-a-params-stream", linnx.RngStreamError,
+      r"rngs given to this call: none", r"pass the stream to init")
 def _(env):
     return lambda: linnx.ToLinen(nnx.Linear, args=(3, 4)).init({}, X)
 
@@ -372,6 +372,83 @@ def _(env):
       r"use the Linen module directly")
 def _(env):
     return lambda: linnx.to_linen_class(nn.Dense)
+
+
+# -- issue 14: lost updates, partition rules, rng messages, to_linen_class keywords --------
+
+
+class _Unseeded(nnx.Module):
+    """An NNX layer whose dropout was built without rngs."""
+
+    def __init__(self, *, rngs: nnx.Rngs) -> None:
+        self.linear = nnx.Linear(3, 4, rngs=rngs)
+        self.dropout = nnx.Dropout(0.5)
+
+    def __call__(self, x):
+        return self.dropout(self.linear(x))
+
+
+def _batchnorm_variables():
+    model = linnx.to_linen(nnx.BatchNorm, 3)
+    return model, model.init(jax.random.key(0), X)
+
+
+@case("ToLinen/apply-train-batchnorm-without-mutable", linnx.MutableCollectionError,
+      r"batch_stats/mean", r"mutable=\['batch_stats'\]")
+def _(env):
+    model, variables = _batchnorm_variables()
+    return lambda: model.apply(variables, X), variables
+
+
+@case("ToLinen/apply-mutable-typo", linnx.MutableCollectionError,
+      r"\['batch_stats'\] is not mutable in this call \(mutable=\['batch_stat'\] names "
+      r"'batch_stat', which is not a collection of BatchNorm", r"mutable=\['batch_stats'\]")
+def _(env):
+    model, variables = _batchnorm_variables()
+    return lambda: model.apply(variables, X, mutable=["batch_stat"]), variables
+
+
+@case("ToLinen/apply-dropout-layer-built-without-rngs", linnx.RngStreamError,
+      r"rngs given to this call: \['dropout'\]", r"nnx\.Dropout\(0\.5, rngs=rngs\)")
+def _(env):
+    model = linnx.to_linen(_Unseeded)
+    variables = model.init(jax.random.key(0), X)
+    return lambda: model.apply(variables, X, rngs={"dropout": jax.random.key(1)}), variables
+
+
+@case("ToNNX/logical-partitioning-rules-not-pairs", linnx.ShardingRulesError,
+      r"params/bias: sharding rule 0", r"tuple of pairs")
+def _(env):
+    init = nn.with_logical_partitioning(nn.initializers.zeros_init(), ("out-alias",),
+                                        rules=("out-alias", "out"))
+    model = linnx.ToNNX(nn.Dense(4, bias_init=init), rngs=nnx.Rngs(0))
+    return lambda: linnx.lazy_init(model, X), model
+
+
+@case("ToNNX/rngs-is-a-key", linnx.BridgeTypeError, r"got a jax\.random\.key",
+      r"rngs=nnx\.Rngs\(key\)\.$")
+def _(env):
+    return lambda: linnx.ToNNX(nn.Dense(4), rngs=jax.random.key(0))
+
+
+@case("ToNNX/rngs-None-lazy_init", linnx.RngStreamError,
+      r"needs the rng stream 'params', but it has no rngs \(rngs=None\)", r"nnx\.Rngs\(0\)")
+def _(env):
+    model = linnx.ToNNX(nn.Dense(4))
+    return lambda: linnx.lazy_init(model, X), model
+
+
+@case("ToNNX/variable-name-before-lazy_init", linnx.UnknownMethodError, r"'kernel'",
+      r"model\.lazy_init\(x\)")
+def _(env):
+    model = linnx.ToNNX(nn.Dense(4), rngs=nnx.Rngs(0))
+    return lambda: model.kernel, model
+
+
+@case("to_linen_class/base_skip_rng-not-a-bool", linnx.BridgeTypeError,
+      r"to_linen_class\(base_skip_rng='yes'\)", r"base_skip_rng=True")
+def _(env):
+    return lambda: linnx.to_linen_class(nnx.Linear, base_skip_rng="yes")
 
 
 # -- NNXMeta ----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import jax.extend
 import numpy as np
 from flax import nnx
 
-from .._compat import can_update_in_place
+from .._flax_internals import can_update_in_place
 from ._argspec import ArgSpec
 from ._errors import JitArgumentError
 from ._program import DONATED, KEPT, Layout, make_program

@@ -33,6 +33,7 @@ from flax import nnx
 from flax.core import FrozenDict
 from flax.nnx import graph as nnx_graph
 
+from .._flax_internals import pytree_state_type
 from ._variables import is_plain_variable, metadata_of
 
 __all__ = ["Snapshot", "Unsupported", "take", "path_str"]
@@ -55,9 +56,8 @@ def path_str(names: Sequence[str], path: tuple) -> str:
 
 _pytree_flags = operator.attrgetter("initializing", "is_setup")
 _raw_mapping = operator.attrgetter("raw_mapping")  # State's own dict; items() would wrap each
-# private Flax access: move to the internals module. NNX's per-object bookkeeping type (its
-# flags are part of the graphdef), found where every Pytree keeps it.
-_PYTREE_STATE = type(vars(nnx.Rngs(0))["_pytree__state"])
+# NNX's per-object bookkeeping type (its flags are part of the graphdef), or None.
+_PYTREE_STATE = pytree_state_type()
 
 
 def _same(x: Any) -> Any:
@@ -76,7 +76,7 @@ def _check_for(node: Any) -> tuple[Callable[[Any], Any], Any] | None:
     """
     if isinstance(node, nnx.Pytree):
         return vars, dict(vars(node))
-    if type(node) is _PYTREE_STATE:
+    if _PYTREE_STATE is not None and type(node) is _PYTREE_STATE:
         return _pytree_flags, _pytree_flags(node)
     if isinstance(node, tuple | FrozenDict) or node is None:
         return None

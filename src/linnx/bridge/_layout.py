@@ -8,7 +8,7 @@ path matching per call. Layouts are cached per graphdef.
 
 Two things keep ``apply`` cheap: a :class:`TreeView` rebuilds and re-reads the module as a
 plain JAX pytree instead of walking its graph, and the graphdef stored in the variables is a
-:class:`StoredGraphDef`, which hashes once (``jax.jit`` hashes it on every call).
+:class:`GraphDef` (a subclass of Flax's), which hashes once (``jax.jit`` hashes it on every call).
 
 Linen paths equal NNX paths with two adjustments: keys are strings (``layers/0`` stays
 ``'0'``, so Linen checkpoints keep string keys), and a bare ``RngStream`` attribute (as
@@ -19,6 +19,7 @@ documented ``variables['RngCount']['rngs']['dropout']['count']``.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -28,15 +29,18 @@ import numpy as np
 from flax import nnx
 from flax.core import meta
 
-from .._compat import PLAIN_VALUES, read_value
 from .._errors import StructureMismatchError
+from . import _fast
+from ._fast import PLAIN_VALUES, read_value
 from ._registry import variable_name_from_type
 
 __all__ = [
     "RNG_STATE_TYPES",
     "KnownStructure",
+    "known_structure",
+    "remember_structure",
     "Slot",
-    "StoredGraphDef",
+    "GraphDef",
     "TreeView",
     "layout_of",
     "new_layout",
@@ -44,6 +48,7 @@ __all__ = [
     "tree_view_of",
     "to_collections",
     "gather",
+    "MISSING",
     "collections_of",
     "streams_of",
 ]
@@ -76,9 +81,13 @@ def _slot(nnx_path: tuple, var: nnx.Variable) -> Slot:
 
 
 @jax.tree_util.register_static
-class StoredGraphDef(nnx.GraphDef):
+class GraphDef(nnx.GraphDef):
     """The graphdef kept in ``variables['nnx']['graphdef']``: an ``nnx.GraphDef`` whose hash
     is computed once.
+
+    It carries Flax's class name (``type(variables['nnx']['graphdef']).__name__ ==
+    'GraphDef'``, as users of Flax's bridge see it) and is an ``nnx.GraphDef`` for every
+    ``isinstance`` check and NNX function.
 
     A graphdef is a static leaf of the Linen variables, so ``jax.jit`` hashes it on every call
     of a jitted ``apply`` or training step; ``GraphDef.__hash__`` walks every node each time
@@ -89,12 +98,14 @@ class StoredGraphDef(nnx.GraphDef):
     __slots__ = ("_hash",)
 
     @classmethod
-    def of(cls, graphdef: nnx.GraphDef) -> StoredGraphDef:
+    def of(cls, graphdef: nnx.GraphDef) -> GraphDef:
         if isinstance(graphdef, cls):
             return graphdef
         return cls(graphdef.nodes, graphdef.attributes, graphdef.num_leaves)
 
     def __hash__(self) -> int:
+        if not _fast.enabled():
+            return nnx.GraphDef.__hash__(self)
         try:
             return self._hash
         except AttributeError:
@@ -155,7 +166,7 @@ def _build_tree_view(graphdef: nnx.GraphDef) -> TreeView | None:
     tags = [np.int64(i) for i in range(n)]
     try:
         with nnx.use_eager_sharding(False):
-            module = nnx.graphlib.unflatten(graphdef, tags)
+            module = nnx.unflatten(graphdef, tags)
             tree_leaves, treedef = jax.tree_util.tree_flatten(module)
             order = tuple(int(leaf) for leaf in tree_leaves)
             if sorted(order) != list(range(n)):
@@ -227,7 +238,10 @@ def new_layout(graphdef: nnx.GraphDef, state: nnx.State) -> tuple[Slot, ...]:
 
 
 def tree_view_of(graphdef: nnx.GraphDef) -> TreeView | None:
-    """The pytree view of ``graphdef``'s module, or None where only graph mode is exact."""
+    """The pytree view of ``graphdef``'s module, or None where only graph mode is exact (or
+    the speed shortcuts are off: then callers walk the graph, ``nnx.split``/``unflatten``)."""
+    if not _fast.enabled():
+        return None
     return _tree_views.get(graphdef, lambda: _build_tree_view(graphdef))
 
 
@@ -252,7 +266,7 @@ class KnownStructure:
     """
 
     view: TreeView
-    graphdef: StoredGraphDef
+    graphdef: GraphDef
     layout: tuple[Slot, ...]
     #: The type of each pytree leaf at the first split.
     leaf_types: tuple[type, ...]
@@ -274,9 +288,28 @@ class KnownStructure:
         return self.view.graph_order(tree_leaves)
 
 
+# id(wrapper) -> what `split_values` learned from the wrapper's last init. Keyed by identity,
+# not by the (hashable) module: equal wrappers may hold arguments that are equal but not the
+# same (`1 == True`), which can end up as static attributes of the module.
+_structures: dict[int, KnownStructure] = {}
+
+
+def known_structure(wrapper: object) -> KnownStructure | None:
+    """What an earlier init of ``wrapper`` learned about its module's structure (a speed
+    shortcut: None while the shortcuts are off)."""
+    return _structures.get(id(wrapper)) if _fast.enabled() else None
+
+
+def remember_structure(wrapper: object, known: KnownStructure) -> None:
+    key = id(wrapper)
+    if key not in _structures:
+        weakref.finalize(wrapper, _structures.pop, key, None)
+    _structures[key] = known
+
+
 def split_values(
     module: nnx.Module, known: KnownStructure | None = None, learn: bool = False
-) -> tuple[StoredGraphDef, tuple[Slot, ...], list[Any], KnownStructure | None]:
+) -> tuple[GraphDef, tuple[Slot, ...], list[Any], KnownStructure | None]:
     """``nnx.split`` for storing: graphdef, layout and values in graph order.
 
     With ``known`` from an earlier split of a module of the same structure, the values are
@@ -287,11 +320,12 @@ def split_values(
     if known is not None:
         values = known.values(module)
         if values is not None:
+            _fast.took("layout.known_structure")
             return known.graphdef, known.layout, values, known
     graphdef, state = nnx.split(module)
     flat = nnx.to_flat_state(state)
     values = [read_value(var) for var in flat.leaves]
-    graphdef = StoredGraphDef.of(graphdef)
+    graphdef = GraphDef.of(graphdef)
     layout = new_layout(graphdef, state)
     learned = _known_structure(module, graphdef, layout, flat.leaves) if learn else None
     return graphdef, layout, values, learned
@@ -299,7 +333,7 @@ def split_values(
 
 def _known_structure(
     module: nnx.Module,
-    graphdef: StoredGraphDef,
+    graphdef: GraphDef,
     layout: tuple[Slot, ...],
     variables: Sequence[Any],
 ) -> KnownStructure | None:
@@ -337,7 +371,7 @@ def _placeholder_state(graphdef: nnx.GraphDef) -> nnx.State:
     # Paths and types are all a layout needs; scalar placeholders stand in for the arrays.
     leaves = [np.zeros((), np.uint32) for _ in range(graphdef.num_leaves)]
     with nnx.use_eager_sharding(False):
-        module = nnx.graphlib.unflatten(graphdef, leaves)
+        module = nnx.unflatten(graphdef, leaves)
     return nnx.state(module)
 
 
@@ -386,12 +420,13 @@ def _lookup(variables: Mapping[str, Any], slot: Slot) -> Any:
         if isinstance(node, meta.AxisMetadata) or not isinstance(node, Mapping) or (
             key not in node
         ):
-            return _MISSING
+            return MISSING
         node = node[key]
     return node
 
 
-_MISSING = object()
+#: A slot with no value in the variables.
+MISSING: Any = object()
 
 
 def gather(
@@ -414,13 +449,14 @@ def gather(
                 leaves.append(key if slot.var_type is nnx.RngKey else jnp.zeros((), jnp.uint32))
                 continue
         leaf = _lookup(variables, slot)
-        if leaf is _MISSING:
+        if leaf is MISSING:
             missing.append("/".join((slot.collection, *slot.path)))
             continue
         if isinstance(leaf, meta.AxisMetadata):
             # What `meta.unbox` returns for a box around an array, without its tree_map.
             value = leaf.unbox()
-            leaf = value if isinstance(value, (jax.Array, np.ndarray)) else meta.unbox(leaf)
+            plain = _fast.enabled() and isinstance(value, (jax.Array, np.ndarray))
+            leaf = value if plain else meta.unbox(leaf)
         leaves.append(leaf)
     if missing:
         expected = {"/".join((s.collection, *s.path)) for s in layout}

@@ -19,8 +19,8 @@ import jax
 from flax import nnx, struct
 from flax.core import meta
 
-from .._compat import variable_with_sharding_names
 from .._errors import BridgeTypeError
+from .._flax_internals import variable_with_sharding_names
 
 __all__ = ["NNXMeta"]
 

@@ -26,7 +26,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .._compat import can_update_in_place, read_value, write_value
+from .._flax_internals import can_update_in_place
+from . import _fast
+from ._fast import read_value, write_value
 
 __all__ = [
     "CallKeys",
@@ -151,7 +153,8 @@ def call_keys(rngs: nnx.Rngs | None) -> CallKeys:
     # Eagerly, one compiled dispatch; under a trace, plain ops (a nested jit would add a
     # function to trace and lower for every program that calls the module).
     concrete = not any(isinstance(x, jax.core.Tracer) for x in (*counts, *keys_now))
-    new_keys, new_counts = (_draw_jit if concrete else _draw)(keys_now, counts)
+    draw = _draw_jit if concrete and _fast.enabled() else _draw
+    new_keys, new_counts = draw(keys_now, counts)
     for (linen_name, stream), count, key, new_count in zip(
         streams, counts, new_keys, new_counts, strict=True
     ):

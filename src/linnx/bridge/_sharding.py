@@ -1,26 +1,30 @@
 """Laying bridged variables out on the active device mesh.
 
 NNX variables made by the bridge carry partition names as metadata only (see
-``linnx._compat.variable_with_sharding_names``); this module turns names into layouts when a
-mesh is active, given either as ``with mesh:`` or as ``jax.set_mesh(mesh)``. With no mesh,
+``linnx._flax_internals.variable_with_sharding_names``); this module turns names into layouts
+when a mesh is active, given either as ``with mesh:`` or as ``jax.set_mesh(mesh)``. With no mesh,
 arrays stay where they are and the names stay as metadata.
 
 Names may be logical (``nn.with_logical_partitioning``, or NNX ``sharding_rules``): they are
-mapped to mesh axes with the rules of ``nn.logical_axis_rules`` and the variable's own
-``sharding_rules``, as ``nnx.get_partition_spec`` does. A box whose names still are not axes
-of the mesh is left where it is (its names stay as metadata), rather than failing the init.
+kept as given and mapped to mesh axes only here, with the rules of ``nn.logical_axis_rules``
+and the variable's own ``sharding_rules``, as ``nnx.get_partition_spec`` does. A box whose
+names still are not axes of the mesh is left where it is (its names stay as metadata), rather
+than failing the init. Malformed rules raise :class:`~linnx.ShardingRulesError`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
-from flax import linen as nn
 from flax.core import meta
 from flax.core import spmd as core_spmd
 
-__all__ = ["active_mesh", "constrain_to_mesh", "logical_to_mesh_names"]
+from .._errors import ShardingRulesError
+from .._flax_internals import legacy_mesh
+
+__all__ = ["active_mesh", "check_rules", "constrain_to_mesh"]
 
 
 def active_mesh() -> jax.sharding.Mesh | jax.sharding.AbstractMesh | None:
@@ -28,23 +32,34 @@ def active_mesh() -> jax.sharding.Mesh | jax.sharding.AbstractMesh | None:
     mesh = jax.sharding.get_abstract_mesh()
     if mesh is not None and not mesh.empty:
         return mesh
-    from jax._src import mesh as mesh_lib  # the only accessor of `with mesh:` contexts
-
-    physical = mesh_lib.thread_resources.env.physical_mesh
-    return None if physical.empty else physical
+    return legacy_mesh()
 
 
-def logical_to_mesh_names(names: tuple, rules: Any = None) -> tuple:
-    """Maps logical partition names to mesh axes, as Linen does for ``LogicallyPartitioned``.
+def check_rules(rules: Any, where: str) -> tuple:
+    """``rules`` as a tuple, if it is a sequence of ``(logical name, mesh axes)`` pairs.
 
-    ``rules`` are the box's own rules, else those of the ``nn.logical_axis_rules`` context.
-    Without any rules the names are returned unchanged (they may already be mesh axes).
-    Logical names that no rule assigns become ``None`` (replicated), as in Linen.
+    Flax's resolvers unpack each rule as a pair and fail with a bare ``ValueError`` (or map
+    wrongly) on anything else, such as a flat ``('embed', 'data')``; this names the rule.
     """
-    rules = tuple(rules) if rules else tuple(core_spmd.get_logical_axis_rules() or ())
-    if not rules:
-        return tuple(names)
-    return tuple(nn.logical_to_mesh_axes(tuple(names), rules))
+    def malformed(what: str) -> ShardingRulesError:
+        return ShardingRulesError(
+            f"{where}: {what}, not a (logical name, mesh axes) pair.\n"
+            f"Fix: give the rules as a tuple of pairs, e.g. rules=(('embed', 'data'), "
+            f"('mlp', 'model'), ('kv', None)); a single rule is (('embed', 'data'),)."
+        )
+
+    if isinstance(rules, (str, bytes)) or not isinstance(rules, Sequence):
+        raise malformed(f"the sharding rules {rules!r} are not a sequence of rules")
+    for i, rule in enumerate(rules):
+        if isinstance(rule, (str, bytes)) or not isinstance(rule, Sequence) or len(rule) != 2:
+            raise malformed(f"sharding rule {i} of {tuple(rules)!r} is {rule!r}")
+        name, axes = rule
+        axes_ok = axes is None or isinstance(axes, str) or (
+            isinstance(axes, Sequence) and all(isinstance(a, str) for a in axes)
+        )
+        if not isinstance(name, str) or not axes_ok:
+            raise malformed(f"sharding rule {i} of {tuple(rules)!r} is {rule!r}")
+    return tuple(rules)
 
 
 def _axes_of(spec: jax.sharding.PartitionSpec) -> set[str]:
@@ -57,13 +72,17 @@ def _axes_of(spec: jax.sharding.PartitionSpec) -> set[str]:
     return axes
 
 
-def _mesh_spec(leaf: meta.AxisMetadata, mesh: Any) -> jax.sharding.PartitionSpec | None:
+def _mesh_spec(
+    leaf: meta.AxisMetadata, mesh: Any, where: str
+) -> jax.sharding.PartitionSpec | None:
     """The spec ``leaf`` takes on ``mesh``, or None where it cannot or need not be placed."""
     spec = leaf.get_partition_spec()
     metadata = getattr(leaf, "metadata", None)
     context_rules = core_spmd.get_logical_axis_rules()
     local_rules = metadata.get("sharding_rules") if isinstance(metadata, dict) else None
     local_rules = local_rules or getattr(leaf, "rules", None)
+    if local_rules:
+        local_rules = check_rules(local_rules, where)
     if context_rules or local_rules:
         # NNX semantics (`nnx.get_partition_spec`): names with a rule are mapped, others kept.
         rules = core_spmd.composite_rules(context_rules, local_rules)
@@ -91,20 +110,22 @@ def _place(value: Any, spec: jax.sharding.PartitionSpec, mesh: Any) -> Any:
     return jax.device_put(value, sharding)
 
 
-def constrain_to_mesh(tree: Any) -> Any:
-    """Lays out every box with partition names in ``tree`` on the active mesh, if any."""
+def constrain_to_mesh(tree: Any, where: str = "") -> Any:
+    """Lays out every box with partition names in ``tree`` on the active mesh, if any;
+    ``where`` (``'params/layer'``) prefixes the key paths named in errors."""
     mesh = active_mesh()
     if mesh is None:
         return tree
 
-    def place(leaf: Any) -> Any:
+    def place(path: Any, leaf: Any) -> Any:
         if not isinstance(leaf, meta.AxisMetadata) or not hasattr(leaf, "get_partition_spec"):
             return leaf
-        spec = _mesh_spec(leaf, mesh)
+        inside = jax.tree_util.keystr(path, simple=True, separator="/")
+        spec = _mesh_spec(leaf, mesh, "/".join(p for p in (where, inside) if p))
         if spec is None:
             return leaf
         return leaf.replace_boxed(_place(leaf.unbox(), spec, mesh))
 
-    return jax.tree_util.tree_map(
+    return jax.tree_util.tree_map_with_path(
         place, tree, is_leaf=lambda x: isinstance(x, meta.AxisMetadata)
     )

@@ -5,151 +5,52 @@ streams, and splits it: the static ``GraphDef`` goes to the ``'nnx'`` collection
 variable goes, boxed as :class:`NNXMeta`, to the collection the registry pairs with its type.
 ``apply`` never calls the constructor: it lays the Linen leaves out in the graphdef's leaf
 order (:mod:`._layout`) and unflattens them into a module that shares the arrays, runs the
-method, and writes back the collections Linen marked mutable.
+method, and writes back the collections Linen marked mutable. An update to a collection that
+is not mutable raises :class:`MutableCollectionError`, as Linen does, before anything is
+written (rng state in a call given Linen keys excepted; see docs/guarantees.md).
 
-A top-level ``init``/``apply`` (no Linen parent, the plain arguments) runs the same code
-against a stand-in for Linen's root scope instead of Linen's scope machinery, which would
-cost as much as the call itself on a small model (:mod:`._fast_apply`).
+The variables and keys come from a :class:`~._root_scope.Host`: the bound module's own Linen
+scope, or, for a top-level ``init``/``apply`` (no Linen parent, the plain arguments, the speed
+shortcuts on), a stand-in for Linen's root scope that skips Linen's scope machinery, which
+would cost as much as the call itself on a small model (:mod:`._root_scope`). Argument checks
+and the messages of errors live in :mod:`._to_linen_checks`.
 
 RNG state of the NNX module (``RngKey``/``RngCount`` collections) supports both documented
 styles: with ``mutable=['RngCount']`` and no Linen rngs the module's own streams advance;
 with ``apply(..., rngs={'dropout': key})`` each stream named in the Linen rngs is re-keyed
-from Linen for this call only, so the same key gives the same output. No seed is ever
+from Linen for this call only, so the same key gives the same output, and the call keeps no
+rng state. No seed is ever
 invented: a random layer without any stream raises :class:`RngStreamError`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-import functools
-import inspect
 import types
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import numpy as np
 from flax import linen as nn
 from flax import nnx
 from flax.core import FrozenDict, meta
 from flax.core.scope import Scope
 
-from .._compat import read_value
 from .._errors import (
     BridgeTypeError,
-    LinnxError,
-    RngStreamError,
-    StructureMismatchError,
     UnknownMethodError,
 )
-from . import _fast_apply, _layout, _rngs
+from .._flax_internals import outside_linen
+from . import _fast, _layout, _rngs, _root_scope
+from . import _to_linen_checks as checks
+from ._fast import read_value
 from ._meta import NNXMeta
 from ._sharding import constrain_to_mesh
 from ._to_nnx import ToNNX
 
 __all__ = ["ToLinen", "to_linen", "to_linen_class"]
 
-_GRAPHDEF = "graphdef"
-
-
-def _check_nnx_class(nnx_class: Any, skip_rng: bool, where: str) -> None:
-    if isinstance(nnx_class, nnx.Module):
-        name = type(nnx_class).__name__
-        raise BridgeTypeError(
-            f"{where} expects an NNX module class, got an instance of {name}.\n"
-            f"An NNX module creates its variables eagerly, so the bridge must construct it "
-            f"itself, once, at Linen init.\n"
-            f"Fix: pass the class and its arguments instead of the instance:\n"
-            f"  linnx.to_linen({name}, *args, **kwargs)   # not to_linen({name}(..., rngs=...))"
-        )
-    if isinstance(nnx_class, nn.Module) or (
-        isinstance(nnx_class, type) and issubclass(nnx_class, nn.Module)
-    ):
-        raise BridgeTypeError(
-            f"{where} expects an NNX module class, got the Linen module "
-            f"{getattr(nnx_class, '__name__', type(nnx_class).__name__)}.\n"
-            f"Fix: use the Linen module directly inside Linen, or linnx.ToNNX to use it in NNX."
-        )
-    if not callable(nnx_class):
-        raise BridgeTypeError(
-            f"{where} expects an NNX module class (or a function returning an NNX module), "
-            f"got {type(nnx_class).__name__}.\nFix: e.g. linnx.ToLinen(nnx.Linear, args=(3, 4))."
-        )
-    if skip_rng:
-        return
-    # For a class, read `__init__`: `inspect.signature(cls)` reports the `(*args, **kwargs)`
-    # of NNX's metaclass `__call__`, which would hide a missing `rngs`.
-    signature = _signature(nnx_class.__init__ if isinstance(nnx_class, type) else nnx_class)
-    if signature is None:
-        return
-    params = signature.parameters
-    takes_rngs = "rngs" in params or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
-    )
-    if not takes_rngs:
-        name = getattr(nnx_class, "__name__", repr(nnx_class))
-        raise BridgeTypeError(
-            f"{where}: {name}.__init__ takes no `rngs` argument, but the bridge passes "
-            f"rngs=nnx.Rngs(...) to it.\n"
-            f"Fix: pass skip_rng=True, e.g. linnx.ToLinen({name}, skip_rng=True), or add "
-            f"an `rngs: nnx.Rngs` parameter to {name}.__init__."
-        )
-
-
-def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
-    """``inspect.signature(fn)``, None where Python cannot tell; cached for hashable ``fn``
-    (reading a signature costs about as much as a small module's init)."""
-    try:
-        return _cached_signature(fn)
-    except TypeError:  # an unhashable callable object
-        return _read_signature(fn)
-
-
-def _read_signature(fn: Callable[..., Any]) -> inspect.Signature | None:
-    try:
-        return inspect.signature(fn)
-    except (TypeError, ValueError):
-        return None
-
-
-_cached_signature = functools.lru_cache(maxsize=256)(_read_signature)
-
-
-def _check_arguments(args: Any, kwargs: Any, where: str) -> None:
-    if not isinstance(args, Sequence) or isinstance(args, str):
-        raise BridgeTypeError(
-            f"{where}(args={args!r}): expected a tuple of positional constructor arguments.\n"
-            f"Fix: e.g. args=(32, 64), or args=({args!r},) for a single argument."
-        )
-    if not isinstance(kwargs, Mapping):
-        raise BridgeTypeError(
-            f"{where}(kwargs={kwargs!r}): expected a dict of keyword constructor arguments.\n"
-            f"Fix: e.g. kwargs={{'use_bias': False}}."
-        )
-
-
-def _check_constructor_call(nnx_class: Any, args: tuple, kwargs: dict[str, Any]) -> None:
-    """Refuses arguments that do not fit the constructor, before it runs deep inside init."""
-    is_class = isinstance(nnx_class, type)
-    signature = _signature(nnx_class.__init__ if is_class else nnx_class)
-    if signature is None:
-        return
-    # A linnx.Module's metaclass takes `rngs`/`name`/`parent` itself (`_linnx_pops`).
-    popped = getattr(nnx_class, "_linnx_pops", ())
-    bound_kwargs = {k: v for k, v in kwargs.items() if k not in popped}
-    try:
-        signature.bind(*((None,) if is_class else ()), *args, **bound_kwargs)
-    except TypeError as e:
-        name = getattr(nnx_class, "__name__", repr(nnx_class))
-        given = {k: v for k, v in kwargs.items() if k != "rngs"}
-        raise BridgeTypeError(
-            f"ToLinen(nnx_class={name}, args={tuple(args)!r}, kwargs={given!r}): these "
-            f"arguments do not fit {name}.__init__: {e}.\n"
-            f"Fix: pass {name}'s constructor arguments, e.g. linnx.to_linen({name}, *args, "
-            f"**kwargs) or ToLinen({name}, args=(...), kwargs={{...}}); `rngs` is passed by the "
-            f"bridge."
-        ) from None
+_GRAPHDEF = checks.GRAPHDEF
 
 
 class ToLinen(nn.Module):
@@ -196,9 +97,9 @@ class ToLinen(nn.Module):
         # Linen re-runs __post_init__ on the clone it binds to a scope in every init/apply;
         # the fields were checked when the user built the module, and the signature checks
         # would cost a tenth of a small eager apply.
-        if not isinstance(self.parent, Scope):
-            _check_arguments(self.args, self.kwargs, f"{type(self).__name__}")
-            _check_nnx_class(
+        if not isinstance(self.parent, Scope) or not _fast.enabled():
+            checks.check_arguments(self.args, self.kwargs, f"{type(self).__name__}")
+            checks.check_nnx_class(
                 self.nnx_class, self.skip_rng, f"{type(self).__name__}(nnx_class=...)"
             )
         # Frozen containers keep the module hashable, like every Linen module (flax #4156).
@@ -210,15 +111,16 @@ class ToLinen(nn.Module):
 
     @nn.compact
     def __call__(self, *args: Any, nnx_method: str | None = None, **kwargs: Any) -> Any:
+        host = _root_scope.BoundModuleHost(self)
         if self.has_variable("nnx", _GRAPHDEF) and not self._scan_init():
-            return self._call_nnx(self, args, kwargs, nnx_method)
+            return self._call_nnx(host, args, kwargs, nnx_method)
         if not self.is_mutable_collection("nnx"):
-            raise _missing_graphdef(self)
+            raise checks.missing_graphdef(self)
         # Only the top-level wrapper may skip the pass: Linen modules created by the forward
         # pass (inside a ToNNX) are top-level for their own init.
         output_unused = _OUTPUT_UNUSED.get() and self.scope.parent is None
         _OUTPUT_UNUSED.set(False)
-        return self._initialize(self, args, kwargs, nnx_method, output_unused)
+        return self._initialize(host, args, kwargs, nnx_method, output_unused)
 
     @nn.nowrap
     def __getattr__(self, name: str) -> Any:
@@ -279,9 +181,9 @@ class ToLinen(nn.Module):
             >>> bool((variables['params']['kernel'].value == same['params']['kernel'].value).all())
             True
         """
-        _check_linen_rngs(args[0] if args else kwargs.get("rngs"), "init(rngs=...)")
-        variables = _fast_apply.fast_init(self, ToLinen.__call__, args, kwargs)
-        if variables is not _fast_apply.NOT_TAKEN:
+        checks.check_linen_rngs(args[0] if args else kwargs.get("rngs"), "init(rngs=...)")
+        variables = _root_scope.fast_init(self, ToLinen.__call__, args, kwargs)
+        if variables is not _root_scope.NOT_TAKEN:
             return variables
         method = kwargs.get("method")
         plain = (
@@ -308,7 +210,9 @@ class ToLinen(nn.Module):
             >>> y.shape
             (1, 2)
         """
-        _check_linen_rngs(args[0] if args else kwargs.get("rngs"), "init_with_output(rngs=...)")
+        checks.check_linen_rngs(
+            args[0] if args else kwargs.get("rngs"), "init_with_output(rngs=...)"
+        )
         return super().init_with_output(*args, **kwargs)
 
     @nn.nowrap
@@ -331,16 +235,16 @@ class ToLinen(nn.Module):
                 f"model.init(jax.random.key(0), x), then model.apply(variables, x)."
             )
         if kwargs.get("rngs") is not None:
-            _check_linen_rngs(kwargs["rngs"], "apply(rngs=...)")
-        out = _fast_apply.fast_apply(self, ToLinen.__call__, variables, args, kwargs)
-        if out is not _fast_apply.NOT_TAKEN:
+            checks.check_linen_rngs(kwargs["rngs"], "apply(rngs=...)")
+        out = _root_scope.fast_apply(self, ToLinen.__call__, variables, args, kwargs)
+        if out is not _root_scope.NOT_TAKEN:
             return out
         return super().apply(variables, *args, **kwargs)
 
     @nn.nowrap
     def _initialize(
         self,
-        host: _fast_apply.Host,
+        host: _root_scope.Host,
         args: tuple,
         kwargs: dict,
         nnx_method: str | None,
@@ -357,12 +261,12 @@ class ToLinen(nn.Module):
         if output_unused:
             # An unbound wrapper (the fast path's) is initialized again and again with the
             # same constructor arguments: it keeps its module's structure between inits.
-            reused = self.scope is None
-            known = _fast_apply.known_structure(self) if reused else None
+            reused = self.scope is None and _fast.enabled()
+            known = _layout.known_structure(self) if reused else None
             graphdef, layout, values, learned = _layout.split_values(module, known, reused)
             # (A module read under a trace teaches nothing: keep what eager inits learned.)
             if reused and learned is not None and learned is not known:
-                _fast_apply.remember_structure(self, learned)
+                _layout.remember_structure(self, learned)
             may_grow = learned is None or any(issubclass(t, ToNNX) for t in learned.node_types)
             if not (may_grow and _created_by_first_call(module)):
                 self._store(host, graphdef, layout, values)
@@ -371,30 +275,34 @@ class ToLinen(nn.Module):
         built = {path: read_value(var) for path, var in flat}
         with (
             nnx.use_eager_sharding(False),
-            _rng_errors(self, host),
+            checks.rng_errors(self, host, at_apply=False),
             _rngs.initialization_pass(),
-            _outside_linen(),
+            outside_linen(),
         ):
             out = _resolve_method(module, nnx_method)(*args, **kwargs)
         after_graphdef, after_state = nnx.split(module)
         after_flat = nnx.to_flat_state(after_state)
         values = [built[path] if path in built else read_value(var) for path, var in after_flat]
-        graphdef = _layout.StoredGraphDef.of(after_graphdef)
+        graphdef = _layout.GraphDef.of(after_graphdef)
         self._store(host, graphdef, _layout.new_layout(graphdef, after_state), values)
         return out
 
     @nn.nowrap
-    def _construct(self, host: _fast_apply.Host) -> nnx.Module:
+    def _construct(self, host: _root_scope.Host) -> nnx.Module:
         kwargs = dict(self.kwargs)
         if not self.skip_rng:
-            names = host._linen_rng_names()
+            names = host.linen_rng_names()
             kwargs["rngs"] = nnx.Rngs(**{name: host.make_rng(name) for name in names})
-        _check_constructor_call(self.nnx_class, self.args, kwargs)
-        with nnx.use_eager_sharding(False), _rng_errors(self, host), _outside_linen():
+        checks.check_constructor_call(self.nnx_class, self.args, kwargs)
+        with (
+            nnx.use_eager_sharding(False),
+            checks.rng_errors(self, host, at_apply=False),
+            outside_linen(),
+        ):
             module = self.nnx_class(*self.args, **kwargs)
         if not isinstance(module, nnx.Module):
             raise BridgeTypeError(
-                f"ToLinen(nnx_class={_class_name(self)}) returned {type(module).__name__}, "
+                f"ToLinen(nnx_class={checks.class_name(self)}) returned {type(module).__name__}, "
                 f"not an nnx.Module."
             )
         return module
@@ -402,8 +310,8 @@ class ToLinen(nn.Module):
     @nn.nowrap
     def _store(
         self,
-        host: _fast_apply.Host,
-        graphdef: _layout.StoredGraphDef,
+        host: _root_scope.Host,
+        graphdef: _layout.GraphDef,
         layout: tuple[_layout.Slot, ...],
         values: list[Any],
     ) -> None:
@@ -417,112 +325,92 @@ class ToLinen(nn.Module):
         params = {s.collection for s in layout if issubclass(s.var_type, nnx.Param)}
         puts.sort(key=lambda put: put[0] not in params)
         for collection, name, tree in puts:
-            host.put_variable(collection, name, constrain_to_mesh(tree))
+            host.put_variable(collection, name, constrain_to_mesh(tree, f"{collection}/{name}"))
 
     # -- apply -------------------------------------------------------------------------------
 
     @nn.nowrap
     def _call_nnx(
-        self, host: _fast_apply.Host, args: tuple, kwargs: dict, nnx_method: str | None
+        self, host: _root_scope.Host, args: tuple, kwargs: dict, nnx_method: str | None
     ) -> Any:
         """An apply-time call: rebuild the module, run the method, write back."""
-        graphdef, layout, view, module = self._rebuild(host)
-        with _rng_errors(self, host), _outside_linen():
+        graphdef, layout, view, leaves, module = self._rebuild(host)
+        with checks.rng_errors(self, host, at_apply=True), outside_linen():
             out = _resolve_method(module, nnx_method)(*args, **kwargs)
-        self._write_back(host, module, graphdef, layout, view)
+        self._write_back(host, module, graphdef, layout, view, leaves)
         return out
 
     @nn.nowrap
     def _rebuild(
-        self, host: _fast_apply.Host
-    ) -> tuple[nnx.GraphDef, tuple[_layout.Slot, ...], _layout.TreeView | None, nnx.Module]:
-        """The module, unflattened from the stored graphdef and this call's variables."""
+        self, host: _root_scope.Host
+    ) -> tuple[
+        nnx.GraphDef, tuple[_layout.Slot, ...], _layout.TreeView | None, list[Any], nnx.Module
+    ]:
+        """The module, unflattened from the stored graphdef and this call's variables (also
+        returned, in graph order, to tell afterwards which ones the call changed)."""
         graphdef = host.get_variable("nnx", _GRAPHDEF)
         if not isinstance(graphdef, nnx.GraphDef):
-            raise _missing_graphdef(self, got=graphdef)
+            raise checks.missing_graphdef(self, got=graphdef)
         layout = _layout.layout_of(graphdef)
         view = _layout.tree_view_of(graphdef)
 
         def linen_key(stream: str) -> jax.Array | None:
             # A Linen key for an NNX stream named in this call's rngs, else None.
-            return host.make_rng(stream) if host._has_linen_rng(stream) else None
+            return host.make_rng(stream) if host.has_linen_rng(stream) else None
 
         leaves = _layout.gather(layout, host.variables, linen_key)
         with nnx.use_eager_sharding(False):
             if view is not None:
-                return graphdef, layout, view, view.unflatten(leaves)
-            return graphdef, layout, view, nnx.graphlib.unflatten(graphdef, leaves)
+                return graphdef, layout, view, leaves, view.unflatten(leaves)
+            return graphdef, layout, view, leaves, nnx.unflatten(graphdef, leaves)
 
     @nn.nowrap
     def _write_back(
         self,
-        host: _fast_apply.Host,
+        host: _root_scope.Host,
         module: nnx.Module,
         graphdef: nnx.GraphDef,
         layout: tuple[_layout.Slot, ...],
         view: _layout.TreeView | None,
+        leaves: list[Any],
     ) -> None:
-        """Stores the collections Linen marked mutable; refuses a lost change of structure."""
+        """Stores the collections Linen marked mutable; refuses a change that would be lost.
+
+        A change is a variable whose value is no longer the array this call passed in (NNX
+        writes replace the array; a variable left alone keeps it), or a new variable. As in
+        Linen, writing a collection that is not mutable raises, with one exception: a call
+        given Linen ``rngs`` (the guide's "Linen style") does not keep the module's rng state
+        (``RngKey``/``RngCount``) unless it is mutable; that state is dropped by design.
+        """
         # The usual case, an unchanged structure, is told by the module's pytree structure
         # alone; only a changed (or graph-only) module pays for a full split.
         values = view.graph_leaves(module) if view is not None else None
+        before: list[Any] | dict[tuple, Any] = leaves
         if values is None:
             new_graphdef, state = nnx.split(module)
             if new_graphdef != graphdef:
                 if not host.is_mutable_collection("nnx"):
-                    raise _structure_changed(self)
-                new_graphdef = _layout.StoredGraphDef.of(new_graphdef)
+                    raise checks.structure_changed(self)
+                new_graphdef = _layout.GraphDef.of(new_graphdef)
                 host.put_variable("nnx", _GRAPHDEF, new_graphdef)
+                before = {
+                    (s.collection, s.path): leaf for s, leaf in zip(layout, leaves, strict=True)
+                }
             layout = _layout.layout_of(new_graphdef, state)
             values = [read_value(var) for var in nnx.to_flat_state(state).leaves]
+        overridden = {s for s in _layout.streams_of(layout) if host.has_linen_rng(s)}
         mutable = {c for c in _layout.collections_of(layout) if host.is_mutable_collection(c)}
+        linen_style = bool(host.linen_rng_names())
+        lost = checks.lost_changes(layout, values, before, mutable, keep_rng_state=not linen_style)
+        if lost:
+            raise checks.immutable_write(self, lost, layout, host.mutable_names())
         if not mutable:
             return
-        overridden = {s for s in _layout.streams_of(layout) if host._has_linen_rng(s)}
         for collection, name, tree in _layout.to_collections(
             layout, values, self.metadata_type, skip_streams=overridden,
             only=mutable.__contains__,
         ):
             host.put_variable(collection, name, tree)
-
-    # The host side of `_fast_apply.Host`, for the Linen path (the module is its own host).
-
-    @nn.nowrap
-    def _has_linen_rng(self, stream: str) -> bool:
-        rngs = self.scope.rngs
-        return bool(rngs) and stream in rngs
-
-    @nn.nowrap
-    def _linen_rng_names(self) -> list[str]:
-        rngs = self.scope.rngs
-        return sorted(rngs) if rngs else []
-
-
-def _is_linen_key(x: Any) -> bool:
-    """A key Linen accepts: a typed PRNG key, or a raw uint32 key of shape (..., 2)."""
-    if not isinstance(x, (jax.Array, np.ndarray)):
-        return False
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-        return True
-    return x.dtype == np.uint32 and x.shape[-1:] == (2,)
-
-
-def _check_linen_rngs(rngs: Any, where: str) -> None:
-    if isinstance(rngs, Mapping):
-        bad = [name for name, key in rngs.items() if not _is_linen_key(key)]
-        if not bad:
-            return
-        what = f"the stream {bad[0]!r} is {rngs[bad[0]]!r}"
-    elif _is_linen_key(rngs):
-        return
-    else:
-        what = f"got {rngs!r}"
-    raise BridgeTypeError(
-        f"{where}: expected a jax.random.key or a dict of stream name -> key; {what}.\n"
-        f"Fix: e.g. model.init(jax.random.key(0), x), or model.init({{'params': "
-        f"jax.random.key(0), 'dropout': jax.random.key(1)}}, x); for apply, "
-        f"rngs={{'dropout': jax.random.key(2)}}."
-    )
 
 
 # Set by a top-level `ToLinen.init`, whose output Linen discards; read once by `_initialize`.
@@ -533,31 +421,17 @@ _OUTPUT_UNUSED: contextvars.ContextVar[bool] = contextvars.ContextVar(
 
 def _created_by_first_call(module: nnx.Module) -> bool:
     """Whether part of ``module`` creates its variables on its first call."""
-    # JAX flattens the module in C++, several times faster than `nnx.iter_graph`; the few
-    # modules JAX cannot flatten (graph-only nodes) take the graph walk.
-    try:
-        nodes = jax.tree_util.tree_leaves(module, is_leaf=lambda n: isinstance(n, ToNNX))
-    except Exception:  # noqa: BLE001
+    # With the shortcuts on, JAX flattens the module in C++, several times faster than
+    # `nnx.iter_graph`; the few modules JAX cannot flatten (graph-only nodes) take the walk.
+    nodes = None
+    if _fast.enabled():
+        try:
+            nodes = jax.tree_util.tree_leaves(module, is_leaf=lambda n: isinstance(n, ToNNX))
+        except Exception:  # noqa: BLE001
+            nodes = None
+    if nodes is None:
         nodes = [node for _, node in nnx.iter_graph(module)]
     return any(isinstance(node, ToNNX) and not node.linen_collections for node in nodes)
-
-
-@contextlib.contextmanager
-def _outside_linen() -> Iterator[None]:
-    """Runs NNX code as if no Linen module were being defined.
-
-    A Linen module created while a Linen method runs attaches itself, as a submodule, to that
-    method's module (Linen reads its private ``_context.module_stack``). NNX code inside a
-    ``ToLinen`` that creates a Linen module (``linnx.ToNNX(nn.Dense(3), rngs=rngs)``) must
-    get a free-standing module instead, as outside Linen: pushing ``None`` on that stack is
-    what Linen's own top-level context holds. Flax exposes no public switch for this.
-    """
-    stack = nn.module._context.module_stack
-    stack.append(None)
-    try:
-        yield
-    finally:
-        stack.pop()
 
 
 def _resolve_method(module: nnx.Module, name: str | None) -> Callable[..., Any]:
@@ -570,54 +444,6 @@ def _resolve_method(module: nnx.Module, name: str | None) -> Callable[..., Any]:
             f"Fix: check the spelling; it must be a method of the NNX module."
         )
     return method
-
-
-def _missing_graphdef(wrapper: ToLinen, got: Any = None) -> LinnxError:
-    return StructureMismatchError.from_paths(
-        f"The variables of {type(wrapper).__name__}({_class_name(wrapper)})",
-        missing=[f"nnx/{_GRAPHDEF}"] if got is None else [],
-        mismatched=[] if got is None else [
-            (f"nnx/{_GRAPHDEF}", "an nnx.GraphDef", type(got).__name__)
-        ],
-        fix="pass the whole variables dict that `init` returned (including its 'nnx' "
-        "collection), e.g. model.apply(variables, x) rather than "
-        "model.apply({'params': variables['params']}, x).",
-    )
-
-
-def _structure_changed(wrapper: ToLinen) -> LinnxError:
-    return StructureMismatchError(
-        f"{_class_name(wrapper)} changed its structure (added or removed variables or "
-        f"submodules) during apply, and the 'nnx' collection is not mutable, so the change "
-        f"would be lost.\nFix: pass mutable=['nnx', ...] (or mutable=True) to apply and keep "
-        f"the returned 'nnx' collection. If the module creates variables on its first call, "
-        f"create them with init_with_output(...) instead of init(...), which runs no forward "
-        f"pass for a top-level ToLinen."
-    )
-
-
-# What NNX says when a random layer finds no stream (`Rngs` lookup, `nnx.Dropout`).
-_NO_STREAM_MESSAGES = ("No RngStream named", "no `rngs` argument was provided")
-
-
-@contextlib.contextmanager
-def _rng_errors(wrapper: ToLinen, host: _fast_apply.Host) -> Iterator[None]:
-    try:
-        yield
-    except (KeyError, AttributeError, ValueError) as e:
-        if not any(m in str(e) for m in _NO_STREAM_MESSAGES):
-            raise
-        given = host._linen_rng_names()
-        raise RngStreamError(
-            f"{_class_name(wrapper)} needs an rng stream that Linen did not provide "
-            f"(rngs given: {given or 'none'}). NNX said: {e}\n"
-            f"Fix: pass the stream to init, e.g. model.init({{'params': key1, 'dropout': "
-            f"key2}}, x), or to apply, e.g. model.apply(variables, x, rngs={{'dropout': key}})."
-        ) from e
-
-
-def _class_name(wrapper: ToLinen) -> str:
-    return getattr(wrapper.nnx_class, "__name__", repr(wrapper.nnx_class))
 
 
 def to_linen(
@@ -649,17 +475,21 @@ def to_linen(
 
 
 def to_linen_class(
-    nnx_class: Callable[..., nnx.Module], **defaults: Any
+    nnx_class: Callable[..., nnx.Module], base_skip_rng: bool = False, **defaults: Any
 ) -> type[ToLinen]:
     """Returns a Linen module *class* wrapping ``nnx_class``, with default keyword arguments.
 
     The class is a :class:`ToLinen` named after ``nnx_class`` (so a Linen parent auto-names
-    its instances ``Linear_0``...). Instantiate it with ``args=`` and ``kwargs=`` like
-    ``ToLinen``; its ``kwargs`` are merged over ``defaults``.
+    its instances ``Linear_0``...). Its instances take the NNX constructor's keyword
+    arguments directly, as in Flax 0.12 (``Linear(in_features=3, out_features=2)``), as well
+    as ``ToLinen``'s own ``args=``, ``kwargs=``, ``skip_rng=``, ``metadata_type=`` and
+    ``name=``; constructor keywords are merged over ``defaults``, ``kwargs=`` first.
 
     Args:
         nnx_class: the NNX module class.
-        **defaults: keyword arguments passed to every instance.
+        base_skip_rng: the default ``skip_rng`` of the instances (not passed to
+            ``nnx_class``).
+        **defaults: keyword arguments passed to every instance's ``nnx_class``.
 
     Returns:
         A subclass of :class:`ToLinen`.
@@ -669,21 +499,54 @@ def to_linen_class(
         >>> import linnx
         >>> from flax import nnx
         >>> Linear = linnx.to_linen_class(nnx.Linear, use_bias=False)
-        >>> layer = Linear(args=(3, 2))
+        >>> layer = Linear(in_features=3, out_features=2)
+        >>> layer == Linear(args=(3, 2))
+        False
         >>> sorted(layer.init(jax.random.key(0), jax.numpy.ones((1, 3)))['params'])
         ['kernel']
+        >>> dict(Linear(args=(3,), out_features=2).kwargs)
+        {'use_bias': False, 'out_features': 2}
     """
     # The rngs check waits for the instance, which may set skip_rng=True.
-    _check_nnx_class(nnx_class, True, "to_linen_class(nnx_class=...)")
+    checks.check_nnx_class(nnx_class, True, "to_linen_class(nnx_class=...)")
+    if not isinstance(base_skip_rng, bool):
+        raise BridgeTypeError(
+            f"to_linen_class(base_skip_rng={base_skip_rng!r}): expected True or False.\n"
+            f"Fix: base_skip_rng=True for an NNX class whose constructor takes no `rngs`."
+        )
     frozen_defaults = FrozenDict(defaults)
     wrapped_class = nnx_class
 
     class _Wrapped(ToLinen):
         nnx_class: Callable[..., nnx.Module] = wrapped_class
+        skip_rng: bool = base_skip_rng
 
-        def __post_init__(self) -> None:
-            object.__setattr__(self, "kwargs", FrozenDict({**frozen_defaults, **self.kwargs}))
-            super().__post_init__()
+    dataclass_init = _Wrapped.__init__
 
+    def __init__(
+        self: ToLinen,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        nnx_class: Callable[..., nnx.Module] = wrapped_class,
+        skip_rng: bool = base_skip_rng,
+        metadata_type: type[meta.AxisMetadata] = NNXMeta,
+        parent: Any = _UNSET,
+        name: Any = _UNSET,
+        **constructor_kwargs: Any,
+    ) -> None:
+        # Linen's own keywords only where given: a clone passes them, a user rarely does.
+        linen = {k: v for k, v in (("parent", parent), ("name", name)) if v is not _UNSET}
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            checks.check_arguments(args, kwargs, type(self).__name__)
+        merged = FrozenDict({**frozen_defaults, **(kwargs or {}), **constructor_kwargs})
+        dataclass_init(
+            self, nnx_class=nnx_class, args=args, kwargs=merged, skip_rng=skip_rng,
+            metadata_type=metadata_type, **linen,
+        )
+
+    _Wrapped.__init__ = __init__  # type: ignore[method-assign]
     _Wrapped.__name__ = _Wrapped.__qualname__ = getattr(nnx_class, "__name__", "ToLinen")
     return _Wrapped
+
+
+_UNSET: Any = object()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import re
 import types
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -34,22 +33,21 @@ from flax import nnx
 from flax.core import DenyList
 from flax.core.meta import AxisMetadata
 
-from .._compat import (
-    can_update_in_place,
-    recheck_cannot_fail,
-    set_checked_attribute,
-    write_value,
-)
 from .._errors import (
     AmbiguousNameError,
     BridgeTypeError,
     MutableCollectionError,
     NotInitializedError,
-    RngStreamError,
-    StructureMismatchError,
     UnknownMethodError,
+    standing_in_for,
 )
-from . import _rngs, _rollback
+from .._flax_internals import (
+    can_update_in_place,
+    collection_in,
+    install_recheck_filter,
+)
+from . import _fast, _rngs, _rollback
+from . import _to_nnx_errors as errors
 from ._variables import (
     in_place_writes,
     is_variable,
@@ -65,45 +63,6 @@ M = TypeVar("M")
 # Attributes of ToNNX itself; a Linen collection with one of these names cannot become an
 # attribute.
 _RESERVED = frozenset({"module", "rngs", "linen_collections", "lazy_init"})
-
-_NOT_INITIALIZED = (
-    "{name} has no variables yet: it was called before initialization.\n"
-    "Fix: create them with a sample input first, as Linen's `init` would:\n"
-    "  model = linnx.lazy_init({call}, x)       # or: model.lazy_init(x)\n"
-    "lazy_init also works on an NNX module that contains this ToNNX anywhere inside it.\n"
-    "Detail: {cause}"
-)
-
-_MISSING_VARIABLES = (
-    "{name} lacks variables that this call needs: its initialization did not create them "
-    "(for instance it ran through another method).\n"
-    "Fix: create the missing ones with a sample input; existing variables are kept:\n"
-    "  linnx.lazy_init({call}, x)\n"
-    "Linen said: {cause}"
-)
-
-_IMMUTABLE = (
-    "{name} writes the collection {collection!r}, which this call did not mark mutable.\n"
-    "Fix: pass it, e.g. model(x, mutable=[{collection!r}]) (or mutable=True for all); the "
-    "new values are written back into the module.\n"
-    "Linen said: {cause}"
-)
-
-_FROZEN = (
-    "{name} cannot store the collections this call updated ({what}): they belong to an "
-    "outer JAX trace. This happens when a JAX transform such as jax.jit, jax.grad or "
-    "jax.vmap closes over the module instead of receiving it.\n"
-    "Fix: use the NNX transform (nnx.jit, nnx.grad, nnx.vmap...) and pass the module as an "
-    "argument, or pass its state explicitly with nnx.split / nnx.merge; or call without "
-    "`mutable` to leave the module unchanged (run lazy_init outside such transforms)."
-)
-
-_NOT_INIT_ERRORS = (
-    flax.errors.ScopeParamNotFoundError,
-    flax.errors.ScopeCollectionNotFound,
-    flax.errors.ScopeVariableNotFoundError,
-)
-
 
 def _module_name(module: nn.Module) -> str:
     return type(module).__name__
@@ -174,25 +133,18 @@ class ToNNX(nnx.Module):
             )
         if rngs is not None and not isinstance(rngs, nnx.Rngs):
             raise BridgeTypeError(
-                f"ToNNX(rngs=...) expects an nnx.Rngs, got {type(rngs).__name__}.\n"
-                f"Fix: wrap it, e.g. rngs=nnx.Rngs({rngs!r})."
+                f"ToNNX(rngs=...) expects an nnx.Rngs, got {errors.kind_of(rngs)}.\n"
+                f"Fix: wrap it, e.g. rngs=nnx.Rngs({errors.rngs_argument(rngs)})."
             )
-        # Validated above, so NNX's per-assignment walk of each value is skipped.
-        set_checked_attribute(self, "module", module, data=False)
-        set_checked_attribute(self, "rngs", rngs, data=rngs is not None)
+        # Validated above, so NNX's per-assignment walk of each value may be skipped.
+        _fast.set_attribute(self, "module", module, data=False)
+        _fast.set_attribute(self, "rngs", rngs, data=rngs is not None)
         self.linen_collections: tuple[str, ...]
-        set_checked_attribute(self, "linen_collections", (), data=False)
-
-    def _check_value(self, key: str, value: Any, new_status: Any, *args: Any, **kw: Any) -> None:
-        # NNX re-checks every attribute after __init__ (new_status None); skip the re-checks
-        # that cannot fail, which are most of a wrapper's construction cost.
-        if new_status is None and recheck_cannot_fail(self, key, value):
-            return
-        super()._check_value(key, value, new_status, *args, **kw)
+        _fast.set_attribute(self, "linen_collections", (), data=False)
 
     # -- variables -------------------------------------------------------------------------
 
-    def _collection(self, name: str) -> Any:
+    def _collection_tree(self, name: str) -> Any:
         """One collection's tree of variables; None when the user deleted the attribute."""
         return vars(self).get(name)
 
@@ -202,7 +154,7 @@ class ToNNX(nnx.Module):
         return {
             c: to_linen_values(tree)
             for c in self.linen_collections
-            if (tree := self._collection(c)) is not None
+            if (tree := self._collection_tree(c)) is not None
         }
 
     def _check_names(self, collections: dict[str, Any]) -> None:
@@ -220,31 +172,34 @@ class ToNNX(nnx.Module):
         frozen = [
             f"{name}/{path_str(path)}"
             for name in collections
-            for path, var in _flatten(self._collection(name))
+            for path, var in _flatten(self._collection_tree(name))
             if not can_update_in_place(var)
         ]
         if not can_update_in_place(self):
             frozen.insert(0, "the module itself")
         if frozen:
-            raise MutableCollectionError(_FROZEN.format(
-                name=f"ToNNX({_module_name(self.module)})", what=", ".join(frozen[:3])
-                + (", ..." if len(frozen) > 3 else ""),
-            ))
+            # What NNX itself raises for such a write: a TraceContextError.
+            raise standing_in_for(MutableCollectionError, flax.errors.TraceContextError)(
+                errors.FROZEN.format(
+                    name=f"ToNNX({_module_name(self.module)})", what=", ".join(frozen[:3])
+                    + (", ..." if len(frozen) > 3 else ""),
+                )
+            )
 
     def _store(self, collections: dict[str, Any]) -> None:
         """Writes Linen collections into the module, reusing existing variables."""
         self._check_names(collections)
         converted = {
-            name: to_nnx_tree(name, tree, self._collection(name))
+            name: to_nnx_tree(name, tree, self._collection_tree(name))
             for name, tree in collections.items()
         }
         before = dict(vars(self))
         try:
             for name, tree in converted.items():
-                set_checked_attribute(self, name, tree, data=True, explicit=True)
+                _fast.set_attribute(self, name, tree, data=True, explicit=True)
             new = tuple(c for c in converted if c not in self.linen_collections)
             if new:
-                set_checked_attribute(
+                _fast.set_attribute(
                     self, "linen_collections", self.linen_collections + new, data=False
                 )
         except BaseException:
@@ -261,17 +216,18 @@ class ToNNX(nnx.Module):
             self._check_writable(updates)
             self._store(updates)
             return
+        _fast.took("to_nnx.in_place_write_back")
         for var, value in writes:
-            write_value(var, value)
+            _fast.write_value(var, value)
 
     def _in_place_writes(self, updates: dict[str, Any]) -> list | None:
-        # The fast path of `_write_back` (an eager BatchNorm call lands here): every updated
+        # The shortcut of `_write_back` (an eager BatchNorm call lands here): every updated
         # collection already exists with the same structure, so only values change.
-        if not can_update_in_place(self):
+        if not _fast.enabled() or not can_update_in_place(self):
             return None
         writes = []
         for name, tree in updates.items():
-            existing = self._collection(name)
+            existing = self._collection_tree(name)
             found = (
                 in_place_writes(name, tree, existing)
                 if existing is not None and name in self.linen_collections else None
@@ -359,21 +315,22 @@ class ToNNX(nnx.Module):
                 self._linen_variables(), *args, rngs=keys.keys or None, method=method,
                 mutable=mutable, **kwargs,
             )
-        except _NOT_INIT_ERRORS as e:
-            template = _MISSING_VARIABLES if initialized else _NOT_INITIALIZED
-            raise NotInitializedError(
+        except errors.NOT_INIT_ERRORS as e:
+            # Also the Flax error: Flax's bridge let it through (issue 14, item 9).
+            template = errors.MISSING_VARIABLES if initialized else errors.NOT_INITIALIZED
+            raise standing_in_for(NotInitializedError, type(e))(
                 template.format(name=name, cause=e, call=_call_text(method))
             ) from e
         except flax.errors.ModifyScopeVariableError as e:
-            raise MutableCollectionError(_IMMUTABLE.format(
-                name=name, cause=e, collection=_collection_in(str(e)) or "...",
+            raise MutableCollectionError(errors.IMMUTABLE.format(
+                name=name, cause=e, collection=collection_in(e) or "...",
             )) from e
         except flax.errors.InvalidRngError as e:
-            raise _rngs_error(self, e, keys.frozen) from e
+            raise errors.rngs_error(self, e, keys.frozen) from e
         except flax.errors.ScopeParamShapeError as e:
-            raise _shape_error(name, e) from e
+            raise errors.shape_error(name, e) from e
         except flax.errors.InvalidFilterError as e:
-            raise BridgeTypeError(
+            raise standing_in_for(BridgeTypeError, type(e))(
                 f"{name}: mutable={mutable!r} is not a collection filter.\nFix: pass True, "
                 f"False, a collection name or a list of them, e.g. mutable=['batch_stats']."
             ) from e
@@ -383,7 +340,7 @@ class ToNNX(nnx.Module):
         updates = dict(updates)
         if not initialized and "params" in updates:
             # Linen creates missing params when 'params' is mutable; only lazy_init may.
-            raise NotInitializedError(_NOT_INITIALIZED.format(
+            raise NotInitializedError(errors.NOT_INITIALIZED.format(
                 name=name, call=_call_text(method),
                 cause=f"Linen would create the params in this call (mutable={mutable!r}), "
                 f"from call keys instead of init keys.",
@@ -411,7 +368,7 @@ class ToNNX(nnx.Module):
                 keys, *args, method=method, **kwargs
             )
         except flax.errors.InvalidRngError as e:
-            raise _rngs_error(self, e, []) from e
+            raise errors.rngs_error(self, e, []) from e
         variables = dict(variables)
         self._check_writable(variables)
         self._store(variables)
@@ -437,9 +394,9 @@ class ToNNX(nnx.Module):
                 mutable=DenyList("intermediates"), **kwargs,
             )
         except flax.errors.InvalidRngError as e:
-            raise _rngs_error(self, e, []) from e
+            raise errors.rngs_error(self, e, []) from e
         except flax.errors.ScopeParamShapeError as e:
-            raise _shape_error(f"ToNNX({_module_name(self.module)})", e) from e
+            raise errors.shape_error(f"ToNNX({_module_name(self.module)})", e) from e
         current = self._linen_variables()
         added = {}
         for name, tree in dict(updates).items():
@@ -499,10 +456,21 @@ class ToNNX(nnx.Module):
         hint = ""
         if name in _field_names(module):
             hint = f"\nIt is a field of the Linen module: read it as model.module.{name}."
+        elif not collections:
+            hint = (
+                f"\n{_module_name(module)} has no variables yet: create them with a sample "
+                f"input first, model.lazy_init(x) (or linnx.lazy_init(model, x)), then read "
+                f"model.{name}."
+            )
         raise UnknownMethodError(
             f"'ToNNX' object has no attribute {name!r}: it is neither a method of "
             f"{_module_name(module)} nor a variable name in {list(collections)}.{hint}"
         )
+
+
+# NNX re-checks every attribute after __init__; the re-checks that cannot fail are most of a
+# wrapper's construction cost, and are skipped while the shortcuts are on.
+install_recheck_filter(ToNNX, _fast.recheck_can_be_skipped)
 
 
 def _bound_linen_method(name: str) -> Callable[..., Any]:
@@ -528,11 +496,6 @@ def _call_text(method: str | Callable | None) -> str:
     if isinstance(method, str) and method != "__call__":
         return f"model.{method}"
     return "model"
-
-
-def _collection_in(message: str) -> str | None:
-    match = re.search(r'collection "([^"]+)"', message)
-    return match.group(1) if match else None
 
 
 # A sown tuple (``self.sow``) counts as one variable: a repeated initialization pass that
@@ -576,26 +539,6 @@ def _public_methods(module: nn.Module) -> list[str]:
         n for n, _ in inspect.getmembers(type(module), callable)
         if not n.startswith("_") and _is_linen_method(module, n)
     ) or ["__call__"]
-
-
-def _rngs_error(wrapper: ToNNX, cause: Exception, frozen: list[str]) -> RngStreamError:
-    name = f"ToNNX({_module_name(wrapper.module)})"
-    if frozen:
-        return RngStreamError(
-            f"{name} needs an rng stream that cannot advance here: {cause}\n"
-            f"The streams {frozen} belong to an outer JAX trace: a JAX transform such as "
-            f"jax.jit or jax.eval_shape closes over the module instead of receiving it, so "
-            f"drawing a key (which counts the draw) is impossible.\n"
-            f"Fix: use the NNX transform (nnx.jit...) and pass the module as an argument, or "
-            f"give this call its own keys, e.g. model(x, rngs={{'dropout': key}})."
-        )
-    have = sorted(wrapper.rngs) if wrapper.rngs is not None else []
-    return RngStreamError(
-        f"{name} needs an rng stream it was not given: {cause}\n"
-        f"Streams available: {have or 'none (rngs=None)'}.\n"
-        f"Fix: create the wrapper with rngs=nnx.Rngs(0) (a default stream serves every name), "
-        f"or name the stream, e.g. rngs=nnx.Rngs(params=0, dropout=1)."
-    )
 
 
 def lazy_init(fn: M | Callable[..., Any], *args: Any, **kwargs: Any) -> M:
@@ -646,9 +589,10 @@ def lazy_init(fn: M | Callable[..., Any], *args: Any, **kwargs: Any) -> M:
             f"lazy_init(fn=...) expects an NNX module or one of its methods, got "
             f"{type(fn).__name__}.\nFix: e.g. lazy_init(model, x) or lazy_init(model.encode, x)."
         )
-    if type(module) is ToNNX and fn is module:
+    if type(module) is ToNNX and fn is module and _fast.enabled():
         # A lone wrapper needs no snapshot of the tree: its initialization writes nothing
         # but its own attributes, all at the end, and `_store` undoes those itself.
+        _fast.took("to_nnx.lone_lazy_init")
         with _rngs.initialization_pass():
             fn(*args, **kwargs)
         return module
@@ -660,27 +604,3 @@ def lazy_init(fn: M | Callable[..., Any], *args: Any, **kwargs: Any) -> M:
         undo()  # no half-initialized tree: the parts that succeeded are undone too
         raise
     return module
-
-
-_SHAPE_IN_MESSAGE = re.compile(
-    r'parameter "([^"]+)" in "([^"]*)".*expected to generate shape (\(.*?\)).*'
-    r"has shape (\(.*?\))"
-)
-
-
-def _shape_error(name: str, cause: Exception) -> StructureMismatchError:
-    """Linen's ``ScopeParamShapeError`` as a typed error naming the variable's path."""
-    found = _SHAPE_IN_MESSAGE.search(str(cause))
-    if found is None:
-        mismatched = [("params", "another shape", str(cause))]
-    else:
-        leaf, scope, needed, stored = found.groups()
-        path = "/".join(["params", *[k for k in scope.split("/") if k], leaf])
-        mismatched = [(path, f"shape {needed} for this input", f"shape {stored}")]
-    return StructureMismatchError.from_paths(
-        f"The variables of {name}",
-        mismatched=mismatched,
-        fix="call with inputs shaped like the sample given to lazy_init; for another shape, "
-        "create a new wrapper and lazy_init it with that shape. If you replaced the variable "
-        "yourself, give it its original shape.",
-    )

@@ -16,20 +16,20 @@ from flax import linen as nn
 from flax import nnx
 from flax.core import meta
 
-from .._compat import (
-    PLAIN_VALUES,
-    can_update_in_place,
-    make_variable,
-    read_value,
-    variable_maker,
-    variable_with_sharding_names,
-    write_value,
-)
+from .._flax_internals import can_update_in_place, variable_with_sharding_names
+from ._fast import PLAIN_VALUES, make_variable, read_value, variable_maker, write_value
 from ._meta import NNXMeta
 from ._registry import variable_type_from_name
-from ._sharding import logical_to_mesh_names
+from ._sharding import check_rules
 
-__all__ = ["to_nnx_tree", "in_place_writes", "to_linen_values", "path_str", "is_variable"]
+__all__ = [
+    "check_partition_rules",
+    "to_nnx_tree",
+    "in_place_writes",
+    "to_linen_values",
+    "path_str",
+    "is_variable",
+]
 
 
 def is_variable(x: Any) -> bool:
@@ -58,19 +58,26 @@ def new_variable(collection: str, leaf: Any) -> nnx.Variable:
         return leaf.to_nnx_variable()
     var_type = variable_type_from_name(collection)
     if isinstance(leaf, nn.LogicallyPartitioned):
-        # Logical names become mesh axes with the box's rules or those of the active
-        # `nn.logical_axis_rules` context, so `variable.sharding` and `nnx.get_partition_spec`
-        # name mesh axes; the logical names are kept as `logical_sharding`. Without any rules
-        # the logical names stay, for NNX to map later under its own rules.
-        logical = tuple(leaf.names)
-        names = logical_to_mesh_names(logical, leaf.rules)
-        extra = {"logical_sharding": logical} if names != logical else {}
-        return variable_with_sharding_names(var_type, leaf.value, names, **extra)
+        # As Flax's bridge did: the logical names are the variable's `sharding`, and the box's
+        # rules its `sharding_rules`; both are resolved only where the arrays are laid out
+        # (`nnx.get_partition_spec`, under the rules of any `nn.logical_axis_rules` context
+        # then active). The rules were checked by `check_partition_rules`.
+        extra = {"sharding_rules": tuple(leaf.rules)} if leaf.rules is not None else {}
+        return variable_with_sharding_names(var_type, leaf.value, tuple(leaf.names), **extra)
     if isinstance(leaf, nn.Partitioned):
         return variable_with_sharding_names(var_type, leaf.value, tuple(leaf.names))
     if _is_box(leaf):
         return make_variable(var_type, meta.unbox(leaf))
     return make_variable(var_type, leaf)
+
+
+def check_partition_rules(collection: str, tree: Any) -> None:
+    """Raises :class:`ShardingRulesError` for a logically partitioned leaf of ``tree`` whose
+    rules are malformed, naming its path, before any variable is made from the tree."""
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_box)[0]
+    for path, leaf in flat:
+        if isinstance(leaf, nn.LogicallyPartitioned) and leaf.rules is not None:
+            check_rules(leaf.rules, "/".join((collection, path_str(path))))
 
 
 def to_nnx_tree(collection: str, tree: Any, existing: Any = None) -> Any:
@@ -82,6 +89,8 @@ def to_nnx_tree(collection: str, tree: Any, existing: Any = None) -> Any:
     if existing is None:
         # A new collection (every one, in `lazy_init`): no paths to match.
         leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=_is_box)
+        if any(type(leaf) is nn.LogicallyPartitioned for leaf in leaves):
+            check_partition_rules(collection, tree)
         make = variable_maker(variable_type_from_name(collection))
         return jax.tree_util.tree_unflatten(treedef, [
             make(leaf) if type(leaf) in PLAIN_VALUES else new_variable(collection, leaf)

@@ -41,6 +41,7 @@ from flax import nnx
 from flax.core import meta
 
 from .._errors import BridgeTypeError, NotInitializedError, RngStreamError, StructureMismatchError
+from .._flax_internals import override_pytree_construct
 from ..bridge._registry import variable_name_from_type
 from ..bridge._to_nnx import ToNNX
 from ..bridge._variables import new_variable
@@ -205,7 +206,7 @@ class ModuleMeta(_PytreeMeta):
         rngs = kwargs.pop("rngs", None) if "rngs" in pops else None
         return _construct(cls, args, kwargs, parent, name, rngs)
 
-    def _pytree_meta_construct(cls, self: Any, *args: Any, **kwargs: Any) -> None:
+    def _linnx_meta_construct(cls, self: Any, *args: Any, **kwargs: Any) -> None:
         pre = _CTOR.get()
         _, name, rngs, state = pre if pre is not None and pre[0] is cls else (
             cls, None, None, _ROOT
@@ -218,6 +219,10 @@ class ModuleMeta(_PytreeMeta):
         self.__init__(*args, **kwargs)
         if not cls._linnx_dataclass:
             _ctor_args[self] = (args, kwargs)
+
+
+# NNX's hook between allocating a module and running its __init__ (private: _flax_internals).
+override_pytree_construct(ModuleMeta, ModuleMeta._linnx_meta_construct)
 
 
 def _as_module_rngs(rngs: Any, cls: type) -> nnx.Rngs | None:

@@ -27,6 +27,7 @@ from flax import nnx
 from flax.core import meta
 
 from .._errors import StructureMismatchError
+from .._flax_internals import PYTREE_BOOKKEEPING_PREFIX
 from ..bridge._registry import variable_name_from_type
 from ..bridge._to_nnx import ToNNX
 from ..bridge._variables import to_linen_values
@@ -34,7 +35,7 @@ from ._context import Binding
 
 __all__ = ["entries", "attribute_entries", "export", "bind", "bind_attribute", "lookup"]
 
-_SKIPPED_PREFIXES = ("_pytree__", "_linnx_")
+_SKIPPED_PREFIXES = (PYTREE_BOOKKEEPING_PREFIX, "_linnx_")
 
 
 def is_linnx_module(x: Any) -> bool:

@@ -1,25 +1,31 @@
-"""``init`` and ``apply`` of a top-level :class:`~linnx.ToLinen` without Linen's scope machinery.
+"""Where ``ToLinen`` keeps its Linen variables and draws its keys: the :class:`Host` interface.
 
-Why this exists. Linen's ``Module.apply``/``init`` bind a ``Scope``, clone the module onto it,
-re-run ``__post_init__`` (which registers and freezes every field), set up the method wrapper
-and read the variables back through the scope: about 0.2 ms per call, as much as an eager call
-of a small NNX model, and all of it spent on the one module a top-level ``ToLinen`` is. Its
-``__call__`` needs only a handful of scope operations (read and write variables, test
-mutability, draw rng keys), so for the common top-level case :class:`TopLevelScope` provides
-them over plain dicts, with Linen's semantics, and ``ToLinen`` runs its usual code against it.
+``ToLinen.__call__`` needs a handful of Linen's scope operations: read and write variables,
+test mutability, draw rng keys, and tell which rng streams this call's Linen ``rngs`` name.
+:class:`Host` is that interface, with two implementations:
 
-Only the plain case is taken, checked before anything runs: an unbound module, not wrapped by
-a Linen transform, ``method`` None, no ``capture_intermediates``, no interceptors or
-``nn.tabulate`` in progress, variables and rngs of the types Linen accepts without conversion
-(typed keys), and a ``mutable`` filter of the usual kinds. Everything else, including every
-input Linen would refuse, goes through Linen, so errors are Linen's (or linnx's) own.
+* :class:`BoundModuleHost`, the general one: a bound ``ToLinen`` module's own scope, in any
+  Linen context (a parent module, a lifted transform, ``nn.tabulate``...);
+* :class:`TopLevelScope`, a speed shortcut: a stand-in for Linen's *root* scope over plain
+  dicts, with Linen's semantics, for a top-level ``init``/``apply`` (:func:`fast_apply`,
+  :func:`fast_init`).
+
+Why the stand-in exists. Linen's ``Module.apply``/``init`` bind a ``Scope``, clone the module
+onto it, re-run ``__post_init__`` (which registers and freezes every field), set up the method
+wrapper and read the variables back through the scope: about 0.2 ms per call, as much as an
+eager call of a small NNX model, and all of it spent on the one module a top-level ``ToLinen``
+is. Only the plain case is taken, checked before anything runs: the shortcuts are on
+(``_fast``), an unbound module, not wrapped by a Linen transform, ``method`` None, no
+``capture_intermediates``, no interceptors or ``nn.tabulate`` in progress, variables and rngs
+of the types Linen accepts without conversion (typed keys), and a ``mutable`` filter of the
+usual kinds. Everything else, including every input Linen would refuse, goes through Linen, so
+errors are Linen's (or linnx's) own.
 """
 
 from __future__ import annotations
 
 import functools
 import types
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -31,16 +37,16 @@ from flax import linen as nn
 from flax.core import FrozenDict, freeze, unfreeze
 from flax.core.scope import DenyList, LazyRng, in_filter
 
-from ._layout import KnownStructure
+from .._flax_internals import linen_context_is_plain, linen_named_call
+from . import _fast
 
 __all__ = [
     "Host",
+    "BoundModuleHost",
     "TopLevelScope",
     "NOT_TAKEN",
     "fast_apply",
     "fast_init",
-    "known_structure",
-    "remember_structure",
 ]
 
 #: Returned by :func:`fast_apply`/:func:`fast_init` when the call must go through Linen.
@@ -51,8 +57,7 @@ _INIT_MUTABLE = DenyList("intermediates")  # what Linen's `init` makes mutable b
 
 
 class Host(Protocol):
-    """The scope operations ``ToLinen.__call__`` uses: a bound ``ToLinen`` itself, or a
-    :class:`TopLevelScope`."""
+    """The scope operations ``ToLinen`` uses to keep its variables and draw its keys."""
 
     @property
     def variables(self) -> Mapping[str, Any]: ...
@@ -67,13 +72,61 @@ class Host(Protocol):
 
     def make_rng(self, name: str = "params") -> jax.Array: ...
 
-    def _has_linen_rng(self, stream: str) -> bool: ...
+    def has_linen_rng(self, stream: str) -> bool:
+        """Whether this call's Linen ``rngs`` name ``stream``."""
+        ...
 
-    def _linen_rng_names(self) -> list[str]: ...
+    def linen_rng_names(self) -> list[str]:
+        """The streams this call's Linen ``rngs`` name, sorted."""
+        ...
+
+    def mutable_names(self) -> list[str] | None:
+        """The collections this call's ``mutable`` names, where it is a name or a list of
+        names (None for ``True``, ``False`` or another kind of filter)."""
+        ...
+
+
+class BoundModuleHost:
+    """:class:`Host` over a bound Linen module: its scope's operations, through Linen."""
+
+    __slots__ = ("_module",)
+
+    def __init__(self, module: nn.Module) -> None:
+        self._module = module
+
+    @property
+    def variables(self) -> Mapping[str, Any]:
+        return self._module.variables
+
+    def has_variable(self, col: str, name: str) -> bool:
+        return self._module.has_variable(col, name)
+
+    def get_variable(self, col: str, name: str, default: Any = None) -> Any:
+        return self._module.get_variable(col, name, default)
+
+    def put_variable(self, col: str, name: str, value: Any) -> None:
+        self._module.put_variable(col, name, value)
+
+    def is_mutable_collection(self, col: str) -> bool:
+        return self._module.is_mutable_collection(col)
+
+    def make_rng(self, name: str = "params") -> jax.Array:
+        return self._module.make_rng(name)
+
+    def has_linen_rng(self, stream: str) -> bool:
+        rngs = self._module.scope.rngs
+        return bool(rngs) and stream in rngs
+
+    def linen_rng_names(self) -> list[str]:
+        rngs = self._module.scope.rngs
+        return sorted(rngs) if rngs else []
+
+    def mutable_names(self) -> list[str] | None:
+        return _names_in(self._module.scope.mutable)
 
 
 class TopLevelScope:
-    """The root scope of a Linen ``apply``/``init``, as far as ``ToLinen.__call__`` sees it.
+    """:class:`Host` standing in for the root scope of a top-level Linen ``apply``/``init``.
 
     Same semantics as Linen's root ``Scope``: mutable collections are copied (unfrozen) on
     entry and nested writes merge into them; a write to an immutable collection raises
@@ -122,16 +175,27 @@ class TopLevelScope:
         self._counts[name] += 1
         return _derive_key(self._rngs[name], self._counts[name])
 
-    def _has_linen_rng(self, stream: str) -> bool:
+    def has_linen_rng(self, stream: str) -> bool:
         return stream in self._rngs
 
-    def _linen_rng_names(self) -> list[str]:
+    def linen_rng_names(self) -> list[str]:
         return sorted(self._rngs)
+
+    def mutable_names(self) -> list[str] | None:
+        return _names_in(self._mutable)
 
     def mutable_variables(self) -> dict[str, Any]:
         """What Linen returns for the mutable collections: in the scope's collection order."""
         out = {col: tree for col, tree in self._variables.items() if in_filter(self._mutable, col)}
         return freeze(out) if flax_config.flax_return_frozendict else out
+
+
+def _names_in(mutable: Any) -> list[str] | None:
+    if isinstance(mutable, str):
+        return [mutable]
+    if isinstance(mutable, (list, tuple, set, frozenset)):
+        return [c for c in mutable if isinstance(c, str)]
+    return None
 
 
 def _merge(target: dict[str, Any], name: str, value: Any) -> None:
@@ -162,55 +226,19 @@ def _derive_key(key: jax.Array, count: int) -> jax.Array:
     return _fold_count_jit(key, count, fix_separator)
 
 
-# -- per-wrapper structure of the constructed module ---------------------------------------
-
-# id(wrapper) -> what `_layout.split_values` learned from the wrapper's last init. Keyed by
-# identity, not by the (hashable) module: equal wrappers may hold arguments that are equal
-# but not the same (`1 == True`), which can end up as static attributes of the module.
-_structures: dict[int, KnownStructure] = {}
-
-
-def known_structure(wrapper: nn.Module) -> KnownStructure | None:
-    return _structures.get(id(wrapper))
-
-
-def remember_structure(wrapper: nn.Module, known: KnownStructure) -> None:
-    key = id(wrapper)
-    if key not in _structures:
-        weakref.finalize(wrapper, _structures.pop, key, None)
-    _structures[key] = known
-
-
 # -- when the fast path applies --------------------------------------------------------------
-
-
-# Linen keeps its call context in private module state (Flax 0.12): the stack of modules
-# being defined, `capture_intermediates` filters, `nn.tabulate`'s call records, interceptors,
-# and whether calls run under named scopes. Without them the fast path cannot tell that it is
-# outside all of these, so a Flax that lacks them gets Linen's path only.
-_LINEN_INTERNALS = ("_context", "_global_interceptor_stack", "_use_named_call")
-_KNOWS_LINEN_CONTEXT = all(hasattr(nn.module, name) for name in _LINEN_INTERNALS) and all(
-    hasattr(nn.module._context, name)
-    for name in ("module_stack", "capture_stack", "call_info_stack")
-)
 
 
 def _plain_top_level(wrapper: nn.Module, call: Callable[..., Any]) -> bool:
     """An unbound wrapper whose class keeps ToLinen's call, outside any Linen machinery."""
-    if not _KNOWS_LINEN_CONTEXT or wrapper.scope is not None or wrapper.parent is not None:
+    if wrapper.scope is not None or wrapper.parent is not None:
         return False
     if "_id" not in vars(wrapper):  # a subclass __post_init__ that skipped Linen's: its error
         return False
     cls = type(wrapper)
     if cls.__call__ is not call or cls.setup is not nn.Module.setup:
         return False
-    context = nn.module._context
-    return (
-        context.module_stack[-1] is None
-        and not context.capture_stack
-        and not context.call_info_stack
-        and not len(nn.module._global_interceptor_stack)
-    )
+    return linen_context_is_plain()
 
 
 def _is_typed_key(x: Any) -> bool:
@@ -282,7 +310,7 @@ def _plain_arguments(wrapper: Any) -> bool:
 
 def _named_call(wrapper: nn.Module) -> Any:
     """The ``jax.named_scope`` Linen puts around a module's ``__call__`` (if enabled)."""
-    if nn.module._use_named_call:
+    if linen_named_call():
         return jax.named_scope(wrapper.name or type(wrapper).__name__)
     return _NO_SCOPE
 
@@ -310,7 +338,11 @@ def fast_apply(
 ) -> Any:
     """``wrapper.apply(variables, *args, **kwargs)`` for a plain top-level call, else
     :data:`NOT_TAKEN`. ``call`` is ``ToLinen.__call__``, to tell a transformed subclass."""
-    if kwargs.get("method") is not None or kwargs.get("capture_intermediates"):
+    if (
+        not _fast.enabled()
+        or kwargs.get("method") is not None
+        or kwargs.get("capture_intermediates")
+    ):
         return NOT_TAKEN
     mutable = kwargs.get("mutable", False)
     rngs = _plain_rngs(kwargs.get("rngs"))
@@ -326,6 +358,7 @@ def fast_apply(
         return NOT_TAKEN  # Linen's path initializes (mutable 'nnx') or says what is missing
     call_kwargs = {k: v for k, v in kwargs.items() if k not in _LINEN_APPLY_OPTIONS}
     nnx_method = call_kwargs.pop("nnx_method", None)
+    _fast.took("root_scope.apply")
     scope = TopLevelScope(variables, rngs, mutable)
     with _named_call(wrapper):
         out = wrapper._call_nnx(scope, args, call_kwargs, nnx_method)
@@ -342,8 +375,11 @@ def fast_init(
     Returns the variables of the constructed module, without the forward pass a top-level
     ``init`` skips anyway (see ``ToLinen.init``).
     """
-    if "mutable" in kwargs or kwargs.get("method") is not None or kwargs.get(
-        "capture_intermediates"
+    if (
+        not _fast.enabled()
+        or "mutable" in kwargs
+        or kwargs.get("method") is not None
+        or kwargs.get("capture_intermediates")
     ):
         return NOT_TAKEN
     if args and "rngs" in kwargs:
@@ -365,6 +401,7 @@ def fast_init(
         return NOT_TAKEN
     call_kwargs = {k: v for k, v in kwargs.items() if k not in _LINEN_APPLY_OPTIONS}
     nnx_method = call_kwargs.pop("nnx_method", None)
+    _fast.took("root_scope.init")
     scope = TopLevelScope({}, linen_rngs, _INIT_MUTABLE)
     with _named_call(wrapper):
         wrapper._initialize(scope, args, call_kwargs, nnx_method, output_unused=True)
