@@ -46,9 +46,10 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # `linnx.migrate` imports Orbax; load it on first use so `import linnx` stays light.
-    if name == "migrate":
+    # `linnx.migrate` imports Orbax and `linnx.convert` LibCST (and migrate): load them on
+    # first use so `import linnx` stays light.
+    if name in ("migrate", "convert"):
         import importlib
 
-        return importlib.import_module(".migrate", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'linnx' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The ``linnx`` command line: ``linnx demo`` and ``linnx migrate-weights``.
+"""The ``linnx`` command line: ``linnx demo``, ``linnx migrate-weights`` and ``linnx convert``.
 
 Subcommands live next to the code they drive and are imported only when chosen, so
 ``linnx --help`` starts without importing jax.
@@ -17,6 +17,10 @@ _SUBCOMMANDS = {
     "migrate-weights": (
         "linnx.migrate._cli",
         "copy a Linen checkpoint into a hand-ported NNX model and verify it",
+    ),
+    "convert": (
+        "linnx.convert._cli",
+        "rewrite Linen modules as NNX modules (source to source) and verify them",
     ),
 }
 

@@ -78,3 +78,17 @@ def test_compiled_programs_are_equal(smoke_run: tuple[str, dict]) -> None:
     for r in programs:
         assert r["median"]["linnx"] == r["median"]["native"], r
         assert r["status"] == "met", r
+
+
+def test_the_convert_benchmark_file_is_a_thousand_lines_of_python():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "benchmarks" / "bench_convert.py"
+    spec = importlib.util.spec_from_file_location("bench_convert", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    source = bench.make_source()
+    compile(source, "zoo.py", "exec")
+    assert source.count("\n") >= 1000
+    assert len(bench.EXAMPLES) == 5

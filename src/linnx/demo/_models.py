@@ -9,7 +9,7 @@ stage     backbone                                head
 1 Linen   ``LinenBackbone``                       ``LinenHead``         (``LinenCNN``)
 2 ToNNX   ``ToNNX(LinenBackbone())``              ``ToNNX(LinenHead())`` (``WrappedCNN``)
 3 hybrid  ``ToNNX(LinenBackbone())``              ``Head``               (``HybridCNN``)
-4 NNX     ``Backbone``                            ``Head``               (``CNN``)
+4 NNX     converted ``LinenBackbone``             converted ``LinenHead`` (``CNN``)
 ========  ======================================  ======================================
 
 Every NNX stage follows NNX's ``model.train()`` / ``model.eval()`` switch. ``nnx.Dropout`` and
@@ -19,10 +19,15 @@ attribute (the attribute ``train()``/``eval()`` set, as on ``nnx.Dropout``).
 
 Because the parts keep their names (``backbone``, ``head``) across the stages, the variables
 under a ``ToNNX`` part keep their Linen paths and :func:`linnx.migrate.match` pairs them by
-name; the hand-written NNX parts pair with their Linen counterparts by call order.
+name; the NNX parts pair with their Linen counterparts by call order. Stage 4 is not written
+by hand: it is what ``linnx convert`` makes of stage 1 (:func:`converted_cnn`).
 """
 
 from __future__ import annotations
+
+import functools
+import inspect
+import sys
 
 import jax
 from flax import linen as nn
@@ -82,18 +87,6 @@ class LinenCNN(nn.Module):
 # -- the hand-written NNX parts --------------------------------------------------------------
 
 
-class Backbone(nnx.Module):
-    """The NNX port of :class:`LinenBackbone`."""
-
-    def __init__(self, *, rngs: nnx.Rngs):
-        self.conv = nnx.Conv(1, CHANNELS, (3, 3), rngs=rngs)
-        self.bn = nnx.BatchNorm(CHANNELS, momentum=BN_MOMENTUM, rngs=rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = nnx.avg_pool(nnx.relu(self.bn(self.conv(x))), (2, 2), (2, 2))
-        return x.reshape((x.shape[0], -1))
-
-
 class Head(nnx.Module):
     """The NNX port of :class:`LinenHead`."""
 
@@ -140,24 +133,45 @@ class HybridCNN(nnx.Module):
         return self.head(_run_linen_backbone(self.backbone, x, not self.deterministic))
 
 
-class CNN(nnx.Module):
-    """Stage 4: the whole classifier in NNX.
+#: The marker that ends the Linen source the converter reads (stage 1, with the imports and
+#: constants above it).
+_LINEN_END = "# -- the hand-written NNX parts"
+
+#: The example the converter traces the Linen CNN on: one 8x8 grey image, eval mode.
+CONVERT_EXAMPLE = "LinenCNN()(jnp.ones((1, 8, 8, 1)), training=False)"
+
+
+@functools.cache
+def converted_cnn() -> type[nnx.Module]:
+    """Stage 4: the whole classifier in NNX, as ``linnx convert`` writes it from stage 1.
+
+    The Linen part of this file (imports, constants, ``LinenBackbone``, ``LinenHead``,
+    ``LinenCNN``) goes through :func:`linnx.convert.convert_source`; the NNX class it writes
+    keeps the Linen class's name (``LinenCNN``) and has ``backbone`` (``conv``,
+    ``batch_norm``) and ``head`` (``linear1``, ``dropout``, ``linear2``). The handover into it
+    is verified like every other one, so the conversion's own check is skipped here.
 
     Example:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
-        >>> model = CNN(rngs=nnx.Rngs(0))
+        >>> model = converted_cnn()(rngs=nnx.Rngs(0))
         >>> model.eval()
         >>> model(jnp.ones((2, 8, 8, 1))).shape
         (2, 10)
     """
+    from ..convert import convert_source
+    from ..convert._trace import load_source
 
-    def __init__(self, *, rngs: nnx.Rngs):
-        self.backbone = Backbone(rngs=rngs)
-        self.head = Head(rngs=rngs)
+    source = inspect.getsource(sys.modules[__name__]).split(_LINEN_END)[0]
+    result = convert_source(source, [CONVERT_EXAMPLE], path=__file__, verify=False)
+    return load_source(result.code, __file__.replace(".py", "_nnx.py")).LinenCNN
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.head(self.backbone(x))
+
+def __getattr__(name: str):
+    # `CNN`, the stage-4 class, is converted on first use (it traces the Linen model).
+    if name == "CNN":
+        return converted_cnn()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build(cls: type[nnx.Module], sample: jax.Array, seed: int) -> nnx.Module:
