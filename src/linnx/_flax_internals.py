@@ -58,6 +58,8 @@ __all__ = [
     "nnx_rng_failure",
     "variable_slot_accessors",
     "pytree_state_type",
+    "orbax_join_available",
+    "join_orbax_parts",
 ]
 
 #: Name of each guarded internal -> whether it looks as expected on this install.
@@ -529,3 +531,82 @@ def pytree_state_type() -> type | None:
     other pytree node, which is slower to re-check but sees the same changes).
     """
     return _PYTREE_STATE if _PYTREE_STATE_FLAGS else None
+
+
+# -- Orbax: one checkpoint from parts written one after another -------------------------------
+# Orbax is heavy to import (``import linnx`` does not load it), so this check runs on first use
+# (and in tests/test_flax_internals.py), not at import.
+
+_ORBAX_JOIN = "Orbax 0.12's OCDBT merge: ocdbt_utils.merge_ocdbt_per_process_files and its layout"
+
+
+def orbax_join_available() -> bool:
+    """Whether Orbax's private OCDBT merge looks as :func:`join_orbax_parts` expects."""
+    if _ORBAX_JOIN not in CHECKS:
+
+        def probe() -> bool:
+            import inspect
+
+            from orbax.checkpoint._src.asyncio_utils import run_sync
+            from orbax.checkpoint._src.serialization import ocdbt_utils, tensorstore_utils
+
+            params = inspect.signature(ocdbt_utils.merge_ocdbt_per_process_files).parameters
+            return (
+                callable(run_sync)
+                and callable(tensorstore_utils.get_ts_context)
+                and {"ts_context", "use_zarr3", "enable_validation"} <= set(params)
+            )
+
+        _check(_ORBAX_JOIN, probe)
+    return CHECKS[_ORBAX_JOIN]
+
+
+def join_orbax_parts(parts: list[Any], out: Any) -> None:
+    """Makes one Orbax checkpoint at ``out`` of checkpoints ``parts`` (``pathlib.Path``\\ s).
+
+    Their OCDBT databases become the per-process databases of ``out``, their metadata files
+    (Orbax's on-disk layout: ``_METADATA``, ``_sharding``, ``array_metadatas/``) are united,
+    and Orbax's own merge indexes them, so ``ocp.StandardCheckpointer`` restores the result as
+    if it had been written in one save. The streamed migration writes its groups this way.
+    Raises ``RuntimeError`` where the installed Orbax does not look as expected (the caller
+    turns it into a typed error).
+    """
+    import json
+    import os
+    import shutil
+
+    if not orbax_join_available():
+        raise RuntimeError(f"this Orbax differs from the one linnx knows: {_ORBAX_JOIN}")
+    from orbax.checkpoint._src.asyncio_utils import run_sync
+    from orbax.checkpoint._src.serialization import ocdbt_utils, tensorstore_utils
+
+    out.mkdir()
+    (out / "array_metadatas").mkdir()
+    metadata: dict[str, Any] | None = None
+    shardings: dict[str, Any] = {}
+    arrays: list[Any] = []
+    for k, part in enumerate(parts):
+        os.rename(part / "ocdbt.process_0", out / f"ocdbt.process_{k}")
+        md = json.loads((part / "_METADATA").read_text())
+        if metadata is None:
+            metadata = md
+            shutil.copy(part / "_CHECKPOINT_METADATA", out / "_CHECKPOINT_METADATA")
+        else:
+            metadata["tree_metadata"].update(md["tree_metadata"])
+        if (part / "_sharding").exists():
+            shardings.update(json.loads((part / "_sharding").read_text()))
+        # Orbax writes these only for jax.Arrays (numpy values have none).
+        for f in (part / "array_metadatas").glob("*"):
+            arrays += json.loads(f.read_text()).get("array_metadatas", [])
+    (out / "_METADATA").write_text(json.dumps(metadata))
+    (out / "_sharding").write_text(json.dumps(shardings))
+    (out / "array_metadatas" / "process_0").write_text(json.dumps({"array_metadatas": arrays}))
+    run_sync(
+        ocdbt_utils.merge_ocdbt_per_process_files(
+            out,
+            ts_context=tensorstore_utils.get_ts_context(use_ocdbt=True),
+            use_zarr3=False,
+            enable_validation=False,
+        )
+    )
+    (out / "commit_success.txt").write_text("Checkpoint commit was successful.")
