@@ -5,8 +5,9 @@ dict of a variable (to keep the guide's ``sharding`` key), whether state may cha
 current trace level (to refuse a write *before* anything is written), the bookkeeping of NNX's
 attribute checks (to skip walks that cannot fail), Linen's call context (to run NNX code as
 if outside Linen, and to tell a plain top-level call), the mesh of a ``with mesh:`` block, the
-hook through which NNX constructs a module, and the text of a few Flax errors that carry no
-attributes. They all live here, and nowhere else under ``src/linnx`` (a test greps for it).
+hook through which NNX constructs a module, the text of a few Flax errors that carry no
+attributes, and Orbax's private OCDBT merge (the streamed checkpoint migration joins its groups
+with it). They all live here, and nowhere else under ``src/linnx`` (a test greps for it).
 
 Each access is guarded: at import, :data:`CHECKS` records, by name, whether the internal
 looks as this module expects. Where a check fails (another Flax or JAX version), the code
