@@ -1,17 +1,21 @@
 """The errors specific to Linen-style modules.
 
 Both derive from :class:`linnx.LinnxError` (and from the builtin a Python user would expect), so
-``except linnx.LinnxError`` catches them with the rest of the family.
+``except linnx.LinnxError`` catches them with the rest of the family. :class:`NameInUseError`
+stands in for Linen's error of the same name, so it is also a ``flax.errors.NameInUseError``:
+code ported from Linen keeps its ``except`` clauses.
 """
 
 from __future__ import annotations
+
+import flax.errors
 
 from .._errors import LinnxError
 
 __all__ = ["NameInUseError", "ModuleDefinitionError"]
 
 
-class NameInUseError(LinnxError, ValueError):
+class NameInUseError(LinnxError, flax.errors.NameInUseError, ValueError):
     """Two submodules or variables of one module claim the same name.
 
     Example:
@@ -28,6 +32,11 @@ class NameInUseError(LinnxError, ValueError):
         ...     print(str(e).splitlines()[0])
         Twice: the name 'proj' is used twice in one call of a compact method.
     """
+
+    # Linen's error builds its message from (key_type, value, module_name); linnx passes the
+    # message it wrote.
+    def __init__(self, *args: object) -> None:
+        Exception.__init__(self, *args)
 
 
 class ModuleDefinitionError(LinnxError, TypeError):
