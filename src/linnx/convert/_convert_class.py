@@ -341,7 +341,9 @@ class _Converter:
             def visit_Call(self, node):
                 execs = by_pos.pop(conv.pos_key(node), None)
                 f = node.func
-                if is_self_attr(f) and f.attr.value in _LINEN_API:
+                if is_self_attr(f) and f.attr.value == "sow":
+                    conv.convert_sow(node)
+                elif is_self_attr(f) and f.attr.value in _LINEN_API:
                     raise conv.fail(f"self.{f.attr.value}(...) is not converted yet", node)
                 if execs is None:
                     return
@@ -365,6 +367,30 @@ class _Converter:
         method.body.visit(V())
         if by_pos:
             raise self.fail("a submodule call could not be matched to the source")
+
+    def convert_sow(self, node: cst.Call) -> None:
+        """``self.sow('intermediates', name, value, ...)`` -> ``self.sow(nnx.Intermediate,
+        name, value, ...)``: NNX's sow takes the same name, value, ``reduce_fn`` and
+        ``init_fn`` (and the same defaults: values appended to a tuple)."""
+        args = node.args
+        first = args[0] if args else None
+        if (
+            first is None or first.keyword is not None or first.star
+            or not isinstance(first.value, cst.SimpleString)
+            or first.value.evaluated_value != "intermediates"
+        ):  # fmt: skip
+            raise self.fail(
+                "self.sow(...) into a collection other than a literal 'intermediates' is not "
+                "converted yet", node,
+            )  # fmt: skip
+        if any(a.star for a in args):
+            raise self.fail("self.sow(...) with *args or **kwargs", node)
+
+        def replace(updated: cst.Call) -> cst.Call:
+            head = updated.args[0].with_changes(value=cst.parse_expression("nnx.Intermediate"))
+            return updated.with_changes(args=[head, *updated.args[1:]])
+
+        self.replacers[node] = replace
 
     def make_site(
         self, node: cst.Call, execs, in_loop: bool, ctor: cst.Call | None = None,

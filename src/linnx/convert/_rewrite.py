@@ -59,6 +59,8 @@ class Rewrite:
     plans: dict[str, ClassPlan]
     kept: list[Kept]
     path_maps: list[dict[str, str]] = field(default_factory=list)
+    # per example: Linen module path -> NNX module path, and the wrapped modules' paths
+    module_maps: list[tuple[dict, set]] = field(default_factory=list)
 
 
 def _user_classes(mod: types.ModuleType) -> dict[str, type]:
@@ -190,6 +192,7 @@ def rewrite(
     text = _assemble(tree, plans, kept)
     result = Rewrite(code=text, plans=plans, kept=list(kept.values()))
     result.path_maps = [path_map(t, plans, user) for t in traces]
+    result.module_maps = [module_paths(t, plans, user) for t in traces]
     return result
 
 
@@ -364,8 +367,11 @@ def _after_imports(body: list[cst.BaseStatement]) -> int:
 # -- the path map -------------------------------------------------------------------------------
 
 
-def path_map(trace: Trace, plans: dict[str, ClassPlan], user: dict[str, type]) -> dict[str, str]:
-    """Linen variable path (without the collection) -> NNX variable path, for one example."""
+def module_paths(
+    trace: Trace, plans: dict[str, ClassPlan], user: dict[str, type]
+) -> tuple[dict[tuple[str, ...], tuple[str, ...]], set[tuple[str, ...]]]:
+    """Linen module path -> NNX module path for one example, and the Linen paths of the
+    modules kept as Linen (wrapped in ``linnx.ToNNX``)."""
     nnx_of: dict[tuple[str, ...], tuple[str, ...]] = {(): ()}
     wrapped: set[tuple[str, ...]] = set()
     insts = sorted(trace.instances.values(), key=lambda i: len(i.path))
@@ -390,6 +396,12 @@ def path_map(trace: Trace, plans: dict[str, ClassPlan], user: dict[str, type]) -
                     wrapped.add(c.path)
             else:
                 nnx_of[c.path] = (*nnx_of[inst.path], c.name)
+    return nnx_of, wrapped
+
+
+def path_map(trace: Trace, plans: dict[str, ClassPlan], user: dict[str, type]) -> dict[str, str]:
+    """Linen variable path (without the collection) -> NNX variable path, for one example."""
+    nnx_of, wrapped = module_paths(trace, plans, user)
     out: dict[str, str] = {}
     for (col, *rest), _ in iter_vars(trace.variables):
         owner, name = tuple(rest[:-1]), rest[-1]
