@@ -396,6 +396,10 @@ class _Converter:
         self, node: cst.Call, execs, in_loop: bool, ctor: cst.Call | None = None,
         var: str | None = None,
     ) -> Site:  # fmt: skip
+        from flax import linen as nn
+
+        if any(c.cls is nn.Sequential for _, c in execs):
+            return self.sequential_site(node, execs, in_loop, ctor, var)
         classes = list(dict.fromkeys(c.cls for _, c in execs))
         norule = [c for c in classes if c.__module__.startswith("flax.") and not rule_for(c)]
         if norule:
@@ -461,6 +465,44 @@ class _Converter:
         return Site(
             key=node, child_cls=child_cls, kind=kind, execs=execs, line=self.lineno(node),
             base=base, is_list=in_loop, name_arg=name_arg, ctor=ctor, named=var is not None,
+        )  # fmt: skip
+
+    def sequential_site(self, node: cst.Call, execs, in_loop: bool, ctor, var) -> Site:
+        """``nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])(x)``: one site; the layers
+        built inline (Linen names them after the calling module) are its members."""
+        from flax import linen as nn
+
+        if in_loop:
+            raise self.fail("nn.Sequential created in a loop", node)
+        if ctor is None and isinstance(node.func, cst.Call):
+            ctor = node.func
+        if ctor is None:
+            raise self.fail("nn.Sequential built in one statement and called in another", node)
+        layers = ctor.args[0].value if ctor.args and ctor.args[0].keyword is None else None
+        if not isinstance(layers, cst.List | cst.Tuple) or any(
+            a.keyword is not None and a.keyword.value != "name" for a in ctor.args[1:]
+        ) or any(isinstance(e, cst.StarredElement) for e in layers.elements):
+            raise self.fail("nn.Sequential(...) without a literal list of layers", node)
+        name_arg = var
+        for a in ctor.args[1:]:
+            if not isinstance(a.value, cst.SimpleString):
+                raise self.fail("name= is not a plain string", node)
+            name_arg = a.value.evaluated_value
+        seq = [(i, c) for i, c in execs if c.cls is nn.Sequential]
+        inner = [(i, c) for i, c in execs if c.cls is not nn.Sequential]
+        modules = [k for k, e in enumerate(layers.elements) if isinstance(e.value, cst.Call)]
+        members: dict[str, int] = {}
+        for inst in {id(i): i for i, _ in seq}.values():
+            names = list(dict.fromkeys(c.name for i, c in inner if i is inst))
+            if len(names) != len(modules):
+                raise self.fail("nn.Sequential's layers could not be matched to its list", node)
+            for name, k in zip(names, modules, strict=True):
+                if members.setdefault(name, k) != k:
+                    raise self.fail("nn.Sequential's layers are named differently per call", node)
+        return Site(
+            key=node, child_cls=nn.Sequential, kind="sequential", execs=seq,
+            line=self.lineno(node), base="sequential", name_arg=name_arg, ctor=ctor,
+            inner=inner, members=members, named=var is not None,
         )  # fmt: skip
 
     def compatible(self, classes: list[type]) -> bool:

@@ -36,14 +36,18 @@ class Kept:
         ...        'class Inner(nn.Module):\\n'
         ...        '    @nn.compact\\n'
         ...        '    def __call__(self, x):\\n'
-        ...        '        return nn.Sequential([nn.Dense(2), nn.relu])(x)\\n'
+        ...        '        return nn.Sequential([\\n'
+        ...        '            nn.Dense(2), nn.Dropout(0.5, deterministic=True)])(x)\\n'
         ...        'class Outer(nn.Module):\\n'
         ...        '    @nn.compact\\n'
         ...        '    def __call__(self, x):\\n'
         ...        '        return Inner()(nn.Dense(3)(x))\\n')
         >>> result = convert.convert_source(src, ['Outer()(jnp.ones((1, 4)))'])
-        >>> result.kept, result.ok
-        ([Kept(name='Inner', reason='nn.Sequential has no conversion rule yet', line=5)], True)
+        >>> (kept,) = result.kept
+        >>> kept.name, kept.line, result.ok
+        ('Inner', 6, True)
+        >>> kept.reason
+        'deterministic= (a train/eval switch) of a layer inside nn.Sequential is not converted yet'
     """
 
     name: str
@@ -384,7 +388,10 @@ def module_paths(
                 site = plan.site_for(c)
                 if site is None:
                     raise ConvertError(f"internal: no site for {'/'.join(c.path)}")
-                if site.is_list and site.index_from_name:
+                if site.kind == "sequential" and c.name in site.members:
+                    owner = (*nnx_of[inst.path], site.attr, "layers")
+                    nnx_of[c.path] = (*owner, str(site.members[c.name]))
+                elif site.is_list and site.index_from_name:
                     k = int(c.name.rsplit("_", 1)[1])
                     nnx_of[c.path] = (*nnx_of[inst.path], site.attr, str(k))
                 elif site.is_list:
