@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.linnx-installed
 HOST_DEVICES := XLA_FLAGS=--xla_force_host_platform_device_count=8
 
-.PHONY: demo test lint bench bench-quick docs docs-serve docs-check clean
+.PHONY: demo test lint bench bench-quick bench-migrate docs docs-serve docs-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,9 +28,15 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_jit.py $(BENCH_JIT_ARGS)
 
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --quick $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_jit.py --quick $(BENCH_JIT_ARGS)
+
+# Checkpoint migration at real sizes (0.1 and 1.5 GiB; ~10 min, ~4 GiB of scratch disk).
+bench-migrate: $(STAMP)
+	$(BIN)/python benchmarks/bench_migrate.py $(BENCH_ARGS)
 
 # The documentation site (mkdocs.yml): built into site/, warnings are errors.
 DOCS_ENV := NO_MKDOCS_2_WARNING=1

@@ -1,16 +1,24 @@
 """``linnx migrate-weights``: a trained Linen ResNet checkpoint into the hand-ported NNX ResNet."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 from flax import nnx
 
+import linnx
 from linnx import migrate
 from linnx._cli import main
+from linnx.migrate import _cli
 
-from . import resnet_models
+from . import cli_models, resnet_models
 
 MOD = resnet_models.__name__
 
@@ -41,7 +49,7 @@ def test_trained_resnet_through_the_cli(trained_resnet, tmp_path, capsys):
     assert "Migration plan: 32 pairs" in out.out
     assert "params/LinenBlock_1/conv_proj/kernel" in out.out
     assert "Verification passed" in out.out
-    assert "migrate-weights" in out.err  # the progress bar
+    assert "migrate-weights" not in out.err  # no progress bar: stderr is not a terminal
     assert sorted(p.name for p in dst.iterdir()) == ["linnx.json", "model", "optimizer"]
     assert json.loads((dst / "linnx.json").read_text())["verified"]["ok"] is True
 
@@ -107,7 +115,175 @@ def test_errors_exit_with_code_2(trained_resnet, tmp_path, capsys):
     assert main(_args(src, dst, "--sample", "oops")) == 2
     assert "--sample 'oops'" in capsys.readouterr().err
     assert main(_args(src / "nowhere", dst)) == 2
-    assert "is not a directory" in capsys.readouterr().err
+    assert "nowhere' does not exist" in capsys.readouterr().err
     dst.mkdir()
     assert main(_args(src, dst)) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+# -- a language model with boxed parameters and an nn.Embed first -----------------------------
+
+LM = cli_models.__name__
+
+
+@pytest.fixture(scope="module")
+def lm_checkpoint(tmp_path_factory):
+    """A Linen LM's variables saved by Orbax alone, as a training script saves them."""
+    variables = cli_models.linen_lm().init(jax.random.key(0), jnp.zeros((2, 5), jnp.int32))
+    path = tmp_path_factory.mktemp("lm") / "linen_ckpt"
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path, variables)
+    return variables, path
+
+
+def _lm_args(src, dst, *extra):
+    return ["migrate-weights", "--linen", f"{LM}:linen_lm", "--nnx", f"{LM}:nnx_lm",
+            *extra, str(src), str(dst)]  # fmt: skip
+
+
+def test_boxed_language_model_through_the_cli(lm_checkpoint, tmp_path, capsys):
+    variables, src = lm_checkpoint
+    dst = tmp_path / "nnx"
+    assert main(_lm_args(src, dst, "--sample", "4,16:int32")) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "params/Dense_0/kernel " in out and "kernel/value" not in out
+    assert "Verification passed" in out
+    model = migrate.load_nnx_checkpoint(dst, cli_models.nnx_lm())
+    tokens = jnp.arange(10).reshape(2, 5) * 97
+    np.testing.assert_allclose(
+        model(tokens), cli_models.linen_lm().apply(variables, tokens), atol=1e-6
+    )
+
+
+def test_integer_samples_range_over_the_embedding_vocabulary():
+    (tokens,) = _cli._samples(["64,32:int32"], 0, cli_models.linen_lm(), {})
+    assert tokens.dtype == jnp.int32 and tokens.shape == (64, 32)
+    assert int(tokens.min()) >= 0 and int(tokens.max()) < cli_models.VOCAB
+    assert len(np.unique(tokens)) > cli_models.VOCAB // 2  # not {0, 1}
+    (given,) = _cli._samples(["8,8:int32:5..9"], 0, cli_models.linen_lm(), {})
+    assert set(np.unique(given).tolist()) <= {5, 6, 7, 8}
+    notes = []
+    (other,) = _cli._samples(["4:int32"], 0, resnet_models.linen_resnet(), {}, notes.append)
+    assert int(other.max()) <= 1 and "LOW..HIGH" in notes[0]
+
+
+def test_sample_from_a_npy_file(lm_checkpoint, tmp_path, capsys):
+    _, src = lm_checkpoint
+    tokens = np.array([[1, 998, 500, 7, 3]], np.int32)
+    np.save(tmp_path / "tokens.npy", tokens)
+    (loaded,) = _cli._samples([str(tmp_path / "tokens.npy")], 0)
+    np.testing.assert_array_equal(loaded, tokens)
+    npy = str(tmp_path / "tokens.npy")
+    assert main(_lm_args(src, tmp_path / "nnx", "--sample", npy)) == 0
+    assert "Verification passed" in capsys.readouterr().out
+    assert main(_lm_args(src, tmp_path / "nnx2", "--sample", str(tmp_path / "no.npy"))) == 2
+    assert "no.npy': no such file" in capsys.readouterr().err
+
+
+def test_progress_bar_only_on_a_terminal(lm_checkpoint, tmp_path, capsys, monkeypatch):
+    _, src = lm_checkpoint
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(_lm_args(src, tmp_path / "nnx", "--sample", "2,5:int32", "--no-verify")) == 0
+    assert "migrate-weights: 100%" in capsys.readouterr().err
+
+
+def test_orbax_event_loop_tracebacks_never_reach_the_user(lm_checkpoint, tmp_path):
+    _, src = lm_checkpoint
+    bad = tmp_path / "bad"
+    import shutil
+
+    shutil.copytree(src, bad)
+    for data in (bad / "d").iterdir():  # the merged index: Orbax fails reading the metadata
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(linnx.__file__).parents[1]), str(Path(__file__).parents[2])])}  # fmt: skip
+    args = [a.replace(LM, "tests.migrate.cli_models") for a in _lm_args(bad, tmp_path / "o")]
+    done = subprocess.run(
+        [sys.executable, "-m", "linnx._cli", *args, "--sample", "2,5:int32"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "is truncated or damaged" in done.stderr
+    assert "Event loop is closed" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_noise_filter_drops_only_event_loop_tracebacks():
+    import io
+
+    sink = io.StringIO()
+    quiet = _cli._OrbaxNoiseFilter(sink)
+    noise = (
+        "Traceback (most recent call last):\n"
+        '  File "asyncio/base_events.py", line 806, in call_soon_threadsafe\n'
+        "    self._check_closed()\n"
+        "RuntimeError: Event loop is closed\n"
+    )
+    other = noise.replace("RuntimeError: Event loop is closed", "ValueError: a real problem")
+    quiet.write("\rbar 1/6")
+    quiet.write(noise[:50])
+    quiet.write(noise[50:] + "error: the checkpoint is damaged\n" + other)
+    quiet.flush()
+    assert sink.getvalue() == "\rbar 1/6error: the checkpoint is damaged\n" + other
+
+
+def test_streamed_and_sharded_through_the_cli(lm_checkpoint, tmp_path, capsys):
+    variables, src = lm_checkpoint
+    args = _lm_args(src, tmp_path / "streamed", "--sample", "2,5:int32", "--stream",
+                    "--group-mib", "1")  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "Verification passed: the checksum (XXH3-128) of each of the 5 Linen arrays" in out
+    assert "the models were not run" in out
+    info = json.loads((tmp_path / "streamed" / "linnx.json").read_text())
+    assert info["streamed"]["verified"] == "checksums" and info["plan"]["pairs"]
+    tokens = jnp.arange(10).reshape(2, 5) * 97
+    model = migrate.load_nnx_checkpoint(tmp_path / "streamed", cli_models.nnx_lm())
+    np.testing.assert_allclose(
+        model(tokens), cli_models.linen_lm().apply(variables, tokens), atol=1e-6
+    )
+    if len(jax.devices()) >= 8:
+        args = _lm_args(src, tmp_path / "sharded", "--sample", "2,5:int32", "--mesh",
+                        "data=2,model=4")  # fmt: skip
+        assert main(args) == 0, capsys.readouterr().err
+        assert "Verification passed" in capsys.readouterr().out
+    assert main(_lm_args(src, tmp_path / "x", "--sample", "2,5:int32", "--mesh", "data")) == 2
+    assert "expected NAME=SIZE" in capsys.readouterr().err
+    assert main(_lm_args(src, tmp_path / "x", "--sample", "2,5:int32", "--stream", "--tx",
+                         f"{MOD}:make_tx")) == 2  # fmt: skip
+    assert "--stream moves the weights only" in capsys.readouterr().err
+
+
+def test_noise_filter_separates_threads_printing_at_once():
+    import io
+    import threading
+
+    sink = io.StringIO()
+    quiet = _cli._OrbaxNoiseFilter(sink)
+    noise = (
+        "Traceback (most recent call last):\n"
+        '  File "asyncio/base_events.py", line 519, in _check_closed\n'
+        "    raise RuntimeError('Event loop is closed')\n"
+        "RuntimeError: Event loop is closed\n"
+    )
+    half = threading.Event()
+
+    def background():
+        quiet.write(noise[:40])
+        half.set()
+        quiet.write(noise[40:])
+
+    thread = threading.Thread(target=background)
+    thread.start()
+    half.wait()
+    quiet.write("error: damaged")  # the main thread, between the other thread's pieces
+    thread.join()
+    quiet.write("\nFix: copy it again\n")
+    quiet.flush()
+    assert sink.getvalue() == "error: damaged\nFix: copy it again\n"
+
+    # A flush (at exit) in the middle of a noise traceback keeps it back until its end.
+    quiet.write(noise[:120])
+    quiet.flush()
+    quiet.write(noise[120:])
+    quiet.flush()
+    assert sink.getvalue() == "error: damaged\nFix: copy it again\n"

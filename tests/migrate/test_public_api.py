@@ -18,6 +18,7 @@ PUBLIC = [
     "LinenCheckpoint", "read_linen_checkpoint", "linen_checkpoint_to_nnx",
     "save_nnx_checkpoint", "load_nnx_checkpoint", "save_linen_checkpoint",
     "nnx_checkpoint_to_linen",
+    "stream_linen_checkpoint_to_nnx", "StreamReport", "parse_mesh",
     "MigrationError", "MissingWeightsError", "UnusedWeightsError", "ShapeMismatchError",
     "AmbiguousPairingError", "RenameError", "TraceError", "VerificationError", "CheckpointError",
     "MigrationTypeError", "NonFiniteValuesError",

@@ -13,6 +13,9 @@ from ._checkpoint import nnx_checkpoint_to_linen as nnx_checkpoint_to_linen
 from ._checkpoint import read_linen_checkpoint as read_linen_checkpoint
 from ._checkpoint import save_linen_checkpoint as save_linen_checkpoint
 from ._checkpoint import save_nnx_checkpoint as save_nnx_checkpoint
+from ._checkpoint_stream import StreamReport as StreamReport
+from ._checkpoint_stream import parse_mesh as parse_mesh
+from ._checkpoint_stream import stream_linen_checkpoint_to_nnx as stream_linen_checkpoint_to_nnx
 from ._errors import AmbiguousPairingError as AmbiguousPairingError
 from ._errors import CheckpointError as CheckpointError
 from ._errors import MigrationError as MigrationError

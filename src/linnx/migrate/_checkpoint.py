@@ -16,7 +16,7 @@ is the standard NNX recipe::
 Every write goes to a hidden temporary directory next to the destination, which is renamed
 into place only once Orbax has finished, so an interrupted run never leaves a half-written
 checkpoint under the destination name, and a failed overwrite leaves the old one intact.
-Every checkpoint linnx writes also records the SHA-256 digest of each of its files in
+Every checkpoint linnx writes also records a digest (XXH3-128) of each of its files in
 ``linnx.json``; reading it back checks them, so a truncated or damaged copy is refused by name
 instead of restoring garbage. Reads restore into new arrays first and update a model only
 when everything has been read and checked, so a failed read leaves the model as it was.
@@ -38,11 +38,22 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from flax.core import meta
 
-from .._errors import LinnxError
-from ._checkpoint_files import PathLike, _atomic_dir, _record_files, _writer, verify_files
+from ..bridge import ToNNX
+from ._checkpoint_boxes import box_record, names_after, rebox, unwrap
+from ._checkpoint_files import (
+    PathLike,
+    _atomic_dir,
+    _reading,
+    _record_files,
+    _tree_metadata,
+    _writer,
+    recorded_info,
+    verify_files,
+)
 from ._checks import check_mapping, check_nnx, check_path, check_plan
 from ._errors import CheckpointError
 from ._optim import opt_state_to_linen, opt_state_to_nnx
+from ._paths import flatten_mapping, path_str
 from ._plan import Plan
 from ._transfer import linen_to_nnx, nnx_to_linen
 
@@ -64,16 +75,21 @@ _SAVABLE = (jax.Array, np.ndarray, np.generic, int, float, bool)
 _LINEN_FORMAT = "linnx.linen-checkpoint/1"
 
 
-@dataclass
+@dataclass(repr=False)
 class LinenCheckpoint:
     """What a Linen checkpoint directory holds, split into the parts a migration needs.
 
     Attributes:
-        variables: the Linen variables dict (``params`` and the other collections).
+        variables: the Linen variables dict (``params`` and the other collections). A
+            parameter saved boxed (``nn.with_partitioning``, ``nn.with_logical_partitioning``)
+            is read back as its box when linnx wrote the checkpoint (the names are recorded
+            in ``linnx.json``), as its bare array otherwise: never as ``.../kernel/value``.
         opt_state: the optax state of a ``TrainState`` (dicts and lists), else ``None``.
         step: the ``TrainState`` step, else ``None``.
         kind: ``'variables'`` or ``'train_state'``.
         extra: other ``TrainState`` fields that are not collections (left out).
+        boxes: the paths of the boxed parameters and their axis names (``None`` where the
+            checkpoint does not record them: Orbax keeps only the array of a box).
 
     Example:
         >>> from linnx import migrate
@@ -86,6 +102,35 @@ class LinenCheckpoint:
     step: int | None = None
     kind: str = "variables"
     extra: dict[str, Any] = field(default_factory=dict)
+    boxes: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # A summary, never the arrays: a real checkpoint would print gigabytes of numbers.
+        leaves = jax.tree_util.tree_leaves(meta.unbox(self.variables))
+        size = sum(getattr(x, "nbytes", 0) for x in leaves)
+        parts = [f"kind={self.kind!r}"]
+        if self.step is not None:
+            parts.append(f"step={self.step}")
+        collections = ", ".join(
+            f"{name!r}: {len(jax.tree_util.tree_leaves(meta.unbox(tree)))} arrays"
+            for name, tree in self.variables.items()
+        )
+        parts.append(f"variables={{{collections}}} ({_bytes(size)})")
+        if self.opt_state is not None:
+            parts.append(f"opt_state={len(jax.tree_util.tree_leaves(self.opt_state))} arrays")
+        if self.boxes:
+            parts.append(f"boxes={len(self.boxes)}")
+        if self.extra:
+            parts.append(f"extra={sorted(self.extra)}")
+        return f"LinenCheckpoint({', '.join(parts)})"
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
 
 
 def _is_checkpoint(path: Path) -> bool:
@@ -108,6 +153,11 @@ def _item_in(directory: Path) -> Path | None:
 def _resolve(path: PathLike) -> Path:
     check_path(path, "read_linen_checkpoint")
     root = Path(path).expanduser().resolve()
+    if not root.exists():
+        raise CheckpointError(
+            f"{str(root)!r} does not exist.\nFix: pass the directory of an Orbax checkpoint "
+            "(check the spelling, and the working directory for a relative path)."
+        )
     if not root.is_dir():
         raise CheckpointError(f"{str(root)!r} is not a directory.\nFix: pass an Orbax checkpoint.")
     found = _item_in(root)
@@ -158,8 +208,13 @@ def read_linen_checkpoint(path: PathLike) -> LinenCheckpoint:
         # about it); linen_to_nnx places each value like the NNX variable it fills.
         tree = _tree_metadata(ckptr, where)
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        with _reading(where):
+        with _reading(where, ckptr, tree):
             raw = ckptr.restore(where, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    return _split(raw, where)
+
+
+def _split(raw: Any, where: Path) -> LinenCheckpoint:
+    """A restored tree as a :class:`LinenCheckpoint`: boxes folded back, TrainState split."""
     if not isinstance(raw, Mapping) or "params" not in raw:
         keys = list(raw) if isinstance(raw, Mapping) else type(raw).__name__
         raise CheckpointError(
@@ -167,21 +222,24 @@ def read_linen_checkpoint(path: PathLike) -> LinenCheckpoint:
             "(both have a 'params' entry).\n"
             "Fix: restore it yourself and pass the variables dict to linen_to_nnx(...)."
         )
-    raw = dict(raw)
+    record = recorded_info(where).get("boxes")
+    raw, boxes = unwrap(dict(raw), record if isinstance(record, Mapping) else {})
     if not any(k in raw for k in _TRAIN_STATE_FIELDS):
-        return LinenCheckpoint(variables=meta.unbox(raw))
+        return LinenCheckpoint(variables=raw, boxes=boxes)
     variables, extra = {}, {}
     for key, value in raw.items():
         if key in _TRAIN_STATE_FIELDS or key in _STATIC_FIELDS:
             continue
         (variables if isinstance(value, Mapping) else extra)[key] = value
     step = raw.get("step")
+    opt_state = meta.unbox(raw.get("opt_state"))
     return LinenCheckpoint(
-        variables=meta.unbox(variables),
-        opt_state=raw.get("opt_state"),
+        variables=variables,
+        opt_state=opt_state,
         step=None if step is None else int(step),
         kind="train_state",
         extra=extra,
+        boxes={p: n for p, n in boxes.items() if not p.startswith("opt_state/")},
     )
 
 
@@ -194,6 +252,7 @@ def linen_checkpoint_to_nnx(
     allow_missing: str | Iterable[str] = (),
     allow_unused: str | Iterable[str] = (),
     allow_nonfinite: bool | str | Iterable[str] = False,
+    cast: bool = False,
 ) -> LinenCheckpoint:
     """Reads a Linen checkpoint into an NNX model (and optimizer), following a plan.
 
@@ -203,7 +262,7 @@ def linen_checkpoint_to_nnx(
         plan: from :func:`match`.
         optimizer: an ``nnx.Optimizer`` for the model; when given, the ``TrainState``'s
             ``opt_state`` and ``step`` move into it. When omitted they are not migrated.
-        allow_missing / allow_unused / allow_nonfinite: as for :func:`linen_to_nnx`.
+        allow_missing / allow_unused / allow_nonfinite / cast: as for :func:`linen_to_nnx`.
 
     Returns:
         The :class:`LinenCheckpoint` that was read (e.g. to :func:`verify` against it).
@@ -243,10 +302,11 @@ def linen_checkpoint_to_nnx(
         )
     # The weights and the optimizer state are checked separately; the second check may fail
     # after the first wrote, so both objects are put back as they were on any failure.
+    variables = rebox(ckpt.variables, ckpt.boxes, set(plan.linen_leaves))
     with _unchanged_on_error(nnx_model, optimizer):
         linen_to_nnx(
-            ckpt.variables, nnx_model, plan, allow_missing=allow_missing,
-            allow_unused=allow_unused, allow_nonfinite=allow_nonfinite,
+            variables, nnx_model, plan, allow_missing=allow_missing,
+            allow_unused=allow_unused, allow_nonfinite=allow_nonfinite, cast=cast,
         )  # fmt: skip
         if optimizer is not None:
             opt_state_to_nnx(ckpt.opt_state, optimizer, plan, allow_nonfinite=allow_nonfinite)
@@ -254,7 +314,36 @@ def linen_checkpoint_to_nnx(
                 optimizer.step.set_value(
                     jnp.asarray(ckpt.step, optimizer.step.get_value().dtype)
                 )
+    _keep_names(ckpt, nnx_model, plan)
     return ckpt
+
+
+def _keep_names(ckpt: LinenCheckpoint, nnx_model: nnx.Module, plan: Plan) -> None:
+    """Gives each NNX variable without sharding annotations the axis names of its Linen box.
+
+    They become the variable's ``out_sharding`` metadata (and ``sharding_rules`` for logical
+    names), which is what ``nnx.get_partition_spec`` reads; an annotation the port already
+    has is kept.
+    """
+    named = {p: n for p, n in ckpt.boxes.items() if n is not None}
+    if not named:
+        return
+    flat = {path_str(p): v for p, v in flatten_mapping(ckpt.variables).items()}
+    live = {path_str(p): v for p, v in nnx.to_flat_state(nnx.state(nnx_model))}
+    for pair in plan.pairs:
+        var = live.get(pair.nnx)
+        sources = [named.get(p) for p in pair.linen]
+        if var is None or None in sources or len(set(sources)) != 1:
+            continue
+        if var.get_metadata().get("out_sharding"):
+            continue
+        names = names_after(sources[0], pair.layout, len(pair.linen))
+        if names is None or len(names) != len(pair.nnx_shape):
+            continue
+        var.set_metadata("out_sharding", names)
+        rules = getattr(flat.get(pair.linen[0]), "rules", None)
+        if rules:
+            var.set_metadata("sharding_rules", rules)
 
 
 @contextmanager
@@ -271,39 +360,6 @@ def _unchanged_on_error(*objs: Any) -> Iterator[None]:
         for var, value in saved:
             var.set_value(value)
         raise
-
-
-def _tree_metadata(ckptr: Any, where: Path) -> Any:
-    """The saved tree's structure, or a CheckpointError when Orbax cannot read it."""
-    try:
-        metadata = ckptr.metadata(where)
-        tree = getattr(metadata, "item_metadata", metadata)
-        tree = getattr(tree, "tree", tree)
-    except Exception as e:
-        tree, cause = None, f"{type(e).__name__}: {e}"
-    else:
-        cause = "Orbax found no tree metadata"
-    if not isinstance(tree, Mapping):
-        raise CheckpointError(
-            f"{str(where)!r} is truncated or damaged: its tree metadata (_METADATA, "
-            f"manifest.ocdbt) cannot be read ({cause}).\n"
-            "Fix: copy the checkpoint again from its source, or use another checkpoint."
-        )
-    return tree
-
-
-@contextmanager
-def _reading(where: Path) -> Iterator[None]:
-    try:
-        yield
-    except LinnxError:
-        raise
-    except Exception as e:
-        raise CheckpointError(
-            f"{str(where)!r} could not be restored: {type(e).__name__}: {str(e)[:500]}\n"
-            "Fix: the checkpoint is truncated or damaged (copy it again, or use another one), "
-            "or it was not written for this model."
-        ) from e
 
 
 def _keyed(tree: Any) -> dict[str, Any]:
@@ -367,7 +423,7 @@ def save_nnx_checkpoint(
     Layout: ``path/model`` (``nnx.state(model)``), ``path/optimizer`` (``nnx.state(optimizer)``,
     when given) and ``path/linnx.json``.
 
-    ``linnx.json`` holds ``metadata`` and the SHA-256 digest of every file, which
+    ``linnx.json`` holds ``metadata`` and a digest (XXH3-128) of every file, which
     :func:`load_nnx_checkpoint` checks.
 
     Raises:
@@ -458,6 +514,7 @@ def load_nnx_checkpoint(
                 "save_nnx_checkpoint (or `linnx migrate-weights`)"
                 + (", with an optimizer." if name == "optimizer" else ".")
             )
+    _check_initialized(nnx_model, fn)
     verify_files(root)
     # Everything is read and checked before anything is updated.
     restored = []
@@ -470,6 +527,22 @@ def load_nnx_checkpoint(
     for obj, state in restored:
         nnx.update(obj, state)
     return nnx_model
+
+
+def _check_initialized(nnx_model: nnx.Module, fn: str) -> None:
+    """Refuses a model holding a ``ToNNX`` that has no variables yet (no ``lazy_init``)."""
+    empty = [
+        path_str(p) or "nnx_model"
+        for p, node in nnx.iter_graph(nnx_model)
+        if isinstance(node, ToNNX) and not node.linen_collections
+    ]
+    if empty:
+        raise CheckpointError(
+            f"{fn}(nnx_model=...): the ToNNX at {', '.join(empty[:5])} was never initialized, "
+            "so it has no variables to restore into.\n"
+            "Fix: call lazy_init first, e.g. linnx.lazy_init(nnx_model, sample_input) (or "
+            "nnx_model.lazy_init(sample_input)), then load; nothing was changed."
+        )
 
 
 def save_linen_checkpoint(path: PathLike, tree: Any, *, overwrite: bool = False) -> None:
@@ -511,7 +584,11 @@ def save_linen_checkpoint(path: PathLike, tree: Any, *, overwrite: bool = False)
         )
     with _atomic_dir(path, overwrite, fn) as tmp, _writer() as ckptr:
         ckptr.save(tmp, tree)
-        _record_files(tmp, {"format": _LINEN_FORMAT})
+        info: dict[str, Any] = {"format": _LINEN_FORMAT}
+        boxes = box_record(tree)
+        if boxes:  # Orbax keeps a box's array only; its axis names live here
+            info["boxes"] = boxes
+        _record_files(tmp, info)
 
 
 def nnx_checkpoint_to_linen(

@@ -3,13 +3,16 @@
 Every write goes to a hidden temporary directory next to the destination, which is renamed
 into place only once Orbax has finished, so an interrupted run never leaves a half-written
 checkpoint under the destination name, and a failed overwrite leaves the old one intact.
-Every checkpoint linnx writes also records the SHA-256 digest of each of its files in
-``linnx.json``; reading it back checks them, so a truncated or damaged copy is refused by name
-instead of restoring garbage.
+Every checkpoint linnx writes also records a digest of each of its files in ``linnx.json``
+(XXH3-128: it runs at memory speed, so recording it adds little to a multi-gigabyte save;
+records written with SHA-256 by earlier versions are still checked); reading it back checks
+them, so a truncated or damaged copy is refused by name instead of restoring garbage. The
+digest finds damage, not tampering: it is not a cryptographic signature.
 
 What goes into the files (Orbax trees, the NNX and Linen layouts) is ``_checkpoint.py``'s
-business; this module knows directories, files and digests, and the synchronous Orbax
-writer that the scratch-and-rename relies on.
+business; this module knows directories, files and digests, the synchronous Orbax writer that
+the scratch-and-rename relies on, Orbax's partial restore (and naming the arrays a damaged
+checkpoint cannot give back), and joining checkpoints written in parts into one.
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
+import xxhash
 
 from .._errors import LinnxError
 from ._checks import check_path
@@ -120,10 +127,15 @@ def _writer() -> Iterator[ocp.Checkpointer]:
         ckptr.close()
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
+#: digest name in ``linnx.json`` -> hash constructor; new records use :data:`DIGEST`.
+HASHES: dict[str, Any] = {"xxh3_128": xxhash.xxh3_128, "sha256": hashlib.sha256}
+DIGEST = "xxh3_128"
+
+
+def _digest(path: Path, algorithm: str = DIGEST) -> str:
+    h = HASHES[algorithm]()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
 
@@ -131,11 +143,20 @@ def _digest(path: Path) -> str:
 def _record_files(directory: Path, info: dict[str, Any]) -> None:
     """Writes ``linnx.json`` with ``info`` and the digest of every file under ``directory``."""
     files = {
-        p.relative_to(directory).as_posix(): {"bytes": p.stat().st_size, "sha256": _digest(p)}
+        p.relative_to(directory).as_posix(): {"bytes": p.stat().st_size, DIGEST: _digest(p)}
         for p in sorted(directory.rglob("*")) if p.is_file() and p.name != _INFO
     }  # fmt: skip
     text = json.dumps({**info, "files": files}, indent=1, default=str)
     (directory / _INFO).write_text(text)
+
+
+def recorded_info(directory: Path) -> dict[str, Any]:
+    """What ``linnx.json`` in ``directory`` says (after :func:`verify_files`); ``{}`` if none."""
+    try:
+        info = json.loads((directory / _INFO).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def verify_files(directory: Path) -> None:
@@ -163,7 +184,9 @@ def verify_files(directory: Path) -> None:
             problems.append(
                 f"{rel}: {file.stat().st_size} bytes, {expected.get('bytes')} when written"
             )
-        elif _digest(file) != expected.get("sha256"):
+        elif not any(name in expected for name in HASHES):
+            problems.append(f"{rel}: its record in {_INFO} has no digest")
+        elif _digest(file, algo := next(n for n in HASHES if n in expected)) != expected[algo]:
             problems.append(f"{rel}: contents changed since it was written")
     if problems:
         shown = "\n".join(f"  {p}" for p in problems[:10])
@@ -175,3 +198,139 @@ def verify_files(directory: Path) -> None:
             "Fix: copy the checkpoint again from its source (an interrupted copy or sync "
             "truncates files), or use another checkpoint."
         )
+
+
+# -- reading: Orbax metadata, partial restores, naming what cannot be read -----------------------
+
+
+def _tree_metadata(ckptr: Any, where: Path) -> Any:
+    """The saved tree's structure, or a CheckpointError when Orbax cannot read it."""
+    try:
+        metadata = ckptr.metadata(where)
+        tree = getattr(metadata, "item_metadata", metadata)
+        tree = getattr(tree, "tree", tree)
+    except Exception as e:
+        tree, cause = None, f"{type(e).__name__}: {e}"
+    else:
+        cause = "Orbax found no tree metadata"
+    if not isinstance(tree, Mapping):
+        raise CheckpointError(
+            f"{str(where)!r} is truncated or damaged: its tree metadata (_METADATA, "
+            f"manifest.ocdbt) cannot be read ({cause}).\n"
+            "Fix: copy the checkpoint again from its source, or use another checkpoint."
+        )
+    return tree
+
+
+def _leaf_meta(tree: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    node: Any = tree
+    for k in keys:
+        node = node[k]
+    return node
+
+
+def subtree(tree: Mapping[str, Any], paths: Iterable[tuple[str, ...]]) -> dict[str, Any]:
+    """The part of a nested mapping that holds ``paths`` (each a tuple of keys)."""
+    out: dict[str, Any] = {}
+    for path in paths:
+        node, src = out, tree
+        for key in path[:-1]:
+            src = src[key]
+            node = node.setdefault(key, {})
+        node[path[-1]] = src[path[-1]]
+    return out
+
+
+def restore_part(ckptr: Any, where: Path, tree: Mapping[str, Any], make_args: Any) -> Any:
+    """Orbax partial restore of ``tree`` (a part of the saved metadata tree) from ``where``.
+
+    ``make_args(path, metadata)`` gives each leaf's ``RestoreArgs``: only those arrays are
+    read, so the memory a read needs is the size of the part.
+    """
+    args = jax.tree_util.tree_map_with_path(make_args, tree)
+    return ckptr.restore(
+        where, args=ocp.args.PyTreeRestore(item=tree, restore_args=args, partial_restore=True)
+    )
+
+
+def _host_args(_: Any, __: Any) -> Any:
+    return ocp.RestoreArgs(restore_type=np.ndarray)
+
+
+def damaged_arrays(ckptr: Any, where: Path, tree: Mapping[str, Any]) -> list[str]:
+    """The key paths of the arrays that cannot be read, one by one (the error path only)."""
+    bad = []
+    for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        keys = tuple(str(getattr(k, "key", k)) for k in path)
+        try:
+            restore_part(ckptr, where, subtree(tree, [keys]), _host_args)
+        except Exception:
+            bad.append("/".join(keys))
+    return bad
+
+
+@contextmanager
+def _reading(where: Path, ckptr: Any = None, tree: Any = None) -> Iterator[None]:
+    try:
+        yield
+    except LinnxError:
+        raise
+    except Exception as e:
+        bad = damaged_arrays(ckptr, where, tree) if tree is not None else []
+        which = ""
+        if bad:
+            shown = ", ".join(bad[:10]) + (f", ... ({len(bad) - 10} more)" if len(bad) > 10 else "")
+            which = f"\nUnreadable arrays ({len(bad)}): {shown}"
+        raise CheckpointError(
+            f"{str(where)!r} could not be restored: {type(e).__name__}: {str(e)[:500]}{which}\n"
+            "Fix: the checkpoint is truncated or damaged (copy it again, or use another one), "
+            "or it was not written for this model."
+        ) from e
+
+
+# -- digests of arrays and files, and joining checkpoints written in parts ---------------------
+
+
+def checksum(value: Any) -> str:
+    """XXH3-128 of an array's bytes (its shape and dtype included)."""
+    a = np.ascontiguousarray(np.asarray(value))
+    h = HASHES[DIGEST](f"{a.dtype.str}{a.shape}".encode())
+    if a.size:
+        h.update(a.reshape(-1).view(np.uint8))
+    return h.hexdigest()
+
+
+def _digest_open(handle: Any) -> str:
+    with handle:
+        h = HASHES[DIGEST]()
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            h.update(block)
+        return h.hexdigest()
+
+
+def _digest_files(directory: Path, pool: ThreadPoolExecutor) -> dict[str, Future[str]]:
+    """Digests of the files under ``directory``, computed in the background. Each file is
+    opened now, so moving the directory meanwhile (as joining the parts does) is harmless."""
+    return {
+        p.relative_to(directory).as_posix(): pool.submit(_digest_open, open(p, "rb"))  # noqa: SIM115
+        for p in sorted(directory.rglob("*")) if p.is_file()
+    }  # fmt: skip
+
+
+def record_parts(
+    tmp: Path, model_dir: Path, early: Mapping[str, Future[str]], info: Mapping[str, Any]
+) -> None:
+    """``linnx.json``: the digests of every file; the parts' data files were digested in the
+    background while the next groups were read, so only the joined index is hashed here."""
+    renamed = {}
+    for name, fut in early.items():
+        k, rel = name.split("/", 1)
+        renamed[f"model/ocdbt.process_{k}/{rel}"] = fut.result()
+    files = {}
+    for p in sorted(tmp.rglob("*")):
+        if not p.is_file() or p.name == _INFO:
+            continue
+        rel = p.relative_to(tmp).as_posix()
+        digest = renamed.get(rel) or _digest(p)
+        files[rel] = {"bytes": p.stat().st_size, DIGEST: digest}
+    (tmp / _INFO).write_text(json.dumps({**info, "files": files}, indent=1, default=str))

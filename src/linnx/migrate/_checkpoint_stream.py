@@ -1,0 +1,707 @@
+"""Checkpoint migration at the size of real models: group by group, sharded, all-or-nothing.
+
+:func:`stream_linen_checkpoint_to_nnx` never holds the whole checkpoint. It checks the plan
+against the saved tree's *metadata* (shapes and dtypes: nothing is read yet), splits the pairs
+into groups of about ``group_bytes`` (the pairs that share a Linen leaf, as stacked or
+unstacked scanned layers do, stay together), and for each group restores only those arrays
+(Orbax partial restore), turns them into the NNX values (copy, stack, unstack, move an axis,
+cast) and writes them as one Orbax checkpoint of that part of ``nnx.state(model)``. At the end
+the parts become one checkpoint: each part's OCDBT database is a per-process database of the
+result, and Orbax's own merge indexes them (no array is copied twice). A Linen user restores
+it with the standard NNX recipe, exactly like what :func:`save_nnx_checkpoint` writes.
+
+With a ``mesh``, each NNX value is read straight into the sharding its variable's annotation
+asks for (``nnx.with_partitioning``, or the names a boxed Linen parameter carried): the
+source arrays are restored already sharded, the layout change runs under ``jax.jit`` with
+those output shardings, and Orbax writes each shard from the device that holds it.
+
+Everything happens in the scratch directory of ``_checkpoint_files._atomic_dir``: an
+interrupted or refused run leaves nothing at the destination. Verification re-reads the
+written checkpoint part by part, rebuilds every Linen leaf from it with the inverse layout
+change, and compares its checksum (XXH3-128) with that of the source array as it was read.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from .._flax_internals import join_orbax_parts, orbax_join_available
+from ._checkpoint import FORMAT, _check_initialized, _resolve
+from ._checkpoint_files import (
+    PathLike,
+    _atomic_dir,
+    _digest_files,
+    _leaf_meta,
+    _reading,
+    _tree_metadata,
+    _writer,
+    checksum,
+    record_parts,
+    restore_part,
+    subtree,
+    verify_files,
+)
+from ._checks import check_finite, check_mapping, check_nnx, check_path, check_plan
+from ._errors import CheckpointError, MigrationTypeError
+from ._paths import matches_any, patterns
+from ._plan import Pair, Plan, _desc
+from ._record import EXCLUDED_NNX_TYPES
+from ._transfer import check_problems, to_linen_value, to_nnx_value
+
+__all__ = ["StreamReport", "stream_linen_checkpoint_to_nnx", "parse_mesh"]
+
+_NOT_VARIABLES = ("step", "opt_state", "apply_fn", "tx")
+_INFO = "linnx.json"
+
+
+@dataclass(frozen=True)
+class StreamReport:
+    """What :func:`stream_linen_checkpoint_to_nnx` did, and what its verification checked.
+
+    Attributes:
+        arrays: NNX arrays written.
+        groups: groups the checkpoint was moved in (each restored, changed and written alone).
+        largest_group_bytes: bytes of the largest group's Linen arrays (what bounds memory).
+        verified: ``'checksums'`` (every moved array re-read from the written checkpoint and
+            compared with the source by checksum (XXH3-128)) or ``'none'``.
+        checked: Linen leaves whose checksum was compared.
+        differing: Linen leaves whose re-read bytes differ from the source.
+        sharded: ``True`` when the values were restored and written sharded on a mesh.
+        left_out: top-level entries of a ``TrainState`` checkpoint that were not moved
+            (``step``, ``opt_state``).
+
+    Example:
+        >>> from linnx import migrate
+        >>> report = migrate.StreamReport(arrays=2, groups=1, largest_group_bytes=96,
+        ...                               verified='checksums', checked=2)
+        >>> report.ok
+        True
+    """
+
+    arrays: int
+    groups: int
+    largest_group_bytes: int
+    verified: str
+    checked: int = 0
+    differing: tuple[str, ...] = ()
+    sharded: bool = False
+    left_out: tuple[str, ...] = ()
+    kept: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        """No moved array differs from its source (vacuously true when not verified)."""
+        return not self.differing
+
+    def __str__(self) -> str:
+        head = (
+            f"Streamed migration: {self.arrays} NNX arrays written in {self.groups} group(s) "
+            f"(largest {self.largest_group_bytes / 2**20:.1f} MiB)"
+            + (", sharded on the mesh" if self.sharded else "")
+            + "."
+        )
+        if self.verified == "none":
+            return head + "\nNot verified (checksums were not compared)."
+        if self.differing:
+            shown = ", ".join(self.differing[:10])
+            return (
+                f"{head}\nVerification FAILED: {len(self.differing)} of {self.checked} Linen "
+                f"arrays differ from the written checkpoint: {shown}"
+            )
+        return (
+            f"{head}\nVerification passed: the checksum (XXH3-128) of each of the "
+            f"{self.checked} Linen arrays, rebuilt from the written NNX checkpoint, equals "
+            "that of the source (checksums only: the models were not run)."
+        )
+
+
+def parse_mesh(spec: str) -> jax.sharding.Mesh:
+    """``'data=2,model=4'`` -> a ``Mesh`` over the first 8 devices with those axes.
+
+    Example:
+        >>> from linnx import migrate
+        >>> migrate.parse_mesh('data=1').axis_names
+        ('data',)
+    """
+    names, sizes = [], []
+    for part in str(spec).split(","):
+        name, sep, size = part.partition("=")
+        if not sep or not name.strip() or not size.strip().isdigit() or int(size) < 1:
+            raise MigrationTypeError(
+                f"mesh {spec!r}: expected NAME=SIZE[,NAME=SIZE...], e.g. 'data=2,model=4'.\n"
+                "Fix: name each mesh axis and give its size."
+            )
+        names.append(name.strip())
+        sizes.append(int(size))
+    count = int(np.prod(sizes))
+    devices = jax.devices()
+    if count > len(devices):
+        raise MigrationTypeError(
+            f"mesh {spec!r} needs {count} devices; {len(devices)} are visible.\nFix: choose "
+            "axis sizes whose product is at most the device count (on CPU, set XLA_FLAGS="
+            f"--xla_force_host_platform_device_count={count} before JAX starts)."
+        )
+    return jax.sharding.Mesh(np.array(devices[:count]).reshape(sizes), tuple(names))
+
+
+# -- the saved tree, seen through the plan ----------------------------------------------------
+
+
+def _source_index(tree: Mapping[str, Any], wanted: set[str]) -> dict[str, tuple[str, ...]]:
+    """Linen path (as the plan spells it) -> key path in the saved tree, for every array.
+
+    A box is saved with a trailing ``value`` level, which is folded away unless the plan
+    reads ``.../value`` itself (a parameter that is really called ``value``).
+    """
+    out: dict[str, tuple[str, ...]] = {}
+    for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        keys = tuple(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+        if keys[0] in _NOT_VARIABLES:
+            continue
+        name = "/".join(keys)
+        if keys[-1] == "value" and name not in wanted:
+            parent = tree
+            for k in keys[:-1]:
+                parent = parent[k]
+            if isinstance(parent, Mapping) and len(parent) == 1:
+                name = "/".join(keys[:-1])
+        out[name] = keys
+    return out
+
+
+def _nbytes(meta: Any) -> int:
+    return int(np.prod(meta.shape, dtype=np.int64)) * np.dtype(meta.dtype).itemsize
+
+
+def _groups(pairs: Sequence[Pair], size_of: Callable[[str], int], budget: int) -> list[list[Pair]]:
+    """Pairs in plan order, packed into groups; pairs sharing a Linen leaf stay together."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for pair in pairs:
+        for leaf in pair.linen[1:]:
+            parent[find(leaf)] = find(pair.linen[0])
+    components: dict[str, list[Pair]] = {}
+    for pair in pairs:
+        components.setdefault(find(pair.linen[0]), []).append(pair)
+    groups: list[list[Pair]] = []
+    current: list[Pair] = []
+    current_bytes = 0
+    for members in components.values():
+        nbytes = sum(size_of(leaf) for leaf in {leaf for p in members for leaf in p.linen})
+        if current and current_bytes + nbytes > budget:
+            groups.append(current)
+            current, current_bytes = [], 0
+        current.extend(members)
+        current_bytes += nbytes
+    if current:
+        groups.append(current)
+    return groups
+
+
+# -- shardings ---------------------------------------------------------------------------------
+
+
+def _nnx_spec(var: nnx.Variable, ndim: int) -> jax.sharding.PartitionSpec:
+    spec = nnx.spmd.get_var_pspec(var)
+    if spec is None:
+        return jax.sharding.PartitionSpec()
+    return spec
+
+
+def _linen_spec(pair: Pair, spec: jax.sharding.PartitionSpec, ndim: int) -> Any:
+    """The sharding of a source leaf that makes ``pair``'s layout change local to each shard."""
+    entries = list(spec) + [None] * (len(pair.nnx_shape) - len(spec))
+    lay = pair.layout
+    if lay.kind == "stack":
+        del entries[lay.nnx_axis]
+    elif lay.kind == "unstack":
+        entries.insert(lay.linen_axis, None)
+    elif lay.kind == "moveaxis":
+        entries.insert(lay.linen_axis, entries.pop(lay.nnx_axis))
+    return jax.sharding.PartitionSpec(*entries[:ndim])
+
+
+def _check_mesh_axes(mesh: jax.sharding.Mesh, specs: Mapping[str, Any]) -> None:
+    bad = []
+    for path, spec in specs.items():
+        for entry in spec:
+            for axis in entry if isinstance(entry, tuple) else (entry,):
+                if axis is not None and axis not in mesh.axis_names:
+                    bad.append(f"{path} asks for mesh axis {axis!r}")
+    if bad:
+        raise CheckpointError(
+            f"mesh=...: {len(bad)} NNX variable(s) are annotated with axes the mesh lacks "
+            f"(it has {', '.join(mesh.axis_names)}):\n  " + "\n  ".join(bad[:10]) + "\n"
+            "Fix: name the mesh axes as the annotations do, or resolve logical names with "
+            "nn.logical_axis_rules / the variables' sharding_rules."
+        )
+
+
+# -- digests -----------------------------------------------------------------------------------
+
+
+# -- writing the parts and joining them ---------------------------------------------------------
+
+
+class _Abort(BaseException):  # noqa: N818 - not an error; passes _atomic_dir untouched
+    """Leaves the scratch directory unpublished without an error (verification failed)."""
+
+
+def stream_linen_checkpoint_to_nnx(
+    src: PathLike,
+    dst: PathLike,
+    nnx_model: nnx.Module,
+    plan: Plan,
+    *,
+    allow_missing: str | Iterable[str] = (),
+    allow_unused: str | Iterable[str] = (),
+    allow_nonfinite: bool | str | Iterable[str] = False,
+    cast: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
+    verify: bool = True,
+    group_bytes: int = 256 << 20,
+    metadata: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    keep: bool = False,
+    check: Callable[[StreamReport], bool] | None = None,
+) -> StreamReport:
+    """Migrates a Linen checkpoint into an NNX checkpoint group by group, never all at once.
+
+    The result is what :func:`save_nnx_checkpoint` writes for ``nnx_model`` filled by
+    :func:`linen_checkpoint_to_nnx` (``dst/model``, ``dst/linnx.json``), bit for bit in its
+    values; peak memory is about the largest group, not the checkpoint.
+
+    Args:
+        src: the Linen checkpoint directory (variables dict or ``TrainState``; the
+            optimizer state is not moved in this mode).
+        dst: the NNX checkpoint directory to write.
+        nnx_model: the NNX model, concrete or abstract (``nnx.eval_shape(lambda: Model(...))``):
+            only its structure, dtypes and sharding annotations are used, except for the
+            variables the checkpoint does not fill (RNG state, ``allow_missing``), whose
+            current values are saved (so those must be concrete).
+        plan: from :func:`match`.
+        allow_missing / allow_unused / allow_nonfinite / cast: as for :func:`linen_to_nnx`.
+        mesh: restore and write each value sharded as its variable's annotation asks.
+        verify: re-read what was written and compare each Linen array's checksum (XXH3-128).
+        group_bytes: the size of the Linen arrays moved at a time.
+        metadata: extra entries for ``linnx.json``.
+        overwrite: replace ``dst`` if it exists.
+        keep: also return the values (``report.kept``: ``{'nnx': {path: value},
+            'linen': variables}``) for a caller that runs the models (memory: the checkpoint).
+        check: called with the report before the checkpoint is published; returning False
+            publishes nothing (used by the CLI to run the models first).
+
+    Returns:
+        A :class:`StreamReport`; when verification finds a difference nothing is published
+        at ``dst`` and ``report.ok`` is False.
+
+    Raises:
+        CheckpointError: ``src`` cannot be read (the unreadable arrays are named), ``dst``
+            exists (without ``overwrite``), a variable the checkpoint does not fill is
+            abstract, or a mesh axis is unknown. Nothing is left at ``dst``.
+        MissingWeightsError, UnusedWeightsError, ShapeMismatchError, NonFiniteValuesError: as
+            for :func:`linen_to_nnx`, before anything is written (NaN checks run per group,
+            and abort the run with nothing written).
+
+    Example:
+        >>> import tempfile, jax, jax.numpy as jnp
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> from flax import linen as nn, nnx
+        >>> from linnx import migrate
+        >>> x = jnp.ones((1, 3))
+        >>> src, dst = tmp.name + '/linen', tmp.name + '/nnx'
+        >>> migrate.save_linen_checkpoint(src, nn.Dense(2).init(jax.random.key(0), x))
+        >>> model = nnx.eval_shape(lambda: nnx.Linear(3, 2, rngs=nnx.Rngs(0)))
+        >>> plan = migrate.match(nn.Dense(2), model, x)
+        >>> report = migrate.stream_linen_checkpoint_to_nnx(src, dst, model, plan)
+        >>> report.ok, report.verified
+        (True, 'checksums')
+        >>> fresh = nnx.Linear(3, 2, rngs=nnx.Rngs(1))
+        >>> migrate.load_nnx_checkpoint(dst, fresh).kernel.shape
+        (3, 2)
+        >>> tmp.cleanup()
+    """
+    fn = "stream_linen_checkpoint_to_nnx"
+    check_path(src, fn, "src")
+    check_path(dst, fn, "dst")
+    check_nnx(nnx_model, fn)
+    check_plan(plan, fn)
+    check_mapping(metadata, fn, "metadata", "{'source': 'run-42'}", optional=True)
+    if not orbax_join_available():
+        raise CheckpointError(
+            f"{fn}: the installed Orbax is not the one whose checkpoint layout linnx joins "
+            "streamed groups with (orbax-checkpoint 0.12).\n"
+            "Fix: install orbax-checkpoint>=0.12,<0.13 (as linnx's requirements pin it), or "
+            "migrate in memory with linen_checkpoint_to_nnx."
+        )
+    if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
+        raise MigrationTypeError(
+            f"{fn}(mesh={mesh!r:.60}): expected a jax.sharding.Mesh.\n"
+            "Fix: e.g. mesh=migrate.parse_mesh('data=2,model=4')."
+        )
+    if not isinstance(group_bytes, int) or group_bytes < 1:
+        raise MigrationTypeError(
+            f"{fn}(group_bytes={group_bytes!r}): expected a positive number of bytes.\n"
+            "Fix: e.g. group_bytes=256 << 20."
+        )
+    if jax.process_count() > 1:
+        raise CheckpointError(
+            f"{fn}: {jax.process_count()} JAX processes: the migration runs in one process "
+            "(its scratch directory and the joining of the parts are not coordinated across "
+            "hosts).\nFix: migrate on one host (with a mesh of its devices if the model is "
+            "big); every host of the job can then restore the result into its own shards."
+        )
+    target = Path(dst).expanduser().resolve()
+    if target.exists() and not overwrite:  # before any work
+        raise CheckpointError(
+            f"{str(target)!r} already exists.\nFix: choose a new destination, or pass "
+            "overwrite=True (--overwrite) to replace it."
+        )
+    _check_initialized(nnx_model, fn)
+    allow_missing = patterns(allow_missing, "allow_missing")
+    allow_unused = patterns(allow_unused, "allow_unused")
+    where = _resolve(src)
+    verify_files(where)
+    live = {"/".join(map(str, p)): (p, v) for p, v in nnx.to_flat_state(nnx.state(nnx_model))}
+
+    with ocp.PyTreeCheckpointer() as reader:
+        tree = _tree_metadata(reader, where)
+        index = _source_index(tree, set(plan.linen_leaves))
+        metas = {name: _leaf_meta(tree, keys) for name, keys in index.items()}
+        pairs = _check(plan, live, metas, allow_missing, allow_unused, cast, fn)
+        specs: dict[str, Any] = {}
+        if mesh is not None:
+            specs = {p.nnx: _nnx_spec(live[p.nnx][1], len(p.nnx_shape)) for p in pairs}
+            _check_mesh_axes(mesh, specs)
+        filled = {p.nnx for p in pairs}
+        leftovers = [(path, var) for name, (path, var) in live.items() if name not in filled]
+        abstract = [
+            "/".join(map(str, path)) for path, var in leftovers
+            if isinstance(var.get_value(), jax.ShapeDtypeStruct)
+        ]  # fmt: skip
+        if abstract:
+            raise CheckpointError(
+                f"{fn}: {len(abstract)} NNX variable(s) get no value from the checkpoint, and "
+                f"nnx_model is abstract, so there is nothing to save for them: "
+                f"{', '.join(abstract[:10])}.\n"
+                "Fix: pass a concrete model (their current values are saved), or pair them."
+            )
+        groups = _groups(pairs, lambda leaf: _nbytes(metas[leaf]), group_bytes)
+
+        def restore_args(name_spec: Mapping[str, Any]) -> Callable[[Any, Any], Any]:
+            def make(path: Any, meta: Any) -> Any:
+                keys = tuple(str(getattr(k, "key", k)) for k in path)
+                spec = name_spec.get(keys)
+                if spec is None:
+                    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+                else:
+                    sharding = jax.sharding.NamedSharding(mesh, spec)
+                return ocp.ArrayRestoreArgs(
+                    sharding=sharding, global_shape=meta.shape, dtype=meta.dtype
+                )
+
+            return make
+
+        digests: dict[str, str] = {}
+        kept_nnx: dict[str, Any] = {}
+        kept_linen: dict[str, Any] = {}
+        largest = 0
+        pool = ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1)))
+        try:
+            with _atomic_dir(target, overwrite, fn) as tmp, _writer() as writer:
+                tmp.mkdir()
+                parts_dir = tmp / ".parts"
+                parts_dir.mkdir()
+                parts: list[Path] = []
+                file_digests: dict[str, Future[str]] = {}
+                pending: dict[int, list[Future[None]]] = {}
+                for k, group in enumerate(groups):
+                    leaves = list(dict.fromkeys(leaf for p in group for leaf in p.linen))
+                    largest = max(largest, sum(_nbytes(metas[leaf]) for leaf in leaves))
+                    src_specs: dict[tuple[str, ...], Any] = {}
+                    if mesh is not None:
+                        for p in group:
+                            for leaf in p.linen:
+                                src_specs.setdefault(index[leaf], _linen_spec(
+                                    p, specs[p.nnx], len(metas[leaf].shape)))  # fmt: skip
+                    with _reading(where, reader, subtree(tree, [index[x] for x in leaves])):
+                        restored = restore_part(
+                            reader, where, subtree(tree, [index[leaf] for leaf in leaves]),
+                            restore_args(src_specs),
+                        )  # fmt: skip
+                    sources = {leaf: _leaf_meta(restored, index[leaf]) for leaf in leaves}
+                    del restored
+                    values = {}
+                    for p in group:
+                        var = live[p.nnx][1]
+                        sharding = (
+                            None if mesh is None
+                            else jax.sharding.NamedSharding(mesh, specs[p.nnx])
+                        )  # fmt: skip
+                        values[p.nnx] = _transform(
+                            p, [sources[leaf] for leaf in p.linen], var, sharding
+                        )
+                    # NaN checks and source checksums run in the background while the
+                    # next group is read; the group before last must be done by now, so
+                    # at most two groups are alive at once.
+                    for fut in pending.pop(k - 1, []):
+                        fut.result()
+                    pending[k] = [pool.submit(
+                        _check_finite_group, group, values, allow_nonfinite, fn)]  # fmt: skip
+                    if verify:
+                        for leaf in leaves:
+                            dtype = _first_pair(group, leaf).nnx_dtype
+                            pending[k].append(pool.submit(
+                                _source_checksum, digests, leaf, sources[leaf], dtype))  # fmt: skip
+                    part = parts_dir / f"{k}"
+                    writer.save(part, _state([(live[n][0], live[n][1], v)
+                                              for n, v in values.items()]))  # fmt: skip
+                    file_digests.update(
+                        {f"{k}/{r}": f for r, f in _digest_files(part / "ocdbt.process_0",
+                                                                  pool).items()}
+                    )  # fmt: skip
+                    parts.append(part)
+                    if keep:
+                        kept_nnx.update(values)
+                        kept_linen.update(sources)
+                    del sources, values
+                if leftovers:
+                    part = parts_dir / f"{len(parts)}"
+                    writer.save(part, _state([(p, v, v.get_value()) for p, v in leftovers]))
+                    file_digests.update(
+                        {f"{len(parts)}/{r}": f for r, f in _digest_files(
+                            part / "ocdbt.process_0", pool).items()}
+                    )  # fmt: skip
+                    parts.append(part)
+                for futures in pending.values():
+                    for fut in futures:
+                        fut.result()
+                model_dir = tmp / "model"
+                join_orbax_parts(parts, model_dir)
+                shutil.rmtree(parts_dir)
+                differing: list[str] = []
+                if verify:
+                    differing = _verify(
+                        model_dir, groups, plan, live, digests, mesh, specs
+                    )
+                report = StreamReport(
+                    arrays=len(live),
+                    groups=len(groups) + bool(leftovers),
+                    largest_group_bytes=largest,
+                    verified="checksums" if verify else "none",
+                    checked=len(digests),
+                    differing=tuple(differing),
+                    sharded=mesh is not None,
+                    left_out=tuple(k for k in tree if k in _NOT_VARIABLES),
+                    kept={"nnx": kept_nnx, "linen": kept_linen} if keep else {},
+                )
+                if differing or (check is not None and not check(report)):
+                    raise _Abort(report)
+                record_parts(tmp, model_dir, file_digests, {
+                    **dict(metadata or {}), "format": FORMAT, "optimizer": False,
+                    "streamed": {"groups": report.groups, "verified": report.verified,
+                                 "checked": report.checked,
+                                 "mesh": None if mesh is None else dict(mesh.shape)},
+                })  # fmt: skip
+        except _Abort as stop:
+            return stop.args[0]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return report
+
+
+def _check_finite_group(
+    group: Sequence[Pair], values: Mapping[str, Any], allow: Any, fn: str
+) -> None:
+    """Refuses NaN and inf in a group's values: a fast test first, the counts only on failure."""
+    if allow is True or all(_all_finite(v) for v in values.values()):
+        return
+    check_finite(
+        ((f"{p.linen[0]} -> {p.nnx}", values[p.nnx]) for p in group),
+        allow, what="leaf/leaves to migrate", fn=fn,
+    )  # fmt: skip
+
+
+def _source_checksum(out: dict[str, str], leaf: str, value: Any, dtype: Any) -> None:
+    out[leaf] = checksum(jnp.asarray(value).astype(dtype))
+
+
+def _all_finite(value: Any) -> bool:
+    """A fast sufficient test: a sum of finite values is finite, and one NaN or inf makes
+    the sum NaN or inf. (A sum that overflows is a false alarm, which the exact check that
+    follows then clears.) One pass, no temporary the size of the array."""
+    if not jnp.issubdtype(value.dtype, jnp.inexact):
+        return True
+    if isinstance(value, jax.Array) and len(value.sharding.device_set) > 1:
+        return bool(jnp.isfinite(jnp.sum(value)))
+    host = np.asarray(value)  # a CPU array's own buffer, not a copy
+    wide = np.float32 if host.dtype.itemsize < 4 else None
+    return bool(np.isfinite(np.sum(host, dtype=wide)))
+
+
+def _first_pair(group: Sequence[Pair], leaf: str) -> Pair:
+    return next(p for p in group if leaf in p.linen)
+
+
+def _state(items: Sequence[tuple[tuple[Any, ...], nnx.Variable, Any]]) -> nnx.State:
+    """An ``nnx.State`` holding ``value`` for each variable: a part of ``nnx.state(model)``."""
+    return nnx.from_flat_state([(path, var.replace(value)) for path, var, value in items])
+
+
+def _transform(pair: Pair, sources: list[Any], var: nnx.Variable, sharding: Any) -> Any:
+    """The NNX value of ``pair`` from its restored sources, cast and placed.
+
+    On one device the change runs in numpy on the arrays' own buffers (a CPU array is read
+    without a copy, and slicing one layer out of a scanned stack is a view): no dispatch and
+    no compilation per shape, and Orbax writes numpy arrays as they are. On a mesh it runs
+    under ``jax.jit`` with the target's sharding, so no array is ever whole on one device.
+    """
+    dtype = jnp.dtype(pair.nnx_dtype)
+    if sharding is not None:
+        return jax.jit(
+            lambda *xs: to_nnx_value(pair, list(xs)).astype(dtype), out_shardings=sharding
+        )(*sources)
+    if pair.layout.kind == "copy" and sources[0].dtype == dtype:
+        return sources[0]  # nothing to do: the restored array is the value
+    arrays = [np.asarray(s) for s in sources]
+    lay = pair.layout
+    if lay.kind == "stack":
+        value = np.stack(arrays, axis=lay.nnx_axis)
+    elif lay.kind == "unstack":
+        value = arrays[0][(slice(None),) * lay.linen_axis + (lay.index,)]
+    elif lay.kind == "moveaxis":
+        value = np.moveaxis(arrays[0], lay.linen_axis, lay.nnx_axis)
+    else:
+        value = arrays[0]
+    return np.ascontiguousarray(value.astype(dtype, copy=False))
+
+
+def _check(
+    plan: Plan,
+    live: Mapping[str, tuple[Any, nnx.Variable]],
+    metas: Mapping[str, Any],
+    allow_missing: Sequence[str],
+    allow_unused: Sequence[str],
+    cast: bool,
+    fn: str,
+) -> list[Pair]:
+    """The pairs to move, after checking shapes, dtypes, missing and unused on metadata."""
+    strangers = sorted({p.nnx for p in plan.pairs if p.nnx not in live})
+    if strangers:
+        raise CheckpointError(
+            f"{fn}: the plan names NNX variables that nnx_model lacks: "
+            f"{', '.join(strangers[:10])}.\nFix: build the plan with match(linen_module, "
+            "nnx_model, ...) for this NNX model."
+        )
+    pairs, used, mismatched = [], set(), []
+    for pair in plan.pairs:
+        if any(leaf not in metas for leaf in pair.linen):
+            continue
+        used.update(pair.linen)
+        target = live[pair.nnx][1].get_value()
+        value = _layout_shape(pair, [metas[leaf] for leaf in pair.linen])
+        where = f"{pair.linen[0]} -> {pair.nnx}"
+        t_shape, t_dtype = tuple(target.shape), _dtype_of(target)
+        if tuple(value.shape) != t_shape or (value.dtype != t_dtype and not cast):
+            mismatched.append((where, _desc(t_shape, t_dtype), _desc(value.shape, value.dtype)))
+            continue
+        pairs.append(pair)
+    for m in plan.mismatched:
+        if m.reason != "shape":
+            continue
+        if matches_any(m.nnx, allow_missing) and all(matches_any(p, allow_unused) for p in m.linen):
+            continue
+        used.update(m.linen)
+        mismatched.append((f"{m.linen[0]} -> {m.nnx}", m.nnx_desc, m.linen_desc))
+    filled = {p.nnx for p in pairs}
+    missing = [
+        name for name, (_, var) in live.items()
+        if not isinstance(var, EXCLUDED_NNX_TYPES) and name not in filled
+        and not matches_any(name, allow_missing)
+    ]  # fmt: skip
+    unused = [p for p in metas if p not in used and not matches_any(p, allow_unused)]
+    required = [n for n, (_, var) in live.items() if not isinstance(var, EXCLUDED_NNX_TYPES)]
+    check_problems(missing=missing, unused=unused, mismatched=mismatched, hint_unused=unused,
+                   missing_among=required)  # fmt: skip
+    return pairs
+
+
+def _layout_shape(pair: Pair, metas: Sequence[Any]) -> jax.ShapeDtypeStruct:
+    """The shape and dtype ``to_nnx_value`` gives for sources of these shapes (no tracing:
+    a plan of a scanned model has hundreds of pairs). Unequal sources to stack give the
+    first one's shape with an impossible axis, which no variable has."""
+    shape, dtype = tuple(metas[0].shape), jnp.dtype(metas[0].dtype)
+    lay = pair.layout
+    if lay.kind == "stack":
+        same = all(tuple(m.shape) == shape for m in metas)
+        shape = (*shape[: lay.nnx_axis], len(metas) if same else -1, *shape[lay.nnx_axis :])
+    elif lay.kind == "unstack":
+        shape = shape[: lay.linen_axis] + shape[lay.linen_axis + 1 :]
+    elif lay.kind == "moveaxis":
+        moved = list(shape)
+        moved.insert(lay.nnx_axis, moved.pop(lay.linen_axis))
+        shape = tuple(moved)
+    return jax.ShapeDtypeStruct(shape, dtype)
+
+
+def _dtype_of(value: Any) -> Any:
+    return jnp.dtype(value.dtype)
+
+
+def _verify(
+    model_dir: Path,
+    groups: Sequence[Sequence[Pair]],
+    plan: Plan,
+    live: Mapping[str, tuple[Any, nnx.Variable]],
+    digests: Mapping[str, str],
+    mesh: jax.sharding.Mesh | None,
+    specs: Mapping[str, Any],
+) -> list[str]:
+    """Re-reads the written checkpoint group by group; the Linen leaves whose bytes differ."""
+    by_linen = plan.pairs_by_linen()
+    differing = []
+    with ocp.PyTreeCheckpointer() as reader:
+        written = _tree_metadata(reader, model_dir)
+        for group in groups:
+            names = list(dict.fromkeys(
+                q.nnx for p in group for leaf in p.linen for q in by_linen.get(leaf, [p])
+            ))  # fmt: skip
+            keys = {n: (*map(str, live[n][0]), "value") for n in names}
+            with _reading(model_dir):
+                got = restore_part(
+                    reader, model_dir, subtree(written, keys.values()),
+                    lambda _, m: ocp.RestoreArgs(restore_type=np.ndarray),
+                )  # fmt: skip
+            values = {n: _leaf_meta(got, keys[n]) for n in names}
+            for leaf in dict.fromkeys(leaf for p in group for leaf in p.linen):
+                sds = plan.linen_leaves.get(leaf)
+                rebuilt = to_linen_value(
+                    leaf, by_linen[leaf], values.__getitem__,
+                    None if sds is None else sds.shape,
+                )  # fmt: skip
+                if checksum(rebuilt) != digests[leaf]:
+                    differing.append(leaf)
+    return differing
+
+
+for _obj in (StreamReport, stream_linen_checkpoint_to_nnx, parse_mesh):
+    _obj.__module__ = "linnx.migrate"
+del _obj
