@@ -30,9 +30,11 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_jit.py $(BENCH_JIT_ARGS)
 
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --quick $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_jit.py --quick $(BENCH_JIT_ARGS)
 
 # Checkpoint migration at real sizes (0.1 and 1.5 GiB; ~10 min, ~4 GiB of scratch disk).
 bench-migrate: $(STAMP)

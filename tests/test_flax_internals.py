@@ -32,6 +32,11 @@ def test_every_guarded_internal_looks_as_expected(name: str) -> None:
     assert _flax_internals.CHECKS[name], f"Flax/JAX changed: {name}"
 
 
+def test_orbax_internals_look_as_expected() -> None:
+    # Checked on first use (Orbax is not imported by `import linnx`), so asserted here.
+    assert _flax_internals.orbax_join_available()
+
+
 def test_the_checks_cover_every_internal() -> None:
     # One check per group of accesses in _flax_internals (see its sections).
     assert len(_flax_internals.CHECKS) >= 14
@@ -75,7 +80,7 @@ def _violations(path: pathlib.Path) -> list[str]:
         elif isinstance(node, ast.FunctionDef) and node.name in PRIVATE and id(node) in methods:
             found.append(f"{where}: def {node.name}")
         elif isinstance(node, ast.ImportFrom) and node.module and (
-            node.module.split(".")[0] in ("jax", "flax", "jaxlib")
+            node.module.split(".")[0] in ("jax", "flax", "jaxlib", "orbax")
             and any(part.startswith("_") for part in node.module.split("."))
         ):
             found.append(f"{where}: from {node.module} import ...")

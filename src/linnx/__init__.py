@@ -4,7 +4,8 @@
 :func:`lazy_init` (Linen inside NNX), :class:`ToLinen` and :func:`to_linen` (NNX inside
 Linen), :class:`NNXMeta`, and the collection <-> variable type registry. :class:`Module`,
 :func:`compact`, :mod:`nn` (Linen-style layers) and :func:`functional` write Linen-style
-modules that are NNX modules.
+modules that are NNX modules. :func:`jit` compiles NNX train steps with ``nnx.jit``'s
+semantics at the speed of a Linen ``jax.jit`` step.
 """
 
 from ._errors import AmbiguousNameError as AmbiguousNameError
@@ -17,6 +18,11 @@ from ._errors import RngStreamError as RngStreamError
 from ._errors import ShardingRulesError as ShardingRulesError
 from ._errors import StructureMismatchError as StructureMismatchError
 from ._errors import UnknownMethodError as UnknownMethodError
+from ._jit import JitArgumentError as JitArgumentError
+from ._jit import JitFallbackWarning as JitFallbackWarning
+from ._jit import JitTypeError as JitTypeError
+from ._jit import JitWrapped as JitWrapped
+from ._jit import jit as jit
 from .bridge import NNXMeta as NNXMeta
 from .bridge import ToLinen as ToLinen
 from .bridge import ToNNX as ToNNX

@@ -5,8 +5,9 @@ dict of a variable (to keep the guide's ``sharding`` key), whether state may cha
 current trace level (to refuse a write *before* anything is written), the bookkeeping of NNX's
 attribute checks (to skip walks that cannot fail), Linen's call context (to run NNX code as
 if outside Linen, and to tell a plain top-level call), the mesh of a ``with mesh:`` block, the
-hook through which NNX constructs a module, and the text of a few Flax errors that carry no
-attributes. They all live here, and nowhere else under ``src/linnx`` (a test greps for it).
+hook through which NNX constructs a module, the text of a few Flax errors that carry no
+attributes, and Orbax's private OCDBT merge (the streamed checkpoint migration joins its groups
+with it). They all live here, and nowhere else under ``src/linnx`` (a test greps for it).
 
 Each access is guarded: at import, :data:`CHECKS` records, by name, whether the internal
 looks as this module expects. Where a check fails (another Flax or JAX version), the code
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -55,6 +57,10 @@ __all__ = [
     "rng_stream_in",
     "shape_mismatch_in",
     "nnx_rng_failure",
+    "variable_slot_accessors",
+    "pytree_state_type",
+    "orbax_join_available",
+    "join_orbax_parts",
 ]
 
 #: Name of each guarded internal -> whether it looks as expected on this install.
@@ -478,3 +484,136 @@ def nnx_rng_failure(error: BaseException) -> str | None:
     if _NO_RNGS in text:
         return "no-rngs"
     return None
+
+
+# -- linnx.jit: variable slots, NNX's per-object bookkeeping type --------------------------
+
+_RAW_SLOT = vars(nnx.Variable).get("_raw_value")
+_META_SLOT = vars(nnx.Variable).get("_var_metadata")
+_VARIABLE_SLOTS = _check(
+    "Variable keeps its raw value and metadata in the slots _raw_value and _var_metadata",
+    lambda: (lambda v: isinstance(_RAW_SLOT, types.MemberDescriptorType)
+             and isinstance(_META_SLOT, types.MemberDescriptorType)
+             and _RAW_SLOT.__get__(v) is v.get_raw_value()
+             and _META_SLOT.__get__(v) == v.get_metadata())(nnx.Param(np.zeros(()))),
+)
+
+
+def variable_slot_accessors() -> tuple[
+    Callable[[nnx.Variable], Any], Callable[[nnx.Variable, Any], None],
+    Callable[[nnx.Variable], Any],
+]:
+    """``(get_raw, set_raw, metadata_of)`` for ``linnx.jit``'s per-call reads and writes.
+
+    The slot descriptors of ``nnx.Variable`` read and write a variable in one C call, where
+    ``get_raw_value()``/``set_raw_value()`` add a method call and a trace-level check each
+    (``linnx.jit`` checks the trace level once per call instead). ``metadata_of`` returns the
+    live metadata mapping, which ``linnx.jit`` compares from call to call. Where the slots are
+    not as expected: the public methods (``get_metadata()`` returns a copy, equal in value).
+    """
+    if _VARIABLE_SLOTS:
+        return _RAW_SLOT.__get__, _RAW_SLOT.__set__, _META_SLOT.__get__
+
+    def set_raw(var: nnx.Variable, value: Any) -> None:
+        var.set_raw_value(value)
+
+    return nnx.Variable.get_raw_value, set_raw, nnx.Variable.get_metadata
+
+
+_PYTREE_STATE = type(vars(nnx.Module()).get("_pytree__state"))
+_PYTREE_STATE_FLAGS = _check(
+    "Pytree._pytree__state has the flags initializing and is_setup (its pytree data)",
+    lambda: jax.tree_util.tree_structure(vars(nnx.Module())["_pytree__state"])
+    == jax.tree_util.tree_structure(_PYTREE_STATE(False, False))
+    and _PYTREE_STATE(True, False).initializing is True
+    and _PYTREE_STATE(False, True).is_setup is True,
+)
+
+
+def pytree_state_type() -> type | None:
+    """The type of NNX's per-object bookkeeping (``_pytree__state``), or None if it changed.
+
+    Its two flags are part of a module's graphdef; ``linnx.jit`` re-checks them through the
+    public properties ``initializing`` and ``is_setup`` (None: it treats the object as any
+    other pytree node, which is slower to re-check but sees the same changes).
+    """
+    return _PYTREE_STATE if _PYTREE_STATE_FLAGS else None
+
+
+# -- Orbax: one checkpoint from parts written one after another -------------------------------
+# Orbax is heavy to import (``import linnx`` does not load it), so this check runs on first use
+# (and in tests/test_flax_internals.py), not at import.
+
+_ORBAX_JOIN = "Orbax 0.12's OCDBT merge: ocdbt_utils.merge_ocdbt_per_process_files and its layout"
+
+
+def orbax_join_available() -> bool:
+    """Whether Orbax's private OCDBT merge looks as :func:`join_orbax_parts` expects."""
+    if _ORBAX_JOIN not in CHECKS:
+
+        def probe() -> bool:
+            import inspect
+
+            from orbax.checkpoint._src.asyncio_utils import run_sync
+            from orbax.checkpoint._src.serialization import ocdbt_utils, tensorstore_utils
+
+            params = inspect.signature(ocdbt_utils.merge_ocdbt_per_process_files).parameters
+            return (
+                callable(run_sync)
+                and callable(tensorstore_utils.get_ts_context)
+                and {"ts_context", "use_zarr3", "enable_validation"} <= set(params)
+            )
+
+        _check(_ORBAX_JOIN, probe)
+    return CHECKS[_ORBAX_JOIN]
+
+
+def join_orbax_parts(parts: list[Any], out: Any) -> None:
+    """Makes one Orbax checkpoint at ``out`` of checkpoints ``parts`` (``pathlib.Path``\\ s).
+
+    Their OCDBT databases become the per-process databases of ``out``, their metadata files
+    (Orbax's on-disk layout: ``_METADATA``, ``_sharding``, ``array_metadatas/``) are united,
+    and Orbax's own merge indexes them, so ``ocp.StandardCheckpointer`` restores the result as
+    if it had been written in one save. The streamed migration writes its groups this way.
+    Raises ``RuntimeError`` where the installed Orbax does not look as expected (the caller
+    turns it into a typed error).
+    """
+    import json
+    import os
+    import shutil
+
+    if not orbax_join_available():
+        raise RuntimeError(f"this Orbax differs from the one linnx knows: {_ORBAX_JOIN}")
+    from orbax.checkpoint._src.asyncio_utils import run_sync
+    from orbax.checkpoint._src.serialization import ocdbt_utils, tensorstore_utils
+
+    out.mkdir()
+    (out / "array_metadatas").mkdir()
+    metadata: dict[str, Any] | None = None
+    shardings: dict[str, Any] = {}
+    arrays: list[Any] = []
+    for k, part in enumerate(parts):
+        os.rename(part / "ocdbt.process_0", out / f"ocdbt.process_{k}")
+        md = json.loads((part / "_METADATA").read_text())
+        if metadata is None:
+            metadata = md
+            shutil.copy(part / "_CHECKPOINT_METADATA", out / "_CHECKPOINT_METADATA")
+        else:
+            metadata["tree_metadata"].update(md["tree_metadata"])
+        if (part / "_sharding").exists():
+            shardings.update(json.loads((part / "_sharding").read_text()))
+        # Orbax writes these only for jax.Arrays (numpy values have none).
+        for f in (part / "array_metadatas").glob("*"):
+            arrays += json.loads(f.read_text()).get("array_metadatas", [])
+    (out / "_METADATA").write_text(json.dumps(metadata))
+    (out / "_sharding").write_text(json.dumps(shardings))
+    (out / "array_metadatas" / "process_0").write_text(json.dumps({"array_metadatas": arrays}))
+    run_sync(
+        ocdbt_utils.merge_ocdbt_per_process_files(
+            out,
+            ts_context=tensorstore_utils.get_ts_context(use_ocdbt=True),
+            use_zarr3=False,
+            enable_validation=False,
+        )
+    )
+    (out / "commit_success.txt").write_text("Checkpoint commit was successful.")

@@ -126,10 +126,34 @@ def _(env):
     return _convert(env, GOOD, ["MLP()(*[jnp.ones((1, 3))])"])
 
 
-@case("example-other-method", convert.ExampleError, r"only __call__ is converted",
-      r"call the module itself, e\.g\. MLP\(\)\(x\)")
+@case("example-unknown-method", convert.ExampleError, r"MLP has no public method 'encode'",
+      r"call the module itself \(MLP\(\)\(x\)\) or one of its methods")
 def _(env):
     return _convert(env, GOOD, ["MLP().encode(jnp.ones((1, 3)))"])
+
+
+@case("example-calls-linen-api", convert.ExampleError, r"MLP has no public method 'apply'",
+      r"call the module itself")
+def _(env):
+    return _convert(env, GOOD, ["MLP().apply({}, jnp.ones((1, 3)))"])
+
+
+@case("method-example-leaves-a-submodule-unreached", convert.ConvertError,
+      r"model\.py:7: .*self\.encoder \(nn\.Dense\) is not called by any example",
+      r"add an example that reaches it")
+def _(env):
+    source = (
+        "import flax.linen as nn\n\n\n"
+        "class AE(nn.Module):\n"
+        "    def setup(self):\n"
+        "        self.decoder = nn.Dense(3)\n"
+        "        self.encoder = nn.Dense(2)\n\n"
+        "    def decode(self, z):\n"
+        "        return self.decoder(z)\n\n"
+        "    def __call__(self, x):\n"
+        "        return self.decode(self.encoder(x))\n"
+    )
+    return _convert(env, source, ["AE().decode(jnp.ones((1, 2)))"])
 
 
 @case("layer-without-rule", convert.UnknownLayerError, r"model\.py:8: linen_zoo\.ResBlock has "

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import pytest
 
-from . import cases_bridge, cases_checkpoint, cases_convert, cases_migrate, cases_module
+from . import (
+    cases_bridge,
+    cases_checkpoint,
+    cases_convert,
+    cases_jit,
+    cases_migrate,
+    cases_module,
+)
 from ._harness import run_case
 
 CASES = [
@@ -20,6 +27,7 @@ CASES = [
     *cases_migrate.CASES,
     *cases_checkpoint.CASES,
     *cases_convert.CASES,
+    *cases_jit.CASES,
 ]
 
 

@@ -1,5 +1,6 @@
 """Every user-facing error of Linen-style modules: its type and what its message says."""
 
+import flax.errors
 import jax
 import jax.numpy as jnp
 import pytest
@@ -89,6 +90,17 @@ class TestNames:
 
         with pytest.raises(lm.NameInUseError, match="'proj' is used twice in one call"):
             Twice().init(0, X)
+
+    def test_name_clash_is_also_linens_error(self):
+        # Code ported from Linen catches flax.errors.NameInUseError; it must keep working.
+        class Twice(lm.Module):
+            @lm.compact
+            def __call__(self, x):
+                return lm.nn.Dense(3, name="proj")(lm.nn.Dense(3, name="proj")(x))
+
+        with pytest.raises(flax.errors.NameInUseError, match="'proj' is used twice") as info:
+            Twice().init(0, X)
+        assert isinstance(info.value, linnx.LinnxError)
 
     def test_variable_named_like_a_submodule(self):
         class Clash(lm.Module):

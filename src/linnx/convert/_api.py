@@ -249,10 +249,11 @@ def convert_source(
         if verify:
             dst_path = path[:-3] + "_nnx.py" if path.endswith(".py") else path + "_nnx"
             dst_mod = load_source(rw.code, dst_path)
-            for t, m in zip(traces, rw.path_maps, strict=True):
+            for t, m, mm in zip(traces, rw.path_maps, rw.module_maps, strict=True):
                 root = rw.plans[t.instances[()].cls.__name__]
                 result.checks.append(check_example(
                     t, dst_mod, root, m, keep_signatures=keep_signatures, atol=atol, rtol=rtol,
+                    module_map=mm if "sow(" in source else None,  # else no second run
                 ))  # fmt: skip
         return result
     finally:

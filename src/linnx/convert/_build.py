@@ -185,7 +185,8 @@ class _Builder(_Compact):
 
     def check_transforms(self) -> None:
         """Linen's lifted transforms (nn.scan, nn.remat...) and the Linen-only module API
-        (``self.make_rng``, ``self.sow``...) are not converted yet."""
+        (``self.make_rng``...) are not converted yet; ``self.sow`` into ``'intermediates'``
+        is."""
         from flax import linen as nn
 
         from ._rules import LIFTED
@@ -198,7 +199,9 @@ class _Builder(_Compact):
         class V(cst.CSTVisitor):
             def visit_Call(self, node):
                 f = node.func
-                if is_self_attr(f) and f.attr.value in _LINEN_API:
+                if is_self_attr(f) and f.attr.value == "sow":
+                    conv.convert_sow(node)
+                elif is_self_attr(f) and f.attr.value in _LINEN_API:
                     raise conv.fail(f"self.{f.attr.value}(...) is not converted yet", node)
 
             def visit_Attribute(self, node):

@@ -98,7 +98,8 @@ class Site:
 
     key: Any
     child_cls: type
-    kind: str  # 'layer' (a Flax layer with a rule), 'user' (converted), 'kept' (wrapped)
+    kind: str  # 'layer' (a Flax layer with a rule), 'user' (converted), 'kept' (wrapped),
+    # 'sequential' (nn.Sequential of layers with rules and functions)
     execs: list[tuple[Instance, ChildCall]]
     line: int
     base: str
@@ -108,6 +109,9 @@ class Site:
     index_from_name: bool = False  # setup() lists: entry k is the Linen child `<attr>_<k>`
     ctor: Any = None  # the construction call node (compact sites)
     named: bool = False  # constructed in its own statement (``dense = nn.Dense(4)``)
+    # nn.Sequential sites: the layers' calls, and Linen child name -> index in ``layers``
+    inner: list[tuple[Instance, ChildCall]] = field(default_factory=list)
+    members: dict[str, int] = field(default_factory=dict)
 
     def calls_in(self, inst: Instance) -> list[ChildCall]:
         """The distinct children this site made in one instance, in call order."""
@@ -140,7 +144,7 @@ class ClassPlan:
 
     def site_for(self, call: ChildCall) -> Site | None:
         for s in self.sites:
-            if any(c is call for _, c in s.execs):
+            if any(c is call for _, c in (*s.execs, *s.inner)):
                 return s
         return None
 

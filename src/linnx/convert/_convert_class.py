@@ -341,7 +341,9 @@ class _Converter:
             def visit_Call(self, node):
                 execs = by_pos.pop(conv.pos_key(node), None)
                 f = node.func
-                if is_self_attr(f) and f.attr.value in _LINEN_API:
+                if is_self_attr(f) and f.attr.value == "sow":
+                    conv.convert_sow(node)
+                elif is_self_attr(f) and f.attr.value in _LINEN_API:
                     raise conv.fail(f"self.{f.attr.value}(...) is not converted yet", node)
                 if execs is None:
                     return
@@ -366,10 +368,38 @@ class _Converter:
         if by_pos:
             raise self.fail("a submodule call could not be matched to the source")
 
+    def convert_sow(self, node: cst.Call) -> None:
+        """``self.sow('intermediates', name, value, ...)`` -> ``self.sow(nnx.Intermediate,
+        name, value, ...)``: NNX's sow takes the same name, value, ``reduce_fn`` and
+        ``init_fn`` (and the same defaults: values appended to a tuple)."""
+        args = node.args
+        first = args[0] if args else None
+        if (
+            first is None or first.keyword is not None or first.star
+            or not isinstance(first.value, cst.SimpleString)
+            or first.value.evaluated_value != "intermediates"
+        ):  # fmt: skip
+            raise self.fail(
+                "self.sow(...) into a collection other than a literal 'intermediates' is not "
+                "converted yet", node,
+            )  # fmt: skip
+        if any(a.star for a in args):
+            raise self.fail("self.sow(...) with *args or **kwargs", node)
+
+        def replace(updated: cst.Call) -> cst.Call:
+            head = updated.args[0].with_changes(value=cst.parse_expression("nnx.Intermediate"))
+            return updated.with_changes(args=[head, *updated.args[1:]])
+
+        self.replacers[node] = replace
+
     def make_site(
         self, node: cst.Call, execs, in_loop: bool, ctor: cst.Call | None = None,
         var: str | None = None,
     ) -> Site:  # fmt: skip
+        from flax import linen as nn
+
+        if any(c.cls is nn.Sequential for _, c in execs):
+            return self.sequential_site(node, execs, in_loop, ctor, var)
         classes = list(dict.fromkeys(c.cls for _, c in execs))
         norule = [c for c in classes if c.__module__.startswith("flax.") and not rule_for(c)]
         if norule:
@@ -435,6 +465,44 @@ class _Converter:
         return Site(
             key=node, child_cls=child_cls, kind=kind, execs=execs, line=self.lineno(node),
             base=base, is_list=in_loop, name_arg=name_arg, ctor=ctor, named=var is not None,
+        )  # fmt: skip
+
+    def sequential_site(self, node: cst.Call, execs, in_loop: bool, ctor, var) -> Site:
+        """``nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])(x)``: one site; the layers
+        built inline (Linen names them after the calling module) are its members."""
+        from flax import linen as nn
+
+        if in_loop:
+            raise self.fail("nn.Sequential created in a loop", node)
+        if ctor is None and isinstance(node.func, cst.Call):
+            ctor = node.func
+        if ctor is None:
+            raise self.fail("nn.Sequential built in one statement and called in another", node)
+        layers = ctor.args[0].value if ctor.args and ctor.args[0].keyword is None else None
+        if not isinstance(layers, cst.List | cst.Tuple) or any(
+            a.keyword is not None and a.keyword.value != "name" for a in ctor.args[1:]
+        ) or any(isinstance(e, cst.StarredElement) for e in layers.elements):
+            raise self.fail("nn.Sequential(...) without a literal list of layers", node)
+        name_arg = var
+        for a in ctor.args[1:]:
+            if not isinstance(a.value, cst.SimpleString):
+                raise self.fail("name= is not a plain string", node)
+            name_arg = a.value.evaluated_value
+        seq = [(i, c) for i, c in execs if c.cls is nn.Sequential]
+        inner = [(i, c) for i, c in execs if c.cls is not nn.Sequential]
+        modules = [k for k, e in enumerate(layers.elements) if isinstance(e.value, cst.Call)]
+        members: dict[str, int] = {}
+        for inst in {id(i): i for i, _ in seq}.values():
+            names = list(dict.fromkeys(c.name for i, c in inner if i is inst))
+            if len(names) != len(modules):
+                raise self.fail("nn.Sequential's layers could not be matched to its list", node)
+            for name, k in zip(names, modules, strict=True):
+                if members.setdefault(name, k) != k:
+                    raise self.fail("nn.Sequential's layers are named differently per call", node)
+        return Site(
+            key=node, child_cls=nn.Sequential, kind="sequential", execs=seq,
+            line=self.lineno(node), base="sequential", name_arg=name_arg, ctor=ctor,
+            inner=inner, members=members, named=var is not None,
         )  # fmt: skip
 
     def compatible(self, classes: list[type]) -> bool:

@@ -36,14 +36,18 @@ class Kept:
         ...        'class Inner(nn.Module):\\n'
         ...        '    @nn.compact\\n'
         ...        '    def __call__(self, x):\\n'
-        ...        '        return nn.Sequential([nn.Dense(2), nn.relu])(x)\\n'
+        ...        '        return nn.Sequential([\\n'
+        ...        '            nn.Dense(2), nn.Dropout(0.5, deterministic=True)])(x)\\n'
         ...        'class Outer(nn.Module):\\n'
         ...        '    @nn.compact\\n'
         ...        '    def __call__(self, x):\\n'
         ...        '        return Inner()(nn.Dense(3)(x))\\n')
         >>> result = convert.convert_source(src, ['Outer()(jnp.ones((1, 4)))'])
-        >>> result.kept, result.ok
-        ([Kept(name='Inner', reason='nn.Sequential has no conversion rule yet', line=5)], True)
+        >>> (kept,) = result.kept
+        >>> kept.name, kept.line, result.ok
+        ('Inner', 6, True)
+        >>> kept.reason
+        'deterministic= (a train/eval switch) of a layer inside nn.Sequential is not converted yet'
     """
 
     name: str
@@ -59,6 +63,8 @@ class Rewrite:
     plans: dict[str, ClassPlan]
     kept: list[Kept]
     path_maps: list[dict[str, str]] = field(default_factory=list)
+    # per example: Linen module path -> NNX module path, and the wrapped modules' paths
+    module_maps: list[tuple[dict, set]] = field(default_factory=list)
 
 
 def _user_classes(mod: types.ModuleType) -> dict[str, type]:
@@ -190,6 +196,7 @@ def rewrite(
     text = _assemble(tree, plans, kept)
     result = Rewrite(code=text, plans=plans, kept=list(kept.values()))
     result.path_maps = [path_map(t, plans, user) for t in traces]
+    result.module_maps = [module_paths(t, plans, user) for t in traces]
     return result
 
 
@@ -364,8 +371,11 @@ def _after_imports(body: list[cst.BaseStatement]) -> int:
 # -- the path map -------------------------------------------------------------------------------
 
 
-def path_map(trace: Trace, plans: dict[str, ClassPlan], user: dict[str, type]) -> dict[str, str]:
-    """Linen variable path (without the collection) -> NNX variable path, for one example."""
+def module_paths(
+    trace: Trace, plans: dict[str, ClassPlan], user: dict[str, type]
+) -> tuple[dict[tuple[str, ...], tuple[str, ...]], set[tuple[str, ...]]]:
+    """Linen module path -> NNX module path for one example, and the Linen paths of the
+    modules kept as Linen (wrapped in ``linnx.ToNNX``)."""
     nnx_of: dict[tuple[str, ...], tuple[str, ...]] = {(): ()}
     wrapped: set[tuple[str, ...]] = set()
     insts = sorted(trace.instances.values(), key=lambda i: len(i.path))
@@ -378,7 +388,10 @@ def path_map(trace: Trace, plans: dict[str, ClassPlan], user: dict[str, type]) -
                 site = plan.site_for(c)
                 if site is None:
                     raise ConvertError(f"internal: no site for {'/'.join(c.path)}")
-                if site.is_list and site.index_from_name:
+                if site.kind == "sequential" and c.name in site.members:
+                    owner = (*nnx_of[inst.path], site.attr, "layers")
+                    nnx_of[c.path] = (*owner, str(site.members[c.name]))
+                elif site.is_list and site.index_from_name:
                     k = int(c.name.rsplit("_", 1)[1])
                     nnx_of[c.path] = (*nnx_of[inst.path], site.attr, str(k))
                 elif site.is_list:
@@ -390,6 +403,12 @@ def path_map(trace: Trace, plans: dict[str, ClassPlan], user: dict[str, type]) -
                     wrapped.add(c.path)
             else:
                 nnx_of[c.path] = (*nnx_of[inst.path], c.name)
+    return nnx_of, wrapped
+
+
+def path_map(trace: Trace, plans: dict[str, ClassPlan], user: dict[str, type]) -> dict[str, str]:
+    """Linen variable path (without the collection) -> NNX variable path, for one example."""
+    nnx_of, wrapped = module_paths(trace, plans, user)
     out: dict[str, str] = {}
     for (col, *rest), _ in iter_vars(trace.variables):
         owner, name = tuple(rest[:-1]), rest[-1]

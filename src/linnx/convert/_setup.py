@@ -65,6 +65,12 @@ def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
                 assigned[attr] = value
                 site = _make_site(b, attr, value, execs.pop(attr))
                 sites[attr] = site
+            elif isinstance(value, cst.Call) and _is_module_class(b.resolve(value.func)):
+                # No example called it: its sizes (and whether it converts) are unknown.
+                raise b.fail(
+                    f"self.{attr} ({code(value.func)}) is not called by any example; add an "
+                    "example that reaches it (the model's __call__ or another method)", small,
+                )  # fmt: skip
             elif isinstance(value, cst.ListComp) and any(
                 re.fullmatch(rf"{re.escape(attr)}_\d+", n) for n in execs
             ):
@@ -419,3 +425,13 @@ def _rewrite_method(b, m: cst.FunctionDef, sites, params, drop_flags: bool):
     from ._build import _drop_params
 
     return new.with_changes(decorators=decorators, params=_drop_params(new.params, removed))
+
+
+def _is_module_class(value) -> bool:
+    import functools
+
+    from flax import linen as nn
+
+    if isinstance(value, functools.partial):
+        value = value.func
+    return isinstance(value, type) and issubclass(value, nn.Module)

@@ -127,6 +127,8 @@ class _Compact(_Walker):
                 out = literal(field_default(site.child_cls, rule.out or ""))
             if not dry:
                 lines = [self.layer_ctor(site, rule, ctor, args_t, in_t)]
+        elif site.kind == "sequential":
+            lines, out = self.sequential_ctor(site, in_expr, env, dry)
         elif site.kind == "user":
             child = self.ctx.plans[site.child_cls.__name__]
             for i, a in enumerate(node.args):
@@ -209,6 +211,59 @@ class _Compact(_Walker):
 
         if not dry:
             self.replacers[node] = replace
+
+    def sequential_ctor(self, site: Site, in_t, env, dry) -> tuple[list[str], str | None]:
+        """``nnx.Sequential(...)`` of the converted layers, each sized by the one before it
+        (functions that keep the last axis keep the size), and the output size."""
+        from ._convert_class import _KEEPS_SIZE
+
+        parts: list[str] = []
+        for k, el in enumerate(site.ctor.args[0].value.elements):
+            v = el.value
+            if not isinstance(v, cst.Call):
+                t = self.init_expr(v, env, self.method_locals)
+                if t is None:
+                    raise self.fail("an nn.Sequential entry depends on call data", v)
+                name = dotted(v)
+                if name is None or name.rsplit(".", 1)[-1] not in _KEEPS_SIZE:
+                    in_t = None  # a function that may change the last axis
+                parts.append(t)
+                continue
+            cls = self.resolve(v.func)
+            rule = rule_for(cls) if isinstance(cls, type) else None
+            if rule is None:
+                raise self.fail(
+                    f"an nn.Sequential entry other than a Flax layer with a rule or a function: "
+                    f"{code(v.func)}", v,
+                )  # fmt: skip
+            names = {n for n, i in site.members.items() if i == k}
+            sub = Site(
+                key=v, child_cls=cls, kind="layer", line=self.lineno(v), base="", ctor=v,
+                attr=f"{site.attr}_{k}", execs=[(i, c) for i, c in site.inner if c.name in names],
+            )  # fmt: skip
+            args_t: dict[str, str] = {}
+            for f, val in self.arg_fields(v, cls).items():
+                if f in rule.modes:
+                    raise self.fail(
+                        f"{f}= (a train/eval switch) of a layer inside nn.Sequential is not "
+                        "converted yet", v,
+                    )  # fmt: skip
+                t = self.init_expr(val, env, self.method_locals)
+                if t is None:
+                    t = "?" if dry else self.fallback(sub, f, _field_of(f))
+                args_t[f] = t
+            if rule.needs_size and in_t is None:
+                in_t = "?" if dry else self.fallback(
+                    sub, rule.size_kw or "in_features", lambda c, i, v=v: _in_size(c, v, self)
+                )
+            parts.append("?" if dry else self.layer_ctor(sub, rule, v, args_t, in_t))
+            if rule.out == IN:
+                pass
+            elif rule.out in args_t:
+                in_t = args_t[rule.out]
+            elif not rule.out_default_in:
+                in_t = literal(field_default(cls, rule.out or ""))
+        return [f"nnx.Sequential({', '.join(parts)})"], in_t
 
     def layer_ctor(self, site: Site, rule: Rule, ctor: cst.Call, args_t, in_t) -> str:
         allowed = nnx_kwargs(rule.nnx)

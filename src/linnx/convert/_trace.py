@@ -171,10 +171,14 @@ def build_example(text: str, mod: types.ModuleType) -> Example:
             f"--example {text!r}: {ast.unparse(ctor)!r} is a {type(module).__name__}, not a "
             "Linen module.\nFix: construct one of the source's nn.Module classes."
         )
-    if method != "__call__":
+    if method != "__call__" and (
+        method.startswith("_") or hasattr(nn.Module, method)  # setup, init, apply...
+        or not callable(getattr(type(module), method, None))
+    ):
         raise ExampleError(
-            f"--example {text!r}: only __call__ is converted in this version; got "
-            f".{method}(...).\nFix: call the module itself, e.g. {ast.unparse(ctor)}(x)."
+            f"--example {text!r}: {type(module).__name__} has no public method {method!r}.\n"
+            f"Fix: call the module itself ({ast.unparse(ctor)}(x)) or one of its methods "
+            f"({ast.unparse(ctor)}.encode(x))."
         )
     return Example(
         text=text, ctor_src=ast.unparse(ctor), method=method,
@@ -239,7 +243,8 @@ def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -
     rngs = {name: key for name in ("params", "dropout", *rng_names)}
 
     def init():
-        return example.module.init(rngs, *example.args, **example.kwargs)
+        method = None if example.method == "__call__" else example.method
+        return example.module.init(rngs, *example.args, method=method, **example.kwargs)
 
     try:
         with nn.intercept_methods(interceptor):

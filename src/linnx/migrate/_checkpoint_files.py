@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -315,41 +315,6 @@ def _digest_files(directory: Path, pool: ThreadPoolExecutor) -> dict[str, Future
         p.relative_to(directory).as_posix(): pool.submit(_digest_open, open(p, "rb"))  # noqa: SIM115
         for p in sorted(directory.rglob("*")) if p.is_file()
     }  # fmt: skip
-
-
-def _join(parts: Sequence[Path], out: Path) -> None:
-    """Makes one Orbax checkpoint of the parts: their OCDBT databases become the per-process
-    databases of ``out``, their metadata is united, and Orbax's merge indexes them."""
-    from orbax.checkpoint._src.asyncio_utils import run_sync
-    from orbax.checkpoint._src.serialization import ocdbt_utils
-    from orbax.checkpoint._src.serialization import tensorstore_utils as ts_utils
-
-    out.mkdir()
-    (out / "array_metadatas").mkdir()
-    metadata: dict[str, Any] | None = None
-    shardings: dict[str, Any] = {}
-    arrays: list[Any] = []
-    for k, part in enumerate(parts):
-        os.rename(part / "ocdbt.process_0", out / f"ocdbt.process_{k}")
-        md = json.loads((part / "_METADATA").read_text())
-        if metadata is None:
-            metadata = md
-            shutil.copy(part / "_CHECKPOINT_METADATA", out / "_CHECKPOINT_METADATA")
-        else:
-            metadata["tree_metadata"].update(md["tree_metadata"])
-        if (part / "_sharding").exists():
-            shardings.update(json.loads((part / "_sharding").read_text()))
-        # Orbax writes these only for jax.Arrays (numpy values have none).
-        for f in (part / "array_metadatas").glob("*"):
-            arrays += json.loads(f.read_text()).get("array_metadatas", [])
-    (out / "_METADATA").write_text(json.dumps(metadata))
-    (out / "_sharding").write_text(json.dumps(shardings))
-    (out / "array_metadatas" / "process_0").write_text(json.dumps({"array_metadatas": arrays}))
-    run_sync(ocdbt_utils.merge_ocdbt_per_process_files(
-        out, ts_context=ts_utils.get_ts_context(use_ocdbt=True), use_zarr3=False,
-        enable_validation=False,
-    ))  # fmt: skip
-    (out / "commit_success.txt").write_text("Checkpoint commit was successful.")
 
 
 def record_parts(

@@ -37,13 +37,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from .._flax_internals import join_orbax_parts, orbax_join_available
 from .._public import public
 from ._checkpoint import FORMAT, _check_initialized, _resolve
 from ._checkpoint_files import (
     PathLike,
     _atomic_dir,
     _digest_files,
-    _join,
     _leaf_meta,
     _reading,
     _tree_metadata,
@@ -349,6 +349,13 @@ def stream_linen_checkpoint_to_nnx(
     check_nnx(nnx_model, fn)
     check_plan(plan, fn)
     check_mapping(metadata, fn, "metadata", "{'source': 'run-42'}", optional=True)
+    if not orbax_join_available():
+        raise CheckpointError(
+            f"{fn}: the installed Orbax is not the one whose checkpoint layout linnx joins "
+            "streamed groups with (orbax-checkpoint 0.12).\n"
+            "Fix: install orbax-checkpoint>=0.12,<0.13 (as linnx's requirements pin it), or "
+            "migrate in memory with linen_checkpoint_to_nnx."
+        )
     if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
         raise MigrationTypeError(
             f"{fn}(mesh={mesh!r:.60}): expected a jax.sharding.Mesh.\n"
@@ -492,7 +499,7 @@ def stream_linen_checkpoint_to_nnx(
                     for fut in futures:
                         fut.result()
                 model_dir = tmp / "model"
-                _join(parts, model_dir)
+                join_orbax_parts(parts, model_dir)
                 shutil.rmtree(parts_dir)
                 differing: list[str] = []
                 if verify:

@@ -1,10 +1,14 @@
 """The errors specific to Linen-style modules.
 
 Both derive from :class:`linnx.LinnxError` (and from the builtin a Python user would expect), so
-``except linnx.LinnxError`` catches them with the rest of the family.
+``except linnx.LinnxError`` catches them with the rest of the family. :class:`NameInUseError`
+stands in for Linen's error of the same name, so it is also a ``flax.errors.NameInUseError``:
+code ported from Linen keeps its ``except`` clauses.
 """
 
 from __future__ import annotations
+
+import flax.errors
 
 from .._errors import LinnxError
 from .._public import public
@@ -13,7 +17,7 @@ __all__ = ["NameInUseError", "ModuleDefinitionError"]
 
 
 @public("linnx.module")
-class NameInUseError(LinnxError, ValueError):
+class NameInUseError(LinnxError, flax.errors.NameInUseError, ValueError):
     """Two submodules or variables of one module claim the same name.
 
     Example:
@@ -30,6 +34,11 @@ class NameInUseError(LinnxError, ValueError):
         ...     print(str(e).splitlines()[0])
         Twice: the name 'proj' is used twice in one call of a compact method.
     """
+
+    # Linen's error builds its message from (key_type, value, module_name); linnx passes the
+    # message it wrote.
+    def __init__(self, *args: object) -> None:
+        Exception.__init__(self, *args)
 
 
 @public("linnx.module")

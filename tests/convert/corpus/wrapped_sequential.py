@@ -1,4 +1,4 @@
-"""A model with a part the converter keeps as Linen (nn.Sequential has no rule yet)."""
+"""A model with a part the converter keeps as Linen (a train/eval switch inside nn.Sequential)."""
 
 # example: Model(hidden=8)(jnp.ones((2, 4)))
 
@@ -10,7 +10,9 @@ class Head(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        return nn.Sequential([nn.Dense(self.hidden), nn.relu, nn.Dense(2)])(x)
+        return nn.Sequential(
+            [nn.Dense(self.hidden), nn.relu, nn.Dropout(0.1, deterministic=True), nn.Dense(2)]
+        )(x)
 
 
 class Model(nn.Module):
