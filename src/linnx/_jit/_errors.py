@@ -9,10 +9,12 @@ names). The warning says, once per decorated function, that ``linnx.jit`` hands 
 from __future__ import annotations
 
 from .._errors import LinnxError
+from .._public import public
 
 __all__ = ["JitTypeError", "JitArgumentError", "JitFallbackWarning"]
 
 
+@public("linnx")
 class JitTypeError(LinnxError, TypeError):
     """:func:`linnx.jit` was given something it cannot compile: not a function, or a bound method.
 
@@ -26,6 +28,7 @@ class JitTypeError(LinnxError, TypeError):
     """
 
 
+@public("linnx")
 class JitArgumentError(LinnxError, ValueError):
     """The static or donated arguments (``static_argnums``...) do not fit the function or call.
 
@@ -41,6 +44,7 @@ class JitArgumentError(LinnxError, ValueError):
     """
 
 
+@public("linnx")
 class JitFallbackWarning(UserWarning):
     """:func:`linnx.jit` runs a step through ``nnx.jit`` from now on, and says why.
 
@@ -56,10 +60,6 @@ class JitFallbackWarning(UserWarning):
         True
     """
 
-
-for _cls in (JitTypeError, JitArgumentError, JitFallbackWarning):
-    _cls.__module__ = "linnx"
-del _cls
 
 # The classes show their public module, which doctest's finder skips: list them here.
 __test__ = {c.__name__: c for c in (JitTypeError, JitArgumentError, JitFallbackWarning)}

@@ -27,6 +27,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from flax import nnx
 
+from .._public import public
 from ._argspec import ArgSpec, resolve
 from ._entry import Entry, build, is_nnx_object
 from ._errors import JitFallbackWarning, JitTypeError
@@ -39,6 +40,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+@public("linnx")
 class JitWrapped(Generic[P, R]):
     """A step compiled by :func:`linnx.jit`; call it like the function it wraps.
 
@@ -162,6 +164,7 @@ def jit(
     donate_argnums: int | Sequence[int] | None = None,
     donate_argnames: str | Iterable[str] | None = None,
 ) -> Callable[[Callable[P, R]], JitWrapped[P, R]]: ...
+@public("linnx")
 def jit(
     fun: Callable[P, R] | None = None,
     *,
@@ -246,7 +249,5 @@ def jit(
     return JitWrapped(fun, spec, label, {k: v for k, v in options.items() if v is not None})
 
 
-jit.__module__ = "linnx"
-JitWrapped.__module__ = "linnx"
 # Public objects show their public module, which doctest's finder skips: list them here.
 __test__ = {"jit": jit, "JitWrapped": JitWrapped}
