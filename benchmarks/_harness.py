@@ -28,8 +28,15 @@ from typing import Any
 
 import jax
 
-__all__ = ["CONTESTANTS", "Case", "Result", "run_cases", "format_table", "live_bytes",
-           "peak_live_bytes"]
+__all__ = [
+    "CONTESTANTS",
+    "Case",
+    "Result",
+    "run_cases",
+    "format_table",
+    "live_bytes",
+    "peak_live_bytes",
+]
 
 #: The columns, in table order. ``native`` is the baseline of the ratios.
 CONTESTANTS = ("native", "linnx", "flax")
@@ -102,10 +109,15 @@ class Result:
     def to_json(self) -> dict[str, Any]:
         c = self.case
         return {
-            "row": c.row, "model": c.model, "unit": c.unit, "target": c.target,
-            "exact": c.exact, "status": self.status,
+            "row": c.row,
+            "model": c.model,
+            "unit": c.unit,
+            "target": c.target,
+            "exact": c.exact,
+            "status": self.status,
             "median": {who: self.median(who) for who in self.samples},
-            "ratio_native": self.ratio("native"), "ratio_flax": self.ratio("flax"),
+            "ratio_native": self.ratio("native"),
+            "ratio_flax": self.ratio("flax"),
             "samples": self.samples,
         }
 
@@ -240,20 +252,39 @@ def _fmt_ratio(value: float | None) -> str:
 
 def format_table(results: Iterable[Result]) -> str:
     """A plain-text table: one line per (row, model)."""
-    header = ("row", "model", "native", "linnx", "flax bridge", "linnx/native", "linnx/flax",
-              "target", "status")
+    header = (
+        "row",
+        "model",
+        "native",
+        "linnx",
+        "flax bridge",
+        "linnx/native",
+        "linnx/flax",
+        "target",
+        "status",
+    )
     lines = []
     for res in results:
         c = res.case
         target = "-" if c.target is None else ("== 1.00" if c.exact else f"<= {c.target:.2f}x")
-        lines.append((c.row, c.model, *(_fmt(res.median(w), c.unit) for w in CONTESTANTS),
-                      _fmt_ratio(res.ratio("native")), _fmt_ratio(res.ratio("flax")), target,
-                      res.status))
+        lines.append(
+            (
+                c.row,
+                c.model,
+                *(_fmt(res.median(w), c.unit) for w in CONTESTANTS),
+                _fmt_ratio(res.ratio("native")),
+                _fmt_ratio(res.ratio("flax")),
+                target,
+                res.status,
+            )
+        )
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=True)]
     out = []
     for i, line in enumerate([header, *lines]):
-        cells = [str(x).ljust(w) if j < 2 else str(x).rjust(w)
-                 for j, (x, w) in enumerate(zip(line, widths, strict=True))]
+        cells = [
+            str(x).ljust(w) if j < 2 else str(x).rjust(w)
+            for j, (x, w) in enumerate(zip(line, widths, strict=True))
+        ]
         out.append("  ".join(cells))
         if i == 0:
             out.append("  ".join("-" * w for w in widths))

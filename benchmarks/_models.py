@@ -41,10 +41,20 @@ class Sizes:
 
 
 SIZES: dict[str, Sizes] = {
-    "full": Sizes(batch=8, mlp_in=256, mlp_hidden=512, seq=32, width=256, heads=4, blocks=4,
-                  image=16, channels=32),
-    "smoke": Sizes(batch=2, mlp_in=8, mlp_hidden=16, seq=4, width=16, heads=2, blocks=1,
-                   image=4, channels=4),
+    "full": Sizes(
+        batch=8,
+        mlp_in=256,
+        mlp_hidden=512,
+        seq=32,
+        width=256,
+        heads=4,
+        blocks=4,
+        image=16,
+        channels=32,
+    ),
+    "smoke": Sizes(
+        batch=2, mlp_in=8, mlp_hidden=16, seq=4, width=16, heads=2, blocks=1, image=4, channels=4
+    ),
 }
 
 
@@ -95,8 +105,9 @@ class LinenMLP(nn.Module):
 class NnxMLP(nnx.Module):
     """Linear -> relu -> Linear."""
 
-    def __init__(self, din: int, hidden: int, out: int, *, train: bool = True,
-                 rngs: nnx.Rngs) -> None:
+    def __init__(
+        self, din: int, hidden: int, out: int, *, train: bool = True, rngs: nnx.Rngs
+    ) -> None:
         self.fc1 = nnx.Linear(din, hidden, rngs=rngs)
         self.fc2 = nnx.Linear(hidden, out, rngs=rngs)
 
@@ -119,8 +130,9 @@ class LinenBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         det = not self.train
-        h = nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=self.width,
-                                            deterministic=True)(nn.LayerNorm()(x))
+        h = nn.MultiHeadDotProductAttention(
+            num_heads=self.heads, qkv_features=self.width, deterministic=True
+        )(nn.LayerNorm()(x))
         x = x + nn.Dropout(_DROPOUT, deterministic=det)(h)
         h = nn.Dense(self.width)(nn.gelu(nn.Dense(4 * self.width)(nn.LayerNorm()(x))))
         return x + nn.Dropout(_DROPOUT, deterministic=det)(h)
@@ -147,8 +159,9 @@ class NnxBlock(nnx.Module):
     def __init__(self, width: int, heads: int, *, train: bool, rngs: nnx.Rngs) -> None:
         det = not train
         self.ln1 = nnx.LayerNorm(width, rngs=rngs)
-        self.attn = nnx.MultiHeadAttention(heads, width, qkv_features=width, decode=False,
-                                           deterministic=True, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(
+            heads, width, qkv_features=width, decode=False, deterministic=True, rngs=rngs
+        )
         self.drop1 = nnx.Dropout(_DROPOUT, deterministic=det, rngs=rngs)
         self.ln2 = nnx.LayerNorm(width, rngs=rngs)
         self.fc1 = nnx.Linear(width, 4 * width, rngs=rngs)
@@ -163,8 +176,9 @@ class NnxBlock(nnx.Module):
 class NnxTransformer(nnx.Module):
     """The NNX twin of :class:`LinenTransformer`."""
 
-    def __init__(self, width: int, heads: int, blocks: int, *, train: bool = True,
-                 rngs: nnx.Rngs) -> None:
+    def __init__(
+        self, width: int, heads: int, blocks: int, *, train: bool = True, rngs: nnx.Rngs
+    ) -> None:
         self.blocks = nnx.List(
             [NnxBlock(width, heads, train=train, rngs=rngs) for _ in range(blocks)]
         )
@@ -223,14 +237,32 @@ def model_specs(size: str = "full", names: tuple[str, ...] | None = None) -> lis
     tr_x, tr_y = data((s.batch, s.seq, s.width))
     cv_x, cv_y = data((s.batch, s.image, s.image, s.channels))
     specs = [
-        ModelSpec("mlp", lambda train: LinenMLP(s.mlp_hidden, s.mlp_in, train=train), NnxMLP,
-                  (s.mlp_in, s.mlp_hidden, s.mlp_in), mlp_x, mlp_y),
-        ModelSpec("transformer",
-                  lambda train: LinenTransformer(s.width, s.heads, s.blocks, train=train),
-                  NnxTransformer, (s.width, s.heads, s.blocks), tr_x, tr_y,
-                  streams=("dropout",)),
-        ModelSpec("convbn", lambda train: LinenResBlock(s.channels, train=train), NnxResBlock,
-                  (s.channels,), cv_x, cv_y, mutable=("batch_stats",)),
+        ModelSpec(
+            "mlp",
+            lambda train: LinenMLP(s.mlp_hidden, s.mlp_in, train=train),
+            NnxMLP,
+            (s.mlp_in, s.mlp_hidden, s.mlp_in),
+            mlp_x,
+            mlp_y,
+        ),
+        ModelSpec(
+            "transformer",
+            lambda train: LinenTransformer(s.width, s.heads, s.blocks, train=train),
+            NnxTransformer,
+            (s.width, s.heads, s.blocks),
+            tr_x,
+            tr_y,
+            streams=("dropout",),
+        ),
+        ModelSpec(
+            "convbn",
+            lambda train: LinenResBlock(s.channels, train=train),
+            NnxResBlock,
+            (s.channels,),
+            cv_x,
+            cv_y,
+            mutable=("batch_stats",),
+        ),
     ]
     if names is not None:
         unknown = set(names) - {spec.name for spec in specs}

@@ -67,10 +67,10 @@ def _flax_lazy_init(model: nnx.Module, *args: Any) -> nnx.Module:
     return model
 
 
-LINNX = Bridge("linnx", lambda m, rngs: linnx.ToNNX(m, rngs=rngs), linnx.lazy_init,
-               linnx.to_linen)
-FLAX = Bridge("flax", lambda m, rngs: flax_bridge.ToNNX(m, rngs=rngs), _flax_lazy_init,
-              flax_bridge.to_linen)
+LINNX = Bridge("linnx", lambda m, rngs: linnx.ToNNX(m, rngs=rngs), linnx.lazy_init, linnx.to_linen)
+FLAX = Bridge(
+    "flax", lambda m, rngs: flax_bridge.ToNNX(m, rngs=rngs), _flax_lazy_init, flax_bridge.to_linen
+)
 BRIDGES = {"linnx": LINNX, "flax": FLAX}
 
 # -- targets (issue 4): the largest allowed ratio linnx / native -------------------------------
@@ -119,8 +119,11 @@ def _forward_only(graphdef: nnx.GraphDef) -> Callable[..., Any]:
 
 def _hlo_instructions(compiled: Any) -> int:
     """Instructions in the optimized HLO text of a compiled program."""
-    return sum(1 for line in compiled.as_text().splitlines()
-               if re.match(r"\s+(ROOT\s+)?%?[\w.\-]+ = ", line))
+    return sum(
+        1
+        for line in compiled.as_text().splitlines()
+        if re.match(r"\s+(ROOT\s+)?%?[\w.\-]+ = ", line)
+    )
 
 
 def _flops(compiled: Any) -> float:
@@ -137,8 +140,10 @@ class ModelBench:
         self.spec = spec
         self.x = spec.x
         self.mutable: list[str] | bool = list(spec.mutable) or False
-        self.init_keys = {"params": jax.random.key(0),
-                          **{s: jax.random.key(1) for s in spec.streams}}
+        self.init_keys = {
+            "params": jax.random.key(0),
+            **{s: jax.random.key(1) for s in spec.streams},
+        }
         self.apply_rngs = {s: jax.random.key(2) for s in spec.streams} or None
         self.linen = spec.linen(True)
 
@@ -152,8 +157,9 @@ class ModelBench:
         s = self.spec
         return bridge.to_linen(s.nnx_class, *s.nnx_args, **s.nnx_kwargs(train))
 
-    def to_nnx(self, bridge: Bridge, linen: nn.Module | None = None,
-               rngs: nnx.Rngs | None = None) -> nnx.Module:
+    def to_nnx(
+        self, bridge: Bridge, linen: nn.Module | None = None, rngs: nnx.Rngs | None = None
+    ) -> nnx.Module:
         module = self.linen if linen is None else linen
         rngs = nnx.Rngs(0) if rngs is None else rngs
         return bridge.lazy_init(bridge.to_nnx(module, rngs), self.x)
@@ -161,8 +167,9 @@ class ModelBench:
     def call_to_nnx(self, model: nnx.Module, x: jax.Array) -> Any:
         return model(x, mutable=self.mutable) if self.mutable else model(x)
 
-    def apply(self, module: nn.Module, variables: Any, x: jax.Array,
-              rngs: dict[str, jax.Array] | None) -> Any:
+    def apply(
+        self, module: nn.Module, variables: Any, x: jax.Array, rngs: dict[str, jax.Array] | None
+    ) -> Any:
         return module.apply(variables, x, rngs=rngs, mutable=self.mutable)
 
     @functools.cached_property
@@ -191,27 +198,54 @@ class ModelBench:
             rows += self.memory_cases()
         rows += self.program_cases()
         rows += [
-            Case("eager ToNNX call vs linen.apply", m, target=T_EAGER_TO_NNX,
-                 makers=self.eager_to_nnx()),
-            Case("eager ToLinen.apply vs NNX call", m, target=T_EAGER_TO_LINEN,
-                 makers=self.eager_to_linen()),
-            Case("nnx.jit(ToNNX) vs nnx.jit(NNX)", m, target=T_NNX_JIT,
-                 makers=self.nnx_jit()),
-            Case("split/merge+jax.jit vs jit(linen.apply)", m, target=T_SPLIT_MERGE,
-                 makers=self.split_merge()),
+            Case(
+                "eager ToNNX call vs linen.apply",
+                m,
+                target=T_EAGER_TO_NNX,
+                makers=self.eager_to_nnx(),
+            ),
+            Case(
+                "eager ToLinen.apply vs NNX call",
+                m,
+                target=T_EAGER_TO_LINEN,
+                makers=self.eager_to_linen(),
+            ),
+            Case("nnx.jit(ToNNX) vs nnx.jit(NNX)", m, target=T_NNX_JIT, makers=self.nnx_jit()),
+            Case(
+                "split/merge+jax.jit vs jit(linen.apply)",
+                m,
+                target=T_SPLIT_MERGE,
+                makers=self.split_merge(),
+            ),
         ]
         for direction, (native, bridged) in self.first_call_fns().items():
-            rows.append(Case(f"trace+lower {direction}", m, target=T_TRACE, calls=1, slices=4,
-                             makers=_first_call(native, bridged, compile_only=False)))
-            rows.append(Case(f"XLA compile {direction}", m, calls=1, slices=1, warmup=0,
-                             makers=_first_call(native, bridged, compile_only=True)))
+            rows.append(
+                Case(
+                    f"trace+lower {direction}",
+                    m,
+                    target=T_TRACE,
+                    calls=1,
+                    slices=4,
+                    makers=_first_call(native, bridged, compile_only=False),
+                )
+            )
+            rows.append(
+                Case(
+                    f"XLA compile {direction}",
+                    m,
+                    calls=1,
+                    slices=1,
+                    warmup=0,
+                    makers=_first_call(native, bridged, compile_only=True),
+                )
+            )
         rows += [
             Case("lazy_init vs linen.init", m, target=T_LAZY_INIT, makers=self.lazy_init()),
-            Case("ToLinen.init vs NNX ctor", m, target=T_TO_LINEN_INIT,
-                 makers=self.to_linen_init()),
+            Case(
+                "ToLinen.init vs NNX ctor", m, target=T_TO_LINEN_INIT, makers=self.to_linen_init()
+            ),
             Case("train step: NNX around ToNNX", m, target=T_TRAIN, makers=self.nnx_train()),
-            Case("train step: Linen around ToLinen", m, target=T_TRAIN,
-                 makers=self.linen_train()),
+            Case("train step: Linen around ToLinen", m, target=T_TRAIN, makers=self.linen_train()),
         ]
         return rows
 
@@ -224,6 +258,7 @@ class ModelBench:
             def make() -> Callable[[], Any]:
                 model, x = self.bridged_nnx(who), self.x
                 return lambda: _block(self.call_to_nnx(model, x))
+
             return make
 
         return {"native": native, "linnx": bridged("linnx"), "flax": bridged("flax")}
@@ -237,6 +272,7 @@ class ModelBench:
             def make() -> Callable[[], Any]:
                 (module, v), x, rngs = self.bridged_linen(who), self.x, self.apply_rngs
                 return lambda: _block(self.apply(module, v, x, rngs))
+
             return make
 
         return {"native": native, "linnx": bridged("linnx"), "flax": bridged("flax")}
@@ -248,12 +284,15 @@ class ModelBench:
             def make() -> Callable[[], Any]:
                 model, x = get(), self.x
                 return lambda: _block(step(model, x))
+
             return make
 
         return {
             "native": make_for(lambda: self.native_nnx, lambda model, x: model(x)),
-            **{who: make_for(functools.partial(self.bridged_nnx, who), self.call_to_nnx)
-               for who in BRIDGES},
+            **{
+                who: make_for(functools.partial(self.bridged_nnx, who), self.call_to_nnx)
+                for who in BRIDGES
+            },
         }
 
     def split_merge(self) -> dict[str, Callable[[], Callable[[], Any]]]:
@@ -274,7 +313,9 @@ class ModelBench:
 
                 def thunk() -> None:
                     _, cell["rest"] = _block(fn(cell["params"], cell["rest"], x))
+
                 return thunk
+
             return make
 
         return {"native": native, "linnx": bridged("linnx"), "flax": bridged("flax")}
@@ -298,8 +339,7 @@ class ModelBench:
             module, v = self.bridged_linen(who)
             return functools.partial(self.apply, module), (v, x, rngs)
 
-        return {"ToNNX vs Linen": (linen_native, to_nnx),
-                "ToLinen vs NNX": (nnx_native, to_linen)}
+        return {"ToNNX vs Linen": (linen_native, to_nnx), "ToLinen vs NNX": (nnx_native, to_linen)}
 
     def lazy_init(self) -> dict[str, Callable[[], Callable[[], Any]]]:
         def native() -> Callable[[], Any]:
@@ -314,6 +354,7 @@ class ModelBench:
                 # The module is what lazy_init makes, as the variables dict is linen.init's;
                 # blocking on it as a pytree does not add an nnx.state graph walk.
                 return lambda: _block(self.to_nnx(BRIDGES[who], rngs=rngs))
+
             return make
 
         return {"native": native, "linnx": bridged("linnx"), "flax": bridged("flax")}
@@ -349,12 +390,15 @@ class ModelBench:
                     cell[:] = [model, nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)]
                 model, opt = cell
                 return lambda: _block(step(model, opt, self.x))
+
             return make
 
         return {
             "native": make_for(self.nnx_model, lambda model, x: model(x)),
-            **{who: make_for(functools.partial(self.to_nnx, BRIDGES[who]), self.call_to_nnx)
-               for who in BRIDGES},
+            **{
+                who: make_for(functools.partial(self.to_nnx, BRIDGES[who]), self.call_to_nnx)
+                for who in BRIDGES
+            },
         }
 
     def linen_train(self) -> dict[str, Callable[[], Callable[[], Any]]]:
@@ -389,7 +433,9 @@ class ModelBench:
                     *state, loss = step(*state, self.x)
                     cell[1:] = state
                     _block(loss)
+
                 return thunk
+
             return make
 
         def native() -> tuple[nn.Module, Any]:
@@ -399,10 +445,14 @@ class ModelBench:
             def build() -> tuple[nn.Module, Any]:
                 module = self.to_linen(BRIDGES[who])
                 return module, module.init(self.init_keys, self.x)
+
             return build
 
-        return {"native": make_for(native), "linnx": make_for(bridged("linnx")),
-                "flax": make_for(bridged("flax"))}
+        return {
+            "native": make_for(native),
+            "linnx": make_for(bridged("linnx")),
+            "flax": make_for(bridged("flax")),
+        }
 
     # -- measured rows ------------------------------------------------------------------------
 
@@ -429,12 +479,21 @@ class ModelBench:
         rows = []
         for direction in ("ToNNX vs Linen", "ToLinen vs NNX"):
             for unit, measure in (("instr", _hlo_instructions), ("flops", _flops)):
-                rows.append(Case(
-                    f"program {unit} {direction}", self.spec.name, unit=unit, target=1.0,
-                    exact=True,
-                    measures={who: functools.partial(
-                        lambda d, w, f: f(compiled(d, w)), direction, who, measure)
-                        for who in ("native", "linnx", "flax")}))
+                rows.append(
+                    Case(
+                        f"program {unit} {direction}",
+                        self.spec.name,
+                        unit=unit,
+                        target=1.0,
+                        exact=True,
+                        measures={
+                            who: functools.partial(
+                                lambda d, w, f: f(compiled(d, w)), direction, who, measure
+                            )
+                            for who in ("native", "linnx", "flax")
+                        },
+                    )
+                )
         return rows
 
     def memory_cases(self) -> list[Case]:
@@ -465,6 +524,7 @@ class ModelBench:
                 v = module.init(self.init_keys, x)
                 _block(self.apply(module, v, x, rngs))
                 return state_bytes(v) + peak_growth(lambda: self.apply(module, v, x, rngs))
+
             return measure
 
         def lazy_init(who: str) -> Callable[[], int]:
@@ -480,13 +540,29 @@ class ModelBench:
 
         m = self.spec.name
         return [
-            Case("peak mem eager ToLinen.apply vs NNX call", m, unit="bytes", target=T_MEMORY,
-                 measures={"native": apply_native, "linnx": apply_bridged("linnx"),
-                           "flax": apply_bridged("flax")}),
-            Case("peak mem lazy_init vs linen.init (info)", m, unit="bytes",
-                 measures={w: lazy_init(w) for w in ("native", "linnx", "flax")}),
-            Case("peak mem ToLinen.init vs NNX ctor (info)", m, unit="bytes",
-                 measures={w: to_linen_init(w) for w in ("native", "linnx", "flax")}),
+            Case(
+                "peak mem eager ToLinen.apply vs NNX call",
+                m,
+                unit="bytes",
+                target=T_MEMORY,
+                measures={
+                    "native": apply_native,
+                    "linnx": apply_bridged("linnx"),
+                    "flax": apply_bridged("flax"),
+                },
+            ),
+            Case(
+                "peak mem lazy_init vs linen.init (info)",
+                m,
+                unit="bytes",
+                measures={w: lazy_init(w) for w in ("native", "linnx", "flax")},
+            ),
+            Case(
+                "peak mem ToLinen.init vs NNX ctor (info)",
+                m,
+                unit="bytes",
+                measures={w: to_linen_init(w) for w in ("native", "linnx", "flax")},
+            ),
         ]
 
 
@@ -512,10 +588,14 @@ def _first_call(
                 lowered = lower()
                 return lowered.compile
             return lower
+
         return make
 
-    return {"native": maker(native), "linnx": maker(functools.partial(bridged, "linnx")),
-            "flax": maker(functools.partial(bridged, "flax"))}
+    return {
+        "native": maker(native),
+        "linnx": maker(functools.partial(bridged, "linnx")),
+        "flax": maker(functools.partial(bridged, "flax")),
+    }
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -531,10 +611,14 @@ MODES = {
 def _machine() -> dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
-        "platform": platform.platform(), "processor": platform.processor(),
-        "cpu_count": os.cpu_count(), "loadavg_at_start": load,
-        "python": platform.python_version(), "jax": jax.__version__,
-        "flax": _version("flax"), "linnx": linnx.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_at_start": load,
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "flax": _version("flax"),
+        "linnx": linnx.__version__,
         "device": str(jax.devices()[0]),
     }
 
@@ -548,10 +632,14 @@ def _version(dist: str) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true",
-                      help="one round, no medians, no memory rows (< 1 min)")
-    mode.add_argument("--smoke", action="store_true",
-                      help="one tiny model, 2 rounds: checks the benchmark runs (CI)")
+    mode.add_argument(
+        "--quick", action="store_true", help="one round, no medians, no memory rows (< 1 min)"
+    )
+    mode.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one tiny model, 2 rounds: checks the benchmark runs (CI)",
+    )
     p.add_argument("--rounds", type=int, help="override the number of rounds")
     p.add_argument("--models", help="comma-separated subset of: mlp,transformer,convbn")
     p.add_argument("--no-memory", action="store_true", help="skip the (slow) memory rows")
@@ -575,26 +663,39 @@ def main(argv: list[str] | None = None) -> int:
 
     # Quick mode skips the memory rows: deterministic, so one full run says all about them.
     memory = not args.no_memory and mode != "quick"
-    cases = [case for spec in model_specs(size, names)
-             for case in ModelBench(spec).cases(memory=memory)
-             if args.rows is None or args.rows in case.row]
+    cases = [
+        case
+        for spec in model_specs(size, names)
+        for case in ModelBench(spec).cases(memory=memory)
+        if args.rows is None or args.rows in case.row
+    ]
     results = run_cases(cases, rounds, min_round_s, log)
     elapsed = time.perf_counter() - start
     table = format_table(results)
-    print(f"linnx bridge benchmark: mode={mode}, rounds={rounds}, {elapsed:.0f} s, "
-          f"{machine['cpu_count']} CPUs, load at start {machine['loadavg_at_start']}, "
-          f"jax {machine['jax']}, flax {machine['flax']}, {machine['device']}")
+    print(
+        f"linnx bridge benchmark: mode={mode}, rounds={rounds}, {elapsed:.0f} s, "
+        f"{machine['cpu_count']} CPUs, load at start {machine['loadavg_at_start']}, "
+        f"jax {machine['jax']}, flax {machine['flax']}, {machine['device']}"
+    )
     print(table)
     targets = [r for r in results if r.case.target is not None]
     missed = [r for r in targets if r.status != "met"]
     print(f"targets: {len(targets) - len(missed)} met, {len(missed)} missed")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "mode": mode, "rounds": rounds, "elapsed_s": elapsed, "machine": machine,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "rows": [r.to_json() for r in results],
-    }, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "mode": mode,
+                "rounds": rounds,
+                "elapsed_s": elapsed,
+                "machine": machine,
+                "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "rows": [r.to_json() for r in results],
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

@@ -143,13 +143,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(result.converted)} classes converted, {len(result.path_map)} weights mapped; "
         f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
     )
-    print(f"trace + rewrite only (verify=False, warm): median "
-          f"{statistics.median(trace_times):.2f} s")
+    print(
+        f"trace + rewrite only (verify=False, warm): median {statistics.median(trace_times):.2f} s"
+    )
     # On a shared machine the wall time includes waiting for a core; the process CPU time
     # (all threads) is what the command costs.
-    print(f"whole command (trace, rewrite, verify 5 examples): first {first:.2f} s wall, "
-          f"{cpu[0]:.2f} s CPU; median {med:.2f} s wall; target < 10 s: "
-          f"{'met' if first < 10 else 'missed'} (wall)")
+    print(
+        f"whole command (trace, rewrite, verify 5 examples): first {first:.2f} s wall, "
+        f"{cpu[0]:.2f} s CPU; median {med:.2f} s wall; target < 10 s: "
+        f"{'met' if first < 10 else 'missed'} (wall)"
+    )
     return 0
 
 

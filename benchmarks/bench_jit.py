@@ -44,8 +44,7 @@ from flax import nnx
 
 import linnx
 
-CONTESTANTS = ("linen", "nnx.jit", "cached_partial", "split/merge", "linnx.jit",
-               "linnx.jit(ToNNX)")
+CONTESTANTS = ("linen", "nnx.jit", "cached_partial", "split/merge", "linnx.jit", "linnx.jit(ToNNX)")
 BASELINE = "linen"
 TARGET = ("linnx.jit", 1.1)  # issue 17: linnx.jit <= 1.1x the Linen step
 
@@ -71,8 +70,11 @@ class StepBench:
         y = self.y
 
         def loss_fn(model: nnx.Module) -> jax.Array:
-            out = model(x, mutable=self.mutable) if self.mutable and isinstance(
-                model, linnx.ToNNX) else model(x)
+            out = (
+                model(x, mutable=self.mutable)
+                if self.mutable and isinstance(model, linnx.ToNNX)
+                else model(x)
+            )
             return mse(out, y)
 
         loss, grads = nnx.value_and_grad(loss_fn)(model)
@@ -84,8 +86,9 @@ class StepBench:
     def linen(self) -> Callable[[], Any]:
         module, tx, x, y = self.spec.linen(True), _tx(), self.x, self.y
         streams = self.spec.streams
-        variables = module.init({"params": jax.random.key(0),
-                                 **{s: jax.random.key(1) for s in self.spec.streams}}, x)
+        variables = module.init(
+            {"params": jax.random.key(0), **{s: jax.random.key(1) for s in self.spec.streams}}, x
+        )
         params = variables["params"]
         rest = {k: v for k, v in variables.items() if k != "params"}
         mutable = self.mutable
@@ -95,8 +98,9 @@ class StepBench:
         # dropout masks into the program, which no training loop gets.
         @jax.jit
         def step(params: Any, opt_state: Any, rest: Any, n: jax.Array, x: jax.Array) -> Any:
-            rngs = {s: jax.random.fold_in(jax.random.key(2 + i), n)
-                    for i, s in enumerate(streams)} or None
+            rngs = {
+                s: jax.random.fold_in(jax.random.key(2 + i), n) for i, s in enumerate(streams)
+            } or None
 
             def loss_fn(p: Any) -> tuple[jax.Array, Any]:
                 out = module.apply({"params": p, **rest}, x, rngs=rngs, mutable=mutable or False)
@@ -155,9 +159,20 @@ class StepBench:
         return lambda: jax.block_until_ready(step(model, opt, x))
 
     def makers(self) -> dict[str, Callable[[], Callable[[], Any]]]:
-        return dict(zip(CONTESTANTS, (self.linen, self.nnx_jit, self.cached_partial,
-                                      self.split_merge, self.linnx_jit,
-                                      self.linnx_jit_to_nnx), strict=True))
+        return dict(
+            zip(
+                CONTESTANTS,
+                (
+                    self.linen,
+                    self.nnx_jit,
+                    self.cached_partial,
+                    self.split_merge,
+                    self.linnx_jit,
+                    self.linnx_jit_to_nnx,
+                ),
+                strict=True,
+            )
+        )
 
 
 # -- timing ---------------------------------------------------------------------------------------
@@ -170,8 +185,9 @@ def _time(thunk: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def run(specs: list[ModelSpec], rounds: int, round_s: float, slices: int,
-        log: Callable[[str], None]) -> dict[str, dict[str, list[float]]]:
+def run(
+    specs: list[ModelSpec], rounds: int, round_s: float, slices: int, log: Callable[[str], None]
+) -> dict[str, dict[str, list[float]]]:
     """Samples (seconds per step, one per slice) per model and contestant, interleaved."""
     thunks: dict[str, dict[str, Callable[[], Any]]] = {}
     for spec in specs:
@@ -185,7 +201,7 @@ def run(specs: list[ModelSpec], rounds: int, round_s: float, slices: int,
     for r in range(rounds):
         log(f"round {r + 1}/{rounds}")
         for name, by_who in thunks.items():
-            order = list(CONTESTANTS[r % len(CONTESTANTS):] + CONTESTANTS[:r % len(CONTESTANTS)])
+            order = list(CONTESTANTS[r % len(CONTESTANTS) :] + CONTESTANTS[: r % len(CONTESTANTS)])
             if name not in plan:
                 one = {who: max(_time(by_who[who], 1), 1e-6) for who in order}
                 # At least 3 slices of at least one call each: a step slower than the round
@@ -212,19 +228,40 @@ def table(samples: dict[str, dict[str, list[float]]]) -> tuple[str, list[dict[st
         med = {w: statistics.median(v) for w, v in by_who.items()}
         ratio = {w: med[w] / med[BASELINE] for w in CONTESTANTS}
         status = "met" if ratio[who] <= limit else "missed"
-        lines.append([name, *(f"{_fmt(med[w])} {ratio[w]:.2f}x" for w in CONTESTANTS),
-                      f"{who} <= {limit:.2f}x", status])
-        rows.append({"model": name, "median_s": med, "ratio_to_linen": ratio,
-                     "target": {who: limit}, "status": status, "samples": by_who})
+        lines.append(
+            [
+                name,
+                *(f"{_fmt(med[w])} {ratio[w]:.2f}x" for w in CONTESTANTS),
+                f"{who} <= {limit:.2f}x",
+                status,
+            ]
+        )
+        rows.append(
+            {
+                "model": name,
+                "median_s": med,
+                "ratio_to_linen": ratio,
+                "target": {who: limit},
+                "status": status,
+                "samples": by_who,
+            }
+        )
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=True)]
-    out = ["  ".join(str(x).ljust(w) if i == 0 else str(x).rjust(w)
-                     for i, (x, w) in enumerate(zip(line, widths, strict=True)))
-           for line in [header, ["-" * w for w in widths], *lines]]
+    out = [
+        "  ".join(
+            str(x).ljust(w) if i == 0 else str(x).rjust(w)
+            for i, (x, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in [header, ["-" * w for w in widths], *lines]
+    ]
     return "\n".join(out), rows
 
 
-MODES = {"full": ("full", 9, 0.1, 8, None), "quick": ("full", 1, 0.05, 4, None),
-         "smoke": ("smoke", 1, 0.002, 2, ("mlp",))}
+MODES = {
+    "full": ("full", 9, 0.1, 8, None),
+    "quick": ("full", 1, 0.05, 4, None),
+    "smoke": ("smoke", 1, 0.002, 2, ("mlp",)),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,20 +287,31 @@ def main(argv: list[str] | None = None) -> int:
     samples = run(model_specs(size, models), rounds, round_s, slices, log)
     text, rows = table(samples)
     elapsed = time.perf_counter() - start
-    print(f"linnx.jit train-step benchmark: mode={name}, rounds={rounds}, {elapsed:.0f} s, "
-          f"{os.cpu_count()} CPUs, load at start {load}, jax {jax.__version__}, "
-          f"{jax.devices()[0]}; each cell: median step time, ratio to the Linen step")
+    print(
+        f"linnx.jit train-step benchmark: mode={name}, rounds={rounds}, {elapsed:.0f} s, "
+        f"{os.cpu_count()} CPUs, load at start {load}, jax {jax.__version__}, "
+        f"{jax.devices()[0]}; each cell: median step time, ratio to the Linen step"
+    )
     print(text)
     missed = [r["model"] for r in rows if r["status"] != "met"]
     print(f"targets: {len(rows) - len(missed)} met, {len(missed)} missed")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "mode": name, "rounds": rounds, "elapsed_s": elapsed, "load_at_start": load,
-        "platform": platform.platform(), "jax": jax.__version__,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "rows": rows,
-    }, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "mode": name,
+                "rounds": rounds,
+                "elapsed_s": elapsed,
+                "load_at_start": load,
+                "platform": platform.platform(),
+                "jax": jax.__version__,
+                "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

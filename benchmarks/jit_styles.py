@@ -57,8 +57,11 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = True):
-        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(
-            nn.Conv(8, (3, 3), use_bias=False)(x)))
+        x = nn.relu(
+            nn.BatchNorm(use_running_average=not train, momentum=0.9)(
+                nn.Conv(8, (3, 3), use_bias=False)(x)
+            )
+        )
         for i, filters in enumerate((8, 16, 32, 64)):
             x = Block(filters, (2, 2) if i else (1, 1))(x, train)
         return nn.Dense(CLASSES)(jnp.mean(x, axis=(1, 2)))
@@ -165,8 +168,10 @@ def main() -> None:
     args = parser.parse_args()
     medians = time_steps(make_steps(args.batch), args.rounds, args.calls)
     base = medians["linen jax.jit"]
-    print(f"small ResNet train step, batch {args.batch}, {IMAGE}, jax {jax.__version__}, "
-          f"{jax.devices()[0].platform}; median of {args.rounds} slices of {args.calls} steps")
+    print(
+        f"small ResNet train step, batch {args.batch}, {IMAGE}, jax {jax.__version__}, "
+        f"{jax.devices()[0].platform}; median of {args.rounds} slices of {args.calls} steps"
+    )
     for name, seconds in medians.items():
         print(f"  {name:30s} {seconds * 1e3:8.3f} ms  {seconds / base:5.2f}x")
 

@@ -45,10 +45,27 @@ def test_the_checks_cover_every_internal() -> None:
 def _private_names() -> frozenset[str]:
     """Every private (single-underscore) attribute of the Flax/JAX objects linnx works with."""
     owners = [
-        nn.Module, nnx.Module, nnx.Pytree, type(nnx.Module), nnx.Variable, nnx.Param,
-        nnx.Rngs, nnx.RngStream, nnx.GraphDef, flax.core.scope.Scope, nn.LogicallyPartitioned,
-        flax.linen.module, flax.core.scope, flax.nnx.variablelib, flax.nnx.graphlib,
-        flax.nnx.pytreelib, flax.nnx.rnglib, jax, jax.sharding, jax.tree_util, jax.core,
+        nn.Module,
+        nnx.Module,
+        nnx.Pytree,
+        type(nnx.Module),
+        nnx.Variable,
+        nnx.Param,
+        nnx.Rngs,
+        nnx.RngStream,
+        nnx.GraphDef,
+        flax.core.scope.Scope,
+        nn.LogicallyPartitioned,
+        flax.linen.module,
+        flax.core.scope,
+        flax.nnx.variablelib,
+        flax.nnx.graphlib,
+        flax.nnx.pytreelib,
+        flax.nnx.rnglib,
+        jax,
+        jax.sharding,
+        jax.tree_util,
+        jax.core,
         type(jax.numpy.zeros(())),
     ]
     names = set()
@@ -73,19 +90,27 @@ def _violations(path: pathlib.Path) -> list[str]:
         where = f"{path.relative_to(SRC.parent)}:{getattr(node, 'lineno', '?')}"
         if isinstance(node, ast.Attribute) and node.attr in PRIVATE:
             found.append(f"{where}: .{node.attr}")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and (
-            node.value in PRIVATE or node.value.startswith("_pytree__")
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and (node.value in PRIVATE or node.value.startswith("_pytree__"))
         ):
             found.append(f"{where}: {node.value!r}")
         elif isinstance(node, ast.FunctionDef) and node.name in PRIVATE and id(node) in methods:
             found.append(f"{where}: def {node.name}")
-        elif isinstance(node, ast.ImportFrom) and node.module and (
-            node.module.split(".")[0] in ("jax", "flax", "jaxlib", "orbax")
-            and any(part.startswith("_") for part in node.module.split("."))
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and (
+                node.module.split(".")[0] in ("jax", "flax", "jaxlib", "orbax")
+                and any(part.startswith("_") for part in node.module.split("."))
+            )
         ):
             found.append(f"{where}: from {node.module} import ...")
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in (
-            "jax", "flax"
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[0] in ("jax", "flax")
         ):
             found += [f"{where}: import {a.name}" for a in node.names if a.name in PRIVATE]
     return found

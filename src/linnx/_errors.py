@@ -130,7 +130,6 @@ class MutableCollectionError(LinnxError, flax_errors.ModifyScopeVariableError, V
         mutable=['batch_stat']: Dense never wrote the collection 'batch_stat' during this call.
     """
 
-
     def __init__(self, message: str) -> None:
         # Flax's __init__ takes (collection, name, scope path) and appends a docs link.
         Exception.__init__(self, message)
@@ -243,9 +242,7 @@ class StructureMismatchError(LinnxError, ValueError):
         for path, expected, actual in mismatched:
             lines.append(f"  mismatched at {path}: expected {expected}, got {actual}")
         lines.append(f"Fix: {fix}")
-        return cls(
-            "\n".join(lines), missing=missing, unexpected=unexpected, mismatched=mismatched
-        )
+        return cls("\n".join(lines), missing=missing, unexpected=unexpected, mismatched=mismatched)
 
 
 _STAND_INS: dict[tuple[type, type], type] = {}
@@ -281,13 +278,17 @@ def standing_in_for(error_class: type[E], replaced: type[BaseException]) -> type
             # Not `replaced.__init__`: Flax errors take other arguments and add a docs link.
             original_init(self, *args, **kwargs)
 
-        cls = type(error_class.__name__, (error_class, replaced), {
-            "__init__": __init__,
-            # The message as linnx wrote it (a KeyError would print it quoted, as a key).
-            "__str__": error_class.__str__,
-            "__module__": error_class.__module__,
-            "__qualname__": error_class.__qualname__,
-            "__doc__": error_class.__doc__,
-        })
+        cls = type(
+            error_class.__name__,
+            (error_class, replaced),
+            {
+                "__init__": __init__,
+                # The message as linnx wrote it (a KeyError would print it quoted, as a key).
+                "__str__": error_class.__str__,
+                "__module__": error_class.__module__,
+                "__qualname__": error_class.__qualname__,
+                "__doc__": error_class.__doc__,
+            },
+        )
         _STAND_INS[(error_class, replaced)] = cls
     return cls

@@ -185,6 +185,7 @@ def can_update_in_place(obj: nnx.Variable | nnx.Pytree) -> bool:
 
 # -- NNX attribute checks ----------------------------------------------------------------------
 
+
 def _probe_module() -> nnx.Module:
     class Probe(nnx.Module):
         def __init__(self) -> None:
@@ -197,15 +198,20 @@ _NODES_TYPE = type(getattr(nnx.Module, "_pytree__nodes", None))
 _PYTREE_SETATTR = nnx.Module.__setattr__
 _PYTREE_NODES = _check(
     "Pytree._pytree__nodes maps attribute names to their data status",
-    lambda: (lambda m: type(vars(m)["_pytree__nodes"]) is _NODES_TYPE
-             and hasattr(_NODES_TYPE, "update") and vars(m)["_pytree__nodes"]["w"] is True)(
-        _probe_module()
-    ),
+    lambda: (
+        lambda m: (
+            type(vars(m)["_pytree__nodes"]) is _NODES_TYPE
+            and hasattr(_NODES_TYPE, "update")
+            and vars(m)["_pytree__nodes"]["w"] is True
+        )
+    )(_probe_module()),
 )
 _RECHECK = _check(
     "Pytree._check_value(key, value, new_status) re-checks attributes after __init__",
-    lambda: callable(nnx.Module._check_value)
-    and getattr(nnx.Module, "_pytree__is_pytree", None) is True,
+    lambda: (
+        callable(nnx.Module._check_value)
+        and getattr(nnx.Module, "_pytree__is_pytree", None) is True
+    ),
 )
 
 
@@ -291,8 +297,9 @@ def install_recheck_filter(
 PYTREE_BOOKKEEPING_PREFIX = "_pytree__"
 _check(
     "NNX's bookkeeping attributes start with '_pytree__'",
-    lambda: all(k.startswith(PYTREE_BOOKKEEPING_PREFIX)
-                for k in vars(nnx.Module()) if k.startswith("_")),
+    lambda: all(
+        k.startswith(PYTREE_BOOKKEEPING_PREFIX) for k in vars(nnx.Module()) if k.startswith("_")
+    ),
 )
 
 _META_CONSTRUCT = _check(
@@ -317,11 +324,15 @@ def override_pytree_construct(metaclass: type, construct: Callable[..., None]) -
 _LINEN_CONTEXT = _check(
     "flax.linen.module keeps _context (module_stack, capture_stack, call_info_stack), "
     "_global_interceptor_stack and _use_named_call",
-    lambda: all(hasattr(nn.module._context, a)
-                for a in ("module_stack", "capture_stack", "call_info_stack"))
-    and nn.module._context.module_stack[-1] is None
-    and hasattr(nn.module, "_global_interceptor_stack")
-    and hasattr(nn.module, "_use_named_call"),
+    lambda: (
+        all(
+            hasattr(nn.module._context, a)
+            for a in ("module_stack", "capture_stack", "call_info_stack")
+        )
+        and nn.module._context.module_stack[-1] is None
+        and hasattr(nn.module, "_global_interceptor_stack")
+        and hasattr(nn.module, "_use_named_call")
+    ),
 )
 
 
@@ -399,8 +410,9 @@ def legacy_mesh() -> jax.sharding.Mesh | None:
 _COLLECTION = re.compile(r'collection "([^"]+)"')
 _check(
     "ModifyScopeVariableError names the collection as 'collection \"...\"'",
-    lambda: _groups(_COLLECTION, str(flax.errors.ModifyScopeVariableError("col", "v", "/")))
-    == ("col",),
+    lambda: (
+        _groups(_COLLECTION, str(flax.errors.ModifyScopeVariableError("col", "v", "/"))) == ("col",)
+    ),
 )
 
 
@@ -439,9 +451,12 @@ _SHAPES = re.compile(
 )
 _check(
     "ScopeParamShapeError names parameter, scope and both shapes",
-    lambda: _groups(
-        _SHAPES, str(flax.errors.ScopeParamShapeError("kernel", "/Dense_0", (2, 3), (4, 3)))
-    ) == ("kernel", "/Dense_0", "(4, 3)", "(2, 3)"),
+    lambda: (
+        _groups(
+            _SHAPES, str(flax.errors.ScopeParamShapeError("kernel", "/Dense_0", (2, 3), (4, 3)))
+        )
+        == ("kernel", "/Dense_0", "(4, 3)", "(2, 3)")
+    ),
 )
 
 
@@ -492,15 +507,20 @@ _RAW_SLOT = vars(nnx.Variable).get("_raw_value")
 _META_SLOT = vars(nnx.Variable).get("_var_metadata")
 _VARIABLE_SLOTS = _check(
     "Variable keeps its raw value and metadata in the slots _raw_value and _var_metadata",
-    lambda: (lambda v: isinstance(_RAW_SLOT, types.MemberDescriptorType)
-             and isinstance(_META_SLOT, types.MemberDescriptorType)
-             and _RAW_SLOT.__get__(v) is v.get_raw_value()
-             and _META_SLOT.__get__(v) == v.get_metadata())(nnx.Param(np.zeros(()))),
+    lambda: (
+        lambda v: (
+            isinstance(_RAW_SLOT, types.MemberDescriptorType)
+            and isinstance(_META_SLOT, types.MemberDescriptorType)
+            and _RAW_SLOT.__get__(v) is v.get_raw_value()
+            and _META_SLOT.__get__(v) == v.get_metadata()
+        )
+    )(nnx.Param(np.zeros(()))),
 )
 
 
 def variable_slot_accessors() -> tuple[
-    Callable[[nnx.Variable], Any], Callable[[nnx.Variable, Any], None],
+    Callable[[nnx.Variable], Any],
+    Callable[[nnx.Variable, Any], None],
     Callable[[nnx.Variable], Any],
 ]:
     """``(get_raw, set_raw, metadata_of)`` for ``linnx.jit``'s per-call reads and writes.
@@ -523,10 +543,12 @@ def variable_slot_accessors() -> tuple[
 _PYTREE_STATE = type(vars(nnx.Module()).get("_pytree__state"))
 _PYTREE_STATE_FLAGS = _check(
     "Pytree._pytree__state has the flags initializing and is_setup (its pytree data)",
-    lambda: jax.tree_util.tree_structure(vars(nnx.Module())["_pytree__state"])
-    == jax.tree_util.tree_structure(_PYTREE_STATE(False, False))
-    and _PYTREE_STATE(True, False).initializing is True
-    and _PYTREE_STATE(False, True).is_setup is True,
+    lambda: (
+        jax.tree_util.tree_structure(vars(nnx.Module())["_pytree__state"])
+        == jax.tree_util.tree_structure(_PYTREE_STATE(False, False))
+        and _PYTREE_STATE(True, False).initializing is True
+        and _PYTREE_STATE(False, True).is_setup is True
+    ),
 )
 
 

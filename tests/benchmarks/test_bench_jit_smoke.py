@@ -15,8 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks" / "bench_jit.py"
-CONTESTANTS = ("linen", "nnx.jit", "cached_partial", "split/merge", "linnx.jit",
-               "linnx.jit(ToNNX)")
+CONTESTANTS = ("linen", "nnx.jit", "cached_partial", "split/merge", "linnx.jit", "linnx.jit(ToNNX)")
 
 
 def test_bench_jit_smoke_run(tmp_path):
@@ -24,7 +23,11 @@ def test_bench_jit_smoke_run(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--smoke", "--json", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "JitFallbackWarning" not in proc.stderr, proc.stderr[-3000:]

@@ -30,8 +30,9 @@ X = jnp.arange(6.0).reshape(2, 3) / 6
 def test_the_environment_variable_starts_with_the_switch_off() -> None:
     code = "from linnx.bridge import _fast; print(_fast.enabled())"
     env = {**os.environ, "LINNX_FAST": "0", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -82,8 +83,9 @@ def workload() -> list:
         y, updates = model.apply(variables, X, mutable=True)
         variables = {**variables, **updates}
         out.append(y)
-    out.append(model.apply(variables, X, rngs={"dropout": jax.random.key(2)},
-                           mutable=["batch_stats"])[0])
+    out.append(
+        model.apply(variables, X, rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"])[0]
+    )
     out.append(jax.jit(lambda v: model.apply(v, X, mutable=True)[0])(variables))
     tonnx = linnx.lazy_init(linnx.ToNNX(ConvBN(), rngs=nnx.Rngs(0)), X)
     for _ in range(2):

@@ -115,8 +115,12 @@ def test_a_variable_name_before_lazy_init_says_to_call_it():
 
 @pytest.mark.parametrize(
     "rngs, shown",
-    [(jax.random.key(0), "nnx.Rngs(key)"), (jax.random.PRNGKey(0), "nnx.Rngs(0)"),
-     (0, "nnx.Rngs(0)"), ({"params": 0}, "nnx.Rngs(params=...)")],
+    [
+        (jax.random.key(0), "nnx.Rngs(key)"),
+        (jax.random.PRNGKey(0), "nnx.Rngs(0)"),
+        (0, "nnx.Rngs(0)"),
+        ({"params": 0}, "nnx.Rngs(params=...)"),
+    ],
     ids=["typed-key", "raw-key", "int", "dict"],
 )
 def test_a_wrong_rngs_is_not_printed_inside_the_fix(rngs, shown):

@@ -87,8 +87,11 @@ def test_nnx_scan_over_tonnx_layers(x):
     stack = _stack_of_blocks(x)
 
     @nnx.split_rngs(splits=LAYERS)
-    @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry,
-              transform_metadata={nnx.PARTITION_NAME: "layers"})
+    @nnx.scan(
+        in_axes=(0, nnx.Carry),
+        out_axes=nnx.Carry,
+        transform_metadata={nnx.PARTITION_NAME: "layers"},
+    )
     def forward(block, h):
         # Inside the scan, each layer sees its own slice and its own names.
         assert block.dense.params["kernel"].shape == (D, D)
@@ -103,9 +106,7 @@ def test_nnx_scan_over_tonnx_layers(x):
         expected = np.maximum(expected @ kernels[i] + biases[i], 0)
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
     # The axis comes back after the scan.
-    assert stack.dense.params["kernel"].get_metadata()["out_sharding"] == (
-        "layers", "in", "out"
-    )
+    assert stack.dense.params["kernel"].get_metadata()["out_sharding"] == ("layers", "in", "out")
 
     # Gradients through the scan have the stacked shape.
     grads = nnx.grad(lambda m: forward(m, x).sum())(stack)
@@ -121,12 +122,12 @@ def test_nnx_remat_over_tonnx(x):
 
     kernel = block.dense.params["kernel"].get_value()
     bias = block.dense.params["bias"].get_value()
-    np.testing.assert_allclose(forward(block, x), _linen_block_forward(kernel, bias, x),
-                               rtol=1e-6)
+    np.testing.assert_allclose(forward(block, x), _linen_block_forward(kernel, bias, x), rtol=1e-6)
     grads = nnx.grad(lambda m: forward(m, x).sum())(block)
     expected = jax.grad(lambda k: _linen_block_forward(k, bias, x).sum())(kernel)
-    np.testing.assert_allclose(grads["dense"]["params"]["kernel"].get_value(), expected,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        grads["dense"]["params"]["kernel"].get_value(), expected, rtol=1e-5, atol=1e-6
+    )
 
 
 # -- Linen transforms over ToLinen ------------------------------------------------------------
@@ -152,8 +153,11 @@ class VmappedLayer(nn.Module):
     def __call__(self, x):
         metadata = {nn.PARTITION_NAME: self.partition_name} if self.partition_name else {}
         return nn.vmap(
-            bridge.ToLinen, variable_axes={"params": 0, "nnx": None},
-            split_rngs={"params": True}, in_axes=None, axis_size=LAYERS,
+            bridge.ToLinen,
+            variable_axes={"params": 0, "nnx": None},
+            split_rngs={"params": True},
+            in_axes=None,
+            axis_size=LAYERS,
             metadata_params=metadata,
         )(NNXLayer, args=(D,))(x)
 
@@ -189,8 +193,12 @@ class ScannedLayers(nn.Module):
         # nn.scan only takes integer axes, so the graphdef is broadcast rather than axis None.
         metadata = {nn.PARTITION_NAME: self.partition_name} if self.partition_name else {}
         scan = nn.scan(
-            ScanBody, variable_axes={"params": 0}, variable_broadcast="nnx",
-            split_rngs={"params": True}, length=LAYERS, metadata_params=metadata,
+            ScanBody,
+            variable_axes={"params": 0},
+            variable_broadcast="nnx",
+            split_rngs={"params": True},
+            length=LAYERS,
+            metadata_params=metadata,
         )
         h, _ = scan(name="layers")(x, None)
         return h
@@ -212,8 +220,7 @@ def test_nn_scan_over_tolinen_adds_the_layer_axis(x, partition_name):
     y = model.apply(variables, x)
     expected = x
     for i in range(LAYERS):
-        expected = _nnx_layer_forward(linear["kernel"].value[i], linear["bias"].value[i],
-                                      expected)
+        expected = _nnx_layer_forward(linear["kernel"].value[i], linear["bias"].value[i], expected)
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
     # The boxes unstack and restack through the scan of a gradient too.
@@ -228,7 +235,8 @@ def test_nnxmeta_axis_round_trip():
     stacked = box.add_axis(0, {nn.PARTITION_NAME: "layers"})
     assert stacked.metadata["sharding"] == ("layers", "in", "out")
     assert stacked.remove_axis(0, {nn.PARTITION_NAME: "layers"}).metadata["sharding"] == (
-        "in", "out"
+        "in",
+        "out",
     )
     assert box.add_axis(1, {}).get_partition_spec() == P("in", None, "out")
     plain = bridge.NNXMeta(nnx.Param, jnp.zeros((D,)), {})
@@ -256,11 +264,13 @@ def test_nn_remat_and_jit_over_tolinen(x, model_cls):
     linear = variables["params"][name]["linear"]
     assert linear["kernel"].metadata["sharding"] == ("in", "out")
     kernel, bias = linear["kernel"].value, linear["bias"].value
-    np.testing.assert_allclose(model.apply(variables, x), _nnx_layer_forward(kernel, bias, x),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model.apply(variables, x), _nnx_layer_forward(kernel, bias, x), rtol=1e-5, atol=1e-6
+    )
     grads = jax.grad(lambda p: model.apply({**variables, "params": p}, x).sum())(
         variables["params"]
     )
     expected = jax.grad(lambda k: _nnx_layer_forward(k, bias, x).sum())(kernel)
-    np.testing.assert_allclose(grads[name]["linear"]["kernel"].value, expected,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        grads[name]["linear"]["kernel"].value, expected, rtol=1e-5, atol=1e-6
+    )

@@ -50,9 +50,7 @@ def _linen_attention():
         num_heads=HEADS,
         qkv_features=FEATURES,
         kernel_init=nn.with_partitioning(nn.initializers.lecun_normal(), (None, "model", None)),
-        out_kernel_init=nn.with_partitioning(
-            nn.initializers.lecun_normal(), ("model", None, None)
-        ),
+        out_kernel_init=nn.with_partitioning(nn.initializers.lecun_normal(), ("model", None, None)),
         deterministic=True,
     )
 
@@ -61,12 +59,16 @@ class NNXMLP(nnx.Module):
     def __init__(self, features: int, hidden: int, rngs: nnx.Rngs):
         init = nnx.initializers.lecun_normal()
         self.up = nnx.Linear(
-            features, hidden, kernel_init=nnx.with_partitioning(init, (None, "model")),
+            features,
+            hidden,
+            kernel_init=nnx.with_partitioning(init, (None, "model")),
             bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("model",)),
             rngs=rngs,
         )
         self.down = nnx.Linear(
-            hidden, features, kernel_init=nnx.with_partitioning(init, ("model", None)),
+            hidden,
+            features,
+            kernel_init=nnx.with_partitioning(init, ("model", None)),
             rngs=rngs,
         )
 
@@ -188,8 +190,10 @@ def test_nnx_model_with_linen_attention_trains_on_the_mesh(mesh, batch):
     assert losses[-1] < losses[0]
     np.testing.assert_allclose(losses, reference, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(
-        model.mlp.up.kernel.get_value(), reference_model.mlp.up.kernel.get_value(),
-        rtol=1e-3, atol=1e-5,
+        model.mlp.up.kernel.get_value(),
+        reference_model.mlp.up.kernel.get_value(),
+        rtol=1e-3,
+        atol=1e-5,
     )
 
 
@@ -283,5 +287,7 @@ def test_the_two_sides_agree(batch):
 def _rebox(boxed, raw):
     return jax.tree.map(
         lambda b, r: b.replace_boxed(r) if isinstance(b, nn.meta.AxisMetadata) else r,
-        boxed, raw, is_leaf=lambda b: isinstance(b, nn.meta.AxisMetadata),
+        boxed,
+        raw,
+        is_leaf=lambda b: isinstance(b, nn.meta.AxisMetadata),
     )

@@ -200,12 +200,14 @@ def changed_collections(before: dict[str, Any], after: dict[str, Any]) -> set[st
         return np.asarray(x)
 
     return {
-        c for c in after
+        c
+        for c in after
         if c not in before
         or jax.tree.structure(before[c]) != jax.tree.structure(after[c])
-        or not all(np.array_equal(raw(a), raw(b))
-                   for a, b in zip(jax.tree.leaves(before[c]), jax.tree.leaves(after[c]),
-                                   strict=True))
+        or not all(
+            np.array_equal(raw(a), raw(b))
+            for a, b in zip(jax.tree.leaves(before[c]), jax.tree.leaves(after[c]), strict=True)
+        )
     }
 
 
@@ -243,10 +245,12 @@ def mutable_choices(draw: st.DrawFn, spec: bt.Block, existing: set[str], train: 
     """
     needs = {"batch_stats"} if train and bt.has_kind(spec, "batchnorm") else set()
     options = sorted((existing | bt.linen_collections_written(spec, train)) - needs)
-    choice = draw(st.one_of(
-        st.just(True),
-        st.lists(st.sampled_from(options), unique=True).map(tuple) if options else st.just(()),
-    ))
+    choice = draw(
+        st.one_of(
+            st.just(True),
+            st.lists(st.sampled_from(options), unique=True).map(tuple) if options else st.just(()),
+        )
+    )
     if choice is True:
         return True
     choice = tuple(sorted(needs)) + choice
@@ -276,8 +280,10 @@ def test_tonnx_lazy_init_is_linen_init(spec, seed, train):
         boxes = jax.tree.leaves(want[collection], is_leaf=is_box)
         got = jax.tree.leaves(getattr(model, collection), is_leaf=is_var)
         for box, var in zip(boxes, got, strict=True):
-            typ = box.var_type if isinstance(box, linnx.NNXMeta) else (
-                linnx.variable_type_from_name(collection)
+            typ = (
+                box.var_type
+                if isinstance(box, linnx.NNXMeta)
+                else (linnx.variable_type_from_name(collection))
             )
             assert type(var) is typ, collection
             n_params += issubclass(typ, nnx.Param)
@@ -310,8 +316,7 @@ def test_tonnx_calls_are_linen_apply(spec, seed, jit, data):
     # with what is loaded, not with anything cached at initialization.
     variables = plain(module.init(linen_keys(seed + 2), x))
     for collection, tree in linen_values(variables).items():
-        jax.tree.map(lambda v, a: v.set_value(a), getattr(model, collection), tree,
-                     is_leaf=is_var)
+        jax.tree.map(lambda v, a: v.set_value(a), getattr(model, collection), tree, is_leaf=is_var)
     # What the module's rngs hand out, per NNX's semantics: one key per stream and call.
     shadow = nnx.Rngs(**linen_keys(seed))
 
@@ -328,8 +333,7 @@ def test_tonnx_calls_are_linen_apply(spec, seed, jit, data):
         before = {
             (c, jax.tree_util.keystr(p)): v
             for c in model.linen_collections
-            for p, v in jax.tree_util.tree_flatten_with_path(getattr(model, c),
-                                                             is_leaf=is_var)[0]
+            for p, v in jax.tree_util.tree_flatten_with_path(getattr(model, c), is_leaf=is_var)[0]
         }
 
         def call(m, x, rngs, train=train, mutable=mutable):
@@ -353,14 +357,13 @@ def test_tonnx_calls_are_linen_apply(spec, seed, jit, data):
         # The updates landed and nothing else changed: the module now holds exactly Linen's
         # threaded variables, the untouched collections included.
         assert sorted(model.linen_collections) == sorted(variables), what
-        assert_same(
-            tonnx_linen_variables(model), linen_values(variables), tol, f"{what} variables"
-        )
+        assert_same(tonnx_linen_variables(model), linen_values(variables), tol, f"{what} variables")
         for (c, p), var in before.items():
             now = {
                 jax.tree_util.keystr(q): w
-                for q, w in jax.tree_util.tree_flatten_with_path(getattr(model, c),
-                                                                 is_leaf=is_var)[0]
+                for q, w in jax.tree_util.tree_flatten_with_path(getattr(model, c), is_leaf=is_var)[
+                    0
+                ]
             }
             assert now[p] is var, f"{what}: {c}{p} was replaced by a new variable"
         for stream in ("params", "dropout"):
@@ -412,8 +415,7 @@ class Catch(nnx.Module):
         self.outputs.append(self.module(x, train=train))
 
 
-@given(spec=bt.nnx_trees(), seed=seeds, train=st.booleans(), jit=st.booleans(),
-       data=st.data())
+@given(spec=bt.nnx_trees(), seed=seeds, train=st.booleans(), jit=st.booleans(), data=st.data())
 def test_tolinen_init_and_apply_are_native_nnx(spec, seed, train, jit, data):
     """ToLinen's ``init`` holds the native constructor's state and gives the native output, and
     ``apply`` equals the native module on the same state, returning the ``mutable``
@@ -422,8 +424,10 @@ def test_tolinen_init_and_apply_are_native_nnx(spec, seed, train, jit, data):
     tol = tolerance(spec, jit)
     keys = linen_keys(seed)
     model = linnx.ToLinen(bt.NNXTree, args=(spec,))
-    init = jax.jit(model.init_with_output, static_argnames="train") if jit else (
-        model.init_with_output
+    init = (
+        jax.jit(model.init_with_output, static_argnames="train")
+        if jit
+        else (model.init_with_output)
     )
     y, variables = init(keys, x, train=train)
     variables = plain(variables)
@@ -442,8 +446,9 @@ def test_tolinen_init_and_apply_are_native_nnx(spec, seed, train, jit, data):
     for step in range(data.draw(st.integers(1, 2), "steps")):
         train = data.draw(st.booleans(), "train")
         mutable = data.draw(
-            st.one_of(st.just(True), st.lists(st.sampled_from(collections), unique=True)
-                      .map(tuple)),
+            st.one_of(
+                st.just(True), st.lists(st.sampled_from(collections), unique=True).map(tuple)
+            ),
             "mutable",
         )
         load_linen_layout(native, variables)
@@ -464,9 +469,7 @@ def test_tolinen_init_and_apply_are_native_nnx(spec, seed, train, jit, data):
         expected = set(collections) | {"nnx"} if mutable is True else set(mutable)
         assert set(updates) == expected, what
         native_now = state_as_linen(native)
-        assert_same(
-            unboxed(updates), {c: native_now[c] for c in updates if c != "nnx"}, tol, what
-        )
+        assert_same(unboxed(updates), {c: native_now[c] for c in updates if c != "nnx"}, tol, what)
         variables = {**variables, **updates}
         # The input variables are values: apply left them as they were (checked next step,
         # whose native reference is loaded from them).
@@ -498,7 +501,8 @@ def test_tolinen_apply_with_linen_dropout_key(spec, seed, dropout_seed, jit):
 
     load_linen_layout(native, variables)
     dropout_state = [
-        (path, var) for path, var in flat_state(native)
+        (path, var)
+        for path, var in flat_state(native)
         if isinstance(var, nnx.RngKey | nnx.RngCount) and var.get_metadata()["tag"] == "dropout"
     ]
     for _, var in dropout_state:
@@ -516,8 +520,13 @@ def test_tolinen_apply_with_linen_dropout_key(spec, seed, dropout_seed, jit):
 # -- round trips through both wrappers -------------------------------------------------------
 
 
-@given(spec=bt.nnx_trees(), seed=seeds, train=st.booleans(), jit=st.booleans(),
-       steps=st.lists(st.booleans(), min_size=1, max_size=2))
+@given(
+    spec=bt.nnx_trees(),
+    seed=seeds,
+    train=st.booleans(),
+    jit=st.booleans(),
+    steps=st.lists(st.booleans(), min_size=1, max_size=2),
+)
 def test_tonnx_of_tolinen_is_the_nnx_module(spec, seed, train, jit, steps):
     """``ToNNX(ToLinen(cls))`` holds the native module's state and, called with
     ``mutable=True``, computes and updates exactly like it, eager and under ``nnx.jit``."""
@@ -535,7 +544,8 @@ def test_tonnx_of_tolinen_is_the_nnx_module(spec, seed, train, jit, steps):
         assert type(got) is type(var), path
     assert_bit_exact(
         {c: values(getattr(model, c)) for c in model.linen_collections if c != "nnx"},
-        state_as_linen(native), "lazy_init",
+        state_as_linen(native),
+        "lazy_init",
     )
 
     def call(m, x, train):
@@ -549,7 +559,9 @@ def test_tonnx_of_tolinen_is_the_nnx_module(spec, seed, train, jit, steps):
         assert_same(call(model, x, train), reference(native, x, train), tol, what)
         assert_same(
             {c: values(getattr(model, c)) for c in model.linen_collections if c != "nnx"},
-            state_as_linen(native), tol, what,
+            state_as_linen(native),
+            tol,
+            what,
         )
 
 
@@ -563,11 +575,14 @@ class Holder(nnx.Module):
         return self.inner(x, train=train, mutable=True)
 
 
-@given(spec=bt.linen_trees(), seed=seeds, init_train=st.booleans(), jit=st.booleans(),
-       steps=st.lists(st.booleans(), min_size=1, max_size=2))
-def test_tolinen_of_module_holding_tonnx_is_the_linen_module(
-    spec, seed, init_train, jit, steps
-):
+@given(
+    spec=bt.linen_trees(),
+    seed=seeds,
+    init_train=st.booleans(),
+    jit=st.booleans(),
+    steps=st.lists(st.booleans(), min_size=1, max_size=2),
+)
+def test_tolinen_of_module_holding_tonnx_is_the_linen_module(spec, seed, init_train, jit, steps):
     """``ToLinen`` of an NNX module holding ``ToNNX(linen_module)`` initializes and applies
     exactly like ``linen_module`` itself, eager and under ``jax.jit``; its Linen variables sit
     under the holder's attribute, in each collection."""
@@ -586,8 +601,11 @@ def test_tolinen_of_module_holding_tonnx_is_the_linen_module(
 
     def inner(variables):
         """The Linen module's own variables inside ToLinen's: ``collection/inner/collection``."""
-        return {c: v["inner"][c] for c, v in unboxed(variables).items() if "inner" in v
-                and c in v["inner"]}
+        return {
+            c: v["inner"][c]
+            for c, v in unboxed(variables).items()
+            if "inner" in v and c in v["inner"]
+        }
 
     def expected(linen_variables):
         """What ``inner`` should give: the Linen variables in ToLinen's string-keyed layout

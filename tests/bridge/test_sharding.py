@@ -100,9 +100,7 @@ def test_logical_partitioning_with_rules_on_the_box(mesh):
     # at creation, to (None, 'model')); NNX maps them with the variable's own rules.
     assert model.params["w"].sharding == ("embed", "mlp")
     assert model.params["w"].get_metadata()["sharding_rules"] == RULES
-    assert nnx.get_partition_spec(nnx.state(model))["params"]["w"].get_value() == P(
-        None, "model"
-    )
+    assert nnx.get_partition_spec(nnx.state(model))["params"]["w"].get_value() == P(None, "model")
     # No mesh: nothing is laid out.
     assert len(model.params["w"].get_value().sharding.device_set) == 1
 
@@ -123,9 +121,11 @@ def test_logical_partitioning_keeps_an_alias_and_its_rules():
 
 @pytest.mark.parametrize(
     "rules, bad",
-    [(("out-alias", "out"), "sharding rule 0 of ('out-alias', 'out') is 'out-alias'"),
-     ((("out-alias", 3),), "sharding rule 0 of (('out-alias', 3),) is ('out-alias', 3)"),
-     ("out-alias", "the sharding rules 'out-alias' are not a sequence")],
+    [
+        (("out-alias", "out"), "sharding rule 0 of ('out-alias', 'out') is 'out-alias'"),
+        ((("out-alias", 3),), "sharding rule 0 of (('out-alias', 3),) is ('out-alias', 3)"),
+        ("out-alias", "the sharding rules 'out-alias' are not a sequence"),
+    ],
     ids=["flat", "bad-axis", "a-string"],
 )
 def test_malformed_partition_rules_are_named_before_anything_is_created(rules, bad):
@@ -276,9 +276,7 @@ def test_to_linen_without_mesh_keeps_metadata():
 def test_names_survive_the_round_trip_through_both_wrappers(mesh):
     # NNX -> Linen -> NNX: the NNX variable comes back with its names.
     x = jnp.ones((4, 8))
-    model = bridge.lazy_init(
-        bridge.ToNNX(bridge.to_linen(NNXMLP, 8, 16), rngs=nnx.Rngs(0)), x
-    )
+    model = bridge.lazy_init(bridge.ToNNX(bridge.to_linen(NNXMLP, 8, 16), rngs=nnx.Rngs(0)), x)
     kernel = model.params["linear"]["kernel"]
     assert type(kernel) is nnx.Param
     assert kernel.sharding == (None, "model")

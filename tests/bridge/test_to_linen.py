@@ -310,8 +310,9 @@ def test_init_is_constructor_state_without_forward_pass():
     )
     # The statistics are the constructor's (zeros/ones), as in a freshly built native model.
     native = Spy(nnx.Rngs(0))
-    np.testing.assert_array_equal(variables["batch_stats"]["bn"]["mean"].value,
-                                  native.bn.mean.get_value())
+    np.testing.assert_array_equal(
+        variables["batch_stats"]["bn"]["mean"].value, native.bn.mean.get_value()
+    )
     # Inside a Linen parent the output is needed, so the pass runs, with the same state.
 
     class Parent(nn.Module):
@@ -321,8 +322,9 @@ def test_init_is_constructor_state_without_forward_pass():
 
     parent_vars = Parent().init(jax.random.key(0), X)
     assert calls == [X.shape, X.shape]
-    np.testing.assert_array_equal(parent_vars["batch_stats"]["spy"]["bn"]["mean"].value,
-                                  native.bn.mean.get_value())
+    np.testing.assert_array_equal(
+        parent_vars["batch_stats"]["spy"]["bn"]["mean"].value, native.bn.mean.get_value()
+    )
 
 
 # -- jit, nesting, hashing, to_linen_class ---------------------------------------------------
@@ -335,9 +337,7 @@ def test_jit_init_and_apply():
     jax.tree_util.tree_map(
         np.testing.assert_allclose, nn.unbox(eager["params"]), nn.unbox(jitted["params"])
     )
-    np.testing.assert_allclose(
-        jax.jit(model.apply)(jitted, X), model.apply(eager, X), rtol=1e-6
-    )
+    np.testing.assert_allclose(jax.jit(model.apply)(jitted, X), model.apply(eager, X), rtol=1e-6)
     apply_encode = jax.jit(lambda v, x: model.apply(v, x, method="encode"))
     np.testing.assert_allclose(
         apply_encode(jitted, X), model.apply(eager, X, method="encode"), rtol=1e-6
@@ -377,9 +377,7 @@ def test_auto_named_submodule_inside_linen_parent():
         variables["params"]["ToLinen_1"]["enc"]["kernel"].value[:, :2],
     )
     natives = [
-        copy_into(AutoEncoder(4, h, rngs=nnx.Rngs(0)), {
-            c: variables[c][name] for c in ("params",)
-        })
+        copy_into(AutoEncoder(4, h, rngs=nnx.Rngs(0)), {c: variables[c][name] for c in ("params",)})
         for name, h in (("ToLinen_0", 2), ("ToLinen_1", 3))
     ]
     dense = nn.Dense(4).apply({"params": variables["params"]["Dense_0"]}, X)
@@ -496,6 +494,7 @@ def test_round_trip_tolinen_of_module_holding_tonnx(jit):
         variables = {**variables, **updates}
         # The ToNNX rng count advanced in both, the same way.
         assert_same_state(native, variables)
+
     # Under an outer Linen parent too.
     class Parent(nn.Module):
         @nn.compact
@@ -567,7 +566,6 @@ def test_error_random_layer_without_stream():
         model.init(jax.random.key(0), X)
     assert isinstance(e.value, KeyError)  # also the error NNX raised
 
-
     class NoStream(nnx.Module):
         def __init__(self, rngs):
             self.drop = nnx.Dropout(0.5)  # keeps no stream of its own
@@ -599,7 +597,7 @@ def test_error_dropout_without_rngs_does_not_ask_for_the_key_it_got():
     with pytest.raises(linnx.RngStreamError) as e:
         model.apply(variables, X, rngs={"dropout": jax.random.key(1)})
     message = str(e.value)
-    fix = message[message.index("Fix:"):]
+    fix = message[message.index("Fix:") :]
     assert "rngs given to this call: ['dropout']" in message
     assert fix.startswith("Fix: give the layer the constructor's rngs")
     assert isinstance(e.value, ValueError)

@@ -261,8 +261,9 @@ def test_init_reuses_the_graphdef_and_reads_new_values() -> None:
     a = model.init(KEYS, X)
     b = model.init({"params": jax.random.key(7), "dropout": jax.random.key(8)}, X)
     assert a["nnx"]["graphdef"] is b["nnx"]["graphdef"]
-    assert not np.array_equal(a["params"]["linear"]["kernel"].value,
-                              b["params"]["linear"]["kernel"].value)
+    assert not np.array_equal(
+        a["params"]["linear"]["kernel"].value, b["params"]["linear"]["kernel"].value
+    )
 
 
 def test_init_sees_a_new_sharing_of_a_stateless_part(taken: list[str]) -> None:
@@ -277,8 +278,17 @@ def test_init_sees_a_new_sharing_of_a_stateless_part(taken: list[str]) -> None:
         finally:
             SHARE_ACTIVATION[0] = False
         graphdef = got["nnx"]["graphdef"]
-        module = nnx.merge(graphdef, nnx.State({"linear": {
-            "kernel": nnx.Param(jnp.zeros((4, 3))), "bias": nnx.Param(jnp.zeros((3,)))}}))
+        module = nnx.merge(
+            graphdef,
+            nnx.State(
+                {
+                    "linear": {
+                        "kernel": nnx.Param(jnp.zeros((4, 3))),
+                        "bias": nnx.Param(jnp.zeros((3,))),
+                    }
+                }
+            ),
+        )
         assert (module.act1 is module.act2) is share
     assert taken == ["init"] * 5
 
@@ -292,8 +302,9 @@ def test_init_keeps_arguments_that_are_equal_but_not_the_same() -> None:
         want = linen_path(lambda model=model: model.init(jax.random.key(0), X))
         assert_identical(variables, want)
         graphdef = variables["nnx"]["graphdef"]
-        state = nnx.State({"linear": {"kernel": nnx.Param(jnp.zeros((4, 3))),
-                                      "bias": nnx.Param(jnp.zeros((3,)))}})
+        state = nnx.State(
+            {"linear": {"kernel": nnx.Param(jnp.zeros((4, 3))), "bias": nnx.Param(jnp.zeros((3,)))}}
+        )
         assert type(nnx.merge(graphdef, state).flag) is type(flag)
 
 
@@ -422,9 +433,7 @@ def test_apply_returns_linen_containers(freeze_variables: bool, taken: list[str]
     try:
         got = model.apply(variables, X, mutable=ALL_NET_STATE)
         assert isinstance(got[1], FrozenDict)
-        assert_identical(
-            got, linen_path(lambda: model.apply(variables, X, mutable=ALL_NET_STATE))
-        )
+        assert_identical(got, linen_path(lambda: model.apply(variables, X, mutable=ALL_NET_STATE)))
         assert_identical(model.init(KEYS, X), linen_path(lambda: model.init(KEYS, X)))
     finally:
         flax.config.update("flax_return_frozendict", False)
@@ -484,8 +493,15 @@ def test_apply_structure_change(taken: list[str]) -> None:
         lambda m, v: m.apply({"params": v["params"]}, X),
         lambda m, v: m.apply({"params": v["params"]}, X, mutable=True),
     ],
-    ids=["capture", "raw-key", "frozen-rngs", "denylist", "params-in-params", "no-graphdef",
-         "no-graphdef-mutable"],
+    ids=[
+        "capture",
+        "raw-key",
+        "frozen-rngs",
+        "denylist",
+        "params-in-params",
+        "no-graphdef",
+        "no-graphdef-mutable",
+    ],
 )
 def test_apply_other_calls_take_linen_path(call: Callable, taken: list[str]) -> None:
     model = linnx.to_linen(Net, 4, 3)

@@ -129,9 +129,7 @@ def test_linen_loop_matches_native_loop(kind, ema_registered):
     others = {k: v for k, v in variables.items() if k != "params"}
     # Everything the forward pass updates: batch stats, rng counts, the custom variable.
     mutable = tuple(k for k in others if k not in ("nnx", "RngKey"))
-    state = train_state.TrainState.create(
-        apply_fn=model.apply, params=variables["params"], tx=tx
-    )
+    state = train_state.TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx)
 
     @jax.jit
     def linen_step(state, others, x, y):

@@ -278,11 +278,14 @@ def test_per_call_rngs_match_linen_and_leave_own_streams_alone():
     key = jax.random.key(7)
     expected = module.apply(variables, X, rngs={"dropout": key})
     np.testing.assert_array_equal(model(X, rngs={"dropout": key}), expected)
-    np.testing.assert_array_equal(model(X, rngs=nnx.Rngs(dropout=7)), module.apply(
-        variables, X, rngs={"dropout": nnx.Rngs(dropout=7).dropout()}))
+    np.testing.assert_array_equal(
+        model(X, rngs=nnx.Rngs(dropout=7)),
+        module.apply(variables, X, rngs={"dropout": nnx.Rngs(dropout=7).dropout()}),
+    )
     # An int seed or a bare key serves every stream through Linen's 'params' fallback.
-    np.testing.assert_array_equal(model(X, rngs=7), module.apply(variables, X, rngs={
-        "params": jax.random.key(7)}))
+    np.testing.assert_array_equal(
+        model(X, rngs=7), module.apply(variables, X, rngs={"params": jax.random.key(7)})
+    )
     assert counts(model) == before
 
 
@@ -293,10 +296,12 @@ def test_own_rngs_draw_fresh_keys_each_call():
     reference = nnx.Rngs(dropout=1)
     y1, y2 = model(X), model(X)
     assert not np.array_equal(y1, y2)
-    np.testing.assert_array_equal(y1, module.apply(variables, X, rngs={
-        "dropout": reference.dropout()}))
-    np.testing.assert_array_equal(y2, module.apply(variables, X, rngs={
-        "dropout": reference.dropout()}))
+    np.testing.assert_array_equal(
+        y1, module.apply(variables, X, rngs={"dropout": reference.dropout()})
+    )
+    np.testing.assert_array_equal(
+        y2, module.apply(variables, X, rngs={"dropout": reference.dropout()})
+    )
 
 
 def test_default_stream_serves_params_and_dropout():
@@ -305,8 +310,9 @@ def test_default_stream_serves_params_and_dropout():
     expected = module.init(jax.random.key(3), X)
     assert_trees_equal(linen_variables(model), dict(expected))
     y = model(X)
-    np.testing.assert_array_equal(y, module.apply(expected, X, rngs={
-        "params": nnx.Rngs(3).default()}))
+    np.testing.assert_array_equal(
+        y, module.apply(expected, X, rngs={"params": nnx.Rngs(3).default()})
+    )
 
 
 @pytest.mark.parametrize("rngs", [nnx.Rngs(5), nnx.Rngs(params=5), 5], ids=repr)
@@ -340,7 +346,8 @@ def test_dropout_under_jax_jit_closure_needs_explicit_keys():
     key = jax.random.key(2)
     y = jax.jit(lambda x, k: model(x, rngs={"dropout": k}))(X, key)
     np.testing.assert_array_equal(
-        y, DropNet().apply(linen_variables(model), X, rngs={"dropout": key}))
+        y, DropNet().apply(linen_variables(model), X, rngs={"dropout": key})
+    )
 
 
 def test_mutable_under_jax_jit_closure_is_a_typed_error():
@@ -408,7 +415,8 @@ def test_split_merge_state_update_with_type_filters():
     doubled = jax.tree.map(lambda p: p * 2, dict(module.init(jax.random.key(0), X)["params"]))
     assert_trees_equal(linen_variables(model)["params"], doubled)
     expected = module.apply(
-        {"params": doubled, "batch_stats": linen_variables(model)["batch_stats"]}, X,
+        {"params": doubled, "batch_stats": linen_variables(model)["batch_stats"]},
+        X,
         train=False,
     )
     np.testing.assert_allclose(model(X, train=False), expected, rtol=1e-6)
@@ -492,8 +500,7 @@ def test_per_call_keys_under_nnx_jit_and_grad_equal_native_training():
 
     @nnx.jit
     def step(model, optimizer, key):
-        loss, grads = nnx.value_and_grad(
-            lambda m: jnp.sum(m(X, rngs={"dropout": key}) ** 2))(model)
+        loss, grads = nnx.value_and_grad(lambda m: jnp.sum(m(X, rngs={"dropout": key}) ** 2))(model)
         optimizer.update(model, grads)
         return loss
 

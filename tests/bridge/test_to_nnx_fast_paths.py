@@ -268,8 +268,14 @@ class Doubled(nnx.Variable):
 
 
 VALUES = [jnp.arange(3.0), np.arange(3.0), jax.random.key(1)]
-TYPES = [nnx.Param, nnx.BatchStat, Count, Tagged, Doubled,
-         linnx.variable_type_from_name("fast_path_test_collection")]
+TYPES = [
+    nnx.Param,
+    nnx.BatchStat,
+    Count,
+    Tagged,
+    Doubled,
+    linnx.variable_type_from_name("fast_path_test_collection"),
+]
 
 
 CONTEXTS = {

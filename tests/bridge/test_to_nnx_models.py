@@ -66,8 +66,9 @@ def test_autoencoder_methods_equal_native():
     z = module.apply(variables, x, method="encode")
     assert z.shape == (4, module.latent)
     np.testing.assert_allclose(model.encode(x), z, **TOL)
-    np.testing.assert_allclose(model(z, method="decode"), module.apply(
-        variables, z, method="decode"), **TOL)
+    np.testing.assert_allclose(
+        model(z, method="decode"), module.apply(variables, z, method="decode"), **TOL
+    )
 
 
 def native_training(case, variables, keys):
@@ -83,7 +84,10 @@ def native_training(case, variables, keys):
         def loss_fn(params):
             rngs = {"dropout": key} if case.dropout else None
             out, new_state = module.apply(
-                {"params": params, **state}, x, rngs=rngs, mutable=list(case.mutable),
+                {"params": params, **state},
+                x,
+                rngs=rngs,
+                mutable=list(case.mutable),
                 **case.train_kwargs,
             )
             return case.loss(out, y), {**state, **new_state}

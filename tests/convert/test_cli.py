@@ -128,4 +128,3 @@ def test_convert_help_lists_the_options(capsys):
     out = capsys.readouterr().out
     for flag in ("--example", "--keep-signatures", "--wrap-unknown", "-o"):
         assert flag in out
-

@@ -228,7 +228,7 @@ def test_write_html_refuses_the_source_and_reports_unwritable_paths(tmp_path):
     assert result.to_html() == convert.render_html(result)
 
 
-SMALL = '''\
+SMALL = """\
 import flax.linen as nn
 
 
@@ -236,7 +236,7 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         return nn.Dense(2)(nn.relu(nn.Dense(4)(x)))
-'''
+"""
 
 
 def test_cli_html_flag(tmp_path, capsys):

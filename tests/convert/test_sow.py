@@ -25,7 +25,7 @@ def test_sown_values_convert_and_are_compared(tmp_path):
     assert result.ok, result.report()
     assert result.kept == []
     assert ruff(result.code, tmp_path) == ""
-    assert "self.sow(nnx.Intermediate, \"hidden\", h)" in result.code
+    assert 'self.sow(nnx.Intermediate, "hidden", h)' in result.code
     assert "reduce_fn=lambda prev, new: prev + new, init_fn=lambda: jnp.zeros(())" in result.code
     assert "'intermediates'" not in result.code and '"intermediates"' not in result.code
     # Every value the Linen model sows was compared: 2 per block, one at the top.

@@ -57,8 +57,7 @@ def read_blocks(path: Path) -> list[Block]:
             reason = skip.group("reason").strip()
             if not reason:
                 raise PageFormatError(
-                    f"{path}:{i + 1}: a skip marker needs a reason: "
-                    "<!-- docs-test: skip REASON -->"
+                    f"{path}:{i + 1}: a skip marker needs a reason: <!-- docs-test: skip REASON -->"
                 )
             pending_skip = (i + 1, reason)
             i += 1
@@ -82,7 +81,7 @@ def read_blocks(path: Path) -> list[Block]:
         j = i + 1
         closing = re.compile(rf"^[ \t]*{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
         while j < len(lines) and not closing.match(lines[j]):
-            body.append(lines[j][len(indent):] if lines[j].startswith(indent) else lines[j])
+            body.append(lines[j][len(indent) :] if lines[j].startswith(indent) else lines[j])
             j += 1
         if j == len(lines):
             raise PageFormatError(f"{path}:{i + 1}: the code fence {fence!r} is never closed")

@@ -26,11 +26,16 @@ from pathlib import Path
 # page -> things its rendered DOM must contain (name, regex)
 PAGES = {
     "index.html": [
-        ("navigation with the guide", r'class="md-nav__link[^"]*"[^>]*>\s*(<[^>]+>\s*)*'
-         r"Linen inside NNX"),
+        (
+            "navigation with the guide",
+            r'class="md-nav__link[^"]*"[^>]*>\s*(<[^>]+>\s*)*'
+            r"Linen inside NNX",
+        ),
         ("navigation with the reference", r"md-nav__link[^>]*>\s*(<[^>]+>\s*)*Command line"),
-        ("a highlighted python code block",
-         r'<div class="[^"]*highlight[^"]*"><pre[^>]*>.*?<span class="kn">import</span>'),
+        (
+            "a highlighted python code block",
+            r'<div class="[^"]*highlight[^"]*"><pre[^>]*>.*?<span class="kn">import</span>',
+        ),
     ],
     "reference/linnx/index.html": [
         ("navigation", r'<nav class="md-nav md-nav--primary"'),
@@ -61,8 +66,16 @@ def _serve(site: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
 
 
 def _chromium(browser: str, *args: str) -> str:
-    command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               "--window-size=1280,1600", "--virtual-time-budget=5000", *args]
+    command = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--window-size=1280,1600",
+        "--virtual-time-budget=5000",
+        *args,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
@@ -76,17 +89,17 @@ def png_is_blank(path: Path) -> bool:
         return True
     pos, idat = 8, b""
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind = data[pos + 4:pos + 8]
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
         if kind == b"IDAT":
-            idat += data[pos + 8:pos + 8 + length]
+            idat += data[pos + 8 : pos + 8 + length]
         pos += 12 + length
     pixels = zlib.decompress(idat)
     width, _, _, colour_type = struct.unpack(">IIBB", data[16:26])
     row = width * {0: 1, 2: 3, 4: 2, 6: 4}.get(colour_type, 4) + 1
     # Each row starts with its filter byte; a page with text has many distinct byte values,
     # a blank one (filtered) a handful.
-    values = {b for i in range(0, len(pixels), row) for b in pixels[i + 1:i + row]}
+    values = {b for i in range(0, len(pixels), row) for b in pixels[i + 1 : i + row]}
     return len(values) < 16
 
 

@@ -22,7 +22,11 @@ def test_site_builds_without_warnings(tmp_path):
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     cli = (tmp_path / "reference" / "cli" / "index.html").read_text()
@@ -39,8 +43,9 @@ def _png(path: Path, rows: list[bytes]) -> Path:
 
     header = struct.pack(">IIBBBBB", width, len(rows), 8, 2, 0, 0, 0)
     data = zlib.compress(b"".join(b"\0" + row for row in rows))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data)
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
     return path
 
 

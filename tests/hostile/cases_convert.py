@@ -37,35 +37,56 @@ def _convert(env, source: str, examples, **kw):
     return (lambda: convert.convert_file(src, dst, examples=examples, **kw)), src, dst, paths
 
 
-@case("source-does-not-parse", convert.SourceSyntaxError, r"model\.py:8: the source does not "
-      r"parse", r"correct the syntax")
+@case(
+    "source-does-not-parse",
+    convert.SourceSyntaxError,
+    r"model\.py:8: the source does not "
+    r"parse",
+    r"correct the syntax",
+)
 def _(env):
-    return _convert(env, GOOD.replace("def __call__(self, x):", "def __call__(self, x)"),
-                    [EXAMPLE])
+    return _convert(env, GOOD.replace("def __call__(self, x):", "def __call__(self, x)"), [EXAMPLE])
 
 
-@case("source-raises-when-run", convert.ConvertError, r"model\.py:3: running the source raised "
-      r"ZeroDivisionError", r"must import and run on its own")
+@case(
+    "source-raises-when-run",
+    convert.ConvertError,
+    r"model\.py:3: running the source raised "
+    r"ZeroDivisionError",
+    r"must import and run on its own",
+)
 def _(env):
     return _convert(env, "import flax.linen as nn\n\nSCALE = 1 / 0\n", [EXAMPLE])
 
 
-@case("source-file-missing", convert.ConvertError, r"missing\.py: cannot read the source",
-      r"pass an existing file")
+@case(
+    "source-file-missing",
+    convert.ConvertError,
+    r"missing\.py: cannot read the source",
+    r"pass an existing file",
+)
 def _(env):
     dst = env.tmp / "out.py"
     return (lambda: convert.convert_file(env.tmp / "missing.py", dst, examples=[EXAMPLE])), dst
 
 
-@case("output-is-the-source", convert.OutputPathError, r"-o .*model\.py is the source file",
-      r"write the NNX module to a new file")
+@case(
+    "output-is-the-source",
+    convert.OutputPathError,
+    r"-o .*model\.py is the source file",
+    r"write the NNX module to a new file",
+)
 def _(env):
     src, _, paths = _files(env, GOOD)
     return (lambda: convert.convert_file(src, src, examples=[EXAMPLE])), src, paths
 
 
-@case("output-is-the-source-by-another-path", convert.OutputPathError,
-      r"is the source file itself", r"model_nnx\.py")
+@case(
+    "output-is-the-source-by-another-path",
+    convert.OutputPathError,
+    r"is the source file itself",
+    r"model_nnx\.py",
+)
 def _(env):
     src, _, _ = _files(env, GOOD)
     other = env.tmp / "." / "sub" / ".." / "model.py"
@@ -78,69 +99,116 @@ def _(env):
     return _convert(env, GOOD, [])
 
 
-@case("examples-is-a-string", convert.ExampleError, r"examples='MLP\(\)",
-      r"non-empty list of call expressions")
+@case(
+    "examples-is-a-string",
+    convert.ExampleError,
+    r"examples='MLP\(\)",
+    r"non-empty list of call expressions",
+)
 def _(env):
     return _convert(env, GOOD, EXAMPLE)
 
 
-@case("example-does-not-parse", convert.ExampleError, r"--example 'MLP\(\)\(' does not parse",
-      r"write a construction followed by a call")
+@case(
+    "example-does-not-parse",
+    convert.ExampleError,
+    r"--example 'MLP\(\)\(' does not parse",
+    r"write a construction followed by a call",
+)
 def _(env):
     return _convert(env, GOOD, ["MLP()("])
 
 
-@case("example-is-not-a-call", convert.ExampleError, r"--example 'MLP' is not a call",
-      r"write a construction followed by a call")
+@case(
+    "example-is-not-a-call",
+    convert.ExampleError,
+    r"--example 'MLP' is not a call",
+    r"write a construction followed by a call",
+)
 def _(env):
     return _convert(env, GOOD, ["MLP"])
 
 
-@case("example-calls-a-function", convert.ExampleError, r"called object is not a module "
-      r"construction", r"write a construction followed by a call")
+@case(
+    "example-calls-a-function",
+    convert.ExampleError,
+    r"called object is not a module "
+    r"construction",
+    r"write a construction followed by a call",
+)
 def _(env):
     return _convert(env, GOOD, ["jnp.ones((1, 3))"])
 
 
-@case("example-unknown-name", convert.ExampleError, r"evaluating the construction 'Mlp\(\)' "
-      r"raised NameError", r"check the names and arguments")
+@case(
+    "example-unknown-name",
+    convert.ExampleError,
+    r"evaluating the construction 'Mlp\(\)' "
+    r"raised NameError",
+    r"check the names and arguments",
+)
 def _(env):
     return _convert(env, GOOD, ["Mlp()(jnp.ones((1, 3)))"])
 
 
-@case("example-builds-no-module", convert.ExampleError, r"'dict\(\)' is a dict, not a Linen "
-      r"module", r"construct one of the source's nn\.Module classes")
+@case(
+    "example-builds-no-module",
+    convert.ExampleError,
+    r"'dict\(\)' is a dict, not a Linen "
+    r"module",
+    r"construct one of the source's nn\.Module classes",
+)
 def _(env):
     return _convert(env, GOOD, ["dict()(1)"])
 
 
-@case("example-wrong-input-shape", convert.ExampleError, r"--example 'MLP\(\)\(jnp\.ones\(\(3,"
-      r"\)\)\)\)'|the model raised", r"pass inputs of the shapes and dtypes")
+@case(
+    "example-wrong-input-shape",
+    convert.ExampleError,
+    r"--example 'MLP\(\)\(jnp\.ones\(\(3,"
+    r"\)\)\)\)'|the model raised",
+    r"pass inputs of the shapes and dtypes",
+)
 def _(env):
     return _convert(env, GOOD, ["MLP()(jnp.ones((2, 3)), jnp.ones((4,)))"])
 
 
-@case("example-star-args", convert.ExampleError, r"\*args and \*\*kwargs are not supported",
-      r"write each argument")
+@case(
+    "example-star-args",
+    convert.ExampleError,
+    r"\*args and \*\*kwargs are not supported",
+    r"write each argument",
+)
 def _(env):
     return _convert(env, GOOD, ["MLP()(*[jnp.ones((1, 3))])"])
 
 
-@case("example-unknown-method", convert.ExampleError, r"MLP has no public method 'encode'",
-      r"call the module itself \(MLP\(\)\(x\)\) or one of its methods")
+@case(
+    "example-unknown-method",
+    convert.ExampleError,
+    r"MLP has no public method 'encode'",
+    r"call the module itself \(MLP\(\)\(x\)\) or one of its methods",
+)
 def _(env):
     return _convert(env, GOOD, ["MLP().encode(jnp.ones((1, 3)))"])
 
 
-@case("example-calls-linen-api", convert.ExampleError, r"MLP has no public method 'apply'",
-      r"call the module itself")
+@case(
+    "example-calls-linen-api",
+    convert.ExampleError,
+    r"MLP has no public method 'apply'",
+    r"call the module itself",
+)
 def _(env):
     return _convert(env, GOOD, ["MLP().apply({}, jnp.ones((1, 3)))"])
 
 
-@case("method-example-leaves-a-submodule-unreached", convert.ConvertError,
-      r"model\.py:7: .*self\.encoder \(nn\.Dense\) is not called by any example",
-      r"add an example that reaches it")
+@case(
+    "method-example-leaves-a-submodule-unreached",
+    convert.ConvertError,
+    r"model\.py:7: .*self\.encoder \(nn\.Dense\) is not called by any example",
+    r"add an example that reaches it",
+)
 def _(env):
     source = (
         "import flax.linen as nn\n\n\n"
@@ -156,8 +224,13 @@ def _(env):
     return _convert(env, source, ["AE().decode(jnp.ones((1, 2)))"])
 
 
-@case("layer-without-rule", convert.UnknownLayerError, r"model\.py:8: linen_zoo\.ResBlock has "
-      r"no conversion rule", r"convert that file first, or pass --wrap-unknown")
+@case(
+    "layer-without-rule",
+    convert.UnknownLayerError,
+    r"model\.py:8: linen_zoo\.ResBlock has "
+    r"no conversion rule",
+    r"convert that file first, or pass --wrap-unknown",
+)
 def _(env):
     source = (
         "import flax.linen as nn\nfrom linen_zoo import ResBlock\n\n\n"
@@ -169,9 +242,13 @@ def _(env):
     return _convert(env, source, ["Net()(jnp.ones((1, 8, 8, 3)))"])
 
 
-@case("root-class-cannot-convert", convert.ConvertError, r"model\.py:\d+: the example's model "
-      r"class Scan cannot be converted: .*(not converted yet|no conversion rule)",
-      r"rewrite that part of Scan")
+@case(
+    "root-class-cannot-convert",
+    convert.ConvertError,
+    r"model\.py:\d+: the example's model "
+    r"class Scan cannot be converted: .*(not converted yet|no conversion rule)",
+    r"rewrite that part of Scan",
+)
 def _(env):
     source = (
         "import flax.linen as nn\n\n\n"
@@ -189,27 +266,43 @@ def _(env):
     return _convert(env, source, ["Scan()(jnp.ones((2, 5, 3)))"])
 
 
-@case("example-root-is-a-flax-layer", convert.ConvertError, r"the model is flax\.linen\.linear"
-      r"\.Dense, not a class of .*model\.py", r"construct one of the file's nn\.Module classes")
+@case(
+    "example-root-is-a-flax-layer",
+    convert.ConvertError,
+    r"the model is flax\.linen\.linear"
+    r"\.Dense, not a class of .*model\.py",
+    r"construct one of the file's nn\.Module classes",
+)
 def _(env):
     return _convert(env, GOOD, ["nn.Dense(3)(jnp.ones((1, 2)))"])
 
 
 def _report_result(src):
     """A conversion result of GOOD (built directly: these cases are about the report path)."""
-    return convert.ConversionResult(code=GOOD, path_map={}, converted=[], kept=[],
-                                    path=str(src), source=GOOD)
+    return convert.ConversionResult(
+        code=GOOD, path_map={}, converted=[], kept=[], path=str(src), source=GOOD
+    )
 
 
-@case("html-report-is-the-source", convert.OutputPathError, r"--html .*model\.py is .*model"
-      r"\.py, a file the conversion reads", r"write the report to its own file")
+@case(
+    "html-report-is-the-source",
+    convert.OutputPathError,
+    r"--html .*model\.py is .*model"
+    r"\.py, a file the conversion reads",
+    r"write the report to its own file",
+)
 def _(env):
     src, _, _ = _files(env, GOOD)
     return (lambda: convert.write_html(_report_result(src), src)), src
 
 
-@case("html-report-directory-missing", convert.ConvertError, r"--html .*nowhere/r\.html: "
-      r"cannot write the report", r"existing, writable directory")
+@case(
+    "html-report-directory-missing",
+    convert.ConvertError,
+    r"--html .*nowhere/r\.html: "
+    r"cannot write the report",
+    r"existing, writable directory",
+)
 def _(env):
     src, _, _ = _files(env, GOOD)
     report = env.tmp / "nowhere" / "r.html"

@@ -36,45 +36,60 @@ def _(env):
     return lambda: linnx.jit(42)
 
 
-@case("fun-is-a-bound-module-method", linnx.JitTypeError, r"linnx\.jit\(Port\.__call__\)",
-      r"pass the object as an argument")
+@case(
+    "fun-is-a-bound-module-method",
+    linnx.JitTypeError,
+    r"linnx\.jit\(Port\.__call__\)",
+    r"pass the object as an argument",
+)
 def _(env):
     model = Port()
     return lambda: linnx.jit(model.__call__), model
 
 
-@case("static_argnums-out-of-range", linnx.JitArgumentError, r"static_argnums=5",
-      r"count positions from 0")
+@case(
+    "static_argnums-out-of-range",
+    linnx.JitArgumentError,
+    r"static_argnums=5",
+    r"count positions from 0",
+)
 def _(env):
     return lambda: linnx.jit(step, static_argnums=5)
 
 
-@case("static_argnames-unknown", linnx.JitArgumentError,
-      r"static_argnames='trian'.*no parameter named 'trian'", r"use one of \['model', 'x'\]")
+@case(
+    "static_argnames-unknown",
+    linnx.JitArgumentError,
+    r"static_argnames='trian'.*no parameter named 'trian'",
+    r"use one of \['model', 'x'\]",
+)
 def _(env):
     return lambda: linnx.jit(step, static_argnames="trian")
 
 
-@case("donate_argnames-unknown", linnx.JitArgumentError, r"donate_argnames='optimizer'",
-      r"use one of")
+@case(
+    "donate_argnames-unknown", linnx.JitArgumentError, r"donate_argnames='optimizer'", r"use one of"
+)
 def _(env):
     return lambda: linnx.jit(step, donate_argnames=("model", "optimizer"))
 
 
-@case("static-and-donated", linnx.JitArgumentError, r"argument 1 is both static and donated",
-      r"remove it from donate_argnums")
+@case(
+    "static-and-donated",
+    linnx.JitArgumentError,
+    r"argument 1 is both static and donated",
+    r"remove it from donate_argnums",
+)
 def _(env):
     return lambda: linnx.jit(step, static_argnums=1, donate_argnums=(0, 1))
 
 
-@case("argnums-not-ints", linnx.JitArgumentError, r"static_argnums='0'",
-      r"static_argnums=\(0, 1\)")
+@case("argnums-not-ints", linnx.JitArgumentError, r"static_argnums='0'", r"static_argnums=\(0, 1\)")
 def _(env):
     return lambda: linnx.jit(step, static_argnums="0")
 
 
-@case("negative-argnums", linnx.JitArgumentError, r"donate_argnums=-1",
-      r"count positions from 0")
+@case("negative-argnums", linnx.JitArgumentError, r"donate_argnums=-1", r"count positions from 0")
 def _(env):
     return lambda: linnx.jit(step, donate_argnums=-1)
 
@@ -82,17 +97,23 @@ def _(env):
 # -- at the call -------------------------------------------------------------------------------
 
 
-@case("module-as-static-argnum", linnx.JitArgumentError,
-      r"argument 'model' is an NNX Port, but static_argnums marks it static",
-      r"remove 0 from static_argnums")
+@case(
+    "module-as-static-argnum",
+    linnx.JitArgumentError,
+    r"argument 'model' is an NNX Port, but static_argnums marks it static",
+    r"remove 0 from static_argnums",
+)
 def _(env):
     model = Port()
     return lambda: linnx.jit(step, static_argnums=0)(model, X), model
 
 
-@case("module-as-static-argname", linnx.JitArgumentError,
-      r"argument 'model' is an NNX Port, but static_argnames",
-      r"remove 'model' from static_argnames")
+@case(
+    "module-as-static-argname",
+    linnx.JitArgumentError,
+    r"argument 'model' is an NNX Port, but static_argnames",
+    r"remove 'model' from static_argnames",
+)
 def _(env):
     model = Port()
     fast = linnx.jit(step, static_argnames="model")
@@ -169,17 +190,34 @@ def _grows():
 
 
 FALLBACKS = (
-    Fallback("modules-in-a-list", _container,
-             r"argument 'models' is a list holding NNX objects",
-             r"pass each module, optimizer or Rngs as an argument of its own"),
-    Fallback("returns-the-module", _returns_module, r"the step returns NNX objects \(Port\)",
-             r"return arrays"),
-    Fallback("array-attribute", _plain_array,
-             r"m\.w holds an array \(ArrayImpl\) directly, not in an nnx\.Variable",
-             r"wrap the value in a Variable"),
-    Fallback("array-ref-variable", _array_ref, r"m\.w is a hijax or array-ref variable",
-             r"hijax=False, ref=False"),
-    Fallback("structure-changes-every-call", _grows,
-             r"changes the structure of its NNX arguments on every call \(added m\.seen_",
-             r"create variables and submodules before the first step"),
+    Fallback(
+        "modules-in-a-list",
+        _container,
+        r"argument 'models' is a list holding NNX objects",
+        r"pass each module, optimizer or Rngs as an argument of its own",
+    ),
+    Fallback(
+        "returns-the-module",
+        _returns_module,
+        r"the step returns NNX objects \(Port\)",
+        r"return arrays",
+    ),
+    Fallback(
+        "array-attribute",
+        _plain_array,
+        r"m\.w holds an array \(ArrayImpl\) directly, not in an nnx\.Variable",
+        r"wrap the value in a Variable",
+    ),
+    Fallback(
+        "array-ref-variable",
+        _array_ref,
+        r"m\.w is a hijax or array-ref variable",
+        r"hijax=False, ref=False",
+    ),
+    Fallback(
+        "structure-changes-every-call",
+        _grows,
+        r"changes the structure of its NNX arguments on every call \(added m\.seen_",
+        r"create variables and submodules before the first step",
+    ),
 )

@@ -67,8 +67,11 @@ def test_a_double_failure_keeps_the_previous_checkpoint_and_says_where(tmp_path)
         return real_rename(a, b)
 
     with mock.patch.object(_checkpoint_files.os, "rename", rename):
-        with pytest.raises(migrate.CheckpointError, match=r"(?s)moving the previous checkpoint "
-                           r"back failed too.*It is intact at '(.*)'.*Fix: move it back") as e:
+        with pytest.raises(
+            migrate.CheckpointError,
+            match=r"(?s)moving the previous checkpoint "
+            r"back failed too.*It is intact at '(.*)'.*Fix: move it back",
+        ) as e:
             migrate.save_nnx_checkpoint(ckpt, Port(seed=2), overwrite=True)
     kept = Path(e.value.args[0].split("It is intact at '")[1].split("'")[0])
     assert snapshot(kept) == before

@@ -32,8 +32,10 @@ def graph_shape(objs: Any) -> list[tuple]:
 
 def assert_identical(a: Any, b: Any) -> None:
     """Same graph (nodes, variable types and metadata) and the same bits in every variable."""
-    if isinstance(a, nnx.Pytree | nnx.Variable) or isinstance(a, tuple) and any(
-        isinstance(x, nnx.Pytree) for x in a
+    if (
+        isinstance(a, nnx.Pytree | nnx.Variable)
+        or isinstance(a, tuple)
+        and any(isinstance(x, nnx.Pytree) for x in a)
     ):
         assert graph_shape(a) == graph_shape(b)
         a, b = nnx.state(a), nnx.state(b)

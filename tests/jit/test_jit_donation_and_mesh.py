@@ -31,16 +31,18 @@ def _buffers(objs):
     return [v.get_raw_value() for _, v in nnx.iter_graph(objs) if isinstance(v, nnx.Variable)]
 
 
-@pytest.mark.parametrize("how", [{"donate_argnums": (0, 1)},
-                                 {"donate_argnames": ("model", "opt")},
-                                 {"donate_argnums": 0}], ids=repr)
+@pytest.mark.parametrize(
+    "how",
+    [{"donate_argnums": (0, 1)}, {"donate_argnames": ("model", "opt")}, {"donate_argnums": 0}],
+    ids=repr,
+)
 def test_donated_objects_hold_the_new_values(how):
     reference, fast = STEP.make(), STEP.make()
     ref_step, fast_step = nnx.jit(STEP.step, **how), linnx.jit(STEP.step, **how)
     x, y = STEP.batch()
     donated = reference[:1] if how.get("donate_argnums") == 0 else reference
     for _ in range(3):
-        ref_before, fast_before = _buffers(donated), _buffers(fast[:len(donated)])
+        ref_before, fast_before = _buffers(donated), _buffers(fast[: len(donated)])
         assert_identical(ref_step(*reference, x, y), fast_step(*fast, x, y))
         assert_identical(reference, fast)
         # What nnx.jit's donation deletes, linnx.jit's deletes too, and nothing else.
@@ -73,14 +75,24 @@ class Sharded(nnx.Module):
 
     def __init__(self, rngs: nnx.Rngs):
         init = nnx.initializers.lecun_normal()
-        self.up = nnx.Linear(8, 16, kernel_init=nnx.with_partitioning(init, (None, "model")),
-                             bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(),
-                                                             ("model",)), rngs=rngs)
-        self.mid = linnx.ToNNX(nn.Dense(16, kernel_init=nn.with_partitioning(
-            nn.initializers.lecun_normal(), ("model", None))), rngs=rngs)
+        self.up = nnx.Linear(
+            8,
+            16,
+            kernel_init=nnx.with_partitioning(init, (None, "model")),
+            bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("model",)),
+            rngs=rngs,
+        )
+        self.mid = linnx.ToNNX(
+            nn.Dense(
+                16,
+                kernel_init=nn.with_partitioning(nn.initializers.lecun_normal(), ("model", None)),
+            ),
+            rngs=rngs,
+        )
         self.drop = nnx.Dropout(0.2, rngs=rngs)
-        self.down = nnx.Linear(16, 8, kernel_init=nnx.with_partitioning(init, ("model", None)),
-                               rngs=rngs)
+        self.down = nnx.Linear(
+            16, 8, kernel_init=nnx.with_partitioning(init, ("model", None)), rngs=rngs
+        )
 
     def __call__(self, x):
         return self.down(self.drop(jax.nn.gelu(self.mid(jax.nn.gelu(self.up(x))))))
@@ -101,8 +113,11 @@ def _step(model, opt, x, y):
 
 
 def _shardings(objs):
-    return [(p, v.get_raw_value().sharding) for p, v in nnx.iter_graph(objs)
-            if isinstance(v, nnx.Variable)]
+    return [
+        (p, v.get_raw_value().sharding)
+        for p, v in nnx.iter_graph(objs)
+        if isinstance(v, nnx.Variable)
+    ]
 
 
 @needs_8

@@ -272,7 +272,6 @@ def test_an_argument_with_unhashable_pytree_data():
     ref_step, fast_step = nnx.jit(step), linnx.jit(step)
     x, y = STEP.batch()
     for _ in range(2):
-        assert_identical(ref_step(*reference, Box(x, ["a"]), y),
-                         fast_step(*fast, Box(x, ["a"]), y))
+        assert_identical(ref_step(*reference, Box(x, ["a"]), y), fast_step(*fast, Box(x, ["a"]), y))
         assert_identical(reference, fast)
     assert fast_step.nnx_jit_calls == 0

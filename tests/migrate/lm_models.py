@@ -36,8 +36,13 @@ class NnxBlock(nnx.Module):
     def __init__(self, rngs, embed=EMBED):
         self.ln1 = nnx.LayerNorm(embed, rngs=rngs)
         self.attn = nnx.MultiHeadAttention(
-            HEADS, embed, dropout_rate=0.3, broadcast_dropout=False, decode=False,
-            deterministic=False, rngs=rngs,
+            HEADS,
+            embed,
+            dropout_rate=0.3,
+            broadcast_dropout=False,
+            decode=False,
+            deterministic=False,
+            rngs=rngs,
         )
         self.drop1 = nnx.Dropout(0.2, rngs=rngs)
         self.ln2 = nnx.LayerNorm(embed, rngs=rngs)

@@ -14,7 +14,7 @@ def basic():
     """Basic Module definition: Block (Linear + Dropout) inside Model."""
 
     class Block(nnx.Module):
-        def __init__(self, in_features: int , out_features: int, rngs: nnx.Rngs):
+        def __init__(self, in_features: int, out_features: int, rngs: nnx.Rngs):
             self.linear = nnx.Linear(in_features, out_features, rngs=rngs)
             self.dropout = nnx.Dropout(0.5, rngs=rngs)
 
@@ -40,14 +40,13 @@ def basic():
 def collections():
     """Collections and variable types: Linear + BatchNorm + a Counter variable."""
 
-    class Counter(nnx.Variable): pass  # noqa: E701
+    class Counter(nnx.Variable):
+        pass  # noqa: E701
 
     class Block(nnx.Module):
-        def __init__(self, in_features: int , out_features: int, rngs: nnx.Rngs):
+        def __init__(self, in_features: int, out_features: int, rngs: nnx.Rngs):
             self.linear = nnx.Linear(in_features, out_features, rngs=rngs)
-            self.batchnorm = nnx.BatchNorm(
-                num_features=out_features, momentum=0.99, rngs=rngs
-            )
+            self.batchnorm = nnx.BatchNorm(num_features=out_features, momentum=0.99, rngs=rngs)
             self.count = Counter(jnp.array(0))
 
         def __call__(self, x):
@@ -107,9 +106,9 @@ def transformations():
         def __call__(self, x):
             scan_fn = lambda carry, cell, x: cell(carry, x)  # noqa: E731
             carry = self.cell.initial_state(x.shape[0])
-            carry, y = nnx.scan(
-                scan_fn, in_axes=(nnx.Carry, None, 1), out_axes=(nnx.Carry, 1)
-            )(carry, self.cell, x)
+            carry, y = nnx.scan(scan_fn, in_axes=(nnx.Carry, None, 1), out_axes=(nnx.Carry, 1))(
+                carry, self.cell, x
+            )
 
             return y
 
@@ -128,7 +127,7 @@ def scan_over_layers():
             x = self.linear(x)
             x = self.dropout(x)
             x = jax.nn.relu(x)
-            return x   # No need to return a second output!
+            return x  # No need to return a second output!
 
     class MLP(nnx.Module):
         def __init__(self, features, num_layers, rngs):

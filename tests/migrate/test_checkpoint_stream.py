@@ -271,9 +271,7 @@ def test_mesh_axes_the_annotations_name_must_exist(tmp_path):
     if len(jax.devices()) < 8:
         pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
     x = jnp.ones((2, 8))
-    migrate.save_linen_checkpoint(
-        tmp_path / "linen", LinenSharded().init(jax.random.key(0), x)
-    )
+    migrate.save_linen_checkpoint(tmp_path / "linen", LinenSharded().init(jax.random.key(0), x))
     with jax.set_mesh(migrate.parse_mesh("data=2,model=4")):
         abstract = nnx.eval_shape(lambda: Sharded(nnx.Rngs(0)))
     plan = migrate.match(LinenSharded(), abstract, x)

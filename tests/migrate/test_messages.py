@@ -267,8 +267,10 @@ def test_a_width_mistake_leads_with_one_line():
     plan = migrate.match(linen_lm, model, TOKENS)
     assert len(plan.mismatched) == 33
     lead = "every width differs: 8 vs 16 (and 4 vs 8)"
-    assert str(plan).splitlines()[-34] == f"  {lead}: Linen has 8 where the NNX model has 16, " \
+    assert (
+        str(plan).splitlines()[-34] == f"  {lead}: Linen has 8 where the NNX model has 16, "
         "across all 33 mismatched leaves; was the NNX model built with another size?"
+    )
     with pytest.raises(migrate.ShapeMismatchError) as info:
         migrate.linen_to_nnx(variables, model, plan)
     assert str(info.value).startswith(lead)

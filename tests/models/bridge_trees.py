@@ -133,12 +133,28 @@ _features = st.sampled_from((2, 3))
 _float_dtype = st.sampled_from(FLOAT_DTYPES)
 
 LINEN_KINDS = (
-    "dense", "conv", "batchnorm", "layernorm", "embed", "dropout",
-    "param", "counter", "ema", "sow",
+    "dense",
+    "conv",
+    "batchnorm",
+    "layernorm",
+    "embed",
+    "dropout",
+    "param",
+    "counter",
+    "ema",
+    "sow",
 )
 # No `sow` on the NNX side: Flax 0.12 deprecates `nnx.Module.sow` outside `nnx.capture`.
 NNX_KINDS = (
-    "dense", "conv", "batchnorm", "layernorm", "embed", "dropout", "param", "counter", "ema",
+    "dense",
+    "conv",
+    "batchnorm",
+    "layernorm",
+    "embed",
+    "dropout",
+    "param",
+    "counter",
+    "ema",
 )
 
 
@@ -423,7 +439,8 @@ class SetupTree(nn.Module):
                 var = self._variables[i]
             elif item.kind != "sow":
                 sub = (
-                    self.layers[self._index[i]] if self.spec.setup_list
+                    self.layers[self._index[i]]
+                    if self.spec.setup_list
                     else getattr(self, f"{item.kind}{i}")
                 )
             x = _linen_step(self, i, item, sub, var, x, train)
@@ -476,9 +493,7 @@ class NNXTree(nnx.Module):
 
     def __init__(self, spec: Block, *, rngs: nnx.Rngs):
         self.spec = spec
-        children = {
-            f"{item.kind}{i}": _nnx_child(item, rngs) for i, item in enumerate(spec.items)
-        }
+        children = {f"{item.kind}{i}": _nnx_child(item, rngs) for i, item in enumerate(spec.items)}
         self._keys = tuple(children)
         if spec.style == "list":
             self.layers = nnx.List(list(children.values()))

@@ -189,12 +189,22 @@ def _sequences():
 
 ZOO: tuple[ZooCase, ...] = (
     ZooCase(
-        "resnet", ResNet, _images, _cross_entropy,
-        eval_kwargs={"train": False}, train_kwargs={"train": True}, mutable=("batch_stats",),
+        "resnet",
+        ResNet,
+        _images,
+        _cross_entropy,
+        eval_kwargs={"train": False},
+        train_kwargs={"train": True},
+        mutable=("batch_stats",),
     ),
     ZooCase(
-        "transformer", TransformerEncoder, _tokens, _cross_entropy,
-        eval_kwargs={"train": False}, train_kwargs={"train": True}, dropout=True,
+        "transformer",
+        TransformerEncoder,
+        _tokens,
+        _cross_entropy,
+        eval_kwargs={"train": False},
+        train_kwargs={"train": True},
+        dropout=True,
     ),
     ZooCase("autoencoder", AutoEncoder, _vectors, _mse),
     ZooCase("scan_rnn", ScanRNN, _sequences, _mse),

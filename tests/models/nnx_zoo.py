@@ -188,19 +188,40 @@ def _linen_style() -> tuple[Any, ...]:
 
 
 CASES: tuple[StepCase, ...] = (
-    StepCase("nnx_mlp", lambda: _with_adam(nnx.Sequential(
-        nnx.Linear(6, 8, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(8, 6, rngs=nnx.Rngs(1)))),
-        _train_step(lambda m, x: m(x), _mse), _vectors),
-    StepCase("nnx_conv_bn_dropout", lambda: _with_adam(ConvBnDrop(rngs=nnx.Rngs(0, dropout=1))),
-             _train_step(lambda m, x: m(x), _xent), _images),
-    StepCase("nnx_tied", lambda: _with_adam(Tied(rngs=nnx.Rngs(0))),
-             _train_step(lambda m, x: m(x), _xent), _tokens),
-    StepCase("nnx_rngs_argument",
-             lambda: (*_with_adam(RngArgMLP(rngs=nnx.Rngs(0))), nnx.Rngs(dropout=5)),
-             _rng_arg_step, _vectors),
-    StepCase("nnx_sow_capture", lambda: _with_adam(SowMLP(rngs=nnx.Rngs(0))), _capture_step,
-             _vectors),
+    StepCase(
+        "nnx_mlp",
+        lambda: _with_adam(
+            nnx.Sequential(
+                nnx.Linear(6, 8, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(8, 6, rngs=nnx.Rngs(1))
+            )
+        ),
+        _train_step(lambda m, x: m(x), _mse),
+        _vectors,
+    ),
+    StepCase(
+        "nnx_conv_bn_dropout",
+        lambda: _with_adam(ConvBnDrop(rngs=nnx.Rngs(0, dropout=1))),
+        _train_step(lambda m, x: m(x), _xent),
+        _images,
+    ),
+    StepCase(
+        "nnx_tied",
+        lambda: _with_adam(Tied(rngs=nnx.Rngs(0))),
+        _train_step(lambda m, x: m(x), _xent),
+        _tokens,
+    ),
+    StepCase(
+        "nnx_rngs_argument",
+        lambda: (*_with_adam(RngArgMLP(rngs=nnx.Rngs(0))), nnx.Rngs(dropout=5)),
+        _rng_arg_step,
+        _vectors,
+    ),
+    StepCase(
+        "nnx_sow_capture", lambda: _with_adam(SowMLP(rngs=nnx.Rngs(0))), _capture_step, _vectors
+    ),
     StepCase("linnx_module", _linen_style, _train_step(lambda m, x: m(x), _mse), _vectors),
-    *(StepCase(f"to_nnx_{case.name}", _to_nnx(case), _zoo_step(case), case.batch)
-      for case in linen_zoo.ZOO),
+    *(
+        StepCase(f"to_nnx_{case.name}", _to_nnx(case), _zoo_step(case), case.batch)
+        for case in linen_zoo.ZOO
+    ),
 )

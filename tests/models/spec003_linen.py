@@ -46,7 +46,7 @@ def collections():
         def setup(self):
             self.dense = nn.Dense(self.features)
             self.batchnorm = nn.BatchNorm(momentum=0.99)
-            self.count = self.variable('counter', 'count', lambda: jnp.zeros((), jnp.int32))
+            self.count = self.variable("counter", "count", lambda: jnp.zeros((), jnp.int32))
 
         @nn.compact
         def __call__(self, x, training: bool):
@@ -106,8 +106,11 @@ def transformations():
         @nn.compact
         def __call__(self, x):
             rnn = nn.scan(
-                RNNCell, variable_broadcast='params',
-                split_rngs={'params': False}, in_axes=1, out_axes=1
+                RNNCell,
+                variable_broadcast="params",
+                split_rngs={"params": False},
+                in_axes=1,
+                out_axes=1,
             )(self.hidden_size)
             carry = rnn.initial_state(x.shape[0])
             carry, y = rnn(carry, x)
@@ -138,8 +141,11 @@ def scan_over_layers():
         @nn.compact
         def __call__(self, x, training: bool):
             ScanBlock = nn.scan(
-                Block, variable_axes={'params': 0}, split_rngs={'params': True},
-                length=self.num_layers)
+                Block,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                length=self.num_layers,
+            )
 
             y, _ = ScanBlock(self.features, training)(x, None)
             return y

@@ -35,8 +35,11 @@ def test_every_error_is_a_linnx_error():
 
 class TestCreation:
     def test_calling_before_lazy_init(self):
-        with pytest.raises(linnx.NotInitializedError, match=r"MLP: a plain call cannot create "
-                           r"the submodule 'Dense_0'(.|\n)*linnx.lazy_init\(model, x\)"):
+        with pytest.raises(
+            linnx.NotInitializedError,
+            match=r"MLP: a plain call cannot create "
+            r"the submodule 'Dense_0'(.|\n)*linnx.lazy_init\(model, x\)",
+        ):
             MLP(rngs=nnx.Rngs(0))(X)
 
     def test_setup_before_lazy_init(self):
@@ -53,13 +56,19 @@ class TestCreation:
             Setup(rngs=nnx.Rngs(0)).dense  # noqa: B018
 
     def test_lazy_init_without_rngs(self):
-        with pytest.raises(linnx.RngStreamError, match=r"make_rng\('params'\): no rngs are "
-                           r"available(.|\n)*rngs=nnx.Rngs\(0\)"):
+        with pytest.raises(
+            linnx.RngStreamError,
+            match=r"make_rng\('params'\): no rngs are "
+            r"available(.|\n)*rngs=nnx.Rngs\(0\)",
+        ):
             linnx.lazy_init(MLP(), X)
 
     def test_missing_stream(self):
-        with pytest.raises(linnx.RngStreamError, match=r"there is no 'dropout' stream(.|\n)*"
-                           r"Streams available: \['noise'\]"):
+        with pytest.raises(
+            linnx.RngStreamError,
+            match=r"there is no 'dropout' stream(.|\n)*"
+            r"Streams available: \['noise'\]",
+        ):
             lm.nn.Dropout(0.5, deterministic=False, rngs=nnx.Rngs(noise=0)).lazy_init(X)
 
     def test_missing_stream_of_an_nnx_layer_under_apply(self):
@@ -69,8 +78,11 @@ class TestCreation:
                 return self.submodule(nnx.Dropout, 0.5, deterministic=True)(x)
 
         variables = Model().init(0, X)
-        with pytest.raises(linnx.RngStreamError, match=r"an NNX layer built in this module "
-                           r"needs an rng stream(.|\n)*rngs=\{'dropout': key\}"):
+        with pytest.raises(
+            linnx.RngStreamError,
+            match=r"an NNX layer built in this module "
+            r"needs an rng stream(.|\n)*rngs=\{'dropout': key\}",
+        ):
             Model().apply(variables, X)
         assert jnp.array_equal(Model().apply(variables, X, rngs={"dropout": 0}), X)
 
@@ -109,8 +121,11 @@ class TestNames:
                 x = lm.nn.Dense(3)(x)
                 return x * self.param("Dense_0", nnx.initializers.ones, (3,))
 
-        with pytest.raises(lm.NameInUseError, match=r"'Dense_0' is already a Dense, so it "
-                           r"cannot name a variable of the collection 'params'"):
+        with pytest.raises(
+            lm.NameInUseError,
+            match=r"'Dense_0' is already a Dense, so it "
+            r"cannot name a variable of the collection 'params'",
+        ):
             Clash().init(0, X)
 
     def test_submodule_named_like_a_method(self):
@@ -128,8 +143,12 @@ class TestNames:
 
 class TestDefinition:
     def test_two_compact_methods(self):
-        with pytest.raises(lm.ModuleDefinitionError, match=r"2 compact methods \(decode, "
-                           r"encode\); a module may have at most one"):
+        with pytest.raises(
+            lm.ModuleDefinitionError,
+            match=r"2 compact methods \(decode, "
+            r"encode\); a module may have at most one",
+        ):
+
             class TwoCompact(lm.Module):
                 @lm.compact
                 def encode(self, x):
@@ -145,8 +164,11 @@ class TestDefinition:
             def __call__(self, x):
                 return nn.Dense(3)(x)
 
-        with pytest.raises(lm.ModuleDefinitionError, match=r"a Linen module was called(.|\n)*"
-                           r"self.submodule\(nn.Dense\(features\)\)"):
+        with pytest.raises(
+            lm.ModuleDefinitionError,
+            match=r"a Linen module was called(.|\n)*"
+            r"self.submodule\(nn.Dense\(features\)\)",
+        ):
             Inline().init(0, X)
 
     def test_submodule_created_outside_compact_and_never_assigned(self):
@@ -154,8 +176,11 @@ class TestDefinition:
             def __call__(self, x):
                 return lm.nn.Dense(3)(x)
 
-        with pytest.raises(lm.ModuleDefinitionError, match=r"belongs to no parent: it was "
-                           r"created outside a compact method"):
+        with pytest.raises(
+            lm.ModuleDefinitionError,
+            match=r"belongs to no parent: it was "
+            r"created outside a compact method",
+        ):
             Plain().init(0, X)
 
     def test_parent_none_module_called_inside_a_parent(self):
@@ -184,8 +209,11 @@ class TestDefinition:
             def __call__(self, x):
                 return self.linear(x)
 
-        with pytest.raises(lm.ModuleDefinitionError, match=r"submodule\(...\) builds a child "
-                           r"in a compact method(.|\n)*self.linear = nnx.Linear"):
+        with pytest.raises(
+            lm.ModuleDefinitionError,
+            match=r"submodule\(...\) builds a child "
+            r"in a compact method(.|\n)*self.linear = nnx.Linear",
+        ):
             Setup().init(0, X)
 
     def test_submodule_given_a_built_module(self):
@@ -194,14 +222,20 @@ class TestDefinition:
             def __call__(self, x):
                 return self.submodule(nnx.Linear(4, 2, rngs=nnx.Rngs(0)))(x)
 
-        with pytest.raises(linnx.BridgeTypeError, match=r"got a built Linear(.|\n)*"
-                           r"self.submodule\(nnx.Linear, 3, 4\)"):
+        with pytest.raises(
+            linnx.BridgeTypeError,
+            match=r"got a built Linear(.|\n)*"
+            r"self.submodule\(nnx.Linear, 3, 4\)",
+        ):
             Built().init(0, X)
 
     def test_flag_left_unset(self):
         model = linnx.lazy_init(lm.nn.Dropout(0.5, rngs=nnx.Rngs(0)), X)
-        with pytest.raises(lm.ModuleDefinitionError, match=r"Dropout needs `deterministic`"
-                           r"(.|\n)*model.train\(\) / model.eval\(\)"):
+        with pytest.raises(
+            lm.ModuleDefinitionError,
+            match=r"Dropout needs `deterministic`"
+            r"(.|\n)*model.train\(\) / model.eval\(\)",
+        ):
             model(X)
 
 
@@ -212,26 +246,36 @@ def variables():
 
 class TestApply:
     def test_unknown_method(self, variables):
-        with pytest.raises(linnx.UnknownMethodError, match=r"MLP has no method named 'encode'"
-                           r"(.|\n)*Available methods: __call__"):
+        with pytest.raises(
+            linnx.UnknownMethodError,
+            match=r"MLP has no method named 'encode'"
+            r"(.|\n)*Available methods: __call__",
+        ):
             MLP().apply(variables, X, method="encode")
 
     def test_params_passed_without_the_collection(self, variables):
-        with pytest.raises(linnx.StructureMismatchError, match=r"missing \(1\): "
-                           r"params/Dense_0/kernel(.|\n)*Did you pass variables\['params'\]"):
+        with pytest.raises(
+            linnx.StructureMismatchError,
+            match=r"missing \(1\): "
+            r"params/Dense_0/kernel(.|\n)*Did you pass variables\['params'\]",
+        ):
             MLP().apply(variables["params"], X)
         with pytest.raises(linnx.BridgeTypeError, match=r"Did you pass variables\['params'\]"):
             MLP().apply({"params": variables["params"]["Dense_0"]["kernel"]}, X)
 
     def test_missing_variable(self, variables):
         params = {k: v for k, v in variables["params"].items() if k != "Dense_1"}
-        with pytest.raises(linnx.StructureMismatchError,
-                           match=r"missing \(1\): params/Dense_1/kernel"):
+        with pytest.raises(
+            linnx.StructureMismatchError, match=r"missing \(1\): params/Dense_1/kernel"
+        ):
             MLP().apply({"params": params}, X)
 
     def test_wrong_shape(self, variables):
-        with pytest.raises(linnx.StructureMismatchError, match=r"mismatched at "
-                           r"params/Dense_0/kernel: expected shape \(5, 3\), got shape \(4, 3\)"):
+        with pytest.raises(
+            linnx.StructureMismatchError,
+            match=r"mismatched at "
+            r"params/Dense_0/kernel: expected shape \(5, 3\), got shape \(4, 3\)",
+        ):
             MLP().apply(variables, jnp.ones((2, 5)))
 
     def test_write_to_an_immutable_collection(self):
@@ -242,17 +286,26 @@ class TestApply:
                 count[...] += 1
 
         variables = Counter().init(0)
-        with pytest.raises(linnx.MutableCollectionError, match=r"changed counter/count, but "
-                           r"the collection 'counter' is not mutable(.|\n)*"
-                           r"mutable=\['counter'\]"):
+        with pytest.raises(
+            linnx.MutableCollectionError,
+            match=r"changed counter/count, but "
+            r"the collection 'counter' is not mutable(.|\n)*"
+            r"mutable=\['counter'\]",
+        ):
             Counter().apply(variables)
 
     def test_mutable_collection_that_does_not_exist(self, variables):
-        with pytest.raises(linnx.MutableCollectionError, match=r"'batch_stat' is neither in "
-                           r"the variables nor written"):
+        with pytest.raises(
+            linnx.MutableCollectionError,
+            match=r"'batch_stat' is neither in "
+            r"the variables nor written",
+        ):
             MLP().apply(variables, X, mutable=["batch_stat"])
 
     def test_bad_rngs(self, variables):
-        with pytest.raises(linnx.BridgeTypeError, match=r"rngs='dropout': expected a "
-                           r"jax.random.key"):
+        with pytest.raises(
+            linnx.BridgeTypeError,
+            match=r"rngs='dropout': expected a "
+            r"jax.random.key",
+        ):
             MLP().apply(variables, X, rngs="dropout")

@@ -155,8 +155,9 @@ def test_parent_none_module_is_adopted_by_the_field_it_is_passed_to():
             return self.inner(x)
 
     variables = Model().init(jax.random.key(0), X)
-    assert shapes(variables) == {"params": {"Wrapper_0": {"inner": {
-        "bias": (3,), "kernel": (4, 3)}}}}
+    assert shapes(variables) == {
+        "params": {"Wrapper_0": {"inner": {"bias": (3,), "kernel": (4, 3)}}}
+    }
     # A top-level module passed as a field is named after the field, as in Linen.
     linen = LinenWrapper(nn.Dense(3)).init(jax.random.key(0), X)
     assert shapes(Wrapper(lm.nn.Dense(3)).init(jax.random.key(0), X)) == shapes(linen)

@@ -6,8 +6,13 @@ import linnx
 import linnx.module as lm
 
 DOCUMENTED = [
-    "Module", "compact", "functional", "Functional", "NameInUseError",
-    "ModuleDefinitionError", "nn",
+    "Module",
+    "compact",
+    "functional",
+    "Functional",
+    "NameInUseError",
+    "ModuleDefinitionError",
+    "nn",
 ]
 LAYERS = ["Dense", "Dropout", "BatchNorm", "LayerNorm"]
 

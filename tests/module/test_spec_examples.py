@@ -94,9 +94,7 @@ class TestBlockModel:
         labels = jnp.ones((1,), dtype=jnp.int32)
 
         def loss_fn(params, key):
-            logits = model.apply(
-                {"params": params}, sample_x, training=True, rngs={"dropout": key}
-            )
+            logits = model.apply({"params": params}, sample_x, training=True, rngs={"dropout": key})
             return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
         @jax.jit
@@ -189,8 +187,9 @@ class TestBatchNormCounterBlock:
         assert_trees_close(updates, expected_updates)
         assert int(updates["counter"]["count"]) == 2
         eval_out, _ = Block(4).apply(linen_vars, x, training=False, mutable=["counter"])
-        assert_trees_close(eval_out, LinenBlock(4).apply(
-            linen_vars, x, training=False, mutable=["counter"])[0])
+        assert_trees_close(
+            eval_out, LinenBlock(4).apply(linen_vars, x, training=False, mutable=["counter"])[0]
+        )
 
     def test_split_by_variable_type_and_train(self, bn_block):
         _, Block, x, _ = bn_block

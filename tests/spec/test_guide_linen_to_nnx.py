@@ -62,8 +62,8 @@ class LinenDot(nn.Module):
 def test_basics_lazy_init_and_call(capsys):
     x = jax.random.normal(jax.random.key(42), (4, 32))
     model = bridge.ToNNX(LinenDot(64), rngs=nnx.Rngs(0))  # => `model = LinenDot(64)` in Linen
-    bridge.lazy_init(model, x)                            # => `var = model.init(key, x)` in Linen
-    y = model(x)                                          # => `y = model.apply(var, x)` in Linen
+    bridge.lazy_init(model, x)  # => `var = model.init(key, x)` in Linen
+    y = model(x)  # => `y = model.apply(var, x)` in Linen
 
     text = displayed(capsys, model)
 
@@ -90,7 +90,15 @@ def test_basics_lazy_init_and_call(capsys):
 class NNXOuter(nnx.Module):
     def __init__(self, out_dim: int, rngs: nnx.Rngs):
         self.dot = bridge.ToNNX(LinenDot(out_dim), rngs=rngs)
-        self.b = nnx.Param(jax.random.uniform(rngs.params(), (1, out_dim,)))
+        self.b = nnx.Param(
+            jax.random.uniform(
+                rngs.params(),
+                (
+                    1,
+                    out_dim,
+                ),
+            )
+        )
 
     def __call__(self, x):
         return self.dot(x) + self.b
@@ -142,9 +150,9 @@ def test_basics_partial_model_then_lazy_init(capsys):
 def test_rng_dropout_differs_and_reseed_reproduces():
     x = jax.random.normal(jax.random.key(42), (4, 32))
     model = bridge.ToNNX(nn.Dropout(rate=0.5, deterministic=False), rngs=nnx.Rngs(dropout=0))
-    bridge.lazy_init(model, x)       # We don't really need this b/c no extra params were
-                                     # created here, but it's a good practice to always add
-                                     # this line.
+    bridge.lazy_init(model, x)  # We don't really need this b/c no extra params were
+    # created here, but it's a good practice to always add
+    # this line.
     y1, y2 = model(x), model(x)
     assert not jnp.allclose(y1, y2)  # Two runs yield different outputs!
 
@@ -216,15 +224,15 @@ def test_collections_documented_values(old_threefry, capsys):
     LinenMultiCollections = make_multi_collections(x)
     model = bridge.lazy_init(bridge.ToNNX(LinenMultiCollections(3), rngs=nnx.Rngs(0)), x)
     capsys.readouterr()
-    print(model.params["w"])        # Of type `nnx.Param` - note this is still under attribute
-                                    # `params`
-    print(model.params["b"])        # Of type `nnx.Param`
-    print(model.counter["count"])   # Of type `counter` - an auto-created dummy type from the
-                                    # name "counter"
+    print(model.params["w"])  # Of type `nnx.Param` - note this is still under attribute
+    # `params`
+    print(model.params["b"])  # Of type `nnx.Param`
+    print(model.counter["count"])  # Of type `counter` - an auto-created dummy type from the
+    # name "counter"
     print(type(model.counter["count"]))
 
-    y = model(x, mutable=True)              # Linen's `sow()` needs `mutable=True` to trigger
-    print(model.intermediates["dot_sum"])   # Of type `nnx.Intermediates`
+    y = model(x, mutable=True)  # Linen's `sow()` needs `mutable=True` to trigger
+    print(model.intermediates["dot_sum"])  # Of type `nnx.Intermediates`
     out = capsys.readouterr().out
 
     assert type(model.params["w"]) is nnx.Param

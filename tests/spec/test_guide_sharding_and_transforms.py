@@ -52,9 +52,7 @@ def _assert_sharded_2x4(array, shape):
     assert len(sharding.device_set) == 8
     assert not sharding.is_fully_replicated
     assert sharding.shard_shape(shape) == (shape[0] // 2, shape[1] // 4)
-    assert {s.data.shape for s in array.addressable_shards} == {
-        (shape[0] // 2, shape[1] // 4)
-    }
+    assert {s.data.shape for s in array.addressable_shards} == {(shape[0] // 2, shape[1] // 4)}
     # The GSPMD view the guide prints: devices=[2,4]<=[8].
     hlo = sharding._to_xla_hlo_sharding(array.ndim)
     assert hlo.tile_assignment_dimensions() == [2, 4]
@@ -112,9 +110,7 @@ def test_linen_to_nnx_partition_metadata_without_mesh():
     x = jax.random.normal(jax.random.key(42), (4, 32))
     # The guide's function minus the constraint, which JAX only allows under a mesh.
     model = nnx.jit(
-        lambda x: bridge.lazy_init(
-            bridge.ToNNX(LinenDotWithPartitioning(64), rngs=nnx.Rngs(0)), x
-        )
+        lambda x: bridge.lazy_init(bridge.ToNNX(LinenDotWithPartitioning(64), rngs=nnx.Rngs(0)), x)
     )(x)
     assert type(model.params["w"]) is nnx.Param
     assert model.params["w"].sharding == ("in", "out")

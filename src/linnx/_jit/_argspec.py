@@ -63,8 +63,11 @@ def _as_tuple(value: Any, kind: type, what: str, label: str) -> tuple:
 
 
 def _infer(
-    params: list[inspect.Parameter] | None, nums: tuple[int, ...], names: tuple[str, ...],
-    nums_given: bool, names_given: bool,
+    params: list[inspect.Parameter] | None,
+    nums: tuple[int, ...],
+    names: tuple[str, ...],
+    nums_given: bool,
+    names_given: bool,
 ) -> tuple[tuple[int, ...], tuple[str, ...]]:
     """jax.jit's rule: infer the missing side from the signature when only one side is given."""
     if params is None or (nums_given and names_given):
@@ -72,19 +75,26 @@ def _infer(
     by_position = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if nums_given:
         names = tuple(
-            by_position[i].name for i in nums
+            by_position[i].name
+            for i in nums
             if i < len(by_position)
             and by_position[i].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
         )
     elif names_given:
-        nums = tuple(i for i, p in enumerate(by_position)
-                     if p.name in names and p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        nums = tuple(
+            i
+            for i, p in enumerate(by_position)
+            if p.name in names and p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        )
     return nums, names
 
 
 def _check(
-    params: list[inspect.Parameter] | None, nums: Iterable[int], names: Iterable[str],
-    what: str, label: str,
+    params: list[inspect.Parameter] | None,
+    nums: Iterable[int],
+    names: Iterable[str],
+    what: str,
+    label: str,
 ) -> None:
     if params is None:
         return
@@ -130,10 +140,12 @@ def resolve(
     _check(params, (), d_names, "donate", label)
     _check(params, s_nums, (), "static", label)
     _check(params, d_nums, (), "donate", label)
-    s_nums, s_names = _infer(params, s_nums, s_names, static_argnums is not None,
-                             static_argnames is not None)
-    d_nums, d_names = _infer(params, d_nums, d_names, donate_argnums is not None,
-                             donate_argnames is not None)
+    s_nums, s_names = _infer(
+        params, s_nums, s_names, static_argnums is not None, static_argnames is not None
+    )
+    d_nums, d_names = _infer(
+        params, d_nums, d_names, donate_argnums is not None, donate_argnames is not None
+    )
     both = sorted(set(s_nums) & set(d_nums)) or sorted(set(s_names) & set(d_names))
     if both:
         raise JitArgumentError(
@@ -141,5 +153,9 @@ def resolve(
             f"argument has no buffers to donate.\nFix: remove it from donate_argnums/"
             f"donate_argnames or from static_argnums/static_argnames."
         )
-    return ArgSpec(tuple(sorted(set(s_nums))), tuple(sorted(set(s_names))),
-                   tuple(sorted(set(d_nums))), tuple(sorted(set(d_names))))
+    return ArgSpec(
+        tuple(sorted(set(s_nums))),
+        tuple(sorted(set(s_names))),
+        tuple(sorted(set(d_nums))),
+        tuple(sorted(set(d_names))),
+    )

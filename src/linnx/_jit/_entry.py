@@ -46,10 +46,23 @@ def is_nnx_object(x: Any) -> bool:
 
 
 # Argument types that cannot hold NNX objects, checked by type alone.
-_LEAF_TYPES = frozenset({
-    type(jax.numpy.zeros(())), np.ndarray, int, float, bool, complex, str, type(None),
-    np.float32, np.float64, np.int32, np.int64, np.bool_,
-})
+_LEAF_TYPES = frozenset(
+    {
+        type(jax.numpy.zeros(())),
+        np.ndarray,
+        int,
+        float,
+        bool,
+        complex,
+        str,
+        type(None),
+        np.float32,
+        np.float64,
+        np.int32,
+        np.int64,
+        np.bool_,
+    }
+)
 # Pytree structures of other arguments (batches as dicts or tuples): True when they hold no
 # NNX object. Bounded, so a stream of ever-new structures cannot grow it without limit.
 _FREE_TREEDEFS: dict[Any, bool] = {}
@@ -76,8 +89,21 @@ def free_of_nnx(x: Any) -> bool:
 class Entry:
     """A built call shape; see the module docstring."""
 
-    __slots__ = ("nargs", "kwnames", "graph_args", "graph_kwargs", "plain_pos", "plain_kw",
-                 "placeholders", "snapshot", "donated", "kept", "order", "program", "trace")
+    __slots__ = (
+        "nargs",
+        "kwnames",
+        "graph_args",
+        "graph_kwargs",
+        "plain_pos",
+        "plain_kw",
+        "placeholders",
+        "snapshot",
+        "donated",
+        "kept",
+        "order",
+        "program",
+        "trace",
+    )
 
     def __init__(self, **fields: Any) -> None:
         for name, value in fields.items():
@@ -109,8 +135,11 @@ class Entry:
                 args[i] = None
         if self.graph_kwargs:
             kwargs = {**kwargs, **dict.fromkeys(name for name, _ in self.graph_kwargs)}
-        out, updates = self.program(*args, **kwargs, **{
-            DONATED: list(map(get_raw, self.donated)), KEPT: list(map(get_raw, self.kept))})
+        out, updates = self.program(
+            *args,
+            **kwargs,
+            **{DONATED: list(map(get_raw, self.donated)), KEPT: list(map(get_raw, self.kept))},
+        )
         for var, value in zip(self.order, updates, strict=True):
             if value is not None:
                 set_raw(var, value)
@@ -163,12 +192,14 @@ def build(
     donated_ids = set()
     for i, key in enumerate([*graph_pos, *graph_kw]):
         if spec.is_donated(key):
-            donated_ids.update(id(n) for _, n in nnx.iter_graph(objs[i])
-                               if isinstance(n, nnx.Variable))
+            donated_ids.update(
+                id(n) for _, n in nnx.iter_graph(objs[i]) if isinstance(n, nnx.Variable)
+            )
     donated = [j for j, v in enumerate(variables) if id(v) in donated_ids]
     kept = [j for j, v in enumerate(variables) if id(v) not in donated_ids]
-    layout = Layout(tuple(graph_pos), tuple(graph_kw), tuple(names), (*donated, *kept),
-                    len(donated))
+    layout = Layout(
+        tuple(graph_pos), tuple(graph_kw), tuple(names), (*donated, *kept), len(donated)
+    )
     key = (graphdef, layout)
     program = programs.get(key)
     if program is None:

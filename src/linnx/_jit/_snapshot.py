@@ -120,8 +120,9 @@ class Snapshot:
         return True
 
 
-def take(objs: tuple, names: Sequence[str], paths: Sequence[tuple],
-         leaves: Sequence[Any]) -> Snapshot:
+def take(
+    objs: tuple, names: Sequence[str], paths: Sequence[tuple], leaves: Sequence[Any]
+) -> Snapshot:
     """Records the structure of ``objs`` (the step's NNX arguments, named ``names``).
 
     ``paths``/``leaves`` are the flat state of ``objs`` from ``nnx.flatten``. Raises

@@ -60,16 +60,20 @@ class JitWrapped(Generic[P, R]):
         (True, 0)
     """
 
-    def __init__(self, fun: Callable[P, R], spec: ArgSpec, label: str,
-                 options: dict[str, Any]) -> None:
+    def __init__(
+        self, fun: Callable[P, R], spec: ArgSpec, label: str, options: dict[str, Any]
+    ) -> None:
         functools.update_wrapper(self, fun)
         self.fun = fun
         self._spec = spec
         self._label = label
         self._options = options
         try:
-            self._params = [p.name for p in inspect.signature(fun).parameters.values()
-                            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            self._params = [
+                p.name
+                for p in inspect.signature(fun).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
         except (TypeError, ValueError):
             self._params = []
         self._entry: Entry | None = None
@@ -87,8 +91,9 @@ class JitWrapped(Generic[P, R]):
             if self.fallback_reason is not None:
                 return self._nnx(*args, **kwargs)
             try:
-                entry = build(args, kwargs, self._spec, self._label, self._params,
-                              self._programs, self.fun)
+                entry = build(
+                    args, kwargs, self._spec, self._label, self._params, self._programs, self.fun
+                )
             except Unsupported as why:
                 return self._give_up(why, args, kwargs)
             self._entry = entry
@@ -114,19 +119,23 @@ class JitWrapped(Generic[P, R]):
     def _nnx(self, *args: Any, **kwargs: Any) -> Any:
         self.nnx_jit_calls += 1
         if self._nnx_jitted is None:
-            self._nnx_jitted = nnx.jit(self.fun, graph=True, graph_updates=True,
-                                       **self._options)
+            self._nnx_jitted = nnx.jit(self.fun, graph=True, graph_updates=True, **self._options)
         return self._nnx_jitted(*args, **kwargs)
 
     def _structure_changed(self, change: StructureChanged, args: tuple, kwargs: dict) -> Any:
         self._entry = None
         if self._changed_last:
-            return self._give_up(Unsupported(
-                f"the step changes the structure of its NNX arguments on every call "
-                f"({change.what})",
-                "create variables and submodules before the first step (or pop sown values "
-                "inside the step, e.g. with nnx.pop or nnx.capture)",
-            ), args, kwargs, depth=1)
+            return self._give_up(
+                Unsupported(
+                    f"the step changes the structure of its NNX arguments on every call "
+                    f"({change.what})",
+                    "create variables and submodules before the first step (or pop sown values "
+                    "inside the step, e.g. with nnx.pop or nnx.capture)",
+                ),
+                args,
+                kwargs,
+                depth=1,
+            )
         # Once (a lazily created variable, a first sow): nnx.jit carries the new structure
         # back, and the next call builds an entry for it.
         self._changed_last = True
@@ -150,7 +159,8 @@ def _is_bound_nnx_method(fun: Any) -> bool:
 
 @overload
 def jit(
-    fun: Callable[P, R], *,
+    fun: Callable[P, R],
+    *,
     static_argnums: int | Sequence[int] | None = None,
     static_argnames: str | Iterable[str] | None = None,
     donate_argnums: int | Sequence[int] | None = None,
@@ -158,7 +168,8 @@ def jit(
 ) -> JitWrapped[P, R]: ...
 @overload
 def jit(
-    fun: None = None, *,
+    fun: None = None,
+    *,
     static_argnums: int | Sequence[int] | None = None,
     static_argnames: str | Iterable[str] | None = None,
     donate_argnums: int | Sequence[int] | None = None,
@@ -227,8 +238,12 @@ def jit(
         >>> bool(second < first), int(optimizer.step[...])
         (True, 2)
     """
-    options = dict(static_argnums=static_argnums, static_argnames=static_argnames,
-                   donate_argnums=donate_argnums, donate_argnames=donate_argnames)
+    options = dict(
+        static_argnums=static_argnums,
+        static_argnames=static_argnames,
+        donate_argnums=donate_argnums,
+        donate_argnames=donate_argnames,
+    )
     if fun is None:
         return functools.partial(jit, **options)  # type: ignore[return-value]
     if not callable(fun):

@@ -75,9 +75,7 @@ def _slot(nnx_path: tuple, var: nnx.Variable) -> Slot:
         stream = var.get_metadata().get("tag")
         if stream is not None and (len(path) < 2 or path[-2] != stream):
             path = (*path[:-1], stream, path[-1])
-    return Slot(
-        variable_name_from_type(var_type), path, var_type, stream, dict(var.get_metadata())
-    )
+    return Slot(variable_name_from_type(var_type), path, var_type, stream, dict(var.get_metadata()))
 
 
 @jax.tree_util.register_static
@@ -120,7 +118,9 @@ class GraphDef(nnx.GraphDef):
         if not isinstance(other, nnx.GraphDef):
             return NotImplemented
         return (self.num_leaves, self.nodes, self.attributes) == (
-            other.num_leaves, other.nodes, other.attributes
+            other.num_leaves,
+            other.nodes,
+            other.attributes,
         )
 
 
@@ -419,8 +419,10 @@ def to_collections(
 def _lookup(variables: Mapping[str, Any], slot: Slot) -> Any:
     node = variables.get(slot.collection)
     for key in slot.path:
-        if isinstance(node, meta.AxisMetadata) or not isinstance(node, Mapping) or (
-            key not in node
+        if (
+            isinstance(node, meta.AxisMetadata)
+            or not isinstance(node, Mapping)
+            or (key not in node)
         ):
             return MISSING
         node = node[key]

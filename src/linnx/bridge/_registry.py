@@ -170,6 +170,7 @@ def register_variable_name(
         True
     """
     if typ is None:
+
         def decorator(cls: type[V]) -> type[V]:
             register_variable_name_type_pair(name, cls, overwrite=overwrite)
             return cls

@@ -111,10 +111,7 @@ def init_keys(rngs: nnx.Rngs | None) -> dict[str, jax.Array]:
     if rngs is None:
         return {}
     with initialization_pass() as bookkeeping:
-        return {
-            linen_name: bookkeeping.take(stream)
-            for linen_name, stream in _linen_streams(rngs)
-        }
+        return {linen_name: bookkeeping.take(stream) for linen_name, stream in _linen_streams(rngs)}
 
 
 class CallKeys(NamedTuple):
@@ -198,9 +195,7 @@ def per_call_keys(rngs: object, *, init: bool, argname: str = "rngs") -> CallKey
     if isinstance(rngs, nnx.Rngs):
         return CallKeys(init_keys(rngs), [], []) if init else call_keys(rngs)
     if isinstance(rngs, Mapping):
-        keys = {
-            name: jax.random.key(v) if isinstance(v, int) else v for name, v in rngs.items()
-        }
+        keys = {name: jax.random.key(v) if isinstance(v, int) else v for name, v in rngs.items()}
         if "default" in keys and "params" not in keys:
             keys["params"] = keys.pop("default")
         return CallKeys(keys, [], [])

@@ -292,7 +292,11 @@ def _plain_filter(mutable: Any) -> bool:
 # it rebuilds, so those calls go through Linen.
 _PLAIN_ATOMS = (int, float, complex, str, bytes, bool, type(None), type(Ellipsis))
 _PLAIN_CALLABLES = (
-    type, types.FunctionType, types.BuiltinFunctionType, functools.partial, np.dtype
+    type,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    functools.partial,
+    np.dtype,
 )
 
 
@@ -373,9 +377,7 @@ def fast_apply(
     return out, scope.mutable_variables()
 
 
-def fast_init(
-    wrapper: Any, call: Callable[..., Any], args: tuple, kwargs: dict[str, Any]
-) -> Any:
+def fast_init(wrapper: Any, call: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Any:
     """``wrapper.init(*args, **kwargs)`` for a plain top-level call, else :data:`NOT_TAKEN`.
 
     Returns the variables of the constructed module, without the forward pass a top-level
@@ -399,11 +401,7 @@ def fast_init(
     if type(rngs) is not dict and not _is_typed_key(rngs):
         return NOT_TAKEN  # (Linen reads anything but a dict as one key)
     linen_rngs = _plain_rngs(rngs)
-    if (
-        linen_rngs is None
-        or not _plain_top_level(wrapper, call)
-        or not _plain_arguments(wrapper)
-    ):
+    if linen_rngs is None or not _plain_top_level(wrapper, call) or not _plain_arguments(wrapper):
         return NOT_TAKEN
     call_kwargs = {k: v for k, v in kwargs.items() if k not in _LINEN_APPLY_OPTIONS}
     nnx_method = call_kwargs.pop("nnx_method", None)

@@ -42,6 +42,7 @@ def check_rules(rules: Any, where: str) -> tuple:
     Flax's resolvers unpack each rule as a pair and fail with a bare ``ValueError`` (or map
     wrongly) on anything else, such as a flat ``('embed', 'data')``; this names the rule.
     """
+
     def malformed(what: str) -> ShardingRulesError:
         return ShardingRulesError(
             f"{where}: {what}, not a (logical name, mesh axes) pair.\n"
@@ -55,8 +56,10 @@ def check_rules(rules: Any, where: str) -> tuple:
         if isinstance(rule, (str, bytes)) or not isinstance(rule, Sequence) or len(rule) != 2:
             raise malformed(f"sharding rule {i} of {tuple(rules)!r} is {rule!r}")
         name, axes = rule
-        axes_ok = axes is None or isinstance(axes, str) or (
-            isinstance(axes, Sequence) and all(isinstance(a, str) for a in axes)
+        axes_ok = (
+            axes is None
+            or isinstance(axes, str)
+            or (isinstance(axes, Sequence) and all(isinstance(a, str) for a in axes))
         )
         if not isinstance(name, str) or not axes_ok:
             raise malformed(f"sharding rule {i} of {tuple(rules)!r} is {rule!r}")
@@ -97,8 +100,10 @@ def _place(value: Any, spec: jax.sharding.PartitionSpec, mesh: Any) -> Any:
     axis_types = dict(zip(mesh.axis_names, getattr(mesh, "axis_types", ()), strict=False))
     if any(axis_types.get(axis) == explicit for axis in _axes_of(spec)):
         # Explicit axes: sharding is part of the type; with_sharding_constraint only asserts.
-        target = spec if isinstance(mesh, jax.sharding.AbstractMesh) else (
-            jax.sharding.NamedSharding(mesh, spec)
+        target = (
+            spec
+            if isinstance(mesh, jax.sharding.AbstractMesh)
+            else (jax.sharding.NamedSharding(mesh, spec))
         )
         return jax.sharding.reshard(value, target)
     if isinstance(mesh, jax.sharding.AbstractMesh):

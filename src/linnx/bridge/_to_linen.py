@@ -128,6 +128,7 @@ class ToLinen(nn.Module):
         # A bound method, not a closure over `self`: Linen's `apply` unbinds a method given
         # by name (`__func__`) and calls it on the bound clone of this module.
         if not name.startswith("_") and callable(getattr(self.nnx_class, name, None)):
+
             def method(module: ToLinen, *args: Any, **kwargs: Any) -> Any:
                 return module(*args, nnx_method=name, **kwargs)
 
@@ -152,8 +153,9 @@ class ToLinen(nn.Module):
         if not self.is_initializing():
             return False
         layout = _layout.layout_of(self.get_variable("nnx", _GRAPHDEF))
-        missing = [s for s in layout if s.stream is None
-                   and not self.has_variable(s.collection, s.path[0])]
+        missing = [
+            s for s in layout if s.stream is None and not self.has_variable(s.collection, s.path[0])
+        ]
         return bool(missing) and all(self.is_mutable_collection(s.collection) for s in missing)
 
     # -- init --------------------------------------------------------------------------------
@@ -407,7 +409,10 @@ class ToLinen(nn.Module):
         if not mutable:
             return
         for collection, name, tree in _layout.to_collections(
-            layout, values, self.metadata_type, skip_streams=overridden,
+            layout,
+            values,
+            self.metadata_type,
+            skip_streams=overridden,
             only=mutable.__contains__,
         ):
             host.put_variable(collection, name, tree)
@@ -543,8 +548,12 @@ def to_linen_class(
         )
         dataclass_init(
             self,  # type: ignore[arg-type]
-            nnx_class=nnx_class, args=args, kwargs=merged, skip_rng=skip_rng,
-            metadata_type=metadata_type, **linen,
+            nnx_class=nnx_class,
+            args=args,
+            kwargs=merged,
+            skip_rng=skip_rng,
+            metadata_type=metadata_type,
+            **linen,
         )
 
     _Wrapped.__init__ = __init__  # type: ignore[method-assign,assignment]

@@ -126,9 +126,7 @@ def check_arguments(args: Any, kwargs: Any, where: str) -> None:
         )
 
 
-def check_constructor_call(
-    nnx_class: Any, args: Sequence[Any], kwargs: dict[str, Any]
-) -> None:
+def check_constructor_call(nnx_class: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
     """Refuses arguments that do not fit the constructor, before it runs deep inside init."""
     is_class = isinstance(nnx_class, type)
     found = signature(nnx_class.__init__ if is_class else nnx_class)
@@ -183,9 +181,9 @@ def missing_graphdef(wrapper: Any, got: Any = None) -> LinnxError:
     return StructureMismatchError.from_paths(
         f"The variables of {type(wrapper).__name__}({class_name(wrapper)})",
         missing=[f"nnx/{GRAPHDEF}"] if got is None else [],
-        mismatched=[] if got is None else [
-            (f"nnx/{GRAPHDEF}", "an nnx.GraphDef", type(got).__name__)
-        ],
+        mismatched=[]
+        if got is None
+        else [(f"nnx/{GRAPHDEF}", "an nnx.GraphDef", type(got).__name__)],
         fix="pass the whole variables dict that `init` returned (including its 'nnx' "
         "collection), e.g. model.apply(variables, x) rather than "
         "model.apply({'params': variables['params']}, x).",
@@ -237,7 +235,8 @@ def immutable_write(
     typo = (
         f" (mutable={requested!r} names {unknown[0]!r}, which is not a collection of "
         f"{class_name(wrapper)}: its collections are {_layout.collections_of(layout)})"
-        if unknown else ""
+        if unknown
+        else ""
     )
     paths = ["/".join((s.collection, *s.path)) for s in lost]
     shown = ", ".join(paths[:4]) + (f", ... ({len(paths)} in all)" if len(paths) > 4 else "")
@@ -245,7 +244,8 @@ def immutable_write(
     rng_hint = (
         f"\nFor rng state, or: give this call fresh keys, the Linen style, e.g. "
         f"rngs={{{streams[0]!r}: jax.random.key(1)}}; such a call does not keep rng state."
-        if streams else ""
+        if streams
+        else ""
     )
     return MutableCollectionError(
         f"{class_name(wrapper)} updated {shown} during apply, but the "

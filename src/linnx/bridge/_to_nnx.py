@@ -64,6 +64,7 @@ M = TypeVar("M")
 # attribute.
 _RESERVED = frozenset({"module", "rngs", "linen_collections", "lazy_init"})
 
+
 def _module_name(module: nn.Module) -> str:
     return type(module).__name__
 
@@ -181,8 +182,8 @@ class ToNNX(nnx.Module):
             # What NNX itself raises for such a write: a TraceContextError.
             raise standing_in_for(MutableCollectionError, flax.errors.TraceContextError)(
                 errors.FROZEN.format(
-                    name=f"ToNNX({_module_name(self.module)})", what=", ".join(frozen[:3])
-                    + (", ..." if len(frozen) > 3 else ""),
+                    name=f"ToNNX({_module_name(self.module)})",
+                    what=", ".join(frozen[:3]) + (", ..." if len(frozen) > 3 else ""),
                 )
             )
 
@@ -230,7 +231,8 @@ class ToNNX(nnx.Module):
             existing = self._collection_tree(name)
             found = (
                 in_place_writes(name, tree, existing)
-                if existing is not None and name in self.linen_collections else None
+                if existing is not None and name in self.linen_collections
+                else None
             )
             if found is None:
                 return None
@@ -293,7 +295,8 @@ class ToNNX(nnx.Module):
                 return self._initialize(args, kwargs, method, rngs)
             return self._complete(args, kwargs, method, rngs)
         keys = (
-            _rngs.per_call_keys(rngs, init=False) if rngs is not None
+            _rngs.per_call_keys(rngs, init=False)
+            if rngs is not None
             else _rngs.call_keys(self.rngs)
         )
         try:
@@ -312,8 +315,12 @@ class ToNNX(nnx.Module):
         initialized = bool(self.linen_collections)
         try:
             result = self.module.apply(
-                self._linen_variables(), *args, rngs=keys.keys or None, method=method,
-                mutable=mutable, **kwargs,
+                self._linen_variables(),
+                *args,
+                rngs=keys.keys or None,
+                method=method,
+                mutable=mutable,
+                **kwargs,
             )
         except errors.NOT_INIT_ERRORS as e:
             # Also the Flax error: Flax's bridge let it through (issue 14, item 9).
@@ -322,9 +329,13 @@ class ToNNX(nnx.Module):
                 template.format(name=name, cause=e, call=_call_text(method))
             ) from e
         except flax.errors.ModifyScopeVariableError as e:
-            raise MutableCollectionError(errors.IMMUTABLE.format(
-                name=name, cause=e, collection=collection_in(e) or "...",
-            )) from e
+            raise MutableCollectionError(
+                errors.IMMUTABLE.format(
+                    name=name,
+                    cause=e,
+                    collection=collection_in(e) or "...",
+                )
+            ) from e
         except flax.errors.InvalidRngError as e:
             raise errors.rngs_error(self, e, keys.frozen) from e
         except flax.errors.ScopeParamShapeError as e:
@@ -340,11 +351,14 @@ class ToNNX(nnx.Module):
         updates = dict(updates)
         if not initialized and "params" in updates:
             # Linen creates missing params when 'params' is mutable; only lazy_init may.
-            raise NotInitializedError(errors.NOT_INITIALIZED.format(
-                name=name, call=_call_text(method),
-                cause=f"Linen would create the params in this call (mutable={mutable!r}), "
-                f"from call keys instead of init keys.",
-            ))
+            raise NotInitializedError(
+                errors.NOT_INITIALIZED.format(
+                    name=name,
+                    call=_call_text(method),
+                    cause=f"Linen would create the params in this call (mutable={mutable!r}), "
+                    f"from call keys instead of init keys.",
+                )
+            )
         if isinstance(mutable, (str, Sequence)):  # not True, nor a filter like DenyList
             requested = [mutable] if isinstance(mutable, str) else list(mutable)
             never = [c for c in requested if c not in updates]
@@ -360,13 +374,12 @@ class ToNNX(nnx.Module):
 
     def _initialize(self, args, kwargs, method, rngs):
         keys = (
-            _rngs.per_call_keys(rngs, init=True).keys if rngs is not None
+            _rngs.per_call_keys(rngs, init=True).keys
+            if rngs is not None
             else _rngs.init_keys(self.rngs)
         )
         try:
-            out, variables = self.module.init_with_output(
-                keys, *args, method=method, **kwargs
-            )
+            out, variables = self.module.init_with_output(keys, *args, method=method, **kwargs)
         except flax.errors.InvalidRngError as e:
             raise errors.rngs_error(self, e, []) from e
         variables = dict(variables)
@@ -385,13 +398,18 @@ class ToNNX(nnx.Module):
         (BatchNorm in training, counters) do not fail; those updates are dropped.
         """
         keys = (
-            _rngs.per_call_keys(rngs, init=True).keys if rngs is not None
+            _rngs.per_call_keys(rngs, init=True).keys
+            if rngs is not None
             else _rngs.init_keys(self.rngs)
         )
         try:
             out, updates = self.module.apply(
-                self._linen_variables(), *args, rngs=keys or None, method=method,
-                mutable=DenyList("intermediates"), **kwargs,
+                self._linen_variables(),
+                *args,
+                rngs=keys or None,
+                method=method,
+                mutable=DenyList("intermediates"),
+                **kwargs,
             )
         except flax.errors.InvalidRngError as e:
             raise errors.rngs_error(self, e, []) from e
@@ -536,7 +554,8 @@ def _flatten(tree: Any) -> list[tuple[tuple, Any]]:
 
 def _public_methods(module: nn.Module) -> list[str]:
     return sorted(
-        n for n, _ in inspect.getmembers(type(module), callable)
+        n
+        for n, _ in inspect.getmembers(type(module), callable)
         if not n.startswith("_") and _is_linen_method(module, n)
     ) or ["__call__"]
 

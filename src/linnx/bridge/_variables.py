@@ -80,10 +80,13 @@ def to_nnx_tree(collection: str, tree: Any, existing: Any = None) -> Any:
         if any(type(leaf) is nn.LogicallyPartitioned for leaf in leaves):
             check_partition_rules(collection, tree)
         make = variable_maker(variable_type_from_name(collection))
-        return jax.tree_util.tree_unflatten(treedef, [
-            make(leaf) if type(leaf) in PLAIN_VALUES else new_variable(collection, leaf)
-            for leaf in leaves
-        ])
+        return jax.tree_util.tree_unflatten(
+            treedef,
+            [
+                make(leaf) if type(leaf) in PLAIN_VALUES else new_variable(collection, leaf)
+                for leaf in leaves
+            ],
+        )
     old = dict(jax.tree_util.tree_flatten_with_path(existing, is_leaf=is_variable)[0])
     flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_box)
     leaves = []
@@ -126,11 +129,7 @@ def in_place_writes(collection: str, tree: Any, existing: Any) -> list | None:
     def match(new: Any, old: Any) -> bool:
         if type(new) is dict and type(old) is dict:
             return new.keys() == old.keys() and all(match(new[k], old[k]) for k in new)
-        if (
-            type(old) is expected_type
-            and can_update_in_place(old)
-            and type(new) in PLAIN_VALUES
-        ):
+        if type(old) is expected_type and can_update_in_place(old) and type(new) in PLAIN_VALUES:
             writes.append((old, new))
             return True
         return False

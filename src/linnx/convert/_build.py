@@ -77,9 +77,7 @@ class _Builder(_Compact):
         self.plan.sites = list({id(s): s for s in self.site_of.values()}.values())
         self.name_sites(self.plan.sites)
         self.decide_flags(method)
-        self.method_locals = {p.name.value for p in method.params.params} | _assigned_names(
-            method
-        )
+        self.method_locals = {p.name.value for p in method.params.params} | _assigned_names(method)
         self.method_locals.discard("self")
         self.outs = {}
         self.mirrored = set()
@@ -129,11 +127,10 @@ class _Builder(_Compact):
     def finish_size_params(self) -> None:
         text = "\n".join(t for _, t, _ in self.init_lines)
         bare = rf"(?<![\w.]){self.in_name}\b(?!\s*=[^=])"
-        if re.search(bare, text) or (
-            self.plan.out_expr and re.search(bare, self.plan.out_expr)
-        ):
+        if re.search(bare, text) or (self.plan.out_expr and re.search(bare, self.plan.out_expr)):
             self.size_params = {
-                self.in_name: _input_param(self.in_name, self.line), **self.size_params
+                self.in_name: _input_param(self.in_name, self.line),
+                **self.size_params,
             }
         for sp in self.size_params.values():
             values = [sp.resolve(inst) for inst in self.instances]
@@ -455,4 +452,3 @@ def convert_class(
 ) -> ClassPlan:
     """Converts one Linen class; raises :class:`Unsupported` for what it cannot convert."""
     return _Builder(node, positions, cls, instances, ctx).build()
-

@@ -99,9 +99,7 @@ def _constructions(method: cst.FunctionDef) -> dict[str, cst.Call]:
                 seen.setdefault(name, []).append(None)
 
     method.body.visit(V())
-    return {
-        k: v[0] for k, v in seen.items() if len(v) == 1 and isinstance(v[0], cst.Call)
-    }
+    return {k: v[0] for k, v in seen.items() if len(v) == 1 and isinstance(v[0], cst.Call)}
 
 
 def _char_col(line_text: str, byte_col: int) -> int:
@@ -425,9 +423,7 @@ class _Converter:
                     else:
                         raise self.fail("name= is not a plain string", node)
         else:
-            raise self.fail(
-                "the submodule is created in one statement and called in another", node
-            )
+            raise self.fail("the submodule is created in one statement and called in another", node)
         user = self.ctx.user_classes.get(child_cls.__name__)
         name_arg = name_arg or var
         factory = dotted(ctor.func)
@@ -479,9 +475,11 @@ class _Converter:
         if ctor is None:
             raise self.fail("nn.Sequential built in one statement and called in another", node)
         layers = ctor.args[0].value if ctor.args and ctor.args[0].keyword is None else None
-        if not isinstance(layers, cst.List | cst.Tuple) or any(
-            a.keyword is not None and a.keyword.value != "name" for a in ctor.args[1:]
-        ) or any(isinstance(e, cst.StarredElement) for e in layers.elements):
+        if (
+            not isinstance(layers, cst.List | cst.Tuple)
+            or any(a.keyword is not None and a.keyword.value != "name" for a in ctor.args[1:])
+            or any(isinstance(e, cst.StarredElement) for e in layers.elements)
+        ):
             raise self.fail("nn.Sequential(...) without a literal list of layers", node)
         name_arg = var
         for a in ctor.args[1:]:
@@ -564,8 +562,11 @@ class _Converter:
             elif site.kind == "user":
                 child = self.ctx.plans[site.child_cls.__name__]
                 for i, a in enumerate(node.args):
-                    name = a.keyword.value if a.keyword is not None else (
-                        child.call_params[i] if i < len(child.call_params) else None)
+                    name = (
+                        a.keyword.value
+                        if a.keyword is not None
+                        else (child.call_params[i] if i < len(child.call_params) else None)
+                    )
                     if name in child.removed_flags:
                         out.append(a.value)
         conv = self

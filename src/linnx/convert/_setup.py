@@ -75,8 +75,10 @@ def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
                 re.fullmatch(rf"{re.escape(attr)}_\d+", n) for n in execs
             ):
                 names = [n for n in execs if re.fullmatch(rf"{re.escape(attr)}_\d+", n)]
-                if value.for_in.inner_for_in is not None or value.for_in.ifs or not isinstance(
-                    value.elt, cst.Call
+                if (
+                    value.for_in.inner_for_in is not None
+                    or value.for_in.ifs
+                    or not isinstance(value.elt, cst.Call)
                 ):
                     raise b.fail(f"self.{attr}: only [Layer(...) for x in ...] converts", small)
                 assigned[attr] = value.elt
@@ -122,8 +124,10 @@ def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
     # -- __init__: the setup body -------------------------------------------------------------
     for stmt in setup.body.body:
         for small in stmt.body:  # type: ignore[union-attr]
-            if isinstance(small, cst.Assign) and len(small.targets) == 1 and is_self_attr(
-                small.targets[0].target
+            if (
+                isinstance(small, cst.Assign)
+                and len(small.targets) == 1
+                and is_self_attr(small.targets[0].target)
             ):
                 attr = small.targets[0].target.attr.value  # type: ignore[union-attr]
                 value = small.value
@@ -180,8 +184,11 @@ def _collect_modes(b, method, sites, out) -> None:
             elif site is not None and site.kind == "user":
                 child = b.ctx.plans[site.child_cls.__name__]
                 for i, a in enumerate(node.args):
-                    n = a.keyword.value if a.keyword is not None else (
-                        child.call_params[i] if i < len(child.call_params) else None)
+                    n = (
+                        a.keyword.value
+                        if a.keyword is not None
+                        else (child.call_params[i] if i < len(child.call_params) else None)
+                    )
                     if n in child.removed_flags:
                         out.append(a.value)
 

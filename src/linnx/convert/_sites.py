@@ -114,7 +114,9 @@ class _Compact(_Walker):
             in_t = None if _other_axis(site) else in_expr
             if rule.needs_size and in_t is None and not dry:
                 in_t = self.fallback(
-                    site, rule.size_kw or "in_features", lambda c, i: _in_size(c, node, self),
+                    site,
+                    rule.size_kw or "in_features",
+                    lambda c, i: _in_size(c, node, self),
                     "tuple[int, ...]" if _other_axis(site) else "int",
                 )
             if rule.out == IN:
@@ -132,8 +134,11 @@ class _Compact(_Walker):
         elif site.kind == "user":
             child = self.ctx.plans[site.child_cls.__name__]
             for i, a in enumerate(node.args):
-                name = a.keyword.value if a.keyword is not None else (
-                    child.call_params[i] if i < len(child.call_params) else None)
+                name = (
+                    a.keyword.value
+                    if a.keyword is not None
+                    else (child.call_params[i] if i < len(child.call_params) else None)
+                )
                 if name in child.removed_flags:
                     drop_call_args.add(i)
             parts: list[str] = []
@@ -253,8 +258,12 @@ class _Compact(_Walker):
                     t = "?" if dry else self.fallback(sub, f, _field_of(f))
                 args_t[f] = t
             if rule.needs_size and in_t is None:
-                in_t = "?" if dry else self.fallback(
-                    sub, rule.size_kw or "in_features", lambda c, i, v=v: _in_size(c, v, self)
+                in_t = (
+                    "?"
+                    if dry
+                    else self.fallback(
+                        sub, rule.size_kw or "in_features", lambda c, i, v=v: _in_size(c, v, self)
+                    )
                 )
             parts.append("?" if dry else self.layer_ctor(sub, rule, v, args_t, in_t))
             if rule.out == IN:
@@ -399,7 +408,8 @@ class _Compact(_Walker):
             if var_type is None:
                 camel = "".join(p.capitalize() for p in identifier(col).split("_") if p)
                 var_type = self.plan.var_classes.setdefault(
-                    col, unique(camel, self.ctx.module_globals)  # not a name the file uses
+                    col,
+                    unique(camel, self.ctx.module_globals),  # not a name the file uses
                 )
             lam = args[strs].value
             if isinstance(lam, cst.Lambda) and not lam.params.params and not rest:

@@ -122,7 +122,7 @@ def parse_example(text: str) -> tuple[ast.expr, str, list[ast.expr], list[ast.ke
     """Splits ``Ctor(...)(args)`` / ``Ctor(...).method(args)`` into its parts."""
     fix = (
         "Fix: write a construction followed by a call, e.g. "
-        "--example \"CNN()(jnp.ones((1, 28, 28, 1)))\"."
+        '--example "CNN()(jnp.ones((1, 28, 28, 1)))".'
     )
     try:
         tree = ast.parse(text.strip(), mode="eval")
@@ -172,7 +172,8 @@ def build_example(text: str, mod: types.ModuleType) -> Example:
             "Linen module.\nFix: construct one of the source's nn.Module classes."
         )
     if method != "__call__" and (
-        method.startswith("_") or hasattr(nn.Module, method)  # setup, init, apply...
+        method.startswith("_")
+        or hasattr(nn.Module, method)  # setup, init, apply...
         or not callable(getattr(type(module), method, None))
     ):
         raise ExampleError(

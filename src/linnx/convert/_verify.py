@@ -238,14 +238,14 @@ def compare_intermediates(
         return 0, None
     nnx_of, wrapped = module_map
     model.eval()
+
     def run(m):
         return (m if method is None else getattr(m, method))(*nargs, **nkw)
 
     _, captured = nnx.capture(nnx.Intermediate)(run)(model)
     nnx.pop(model, nnx.Intermediate)
     got = {
-        tuple(str(k) for k in path): var.get_value()
-        for path, var in nnx.to_flat_state(captured)
+        tuple(str(k) for k in path): var.get_value() for path, var in nnx.to_flat_state(captured)
     }
     count = 0
     for key, value in linen.items():

@@ -317,9 +317,7 @@ def linen_checkpoint_to_nnx(
         if optimizer is not None:
             opt_state_to_nnx(ckpt.opt_state, optimizer, plan, allow_nonfinite=allow_nonfinite)
             if ckpt.step is not None:
-                optimizer.step.set_value(
-                    jnp.asarray(ckpt.step, optimizer.step.get_value().dtype)
-                )
+                optimizer.step.set_value(jnp.asarray(ckpt.step, optimizer.step.get_value().dtype))
     _keep_names(ckpt, nnx_model, plan)
     return ckpt
 
@@ -383,8 +381,10 @@ def _stored_shape(leaf: Any) -> tuple[int, ...] | None:
     """The shape Orbax saves a leaf with: a typed PRNG key array (an ``nnx.Rngs`` key, as
     ``nnx.Dropout(rngs=...)`` holds) is saved as its raw key data, one axis longer."""
     shape, dtype = getattr(leaf, "shape", None), getattr(leaf, "dtype", None)
-    if shape is not None and dtype is not None and jax.dtypes.issubdtype(
-        dtype, jax.dtypes.prng_key
+    if (
+        shape is not None
+        and dtype is not None
+        and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
     ):
         return tuple(jax.eval_shape(jax.random.key_data, leaf).shape)
     return shape

@@ -503,9 +503,7 @@ def stream_linen_checkpoint_to_nnx(
                 shutil.rmtree(parts_dir)
                 differing: list[str] = []
                 if verify:
-                    differing = _verify(
-                        model_dir, groups, plan, live, digests, mesh, specs
-                    )
+                    differing = _verify(model_dir, groups, plan, live, digests, mesh, specs)
                 report = StreamReport(
                     arrays=len(live),
                     groups=len(groups) + bool(leftovers),

@@ -148,9 +148,7 @@ def _nonfinite(value: Any) -> tuple[int, int] | None:
     return int(xp.sum(xp.isnan(value))), int(xp.sum(xp.isinf(value)))
 
 
-def check_finite(
-    named: Iterable[tuple[str, Any]], allow: Patterns, *, what: str, fn: str
-) -> None:
+def check_finite(named: Iterable[tuple[str, Any]], allow: Patterns, *, what: str, fn: str) -> None:
     """Raises :class:`NonFiniteValuesError` listing every leaf with NaN or inf, unless allowed."""
     if allow is True:
         return

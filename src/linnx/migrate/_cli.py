@@ -138,9 +138,7 @@ def _load(spec: str, what: str) -> Any:
     return obj
 
 
-def _instance(
-    spec: str, what: str, base: type, abstract: bool = False, mesh: Any = None
-) -> Any:
+def _instance(spec: str, what: str, base: type, abstract: bool = False, mesh: Any = None) -> Any:
     obj = _load(spec, what)
     if isinstance(obj, base):
         return obj
@@ -288,8 +286,7 @@ def _has_unfilled_abstract(model: Any, plan: Any) -> bool:
 
     filled = {p.nnx for p in plan.pairs}
     return any(
-        "/".join(map(str, path)) not in filled
-        and isinstance(var.get_value(), jax.ShapeDtypeStruct)
+        "/".join(map(str, path)) not in filled and isinstance(var.get_value(), jax.ShapeDtypeStruct)
         for path, var in nnx.to_flat_state(nnx.state(model))
     )
 
@@ -323,7 +320,10 @@ def _migrate_with_optimizer(
             print(f"error: verification failed; {args.dst!r} was not written.", file=sys.stderr)
             return EXIT_VERIFY_FAILED
         metadata["verified"] = {
-            "ok": report.ok, "max_abs": report.max_abs, "max_rel": report.max_rel}
+            "ok": report.ok,
+            "max_abs": report.max_abs,
+            "max_rel": report.max_rel,
+        }
     step("save")
     _checkpoint.save_nnx_checkpoint(
         args.dst, nnx_model, optimizer=optimizer, overwrite=args.overwrite, metadata=metadata
@@ -547,7 +547,10 @@ def _run(args: argparse.Namespace) -> int:
                                     **verify_kwargs)  # fmt: skip
             say(str(result))
             metadata["verified"] = {
-                "ok": result.ok, "max_abs": result.max_abs, "max_rel": result.max_rel}
+                "ok": result.ok,
+                "max_abs": result.max_abs,
+                "max_rel": result.max_rel,
+            }
             failed.extend([] if result.ok else [result])
             return result.ok
 

@@ -178,9 +178,7 @@ def _pin_by_name(
         if len(found) == 1:
             nnx_var = found[0]
             pinned.append(
-                VarMatch(
-                    linen=(linen_var,), nnx=nnx_var, mismatch=linen_var.shape != nnx_var.shape
-                )
+                VarMatch(linen=(linen_var,), nnx=nnx_var, mismatch=linen_var.shape != nnx_var.shape)
             )
             taken_nnx.add(nnx_var.path)
     return pinned
@@ -205,9 +203,7 @@ def plan_from_records(
     alias = {v.path: renamer(v.bare) for v in linen_record.vars.values()}
     for unit in linen_record.units:
         unit.alias = renamer(path_str(unit.path))
-    renamer.check_all_used(
-        linen_record.module_paths, [v.bare for v in linen_record.vars.values()]
-    )
+    renamer.check_all_used(linen_record.module_paths, [v.bare for v in linen_record.vars.values()])
 
     # 1. Paths that already agree (after renaming) pair by name.
     matches = _pin_by_name(linen_record, nnx_record, alias, compat)
@@ -289,9 +285,7 @@ def _assemble(
             mismatched.append(
                 Mismatch(linen=linen_paths, nnx=nnx_var.path, reason="dtype", **descriptions)
             )
-    linen_leaves = {
-        p: jax.ShapeDtypeStruct(v.shape, v.dtype) for p, v in linen_record.vars.items()
-    }
+    linen_leaves = {p: jax.ShapeDtypeStruct(v.shape, v.dtype) for p, v in linen_record.vars.items()}
     nnx_leaves = {
         p: (getattr(v.var_type, "__name__", "?"), jax.ShapeDtypeStruct(v.shape, v.dtype))
         for p, v in nnx_record.vars.items()
@@ -300,9 +294,7 @@ def _assemble(
     rng_left = {
         p
         for p, v in nnx_record.vars.items()
-        if p not in used_nnx
-        and v.var_type is not None
-        and issubclass(v.var_type, RNG_STATE_TYPES)
+        if p not in used_nnx and v.var_type is not None and issubclass(v.var_type, RNG_STATE_TYPES)
     }
     return Plan(
         pairs=pairs,

@@ -352,6 +352,7 @@ class Plan:
             "mismatched": [dataclasses.asdict(m) for m in self.mismatched],
         }
 
+
 def __getattr__(name: str) -> Any:
     # match() lived here before the split into data (this module) and algorithm
     # (_match.py); code written against the old place keeps working without a cycle.

@@ -107,8 +107,7 @@ def check_problems(
         )
     if missing:
         hint = "".join(
-            f"  the NNX model has {prefix} ({n} variables) that the Linen variables do not "
-            "have\n"
+            f"  the NNX model has {prefix} ({n} variables) that the Linen variables do not have\n"
             for prefix, n in whole_subtrees(missing, missing_among)
         )
         if hint_unused:
@@ -428,7 +427,9 @@ def linen_to_nnx(
     )
     check_finite(
         ((f"{source_of[p]} -> {p}", v) for p, v in new.items()),
-        allow_nonfinite, what="leaf/leaves to migrate", fn=fn,
+        allow_nonfinite,
+        what="leaf/leaves to migrate",
+        fn=fn,
     )
     for path, value in new.items():
         var = live[path]

@@ -13,4 +13,3 @@ from ._errors import NameInUseError as NameInUseError
 from ._functional import Functional as Functional
 from ._functional import functional as functional
 from ._module import Module as Module
-

@@ -51,8 +51,14 @@ from . import _tree
 from ._errors import ModuleDefinitionError, NameInUseError
 
 __all__ = [
-    "compact", "ModuleMeta", "prepare_class", "require_creation", "adopt", "build_submodule",
-    "check_shape", "declare",
+    "compact",
+    "ModuleMeta",
+    "prepare_class",
+    "require_creation",
+    "adopt",
+    "build_submodule",
+    "check_shape",
+    "declare",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,12 +72,31 @@ _DEFAULT: Final = object()
 _MISSING: Final = object()
 
 # The Module API itself: never wrapped, never a variable or submodule name.
-_API: Final = frozenset({
-    "setup", "param", "variable", "has_variable", "make_rng", "has_rng", "is_initializing",
-    "is_mutable_collection", "sow", "submodule", "init", "init_with_output", "apply",
-    "lazy_init", "variables", "perturb", "train", "eval", "set_attributes", "iter_modules",
-    "iter_children",
-})
+_API: Final = frozenset(
+    {
+        "setup",
+        "param",
+        "variable",
+        "has_variable",
+        "make_rng",
+        "has_rng",
+        "is_initializing",
+        "is_mutable_collection",
+        "sow",
+        "submodule",
+        "init",
+        "init_with_output",
+        "apply",
+        "lazy_init",
+        "variables",
+        "perturb",
+        "train",
+        "eval",
+        "set_attributes",
+        "iter_modules",
+        "iter_children",
+    }
+)
 
 # (class, name, rngs, state) of the module being constructed, read once before __init__.
 _CTOR: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("linnx_ctor", default=None)
@@ -218,8 +243,8 @@ class ModuleMeta(_PytreeMeta):
 
     def _linnx_meta_construct(cls, self: Any, *args: Any, **kwargs: Any) -> None:
         pre = _CTOR.get()
-        _, name, rngs, state = pre if pre is not None and pre[0] is cls else (
-            cls, None, None, _ROOT
+        _, name, rngs, state = (
+            pre if pre is not None and pre[0] is cls else (cls, None, None, _ROOT)
         )
         _CTOR.set(None)
         _set(self, "name", name)
@@ -246,8 +271,9 @@ def _as_module_rngs(rngs: Any, cls: type) -> nnx.Rngs | None:
     )
 
 
-def _instantiate(cls: type, args: tuple, kwargs: dict, name: str | None, rngs: Any,
-                 state: str) -> Any:
+def _instantiate(
+    cls: type, args: tuple, kwargs: dict, name: str | None, rngs: Any, state: str
+) -> Any:
     token = _CTOR.set((cls, name, rngs, state))
     try:
         return _PytreeMeta.__call__(cls, *args, **kwargs)
@@ -266,8 +292,9 @@ def _construct(cls: type[Any], args: tuple, kwargs: dict, parent: Any, name: Any
             owner = frame.module
     elif _is_linnx(parent):
         if frame is None or frame.kind != ctx.COMPACT or frame.module is not parent:
-            raise ModuleDefinitionError(_PARENT.format(cls=cls.__name__, parent=type(parent)
-                                                       .__name__))
+            raise ModuleDefinitionError(
+                _PARENT.format(cls=cls.__name__, parent=type(parent).__name__)
+            )
         owner = parent
     elif parent is not None:
         raise ModuleDefinitionError(_PARENT.format(cls=cls.__name__, parent=repr(parent)))
@@ -328,8 +355,12 @@ def _refresh_fields(module: Any, args: tuple, kwargs: dict) -> None:
     bound = _init_signature(cls).bind(module, *args, **kwargs)
     for key, value in list(bound.arguments.items())[1:]:
         current = vars(module).get(key, _MISSING)
-        if (key in cls._linnx_field_names and _is_simple(value) and _is_simple(current)
-                and current != value):
+        if (
+            key in cls._linnx_field_names
+            and _is_simple(value)
+            and _is_simple(current)
+            and current != value
+        ):
             setattr(module, key, value)
 
 
@@ -340,16 +371,18 @@ def _called_from_elsewhere(module: Any) -> bool:
 def require_creation(module: Any, what: str) -> None:
     """Raises unless ``module`` may create ``what`` now (in a creation pass, with a parent)."""
     if ctx.mode() == "call":
-        raise NotInitializedError(_NOT_INITIALIZED.format(path=ctx.scope_path(module),
-                                                          what=what))
+        raise NotInitializedError(_NOT_INITIALIZED.format(path=ctx.scope_path(module), what=what))
     state = _state(module)
     if state in (_PENDING, _DETACHED) and _called_from_elsewhere(module):
         cls = type(module).__name__
-        how = "with parent=None" if state == _DETACHED else (
-            "outside a compact method (in setup() or a plain method)"
+        how = (
+            "with parent=None"
+            if state == _DETACHED
+            else ("outside a compact method (in setup() or a plain method)")
         )
-        raise ModuleDefinitionError(_PENDING_CHILD.format(
-            path=cls, what=what, how=how, cls=cls, attr=cls.lower()))
+        raise ModuleDefinitionError(
+            _PENDING_CHILD.format(path=cls, what=what, how=how, cls=cls, attr=cls.lower())
+        )
 
 
 # -- the class ------------------------------------------------------------------------------
@@ -374,8 +407,10 @@ def _wrap_method(fn: Callable) -> Callable:
 def _run(fn: Callable, module: Any, args: tuple, kwargs: dict) -> Any:
     try:
         return fn(module, *args, **kwargs)
-    except (flax.errors.CallCompactUnboundModuleError,
-            flax.errors.CallSetupUnboundModuleError) as e:
+    except (
+        flax.errors.CallCompactUnboundModuleError,
+        flax.errors.CallSetupUnboundModuleError,
+    ) as e:
         raise ModuleDefinitionError(
             _LINEN_INLINE.format(path=ctx.scope_path(module), cause=e)
         ) from e
@@ -410,12 +445,18 @@ def prepare_class(cls: Any, base: type) -> None:
     cls._linnx_pops = frozenset(n for n in ("parent", "name", "rngs") if n not in params)
     fields = set(vars(cls).get("__annotations__", {}))
     for attr, value in list(vars(cls).items()):
-        if (inspect.isfunction(value) and _wrappable(attr) and attr not in fields
-                and not getattr(value, "_linnx_wrapped", False)):
+        if (
+            inspect.isfunction(value)
+            and _wrappable(attr)
+            and attr not in fields
+            and not getattr(value, "_linnx_wrapped", False)
+        ):
             setattr(cls, attr, _wrap_method(value))
     compact_names = sorted(
-        attr for attr in dir(cls)
-        if attr not in fields and inspect.isfunction(inspect.getattr_static(cls, attr, None))
+        attr
+        for attr in dir(cls)
+        if attr not in fields
+        and inspect.isfunction(inspect.getattr_static(cls, attr, None))
         and _is_compact(inspect.getattr_static(cls, attr))
     )
     if len(compact_names) > 1:
@@ -479,7 +520,8 @@ def check_shape(where: str, value: Any, shape_of: Callable[[], Any]) -> None:
     want = getattr(expected, "shape", None)
     if want is not None and tuple(want) != tuple(got):
         raise StructureMismatchError.from_paths(
-            "variables", mismatched=[(where, f"shape {tuple(want)}", f"shape {tuple(got)}")],
+            "variables",
+            mismatched=[(where, f"shape {tuple(want)}", f"shape {tuple(got)}")],
             fix="pass the variables that model.init returns for inputs of this shape.",
         )
 
@@ -553,7 +595,10 @@ def build_submodule(owner: Any, factory: Any, args: tuple, name: str | None, kwa
 
 
 def declare(
-    module: Any, collection: str, name: str, make: Callable[[], Any],
+    module: Any,
+    collection: str,
+    name: str,
+    make: Callable[[], Any],
     shape_of: Callable[[], Any] | None = None,
 ) -> nnx.Variable:
     """Returns the variable ``collection/name``, creating or loading it the first time."""
@@ -563,17 +608,27 @@ def declare(
             variable_name_from_type(type(existing)) == collection
         ):
             return existing
-        raise NameInUseError(_TAKEN.format(
-            path=ctx.scope_path(module), name=name, collection=collection,
-            what=_describe(existing),
-        ))
-    if name in _API or callable(getattr(type(module), name, None)) or (
-        name in type(module)._linnx_field_names
+        raise NameInUseError(
+            _TAKEN.format(
+                path=ctx.scope_path(module),
+                name=name,
+                collection=collection,
+                what=_describe(existing),
+            )
+        )
+    if (
+        name in _API
+        or callable(getattr(type(module), name, None))
+        or (name in type(module)._linnx_field_names)
     ):
-        raise NameInUseError(_TAKEN.format(
-            path=ctx.scope_path(module), name=name, collection=collection,
-            what=f"a field or method of {type(module).__name__}",
-        ))
+        raise NameInUseError(
+            _TAKEN.format(
+                path=ctx.scope_path(module),
+                name=name,
+                collection=collection,
+                what=f"a field or method of {type(module).__name__}",
+            )
+        )
     binding = ctx.binding()
     found_scope = binding.scope_of(module) if binding is not None else None
     var = None
@@ -583,7 +638,8 @@ def declare(
         where = _tree.path_text(collection, (*path, name))
         if found and isinstance(value, Mapping):
             raise StructureMismatchError.from_paths(
-                "variables", mismatched=[(where, "an array", "a nested dict")],
+                "variables",
+                mismatched=[(where, "an array", "a nested dict")],
                 fix=f"{where} must hold the variable's value, not a dict of values.",
             )
         if found:

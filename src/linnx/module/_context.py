@@ -32,9 +32,24 @@ from flax import nnx
 from ..bridge import _rngs as bridge_rngs
 
 __all__ = [
-    "COMPACT", "METHOD", "SETUP", "Frame", "Binding", "entering", "isolated", "top_frame",
-    "frames", "mode", "current_rngs", "construction_rngs", "binding", "bound",
-    "init_sow_policy", "init_may_sow", "scope_path", "dummy_key",
+    "COMPACT",
+    "METHOD",
+    "SETUP",
+    "Frame",
+    "Binding",
+    "entering",
+    "isolated",
+    "top_frame",
+    "frames",
+    "mode",
+    "current_rngs",
+    "construction_rngs",
+    "binding",
+    "bound",
+    "init_sow_policy",
+    "init_may_sow",
+    "scope_path",
+    "dummy_key",
 ]
 
 COMPACT, METHOD, SETUP = "compact", "method", "setup"
@@ -225,9 +240,7 @@ class Binding:
     seen: set[int] = dataclasses.field(default_factory=set)
 
     def is_mutable(self, collection: str) -> bool:
-        return self.mutable is True or (
-            self.mutable is not False and collection in self.mutable
-        )
+        return self.mutable is True or (self.mutable is not False and collection in self.mutable)
 
     def register(self, module: Any, scope: dict[str, Any], path: tuple[str, ...]) -> None:
         self.scopes[id(module)] = scope

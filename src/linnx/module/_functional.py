@@ -182,8 +182,7 @@ class Functional(Generic[M]):
             raise NotInitializedError(_NOT_INITIALIZED.format(cls=self.module_type.__name__))
         if method is not None and not callable(getattr(self.module_type, method, None)):
             raise UnknownMethodError(
-                f"method={method!r}: {self.module_type.__name__} has no method named "
-                f"{method!r}."
+                f"method={method!r}: {self.module_type.__name__} has no method named {method!r}."
             )
         cls = self.module_type.__name__
         for i, state in enumerate(states):
@@ -259,8 +258,7 @@ def functional(module_type: type[M]) -> Callable[..., Functional[M]]:
         else:
             fix = "pass the class, e.g. functional(nnx.Linear)(3, 4)."
         raise BridgeTypeError(
-            f"functional(module_type={module_type!s}): expected an nnx.Module subclass.\n"
-            f"Fix: {fix}"
+            f"functional(module_type={module_type!s}): expected an nnx.Module subclass.\nFix: {fix}"
         )
 
     def make(*args: Any, **kwargs: Any) -> Functional[M]:
@@ -268,5 +266,7 @@ def functional(module_type: type[M]) -> Callable[..., Functional[M]]:
 
     make.__name__ = make.__qualname__ = f"functional({module_type.__name__})"
     return make
+
+
 # The public `__module__` hides the methods from doctest; run their examples anyway.
 __test__ = {"Functional.init": Functional.init, "Functional.apply": Functional.apply}

@@ -86,16 +86,17 @@ class Dense(Module):
     @compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
         kernel = self.param(
-            "kernel", self.kernel_init, (jnp.shape(inputs)[-1], self.features),
+            "kernel",
+            self.kernel_init,
+            (jnp.shape(inputs)[-1], self.features),
             self.param_dtype,
         )
         bias = (
             self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-            if self.use_bias else None
+            if self.use_bias
+            else None
         )
-        inputs, kernel, bias = nnx.nn.dtypes.promote_dtype(
-            (inputs, kernel, bias), dtype=self.dtype
-        )
+        inputs, kernel, bias = nnx.nn.dtypes.promote_dtype((inputs, kernel, bias), dtype=self.dtype)
         y = jax.lax.dot_general(
             inputs, kernel, (((inputs.ndim - 1,), (0,)), ((), ())), precision=self.precision
         )
@@ -158,8 +159,12 @@ def _axes(axis: int | Sequence[int], ndim: int) -> tuple[int, ...]:
 
 
 def _normalize(
-    module: Any, x: jax.Array, mean: jax.Array, var: jax.Array,
-    feature_axes: tuple[int, ...], epsilon: float,
+    module: Any,
+    x: jax.Array,
+    mean: jax.Array,
+    var: jax.Array,
+    feature_axes: tuple[int, ...],
+    epsilon: float,
 ) -> jax.Array:
     """``(x - mean) / sqrt(var + eps) * scale + bias``; mean and var broadcast against x."""
     feature_shape = tuple(x.shape[a] for a in feature_axes)

@@ -78,9 +78,7 @@ def _collections(mutable: Any, argname: str) -> frozenset[str] | bool:
         return mutable
     if isinstance(mutable, str):
         return frozenset({mutable})
-    if isinstance(mutable, Sequence | frozenset | set) and all(
-        isinstance(c, str) for c in mutable
-    ):
+    if isinstance(mutable, Sequence | frozenset | set) and all(isinstance(c, str) for c in mutable):
         return frozenset(mutable)
     raise BridgeTypeError(
         f"{argname}={mutable!r}: expected True, False, a collection name or a list of them, "
@@ -111,8 +109,7 @@ def fresh_clone(module: Any) -> Any:
     if cls._linnx_dataclass:
         args: tuple = ()
         kwargs = {
-            f.name: _clone_value(getattr(module, f.name))
-            for f in dataclasses.fields(cls) if f.init
+            f.name: _clone_value(getattr(module, f.name)) for f in dataclasses.fields(cls) if f.init
         }
     else:
         recorded = _ctor_args.get(module)
@@ -129,9 +126,11 @@ def _find(cls: type, name: str) -> Any:
 
 def _methods(cls: type) -> list[str]:
     names = {
-        n for c in cls.__mro__ if getattr(c, "_linnx_is_module", False) and "_linnx_is_module"
-        not in vars(c) for n, v in vars(c).items() if inspect.isfunction(v)
-        and (n == "__call__" or not n.startswith("_"))
+        n
+        for c in cls.__mro__
+        if getattr(c, "_linnx_is_module", False) and "_linnx_is_module" not in vars(c)
+        for n, v in vars(c).items()
+        if inspect.isfunction(v) and (n == "__call__" or not n.startswith("_"))
     }
     return sorted(names - _API)
 
@@ -156,7 +155,12 @@ def resolve_method(root: Any, method: str | Callable | None) -> Callable[..., An
 
 
 def init_with_output(
-    module: Any, rngs: Any, args: tuple, kwargs: dict, method: Any, mutable: Any,
+    module: Any,
+    rngs: Any,
+    args: tuple,
+    kwargs: dict,
+    method: Any,
+    mutable: Any,
 ) -> tuple[Any, dict[str, Any]]:
     init_rngs = to_rngs(rngs)
     policy = None if mutable is None else _collections(mutable, "mutable")
@@ -222,8 +226,13 @@ def _check_variables(variables: Any) -> None:
 
 
 def apply(
-    module: Any, variables: Mapping[str, Any], args: tuple, kwargs: dict, rngs: Any,
-    method: Any, mutable: Any,
+    module: Any,
+    variables: Mapping[str, Any],
+    args: tuple,
+    kwargs: dict,
+    rngs: Any,
+    method: Any,
+    mutable: Any,
 ) -> Any:
     _check_variables(variables)
     collections = _collections(mutable, "mutable")
@@ -246,12 +255,17 @@ def apply(
     names = set(variables) | set(exported) if collections is True else collections
     updates = {
         c: _merge(variables.get(c), exported.get(c))
-        for c in sorted(names) if c in variables or c in exported
+        for c in sorted(names)
+        if c in variables or c in exported
     }
     if collections is not True:
         for collection in sorted(collections):
             if collection not in updates:
-                raise MutableCollectionError(_NEVER.format(
-                    mutable=mutable, collection=collection, have=sorted(exported) or "none",
-                ))
+                raise MutableCollectionError(
+                    _NEVER.format(
+                        mutable=mutable,
+                        collection=collection,
+                        have=sorted(exported) or "none",
+                    )
+                )
     return out, updates

@@ -149,8 +149,8 @@ class Module(nnx.Module, metaclass=ModuleMeta):
             raise AttributeError(name)
         if name == "rngs":
             return ctx.construction_rngs()
-        pending_setup = (
-            type(self).setup is not Module.setup and not vars(self).get("_linnx_setup_done")
+        pending_setup = type(self).setup is not Module.setup and not vars(self).get(
+            "_linnx_setup_done"
         )
         if pending_setup and ctx.mode() != "call":
             with ctx.entering(self, ctx.METHOD):
@@ -159,7 +159,9 @@ class Module(nnx.Module, metaclass=ModuleMeta):
                 return vars(self)[name]
         hint = (
             " It may be created by setup(), which runs in the creation pass: "
-            "linnx.lazy_init(model, x)." if pending_setup else ""
+            "linnx.lazy_init(model, x)."
+            if pending_setup
+            else ""
         )
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}.{hint}")
 
@@ -250,7 +252,11 @@ class Module(nnx.Module, metaclass=ModuleMeta):
     # -- the Linen API ----------------------------------------------------------------------
 
     def param(
-        self, name: str, init_fn: Callable[..., Any], *init_args: Any, unbox: bool = True,
+        self,
+        name: str,
+        init_fn: Callable[..., Any],
+        *init_args: Any,
+        unbox: bool = True,
         **init_kwargs: Any,
     ) -> Any:
         """Declares a parameter and returns its value, as Linen's ``self.param``.
@@ -296,16 +302,23 @@ class Module(nnx.Module, metaclass=ModuleMeta):
             key = ctx.dummy_key()
             return jax.eval_shape(lambda k: init_fn(k, *init_args, **init_kwargs), key)
 
-        var = declare(self, 
-            "params", name,
+        var = declare(
+            self,
+            "params",
+            name,
             lambda: init_fn(self.make_rng("params"), *init_args, **init_kwargs),
             shape_of=shape_of,
         )
         return var.get_value()
 
     def variable(
-        self, col: str, name: str, init_fn: Callable[..., Any] | None = None, *init_args: Any,
-        unbox: bool = True, **init_kwargs: Any,
+        self,
+        col: str,
+        name: str,
+        init_fn: Callable[..., Any] | None = None,
+        *init_args: Any,
+        unbox: bool = True,
+        **init_kwargs: Any,
     ) -> nnx.Variable:
         """Declares a variable of collection ``col``, as Linen's ``self.variable``.
 
@@ -352,7 +365,8 @@ class Module(nnx.Module, metaclass=ModuleMeta):
         def make() -> Any:
             if init_fn is None:
                 raise StructureMismatchError.from_paths(
-                    "variables", missing=[f"{col}/{name}"],
+                    "variables",
+                    missing=[f"{col}/{name}"],
                     fix=f"pass an init_fn: self.variable({col!r}, {name!r}, init_fn, ...).",
                 )
             return init_fn(*init_args, **init_kwargs)
@@ -415,8 +429,9 @@ class Module(nnx.Module, metaclass=ModuleMeta):
         for candidate in (name, "params", "default"):
             if candidate in streams:
                 return streams[candidate]()
-        raise RngStreamError(_NO_STREAM.format(path=path, name=name,
-                                               have=sorted(streams) or "none"))
+        raise RngStreamError(
+            _NO_STREAM.format(path=path, name=name, have=sorted(streams) or "none")
+        )
 
     def has_rng(self, name: str) -> bool:
         """Whether :meth:`make_rng` can draw from the stream ``name`` right now.
@@ -456,7 +471,10 @@ class Module(nnx.Module, metaclass=ModuleMeta):
         return binding is None or binding.is_mutable(col)
 
     def sow(
-        self, col: str | type[nnx.Variable], name: str, value: Any,
+        self,
+        col: str | type[nnx.Variable],
+        name: str,
+        value: Any,
         reduce_fn: Callable[[Any, Any], Any] = _tuple_reduce,
         init_fn: Callable[[], Any] = _tuple_init,
     ) -> bool:
@@ -518,15 +536,17 @@ class Module(nnx.Module, metaclass=ModuleMeta):
         elif type(existing) is var_type:
             existing.set_value(reduce_fn(existing.get_value(), value))
         else:
-            raise NameInUseError(_TAKEN.format(
-                path=ctx.scope_path(self), name=name, collection=collection,
-                what=_describe(existing),
-            ))
+            raise NameInUseError(
+                _TAKEN.format(
+                    path=ctx.scope_path(self),
+                    name=name,
+                    collection=collection,
+                    what=_describe(existing),
+                )
+            )
         return True
 
-    def submodule(
-        self, factory: Any, *args: Any, name: str | None = None, **kwargs: Any
-    ) -> Any:
+    def submodule(self, factory: Any, *args: Any, name: str | None = None, **kwargs: Any) -> Any:
         """Creates an NNX layer or a Linen module as a child, from a compact method.
 
         A compact method cannot intercept ``nnx.Linear(...)`` the way it intercepts a
@@ -569,8 +589,12 @@ class Module(nnx.Module, metaclass=ModuleMeta):
         return build_submodule(self, factory, args, name, kwargs)
 
     def init(
-        self, rngs: Any, *args: Any, method: str | Callable | None = None,
-        mutable: bool | str | Sequence[str] | None = None, **kwargs: Any,
+        self,
+        rngs: Any,
+        *args: Any,
+        method: str | Callable | None = None,
+        mutable: bool | str | Sequence[str] | None = None,
+        **kwargs: Any,
     ) -> dict[str, Any]:
         """Creates the variables as Linen's ``init`` does, and returns them as a dict.
 
@@ -602,8 +626,12 @@ class Module(nnx.Module, metaclass=ModuleMeta):
         return _linen_api.init_with_output(self, rngs, args, kwargs, method, mutable)[1]
 
     def init_with_output(
-        self, rngs: Any, *args: Any, method: str | Callable | None = None,
-        mutable: bool | str | Sequence[str] | None = None, **kwargs: Any,
+        self,
+        rngs: Any,
+        *args: Any,
+        method: str | Callable | None = None,
+        mutable: bool | str | Sequence[str] | None = None,
+        **kwargs: Any,
     ) -> tuple[Any, dict[str, Any]]:
         """Like :meth:`init`, and also returns the output: ``(output, variables)``.
 
@@ -617,8 +645,12 @@ class Module(nnx.Module, metaclass=ModuleMeta):
         return _linen_api.init_with_output(self, rngs, args, kwargs, method, mutable)
 
     def apply(
-        self, variables: Mapping[str, Any], *args: Any, rngs: Any = None,
-        method: str | Callable | None = None, mutable: bool | str | Sequence[str] = False,
+        self,
+        variables: Mapping[str, Any],
+        *args: Any,
+        rngs: Any = None,
+        method: str | Callable | None = None,
+        mutable: bool | str | Sequence[str] = False,
         **kwargs: Any,
     ) -> Any:
         """Runs a method with the given variables, as Linen's ``apply``; a pure function.
@@ -676,8 +708,19 @@ class Module(nnx.Module, metaclass=ModuleMeta):
 __test__ = {"Module.variables": Module.variables.__doc__} | {
     f"Module.{name}": getattr(Module, name)
     for name in (
-        "setup", "param", "variable", "has_variable", "make_rng", "has_rng", "is_initializing",
-        "is_mutable_collection", "sow", "submodule", "init", "init_with_output", "apply",
+        "setup",
+        "param",
+        "variable",
+        "has_variable",
+        "make_rng",
+        "has_rng",
+        "is_initializing",
+        "is_mutable_collection",
+        "sow",
+        "submodule",
+        "init",
+        "init_with_output",
+        "apply",
         "lazy_init",
     )
 }

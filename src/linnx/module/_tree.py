@@ -167,7 +167,10 @@ def path_text(collection: str, path: tuple[str, ...]) -> str:
 
 
 def load_variable(
-    binding: Binding, var: nnx.Variable, scope: Mapping[str, Any], path: tuple[str, ...],
+    binding: Binding,
+    var: nnx.Variable,
+    scope: Mapping[str, Any],
+    path: tuple[str, ...],
     rel: tuple[str, ...],
 ) -> None:
     """Fills one existing variable from the bound dict (or checks it may stay as it is)."""
@@ -181,7 +184,8 @@ def load_variable(
         return
     if found:
         raise StructureMismatchError.from_paths(
-            "variables", mismatched=[(where, "an array", "a nested dict")],
+            "variables",
+            mismatched=[(where, "an array", "a nested dict")],
             fix=f"{where} must hold the variable's value, not a dict of values.",
         )
     if not binding.is_mutable(collection):
@@ -204,8 +208,12 @@ def missing_error(where: str, collection: str, binding: Binding) -> StructureMis
 
 
 def bind_entry(
-    binding: Binding, scope: Mapping[str, Any], path: tuple[str, ...], rel: tuple[str, ...],
-    kind: str, value: Any,
+    binding: Binding,
+    scope: Mapping[str, Any],
+    path: tuple[str, ...],
+    rel: tuple[str, ...],
+    kind: str,
+    value: Any,
 ) -> None:
     if kind == "var":
         if id(value) not in binding.seen:
@@ -221,7 +229,10 @@ def bind_entry(
 
 
 def bind(
-    binding: Binding, node: Any, scope: dict[str, Any], path: tuple[str, ...],
+    binding: Binding,
+    node: Any,
+    scope: dict[str, Any],
+    path: tuple[str, ...],
     linen_naming: bool = True,
 ) -> None:
     """Gives ``node`` and everything already inside it their values from ``scope``."""
