@@ -503,8 +503,8 @@ def nnx_rng_failure(error: BaseException) -> str | None:
 
 # -- linnx.jit: variable slots, NNX's per-object bookkeeping type --------------------------
 
-_RAW_SLOT = vars(nnx.Variable).get("_raw_value")
-_META_SLOT = vars(nnx.Variable).get("_var_metadata")
+_RAW_SLOT: Any = vars(nnx.Variable).get("_raw_value")
+_META_SLOT: Any = vars(nnx.Variable).get("_var_metadata")
 _VARIABLE_SLOTS = _check(
     "Variable keeps its raw value and metadata in the slots _raw_value and _var_metadata",
     lambda: (
@@ -540,11 +540,11 @@ def variable_slot_accessors() -> tuple[
     return nnx.Variable.get_raw_value, set_raw, nnx.Variable.get_metadata
 
 
-_PYTREE_STATE = type(vars(nnx.Module()).get("_pytree__state"))
+_PYTREE_STATE: Any = type(vars(nnx.Module()).get("_pytree__state"))
 _PYTREE_STATE_FLAGS = _check(
     "Pytree._pytree__state has the flags initializing and is_setup (its pytree data)",
     lambda: (
-        jax.tree_util.tree_structure(vars(nnx.Module())["_pytree__state"])
+        jax.tree_util.tree_structure(vars(nnx.Module())["_pytree__state"])  # type: ignore[operator]  # jaxlib stub: PyTreeDef unresolved
         == jax.tree_util.tree_structure(_PYTREE_STATE(False, False))
         and _PYTREE_STATE(True, False).initializing is True
         and _PYTREE_STATE(False, True).is_setup is True

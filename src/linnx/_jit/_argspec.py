@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from ._errors import JitArgumentError
 
@@ -54,7 +54,7 @@ def _as_tuple(value: Any, kind: type, what: str, label: str) -> tuple:
                 f", got {type(item).__name__} {item!r}.\n"
                 f"Fix: pass {what}={'(0, 1)' if kind is int else repr(('train',))}-style values."
             )
-        if kind is int and item < 0:
+        if kind is int and cast(int, item) < 0:
             raise JitArgumentError(
                 f"linnx.jit({label}, {what}={value!r}): negative positions are not supported.\n"
                 f"Fix: count positions from 0 (the first argument of {label})."
@@ -146,7 +146,9 @@ def resolve(
     d_nums, d_names = _infer(
         params, d_nums, d_names, donate_argnums is not None, donate_argnames is not None
     )
-    both = sorted(set(s_nums) & set(d_nums)) or sorted(set(s_names) & set(d_names))
+    both: list[int] | list[str] = sorted(set(s_nums) & set(d_nums)) or sorted(
+        set(s_names) & set(d_names)
+    )
     if both:
         raise JitArgumentError(
             f"linnx.jit({label}): argument {both[0]!r} is both static and donated; a static "

@@ -73,7 +73,8 @@ def _same_value(old: Any, new: Any) -> bool:
         return True
     old_leaves, old_tree = jax.tree.flatten(old)
     new_leaves, new_tree = jax.tree.flatten(new)
-    return old_tree == new_tree and all(a is b for a, b in zip(old_leaves, new_leaves, strict=True))
+    same_tree = old_tree == new_tree  # type: ignore[operator]  # jaxlib stub: PyTreeDef unresolved
+    return same_tree and all(a is b for a, b in zip(old_leaves, new_leaves, strict=True))
 
 
 def _describe_change(names: Sequence[str], before: Sequence[tuple], objs: tuple) -> str:
