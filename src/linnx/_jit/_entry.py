@@ -11,7 +11,7 @@ express, and returns None for a call the fast path should leave to ``nnx.jit`` t
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.extend
@@ -105,6 +105,20 @@ class Entry:
         "trace",
     )
 
+    nargs: int
+    kwnames: frozenset[str]
+    graph_args: tuple[tuple[int, Any], ...]
+    graph_kwargs: tuple[tuple[str, Any], ...]
+    plain_pos: tuple[int, ...]
+    plain_kw: tuple[str, ...]
+    placeholders: tuple[int, ...]
+    snapshot: Snapshot
+    donated: list[nnx.Variable]
+    kept: list[nnx.Variable]
+    order: list[nnx.Variable]
+    program: Callable[..., Any]
+    trace: Any
+
     def __init__(self, **fields: Any) -> None:
         for name, value in fields.items():
             setattr(self, name, value)
@@ -127,7 +141,7 @@ class Entry:
                 return False
         return self.snapshot.unchanged() and current_trace() == self.trace
 
-    def call(self, args: tuple, kwargs: dict) -> Any:
+    def call(self, args: tuple | list, kwargs: dict) -> Any:
         """Runs the program and writes the changed values back into the variables."""
         if self.placeholders:
             args = list(args)
@@ -160,7 +174,11 @@ def build(
     fun: Callable[..., Any],
 ) -> Entry | None:
     """Walks a call's NNX arguments once and returns the entry that serves calls like it."""
-    graph_pos, plain_pos, graph_kw, plain_kw, names = [], [], [], [], []
+    graph_pos: list[int] = []
+    plain_pos: list[int] = []
+    graph_kw: list[str] = []
+    plain_kw: list[str] = []
+    names: list[str] = []
     for key, x in [*enumerate(args), *sorted(kwargs.items())]:
         name = _arg_name(param_names, key) if isinstance(key, int) else key
         if is_nnx_object(x):
@@ -189,8 +207,8 @@ def build(
         isinstance(leaf, jax.core.Tracer) for v in variables for leaf in jax.tree.leaves(get_raw(v))
     ):
         return None  # inside another trace: nnx.jit handles (or refuses) this call
-    donated_ids = set()
-    for i, key in enumerate([*graph_pos, *graph_kw]):
+    donated_ids: set[int] = set()
+    for i, key in enumerate(cast("list[int | str]", [*graph_pos, *graph_kw])):
         if spec.is_donated(key):
             donated_ids.update(
                 id(n) for _, n in nnx.iter_graph(objs[i]) if isinstance(n, nnx.Variable)

@@ -23,7 +23,7 @@ import functools
 import inspect
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
 from flax import nnx
 
@@ -253,7 +253,7 @@ def jit(
         )
     label = getattr(fun, "__name__", type(fun).__name__)
     if _is_bound_nnx_method(fun):
-        owner = type(fun.__self__).__name__
+        owner = type(cast(Any, fun).__self__).__name__
         raise JitTypeError(
             f"linnx.jit({owner}.{label}): a method bound to an NNX object would compile the "
             f"object in as a constant, and its updates would be lost.\n"
