@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -234,11 +235,11 @@ def _linen_spec(pair: Pair, spec: jax.sharding.PartitionSpec, ndim: int) -> Any:
     entries = list(spec) + [None] * (len(pair.nnx_shape) - len(spec))
     lay = pair.layout
     if lay.kind == "stack":
-        del entries[lay.nnx_axis]
+        del entries[lay._given("nnx_axis")]
     elif lay.kind == "unstack":
-        entries.insert(lay.linen_axis, None)
+        entries.insert(lay._given("linen_axis"), None)
     elif lay.kind == "moveaxis":
-        entries.insert(lay.linen_axis, entries.pop(lay.nnx_axis))
+        entries.insert(lay._given("linen_axis"), entries.pop(lay._given("nnx_axis")))
     return jax.sharding.PartitionSpec(*entries[:ndim])
 
 
@@ -410,14 +411,17 @@ def stream_linen_checkpoint_to_nnx(
             )
         groups = _groups(pairs, lambda leaf: _nbytes(metas[leaf]), group_bytes)
 
-        def restore_args(name_spec: Mapping[str, Any]) -> Callable[[Any, Any], Any]:
+        def restore_args(name_spec: Mapping[tuple[str, ...], Any]) -> Callable[[Any, Any], Any]:
             def make(path: Any, meta: Any) -> Any:
                 keys = tuple(str(getattr(k, "key", k)) for k in path)
                 spec = name_spec.get(keys)
+                sharding: jax.sharding.Sharding
                 if spec is None:
                     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-                else:
-                    sharding = jax.sharding.NamedSharding(mesh, spec)
+                else:  # specs are only recorded when there is a mesh
+                    sharding = jax.sharding.NamedSharding(
+                        typing.cast(jax.sharding.Mesh, mesh), spec
+                    )
                 return ocp.ArrayRestoreArgs(
                     sharding=sharding, global_shape=meta.shape, dtype=meta.dtype
                 )
@@ -586,11 +590,11 @@ def _transform(pair: Pair, sources: list[Any], var: nnx.Variable, sharding: Any)
     arrays = [np.asarray(s) for s in sources]
     lay = pair.layout
     if lay.kind == "stack":
-        value = np.stack(arrays, axis=lay.nnx_axis)
+        value = np.stack(arrays, axis=lay._given("nnx_axis"))
     elif lay.kind == "unstack":
-        value = arrays[0][(slice(None),) * lay.linen_axis + (lay.index,)]
+        value = arrays[0][(slice(None),) * lay._given("linen_axis") + (lay._given("index"),)]
     elif lay.kind == "moveaxis":
-        value = np.moveaxis(arrays[0], lay.linen_axis, lay.nnx_axis)
+        value = np.moveaxis(arrays[0], lay._given("linen_axis"), lay._given("nnx_axis"))
     else:
         value = arrays[0]
     return np.ascontiguousarray(value.astype(dtype, copy=False))
@@ -613,6 +617,7 @@ def _check(
             f"{', '.join(strangers[:10])}.\nFix: build the plan with match(linen_module, "
             "nnx_model, ...) for this NNX model."
         )
+    used: set[str]
     pairs, used, mismatched = [], set(), []
     for pair in plan.pairs:
         if any(leaf not in metas for leaf in pair.linen):
@@ -656,10 +661,10 @@ def _layout_shape(pair: Pair, metas: Sequence[Any]) -> jax.ShapeDtypeStruct:
         same = all(tuple(m.shape) == shape for m in metas)
         shape = (*shape[: lay.nnx_axis], len(metas) if same else -1, *shape[lay.nnx_axis :])
     elif lay.kind == "unstack":
-        shape = shape[: lay.linen_axis] + shape[lay.linen_axis + 1 :]
+        shape = shape[: lay._given("linen_axis")] + shape[lay._given("linen_axis") + 1 :]
     elif lay.kind == "moveaxis":
         moved = list(shape)
-        moved.insert(lay.nnx_axis, moved.pop(lay.linen_axis))
+        moved.insert(lay._given("nnx_axis"), moved.pop(lay._given("linen_axis")))
         shape = tuple(moved)
     return jax.ShapeDtypeStruct(shape, dtype)
 
