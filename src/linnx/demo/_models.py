@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
+from collections.abc import Callable
 
 import jax
 from flax import linen as nn
@@ -174,7 +175,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def build(cls: type[nnx.Module], sample: jax.Array, seed: int) -> nnx.Module:
+def build(cls: Callable[..., nnx.Module], sample: jax.Array, seed: int) -> nnx.Module:
     """An NNX stage model in eval mode, with its ``ToNNX`` parts initialized on ``sample``.
 
     Its initial values do not matter: the handover overwrites every one of them.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from . import _data
 from ._handover import Handover, Port, migrate_into, restore_from_disk
@@ -79,7 +79,7 @@ def run(
     stage, variables, opt_state = linen_stage(train, test, steps, seed, quiet)
     stages, handovers = [stage], []
     before = linen_logits(variables, test.images)
-    port = None
+    port: Port | None = None
     for name, cls in NNX_STAGES:
         if port is not None:
             # The outgoing model, read back in the Linen CNN's layout through its own plan.
@@ -97,7 +97,8 @@ def run(
         stages.append(nnx_stage(name, port.model, port.optimizer, train, test, steps, quiet))
     os.makedirs(out, exist_ok=True)
     checkpoint = os.path.join(out, CHECKPOINT_DIR)
-    final, handover = restore_from_disk(port, checkpoint, test, seed + 1)
+    # NNX_STAGES is not empty, so the loop has set port.
+    final, handover = restore_from_disk(cast(Port, port), checkpoint, test, seed + 1)
     handovers.append(handover)
     log(str(handover))
     accuracy = scores(nnx_logits(final.model, test.images), test)[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterator
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -79,7 +80,8 @@ def scores(logits: jax.Array, test: Split) -> tuple[float, float]:
 @jax.jit
 def linen_logits(variables: dict, images: jax.Array) -> jax.Array:
     """The Linen CNN's eval-mode logits."""
-    return LinenCNN().apply(variables, images, training=False)
+    # apply returns (output, mutated variables) only when mutable= is given.
+    return cast(jax.Array, LinenCNN().apply(variables, images, training=False))
 
 
 @nnx.jit
