@@ -55,9 +55,19 @@ class JitFallbackWarning(UserWarning):
     how to get the fast path back.
 
     Example:
+        >>> import warnings
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
         >>> import linnx
-        >>> issubclass(linnx.JitFallbackWarning, UserWarning)
-        True
+        >>> @linnx.jit
+        ... def total(layers, x):
+        ...     return sum(layer(x).sum() for layer in layers)
+        >>> layers = [nnx.Linear(2, 2, rngs=nnx.Rngs(0)) for _ in range(2)]
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     _ = total(layers, jnp.ones((1, 2)))
+        >>> print(str(caught[0].message).split(". ")[0])
+        linnx.jit(total): argument 'layers' is a list holding NNX objects
     """
 
 
