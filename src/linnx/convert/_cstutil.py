@@ -6,6 +6,7 @@ import builtins
 import keyword
 import re
 from collections.abc import Callable, Iterable
+from typing import cast
 
 import libcst as cst
 
@@ -189,7 +190,7 @@ def replace_shape_last(
                     return cst.parse_expression(size)
             return updated
 
-    return node.visit(T())
+    return cast(cst.BaseExpression, node.visit(T()))
 
 
 def map_nodes(
@@ -202,4 +203,4 @@ def map_nodes(
             new = replace(original, updated)
             return updated if new is None else new
 
-    return node.visit(T())
+    return cast(cst.CSTNode, node.visit(T()))
