@@ -124,7 +124,7 @@ class _Converter:
         self.plan = ClassPlan(name=cls.__name__, node=node, line=self.line)
         self.fields = [f.name for f in linen_fields(cls)]
         self.size_params: dict[str, SizeParam] = {}
-        self.site_of: dict[cst.CSTNode, Site] = {}
+        self.site_of: dict[cst.Call, Site] = {}
         self.replacers: dict[cst.CSTNode, Callable[[Any], cst.CSTNode]] = {}
         self.site_out: dict[cst.CSTNode, str | None] = {}
         self.init_lines: list[tuple[int, str, str | None]] = []  # (indent, text, binds)
@@ -405,7 +405,7 @@ class _Converter:
         if len(classes) != 1 and not self.compatible(classes):
             names = sorted(c.__name__ for c in classes)
             raise self.fail(f"this call creates modules of several classes: {names}", node)
-        child_cls = classes[0]
+        child_cls: type = classes[0]
         rule = rule_for(child_cls)
         name_arg = None
         loop_base = None
