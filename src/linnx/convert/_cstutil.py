@@ -6,7 +6,7 @@ import builtins
 import keyword
 import re
 from collections.abc import Callable, Iterable
-from typing import cast
+from typing import TypeGuard, cast
 
 import libcst as cst
 
@@ -121,7 +121,7 @@ def self_attrs(node: cst.CSTNode) -> set[str]:
     return out
 
 
-def is_self_attr(node: cst.CSTNode, attr: str | None = None) -> bool:
+def is_self_attr(node: cst.CSTNode, attr: str | None = None) -> TypeGuard[cst.Attribute]:
     """Whether the node is ``self.<attr>`` (any attribute when ``attr`` is None)."""
     return (
         isinstance(node, cst.Attribute)
