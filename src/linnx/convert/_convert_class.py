@@ -206,11 +206,11 @@ class _Converter:
         return True
 
     def init_expr(
-        self, node: cst.BaseExpression, env: dict[str, str | None], method_locals: set[str]
+        self, node: cst.CSTNode, env: dict[str, str | None], method_locals: set[str]
     ) -> str | None:
         """The expression as ``__init__`` can write it, or None when it reads call data."""
         node = replace_shape_last(node, lambda v: env.get(v))
-        node = cast(cst.BaseExpression, self.to_nnx_refs(node, init=True))
+        node = self.to_nnx_refs(node, init=True)
         if any(a in _LINEN_API or a in ("param", "variable") for a in self_attrs(node)):
             return None
         names = names_in(node)

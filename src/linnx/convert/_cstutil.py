@@ -169,9 +169,7 @@ def unique(base: str, taken: Iterable[str]) -> str:
     return f"{base}_{i}"
 
 
-def replace_shape_last(
-    node: cst.BaseExpression, size_of: Callable[[str], str | None]
-) -> cst.BaseExpression:
+def replace_shape_last(node: cst.CSTNode, size_of: Callable[[str], str | None]) -> cst.CSTNode:
     """Replaces ``v.shape[-1]`` by the size expression that ``size_of(v)`` knows."""
 
     class T(cst.CSTTransformer):
@@ -190,7 +188,7 @@ def replace_shape_last(
                     return cst.parse_expression(size)
             return updated
 
-    return cast(cst.BaseExpression, node.visit(T()))
+    return cast(cst.CSTNode, node.visit(T()))
 
 
 def map_nodes(

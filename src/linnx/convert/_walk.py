@@ -23,7 +23,7 @@ class _Walker(_Converter):
     """The data-flow walk over a method body that writes ``__init__``."""
 
     method_locals: set[str]
-    outs: dict[cst.CSTNode, str | None]
+    outs: dict[cst.CSTNode | None, str | None]
     mirrored: set[str]
 
     if TYPE_CHECKING:  # defined by the subclass (_sites._Compact)
