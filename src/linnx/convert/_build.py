@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import libcst as cst
 
@@ -22,6 +22,10 @@ from ._sites import _Compact
 from ._trace import Instance
 
 __all__ = ["convert_class"]
+
+
+if TYPE_CHECKING:
+    _Stmt = cst.SimpleStatementLine | cst.BaseCompoundStatement
 
 
 class _Builder(_Compact):
@@ -104,8 +108,8 @@ class _Builder(_Compact):
                     return updated
                 return cst.FlattenSentinel([*(cst.parse_statement(e) for e in extra), updated])
 
-        new = method.visit(T())
-        new = conv.to_nnx_refs(new)
+        new = cast(cst.FunctionDef, method.visit(T()))  # T leaves the FunctionDef itself
+        new = cast(cst.FunctionDef, conv.to_nnx_refs(new))
         decorators = [
             d for d in new.decorators
             if (dotted(d.decorator) or "").split(".")[-1] not in ("compact", "nowrap")
@@ -114,8 +118,13 @@ class _Builder(_Compact):
         new = new.with_changes(decorators=decorators, params=params)
         if drop_mirrored:
             new = _drop_unused_assignments(new, self.mirrored | _pure_assigned(method))
-            body = list(new.body.body)
-            if body and body[0].leading_lines and not method.body.body[0].leading_lines:
+            # statements of an indented block: SimpleStatementLine or compound ones
+            body = cast("list[_Stmt]", list(new.body.body))
+            if (
+                body
+                and body[0].leading_lines
+                and not cast("_Stmt", method.body.body[0]).leading_lines
+            ):
                 body[0] = body[0].with_changes(leading_lines=[
                     ln for ln in body[0].leading_lines if ln.comment is not None
                 ])  # fmt: skip
@@ -231,7 +240,7 @@ class _Builder(_Compact):
         self.plan.out_expr = self.out_expr() if compact is not None or setup is not None else None
         self.finish_size_params()
         init = cst.parse_statement(self.init_text(fields))
-        body: list[cst.BaseStatement] = []
+        body: list[cst.BaseStatement | cst.BaseSmallStatement] = []
         placed = False
         for stmt in self.node.body.body:
             if isinstance(stmt, cst.SimpleStatementLine) and any(
@@ -440,7 +449,7 @@ def _drop_unused_assignments(method: cst.FunctionDef, names: set[str]) -> cst.Fu
                 return cst.RemoveFromParent()
             return updated.with_changes(body=keep)
 
-    return method.visit(Drop())
+    return cast(cst.FunctionDef, method.visit(Drop()))  # Drop leaves the FunctionDef itself
 
 
 def convert_class(

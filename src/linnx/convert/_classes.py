@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import libcst as cst
 
@@ -49,9 +49,10 @@ def literal(value: Any) -> str | None:
         items = [literal(v) for v in value]
         if any(i is None for i in items):
             return None
+        strs = cast("list[str]", items)  # no None: checked above
         if isinstance(value, tuple):
-            return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
-        return "[" + ", ".join(items) + "]"
+            return "(" + ", ".join(strs) + ("," if len(items) == 1 else "") + ")"
+        return "[" + ", ".join(strs) + "]"
     try:
         import numpy as np
 

@@ -21,7 +21,7 @@ import builtins
 import dataclasses
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import libcst as cst
 
@@ -124,8 +124,8 @@ class _Converter:
         self.plan = ClassPlan(name=cls.__name__, node=node, line=self.line)
         self.fields = [f.name for f in linen_fields(cls)]
         self.size_params: dict[str, SizeParam] = {}
-        self.site_of: dict[cst.CSTNode, Site] = {}
-        self.replacers: dict[cst.CSTNode, Callable[[cst.CSTNode], cst.CSTNode]] = {}
+        self.site_of: dict[cst.Call, Site] = {}
+        self.replacers: dict[cst.CSTNode, Callable[[Any], cst.CSTNode]] = {}
         self.site_out: dict[cst.CSTNode, str | None] = {}
         self.init_lines: list[tuple[int, str, str | None]] = []  # (indent, text, binds)
         self.init_locals: set[str] = set()
@@ -206,7 +206,7 @@ class _Converter:
         return True
 
     def init_expr(
-        self, node: cst.BaseExpression, env: dict[str, str | None], method_locals: set[str]
+        self, node: cst.CSTNode, env: dict[str, str | None], method_locals: set[str]
     ) -> str | None:
         """The expression as ``__init__`` can write it, or None when it reads call data."""
         node = replace_shape_last(node, lambda v: env.get(v))
@@ -248,7 +248,7 @@ class _Converter:
             def leave_Call(self, original, updated):
                 return conv.convert_partial(updated)
 
-        return node.visit(T())
+        return cast(cst.CSTNode, node.visit(T()))
 
     def convert_partial(self, call: cst.Call) -> cst.Call:
         """``partial(nnx.BatchNorm, use_running_average=not train, momentum=0.9)`` loses its
@@ -288,7 +288,7 @@ class _Converter:
     def collect_sites(self, method: cst.FunctionDef, by_name: dict[str, Site] | None) -> None:
         """Finds the submodule calls of ``method`` that the trace saw (by source position)."""
         qual = f"{self.cls.__qualname__}.{method.name.value}"
-        by_pos: dict[tuple, list[tuple[Instance, ChildCall]]] = {}
+        by_pos: dict[tuple | None, list[tuple[Instance, ChildCall]]] = {}
         for inst in self.instances:
             for c in inst.calls:
                 if c.path[:-1] != inst.path:
@@ -405,7 +405,7 @@ class _Converter:
         if len(classes) != 1 and not self.compatible(classes):
             names = sorted(c.__name__ for c in classes)
             raise self.fail(f"this call creates modules of several classes: {names}", node)
-        child_cls = classes[0]
+        child_cls: type = classes[0]
         rule = rule_for(child_cls)
         name_arg = None
         loop_base = None

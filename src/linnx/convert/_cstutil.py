@@ -6,6 +6,7 @@ import builtins
 import keyword
 import re
 from collections.abc import Callable, Iterable
+from typing import TypeGuard, cast
 
 import libcst as cst
 
@@ -120,7 +121,7 @@ def self_attrs(node: cst.CSTNode) -> set[str]:
     return out
 
 
-def is_self_attr(node: cst.CSTNode, attr: str | None = None) -> bool:
+def is_self_attr(node: cst.CSTNode, attr: str | None = None) -> TypeGuard[cst.Attribute]:
     """Whether the node is ``self.<attr>`` (any attribute when ``attr`` is None)."""
     return (
         isinstance(node, cst.Attribute)
@@ -168,9 +169,7 @@ def unique(base: str, taken: Iterable[str]) -> str:
     return f"{base}_{i}"
 
 
-def replace_shape_last(
-    node: cst.BaseExpression, size_of: Callable[[str], str | None]
-) -> cst.BaseExpression:
+def replace_shape_last(node: cst.CSTNode, size_of: Callable[[str], str | None]) -> cst.CSTNode:
     """Replaces ``v.shape[-1]`` by the size expression that ``size_of(v)`` knows."""
 
     class T(cst.CSTTransformer):
@@ -189,7 +188,7 @@ def replace_shape_last(
                     return cst.parse_expression(size)
             return updated
 
-    return node.visit(T())
+    return cast(cst.CSTNode, node.visit(T()))
 
 
 def map_nodes(
@@ -202,4 +201,4 @@ def map_nodes(
             new = replace(original, updated)
             return updated if new is None else new
 
-    return node.visit(T())
+    return cast(cst.CSTNode, node.visit(T()))

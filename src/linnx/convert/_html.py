@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from ._errors import ConvertError, OutputPathError
 
 if TYPE_CHECKING:
+    from ..migrate import Pair
     from ._api import ConversionResult, ConvertedClass
 
 __all__ = ["render_html", "write_html", "check_report_path"]
@@ -348,7 +349,7 @@ class _Page:
                 + "".join(body) + "</tbody></table></section>")  # fmt: skip
 
     def weight_table(self) -> str:
-        pairs = {}
+        pairs: dict[str, Pair] = {}
         for check in self.r.checks:
             for p in getattr(check.plan, "pairs", ()):
                 for leaf in p.linen:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import libcst as cst
 from libcst.metadata import PositionProvider
@@ -108,7 +109,7 @@ def _below(insts: Sequence[Instance], user: dict[str, type]) -> set[str]:
         for path, other in inst.tree.items():
             if path[: len(inst.path)] == inst.path and path != inst.path:
                 if user.get(other.cls.__name__) is other.cls:
-                    out.add(other.cls.__name__)
+                    out.add(cast(type, other.cls).__name__)  # `is` above widens it for mypy
     return out
 
 
@@ -271,8 +272,8 @@ def _alias_name(a: cst.ImportAlias) -> str:
         return a.asname.name.value  # type: ignore[union-attr]
     name = a.name
     while isinstance(name, cst.Attribute):
-        name = name.value
-    return name.value  # type: ignore[union-attr]
+        name = cast("cst.Attribute | cst.Name", name.value)  # a dotted module name
+    return name.value
 
 
 def _name_counts(node: cst.Module) -> dict[str, int]:

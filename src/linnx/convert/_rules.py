@@ -15,6 +15,7 @@ import functools
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["Rule", "RULES", "IN", "rule_for", "nnx_kwargs", "nnx_function"]
 
@@ -56,7 +57,7 @@ class Rule:
         return IN in self.positional
 
 
-_ATTENTION = dict(
+_ATTENTION: dict[str, Any] = dict(
     positional=("num_heads", IN), size_kw="in_features", modes=("deterministic",),
     out="out_features", out_default_in=True, extra={"decode": "False", "deterministic": "False"},
 )  # fmt: skip

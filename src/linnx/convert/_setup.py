@@ -25,7 +25,7 @@ __all__ = ["convert_setup"]
 
 def _self_call(node: cst.CSTNode) -> str | None:
     if isinstance(node, cst.Call) and is_self_attr(node.func):
-        return node.func.attr.value  # type: ignore[union-attr]
+        return node.func.attr.value
     return None
 
 
@@ -52,7 +52,7 @@ def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
             if not (isinstance(small, cst.Assign) and len(small.targets) == 1
                     and is_self_attr(small.targets[0].target)):  # fmt: skip
                 continue
-            attr = small.targets[0].target.attr.value  # type: ignore[union-attr]
+            attr = small.targets[0].target.attr.value
             value = small.value
             if isinstance(value, cst.Call) and _self_call(value) == "param":
                 params.add(attr)
@@ -129,7 +129,7 @@ def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
                 and len(small.targets) == 1
                 and is_self_attr(small.targets[0].target)
             ):
-                attr = small.targets[0].target.attr.value  # type: ignore[union-attr]
+                attr = small.targets[0].target.attr.value
                 value = small.value
                 if attr in lists:
                     _emit_list(b, sites[attr], lists[attr])
@@ -295,6 +295,7 @@ def _emit_site(b, site: Site, ctor: cst.Call, in_expr: str | None) -> None:
     kw = _ctor_fields(b, ctor, site.child_cls)
     if site.kind == "layer":
         rule = rule_for(site.child_cls)
+        assert rule is not None  # a "layer" site is one whose class has a rule
         args_t: dict[str, str] = {}
         for f, v in kw.items():
             t = b.init_expr(v, {}, set())

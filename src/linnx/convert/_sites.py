@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import libcst as cst
 
@@ -187,8 +187,9 @@ class _Compact(_Walker):
             if id(site) in self.emitted:
                 lines = []  # the second call of a named submodule: created once
             else:
-                self.replacers[ctor] = lambda updated, a=site.attr: cst.parse_expression(
-                    f"self.{a}"
+                self.replacers[ctor] = cast(
+                    "Callable[[Any], cst.CSTNode]",
+                    lambda updated, a=site.attr: cst.parse_expression(f"self.{a}"),
                 )
         if not dry and lines:
             self.emitted.add(id(site))
@@ -284,6 +285,7 @@ class _Compact(_Walker):
             named[nkw] = t
         direct = self.resolve(ctor.func) is site.child_cls
         parts: list[str] = []
+        func: str | None
         if direct:
             func = f"nnx.{rule.nnx}"
             for slot in rule.positional:
@@ -362,7 +364,7 @@ class _Compact(_Walker):
         new = expr.visit(T())
         if bad:
             return None
-        text = code(new)
+        text = code(cast(cst.CSTNode, new))
         return text[1:-1] if re.fullmatch(r"\([^()]*\)", text) else text
 
     # -- self.param / self.variable ----------------------------------------------------------
@@ -372,7 +374,7 @@ class _Compact(_Walker):
             return
         if loops:
             raise self.fail("a variable is created inside a loop", node)
-        kind = node.func.attr.value
+        kind = cast(cst.Attribute, node.func).attr.value  # a self.param/self.variable call
         args = list(node.args)
         if any(a.keyword is not None or a.star for a in args):
             raise self.fail(f"self.{kind}(...) with keyword arguments", node)
@@ -401,7 +403,7 @@ class _Compact(_Walker):
             rest = [self.add_size_param(f"{attr}_shape", resolve, self.lineno(node),
                                         "tuple[int, ...]")]  # fmt: skip
         if kind == "param":
-            value = f"nnx.Param({init}({', '.join(['rngs.params()', *rest])}))"
+            value = f"nnx.Param({init}({', '.join(['rngs.params()', *cast('list[str]', rest)])}))"
             replacement = f"self.{attr}.value"
         else:
             var_type = VAR_TYPES.get(col)
@@ -415,11 +417,14 @@ class _Compact(_Walker):
             if isinstance(lam, cst.Lambda) and not lam.params.params and not rest:
                 value = f"{var_type}({self.init_expr(lam.body, env, self.method_locals)})"
             else:
-                value = f"{var_type}({init}({', '.join(rest)}))"
+                value = f"{var_type}({init}({', '.join(cast('list[str]', rest))}))"
             replacement = f"self.{attr}"
         self.emit(ind, f"self.{attr} = {value}")
         self.plan.var_attrs[(col, name)] = attr
-        self.replacers[node] = lambda updated, r=replacement: cst.parse_expression(r)
+        self.replacers[node] = cast(
+            "Callable[[Any], cst.CSTNode]",
+            lambda updated, r=replacement: cst.parse_expression(r),
+        )
 
 
 def _field_of(name: str) -> Callable[[ChildCall, Instance], Any]:

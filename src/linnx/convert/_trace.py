@@ -118,7 +118,7 @@ def example_namespace(mod: types.ModuleType) -> dict[str, Any]:
     return ns
 
 
-def parse_example(text: str) -> tuple[ast.expr, str, list[ast.expr], list[ast.keyword]]:
+def parse_example(text: str) -> tuple[ast.Call, str, list[ast.expr], list[ast.keyword]]:
     """Splits ``Ctor(...)(args)`` / ``Ctor(...).method(args)`` into its parts."""
     fix = (
         "Fix: write a construction followed by a call, e.g. "

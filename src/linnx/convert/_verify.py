@@ -242,7 +242,8 @@ def compare_intermediates(
     def run(m):
         return (m if method is None else getattr(m, method))(*nargs, **nkw)
 
-    _, captured = nnx.capture(nnx.Intermediate)(run)(model)
+    # flax's overloads: a Variable type also matches the Callable one, so mypy picks that
+    _, captured = nnx.capture(nnx.Intermediate)(run)(model)  # type: ignore[operator]
     nnx.pop(model, nnx.Intermediate)
     got = {
         tuple(str(k) for k in path): var.get_value() for path, var in nnx.to_flat_state(captured)

@@ -8,6 +8,8 @@ running size variable, ``x_features``); conditions on fields are mirrored in ``_
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import libcst as cst
 
 from ._classes import Site
@@ -21,8 +23,16 @@ class _Walker(_Converter):
     """The data-flow walk over a method body that writes ``__init__``."""
 
     method_locals: set[str]
-    outs: dict[cst.CSTNode, str | None]
+    outs: dict[cst.CSTNode | None, str | None]
     mirrored: set[str]
+
+    if TYPE_CHECKING:  # defined by the subclass (_sites._Compact)
+
+        def process_site(self, node: cst.Call, env, ind, dry, loops, conds) -> None: ...
+
+        def process_var(
+            self, node: cst.Call, env, ind, dry, loops, attr: str | None = None
+        ) -> None: ...
 
     def emit(self, ind: int, text: str, binds: str | None = None) -> None:
         self.init_lines.append((ind, text, binds))
@@ -107,7 +117,7 @@ class _Walker(_Converter):
             )
             simple = len(tnodes) == 1 and isinstance(tnodes[0], cst.Name)
             if simple:
-                t = tnodes[0].value
+                t = cast(cst.Name, tnodes[0]).value
                 text = None
                 if not any(c in self.site_of or c in self.named or _is_var_call(c) for c in calls):
                     text = self.init_expr(node.value, env, self.method_locals)
