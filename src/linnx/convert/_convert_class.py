@@ -415,7 +415,10 @@ class _Converter:
             for a in ctor.args:
                 if a.keyword is not None and a.keyword.value == "name":
                     if isinstance(a.value, cst.SimpleString):
-                        name_arg = a.value.evaluated_value
+                        value = a.value.evaluated_value
+                        if not isinstance(value, str):  # b"..." names nothing in Linen
+                            raise self.fail("name= is not a plain string", node)
+                        name_arg = value
                     elif isinstance(a.value, cst.FormattedString) and in_loop:
                         head = a.value.parts[0] if a.value.parts else None
                         if isinstance(head, cst.FormattedStringText):

@@ -383,7 +383,14 @@ class _Compact(_Walker):
             isinstance(a.value, cst.SimpleString) for a in args[:strs]
         ):
             raise self.fail(f"self.{kind}(...) without literal names and an init function", node)
-        names = [a.value.evaluated_value for a in args[:strs]]
+        names: list[str] = []
+        for a in args[:strs]:
+            value = cast(cst.SimpleString, a.value).evaluated_value
+            if not isinstance(value, str):  # b"..." names nothing in Linen
+                raise self.fail(
+                    f"self.{kind}(...) without literal names and an init function", node
+                )
+            names.append(value)
         col, name = ("params", names[0]) if kind == "param" else (names[0], names[1])
         if attr is None:
             attr = unique(identifier(name), self.taken)

@@ -16,7 +16,9 @@ class GatedMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        dense = partial(nn.Dense, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype)
+        dense = partial(
+            nn.Dense, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype
+        )
         gate = nn.silu(dense(self.hidden, name="gate")(x))
         up = dense(self.hidden, name="up")(x)
         return nn.Dense(x.shape[-1], use_bias=False, dtype=self.dtype, name="down")(gate * up)

@@ -60,7 +60,9 @@ class BottleneckResNetBlock(nn.Module):
         y = self.norm(scale_init=nn.initializers.zeros_init())(y)
 
         if residual.shape[-1] != self.filters * 4 or self.strides != (1, 1):
-            residual = self.conv(self.filters * 4, (1, 1), self.strides, name="conv_proj")(residual)
+            residual = self.conv(self.filters * 4, (1, 1), self.strides, name="conv_proj")(
+                residual
+            )
             residual = self.norm(name="norm_proj")(residual)
 
         return self.act(residual + y)

@@ -13,15 +13,13 @@ class Stem(nn.Module):
     @nn.compact
     def __call__(self, x):
         # two 3x3 convolutions, the second one strided
-        return nn.Sequential(
-            [
-                nn.Conv(self.width, (3, 3)),
-                nn.gelu,
-                nn.LayerNorm(),
-                nn.Conv(2 * self.width, (3, 3), strides=2),
-                nn.relu,
-            ]
-        )(x)
+        return nn.Sequential([
+            nn.Conv(self.width, (3, 3)),
+            nn.gelu,
+            nn.LayerNorm(),
+            nn.Conv(2 * self.width, (3, 3), strides=2),
+            nn.relu,
+        ])(x)
 
 
 class Classifier(nn.Module):

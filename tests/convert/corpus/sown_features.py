@@ -17,11 +17,8 @@ class MlpBlock(nn.Module):
         # what a linear probe reads
         self.sow("intermediates", "hidden", h)
         self.sow(
-            "intermediates",
-            "norm_sum",
-            jnp.linalg.norm(h, axis=-1).sum(),
-            reduce_fn=lambda prev, new: prev + new,
-            init_fn=lambda: jnp.zeros(()),
+            "intermediates", "norm_sum", jnp.linalg.norm(h, axis=-1).sum(),
+            reduce_fn=lambda prev, new: prev + new, init_fn=lambda: jnp.zeros(()),
         )
         return x + nn.Dense(x.shape[-1])(nn.gelu(h))
 

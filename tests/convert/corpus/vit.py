@@ -27,9 +27,9 @@ class EncoderBlock(nn.Module):
     @nn.compact
     def __call__(self, x, *, deterministic):
         y = nn.LayerNorm()(x)
-        y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, deterministic=deterministic)(
-            y
-        )
+        y = nn.MultiHeadDotProductAttention(
+            num_heads=self.num_heads, deterministic=deterministic
+        )(y)
         y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
         x = x + y
         y = nn.LayerNorm()(x)
@@ -62,8 +62,7 @@ class ViT(nn.Module):
         x = AddPositionEmbs(name="posembed_input")(x)
         for lyr in range(self.depth):
             x = EncoderBlock(
-                num_heads=self.num_heads,
-                mlp_dim=4 * self.hidden_size,
+                num_heads=self.num_heads, mlp_dim=4 * self.hidden_size,
                 name=f"encoderblock_{lyr}",
             )(x, deterministic=not train)
         x = nn.LayerNorm(name="encoder_norm")(x)
