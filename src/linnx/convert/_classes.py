@@ -13,7 +13,7 @@ then stays Linen and its users wrap it with ``linnx.ToNNX``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -142,6 +142,19 @@ class ClassPlan:
 
     def size_param(self, name: str) -> SizeParam:
         return next(p for p in self.size_params if p.name == name)
+
+    def flag_args(self, args: Sequence[cst.Arg]) -> list[int]:
+        """Indices of the arguments of a call of this class that are removed flags (they
+        became ``model.train()``/``model.eval()``), by keyword or by position."""
+        found = []
+        for i, a in enumerate(args):
+            if a.keyword is not None:
+                name: str | None = a.keyword.value
+            else:
+                name = self.call_params[i] if i < len(self.call_params) else None
+            if name in self.removed_flags:
+                found.append(i)
+        return found
 
     def site_for(self, call: ChildCall) -> Site | None:
         for s in self.sites:

@@ -564,14 +564,7 @@ class _Converter:
                         out.append(a.value)
             elif site.kind == "user":
                 child = self.ctx.plans[site.child_cls.__name__]
-                for i, a in enumerate(node.args):
-                    name = (
-                        a.keyword.value
-                        if a.keyword is not None
-                        else (child.call_params[i] if i < len(child.call_params) else None)
-                    )
-                    if name in child.removed_flags:
-                        out.append(a.value)
+                out += [node.args[i].value for i in child.flag_args(node.args)]
         conv = self
 
         class V(cst.CSTVisitor):

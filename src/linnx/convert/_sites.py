@@ -133,14 +133,7 @@ class _Compact(_Walker):
             lines, out = self.sequential_ctor(site, in_expr, env, dry)
         elif site.kind == "user":
             child = self.ctx.plans[site.child_cls.__name__]
-            for i, a in enumerate(node.args):
-                name = (
-                    a.keyword.value
-                    if a.keyword is not None
-                    else (child.call_params[i] if i < len(child.call_params) else None)
-                )
-                if name in child.removed_flags:
-                    drop_call_args.add(i)
+            drop_call_args.update(child.flag_args(node.args))
             parts: list[str] = []
             for i, a in enumerate(ctor.args):
                 if a.keyword is not None and a.keyword.value == "name":
