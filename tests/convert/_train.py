@@ -10,11 +10,10 @@ Used by the tests of converted models:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
-
 import ast
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import flax.linen as nn
 import jax
