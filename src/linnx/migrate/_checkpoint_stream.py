@@ -487,9 +487,10 @@ def stream_linen_checkpoint_to_nnx(
                                                                   pool).items()}
                     )  # fmt: skip
                     parts.append(part)
-                    if keep:
-                        kept_nnx.update(values)
-                        kept_linen.update(sources)
+                    if keep:  # as jax.Arrays: a jitted call would embed host arrays as
+                        # constants in its program (a copy each, and their compile time)
+                        kept_nnx.update({n: _wrap(v) for n, v in values.items()})
+                        kept_linen.update({leaf: _wrap(v) for leaf, v in sources.items()})
                     del sources, values
                 if leftovers:
                     part = parts_dir / f"{len(parts)}"
