@@ -440,7 +440,6 @@ def stream_linen_checkpoint_to_nnx(
                 parts_dir.mkdir()
                 parts: list[Path] = []
                 file_digests: dict[str, Future[str]] = {}
-                pending: dict[int, list[Future[None]]] = {}
                 for k, group in enumerate(groups):
                     leaves = list(dict.fromkeys(leaf for p in group for leaf in p.linen))
                     largest = max(largest, sum(_nbytes(metas[leaf]) for leaf in leaves))
@@ -467,21 +466,23 @@ def stream_linen_checkpoint_to_nnx(
                         values[p.nnx] = _transform(
                             p, [sources[leaf] for leaf in p.linen], var, sharding
                         )
-                    # NaN checks and source checksums run in the background while the
-                    # next group is read; the group before last must be done by now, so
-                    # at most two groups are alive at once.
-                    for fut in pending.pop(k - 1, []):
-                        fut.result()
-                    pending[k] = [pool.submit(
+                    # NaN checks and source checksums run in the background while this
+                    # group is written, and are done before the next group is read: its
+                    # values are alive for the write anyway, so they cost no memory, and
+                    # one group at a time is alive (overlapping them with the next read
+                    # held two of the largest groups at once).
+                    checks = [pool.submit(
                         _check_finite_group, group, values, allow_nonfinite, fn)]  # fmt: skip
                     if verify:
                         for leaf in leaves:
                             dtype = _first_pair(group, leaf).nnx_dtype
-                            pending[k].append(pool.submit(
+                            checks.append(pool.submit(
                                 _source_checksum, digests, leaf, sources[leaf], dtype))  # fmt: skip
                     part = parts_dir / f"{k}"
                     writer.save(part, _state([(live[n][0], live[n][1], v)
                                               for n, v in values.items()]))  # fmt: skip
+                    for fut in checks:
+                        fut.result()
                     file_digests.update(
                         {f"{k}/{r}": f for r, f in _digest_files(part / "ocdbt.process_0",
                                                                   pool).items()}
@@ -500,9 +501,6 @@ def stream_linen_checkpoint_to_nnx(
                             part / "ocdbt.process_0", pool).items()}
                     )  # fmt: skip
                     parts.append(part)
-                for futures in pending.values():
-                    for fut in futures:
-                        fut.result()
                 model_dir = tmp / "model"
                 join_orbax_parts(parts, model_dir)
                 shutil.rmtree(parts_dir)
