@@ -44,6 +44,7 @@ from ._cstutil import (
     targets,
     unique,
 )
+from ._rnn import is_recurrent, rnn_site
 from ._rules import Rule, nnx_function, nnx_kwargs, rule_for
 from ._trace import ChildCall, Instance
 
@@ -398,6 +399,8 @@ class _Converter:
 
         if any(c.cls is nn.Sequential for _, c in execs):
             return self.sequential_site(node, execs, in_loop, ctor, var)
+        if any(is_recurrent(c.cls) for _, c in execs):
+            return rnn_site(self, node, execs, in_loop, ctor, var)  # type: ignore[arg-type]
         classes = list(dict.fromkeys(c.cls for _, c in execs))
         norule = [c for c in classes if c.__module__.startswith("flax.") and not rule_for(c)]
         if norule:

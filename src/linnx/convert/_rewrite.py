@@ -22,6 +22,7 @@ from ._classes import ClassPlan, Unsupported
 from ._convert_class import Context
 from ._cstutil import unique
 from ._errors import ConvertError, UnknownLayerError
+from ._rnn import child_name
 from ._trace import Instance, Trace, iter_vars
 
 __all__ = ["Kept", "Rewrite", "rewrite"]
@@ -392,6 +393,8 @@ def module_paths(
                 if site.kind == "sequential" and c.name in site.members:
                     owner = (*nnx_of[inst.path], site.attr, "layers")
                     nnx_of[c.path] = (*owner, str(site.members[c.name]))
+                elif site.kind == "rnn" and c.name in site.member_paths:
+                    nnx_of[c.path] = (*nnx_of[inst.path], site.attr, *site.member_paths[c.name])
                 elif site.is_list and site.index_from_name:
                     k = int(c.name.rsplit("_", 1)[1])
                     nnx_of[c.path] = (*nnx_of[inst.path], site.attr, str(k))
@@ -403,7 +406,7 @@ def module_paths(
                 if site.kind == "kept":
                     wrapped.add(c.path)
             else:
-                nnx_of[c.path] = (*nnx_of[inst.path], c.name)
+                nnx_of[c.path] = (*nnx_of[inst.path], child_name(inst.cls, c.name))
     return nnx_of, wrapped
 
 

@@ -18,6 +18,7 @@ import libcst as cst
 
 from ._classes import VAR_TYPES, Site, field_default, linen_fields, literal, one_value
 from ._cstutil import code, dotted, identifier, is_self_attr, names_in, unique
+from ._rnn import rnn_ctor
 from ._rules import IN, Rule, nnx_kwargs, rule_for
 from ._trace import ChildCall, Instance
 from ._walk import _Walker
@@ -131,6 +132,8 @@ class _Compact(_Walker):
                 lines = [self.layer_ctor(site, rule, ctor, args_t, in_t)]
         elif site.kind == "sequential":
             lines, out = self.sequential_ctor(site, in_expr, env, dry)
+        elif site.kind == "rnn":
+            lines, out = rnn_ctor(self, site, node, in_expr, env, dry)
         elif site.kind == "user":
             child = self.ctx.plans[site.child_cls.__name__]
             drop_call_args.update(child.flag_args(node.args))

@@ -1,0 +1,239 @@
+"""Recurrent layers: ``nn.RNN(nn.LSTMCell(h))`` and ``nn.Bidirectional(...)`` become
+``nnx.RNN(nnx.LSTMCell(in, h, rngs=rngs))`` and ``nnx.Bidirectional(...)``.
+
+A cell built inside a compact method belongs to the module that builds it, not to the
+``nn.RNN`` that runs it: Linen stores its weights at ``LSTMCell_0/ii/kernel`` next to the
+caller's other layers, while NNX keeps the cell where it is used (``rnn/cell/ii/kernel``). The
+trace records the cell's calls at the position of the ``nn.RNN(...)(x)`` call, so one site
+holds the ``nn.RNN``/``nn.Bidirectional`` call and, as members, the cells and inner RNNs with
+the NNX path of each below the site's attribute.
+
+Weight layouts, per cell (Linen -> NNX):
+
+- ``LSTMCell``: the same per-gate layers; ``if`` is ``if_`` in NNX (a Python keyword).
+- ``OptimizedLSTMCell``: Linen keeps the per-gate layers of ``LSTMCell`` (and computes the
+  same function); ``nnx.OptimizedLSTMCell`` fuses them into ``dense_i``/``dense_h``, which a
+  path map cannot express, so it becomes ``nnx.LSTMCell`` and the weights move as they are.
+- ``SimpleCell``: ``i``/``h`` are ``dense_i``/``dense_h``.
+- ``GRUCell`` is refused: ``nnx.GRUCell`` has no bias on the recurrent candidate term (Linen's
+  ``hn`` bias), so a Linen GRU's weights cannot move into it; the class stays Linen (wrapped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import libcst as cst
+
+from ._classes import Site, linen_fields
+from ._cstutil import code
+from ._rules import nnx_kwargs
+
+if TYPE_CHECKING:
+    from ._sites import _Compact
+
+__all__ = ["is_recurrent", "child_name", "rnn_site", "rnn_ctor"]
+
+
+@dataclass(frozen=True)
+class _Cell:
+    nnx: str
+    children: Mapping[str, str] = field(default_factory=dict)  # Linen child -> NNX attr
+    extra: Mapping[str, str] = field(default_factory=dict)  # NNX defaults that differ
+
+
+CELLS: dict[str, _Cell] = {
+    "LSTMCell": _Cell("LSTMCell", {"if": "if_"}),
+    "OptimizedLSTMCell": _Cell("LSTMCell", {"if": "if_"}),
+    "SimpleCell": _Cell("SimpleCell", {"i": "dense_i", "h": "dense_h"}, {"dtype": "None"}),
+}
+#: Cells with no NNX counterpart that holds their weights, and why.
+REFUSED = {
+    "GRUCell": "nnx.GRUCell has no bias on the recurrent candidate term (Linen's hn/bias) and "
+    "fuses the gate kernels, so a Linen GRUCell's weights cannot move into it",
+    "MGUCell": "flax.nnx has no MGUCell",
+    "ConvLSTMCell": "flax.nnx has no ConvLSTMCell",
+}
+_WRAPPERS = ("RNN", "Bidirectional")
+#: nn.RNN fields that pick lifted-transform behaviour nnx.RNN spells differently.
+_LIFTED_FIELDS = ("variable_axes", "variable_broadcast", "variable_carry", "split_rngs")
+
+
+def _flax(cls: Any, names) -> bool:
+    return (
+        isinstance(cls, type)
+        and getattr(cls, "__module__", "").startswith("flax.linen")
+        and cls.__name__ in names
+    )
+
+
+def is_recurrent(cls: Any) -> bool:
+    """Whether ``cls`` is ``nn.RNN``, ``nn.Bidirectional`` or a Linen RNN cell."""
+    return _flax(cls, (*_WRAPPERS, *CELLS, *REFUSED))
+
+
+def child_name(parent_cls: type, name: str) -> str:
+    """The NNX attribute of a Linen layer's child (a cell's gate layers are renamed)."""
+    if _flax(parent_cls, CELLS):
+        return CELLS[parent_cls.__name__].children.get(name, name)
+    return name
+
+
+def rnn_site(conv: _Compact, node: cst.Call, execs, in_loop: bool, ctor, var) -> Site:
+    """The site of an ``nn.RNN(...)(x)`` / ``nn.Bidirectional(...)(x)`` call; the cells (and
+    the RNNs inside a Bidirectional), which Linen names after the caller, are its members."""
+    if in_loop:
+        raise conv.fail("nn.RNN created in a loop", node)
+    if ctor is None and isinstance(node.func, cst.Call):
+        ctor = node.func
+    if ctor is None:
+        raise conv.fail("nn.RNN built in one statement and called in another", node)
+    top_cls = conv.resolve(ctor.func)
+    if not _flax(top_cls, _WRAPPERS):
+        names = sorted({c.cls.__name__ for _, c in execs})
+        raise conv.fail(f"a recurrent layer called other than as nn.RNN(cell)(x): {names}", node)
+    top = [(i, c) for i, c in execs if c.cls is top_cls]
+    inner = [(i, c) for i, c in execs if c.cls is not top_cls]
+    members: dict[str, tuple[str, ...]] = {}
+    for _, c in top:
+        if top_cls.__name__ == "RNN":
+            found = {c.module.cell.name: ("cell",)}
+        else:
+            f, b = c.module.forward_rnn, c.module.backward_rnn
+            found = {
+                f.name: ("forward_rnn",), f.cell.name: ("forward_rnn", "cell"),
+                b.name: ("backward_rnn",), b.cell.name: ("backward_rnn", "cell"),
+            }  # fmt: skip
+        for k, v in found.items():
+            if members.setdefault(k, v) != v:
+                raise conv.fail("the RNN's cells are named differently per call", node)
+    if any(c.name not in members for _, c in inner):
+        raise conv.fail("a recurrent layer's cells could not be matched to its call", node)
+    name_arg = var
+    for a in ctor.args:
+        if a.keyword is not None and a.keyword.value == "name":
+            if not isinstance(a.value, cst.SimpleString) or not isinstance(
+                a.value.evaluated_value, str
+            ):
+                raise conv.fail("name= is not a plain string", node)
+            name_arg = a.value.evaluated_value
+    return Site(
+        key=node, child_cls=top_cls, kind="rnn", execs=top, line=conv.lineno(node),
+        base="bidirectional" if top_cls.__name__ == "Bidirectional" else "rnn",
+        name_arg=name_arg, ctor=ctor, inner=inner, member_paths=members, named=var is not None,
+    )  # fmt: skip
+
+
+def _is_false(node: cst.BaseExpression) -> bool:
+    return isinstance(node, cst.Name) and node.value in ("False", "None")
+
+
+def rnn_ctor(
+    conv: _Compact, site: Site, node: cst.Call, in_t: str | None, env, dry: bool
+) -> tuple[list[str], str | None]:
+    """``nnx.RNN(nnx.LSTMCell(<in>, h, rngs=rngs), ..., rngs=rngs)`` (or the
+    ``nnx.Bidirectional`` of two) for the site, and the output's last axis."""
+    for a in node.args:
+        if a.star:
+            raise conv.fail("*args/**kwargs in a call of nn.RNN", node)
+        if a.keyword is not None and a.keyword.value == "init_key":
+            raise conv.fail(
+                "nn.RNN(...)(x, init_key=...): nnx.RNN draws the initial carry from its rngs "
+                "instead (not converted yet)", node,
+            )  # fmt: skip
+    if in_t is None and not dry:
+        in_t = conv.fallback(site, "in_features", lambda c, i: _input_size(c, conv, node))
+    in_t = in_t or "?"
+    text, out = _rnn_expr(conv, site.ctor, in_t, env, dry)
+    if any(a.keyword is not None and a.keyword.value == "return_carry" for a in node.args):
+        out = None
+    return [text], out
+
+
+def _input_size(call, conv, node) -> int:
+    x = call.args[0] if call.args else call.kwargs.get("inputs")
+    if x is None or not getattr(x, "shape", None):
+        raise conv.fail("the RNN's input has no last axis to size its cell", node)
+    return int(x.shape[-1])
+
+
+def _value(conv: _Compact, v: cst.BaseExpression, env, what: str, node) -> str:
+    t = conv.init_expr(v, env, conv.method_locals)
+    if t is None:
+        raise conv.fail(f"{what} depends on values computed in the call", node)
+    return t
+
+
+def _rnn_expr(conv: _Compact, call: cst.CSTNode, in_t: str, env, dry) -> tuple[str, str | None]:
+    if not isinstance(call, cst.Call):
+        raise conv.fail("the cell or RNN is not built inside the nn.RNN(...) call", call)
+    cls = conv.resolve(call.func)
+    if not _flax(cls, _WRAPPERS):
+        raise conv.fail(
+            f"{code(call.func)}(...) inside a recurrent layer is not nn.RNN or a cell class "
+            "named directly", call,
+        )  # fmt: skip
+    kw = conv.arg_fields(call, cls)
+    parts: list[str] = []
+    return_carry = False
+    if cls.__name__ == "RNN":
+        if "cell" not in kw:
+            raise conv.fail("nn.RNN(...) without a cell", call)
+        cell_t, out = _cell_expr(conv, kw.pop("cell"), in_t, env)
+        parts.append(cell_t)
+        for f, v in kw.items():
+            if f in _LIFTED_FIELDS:
+                raise conv.fail(
+                    f"nn.RNN({f}=...): nnx.RNN spells the lifted scan's variable handling "
+                    "differently (state_axes, broadcast_rngs); not converted yet", call,
+                )  # fmt: skip
+            return_carry |= f == "return_carry" and not _is_false(v)
+            parts.append(f"{f}={_value(conv, v, env, f'nn.RNN({f}=...)', call)}")
+        parts.append("rngs=rngs")
+        return f"nnx.RNN({', '.join(parts)})", None if return_carry else out
+    if "forward_rnn" not in kw or "backward_rnn" not in kw:
+        raise conv.fail("nn.Bidirectional(...) without both RNNs", call)
+    fwd, out_f = _rnn_expr(conv, kw.pop("forward_rnn"), in_t, env, dry)
+    bwd, out_b = _rnn_expr(conv, kw.pop("backward_rnn"), in_t, env, dry)
+    parts += [fwd, bwd]
+    for f, v in kw.items():
+        return_carry |= f == "return_carry" and not _is_false(v)
+        parts.append(f"{f}={_value(conv, v, env, f'nn.Bidirectional({f}=...)', call)}")
+    parts.append("rngs=rngs")
+    out = None
+    if "merge_fn" not in kw and not return_carry and out_f and out_b:
+        out = f"2 * {out_f}" if out_f == out_b else f"{out_f} + {out_b}"
+    return f"nnx.Bidirectional({', '.join(parts)})", out
+
+
+def _cell_expr(conv: _Compact, call, in_t: str, env) -> tuple[str, str | None]:
+    cls = conv.resolve(call.func) if isinstance(call, cst.Call) else None
+    if isinstance(cls, type) and _flax(cls, REFUSED):
+        raise conv.fail(f"nn.{cls.__name__}: {REFUSED[cls.__name__]}", call)
+    if not isinstance(call, cst.Call) or not _flax(cls, CELLS):
+        raise conv.fail(
+            "the RNN's cell is not an nn.LSTMCell, nn.OptimizedLSTMCell or nn.SimpleCell "
+            "built inside the nn.RNN(...) call", call,
+        )  # fmt: skip
+    assert isinstance(cls, type)
+    spec = CELLS[cls.__name__]
+    allowed = nnx_kwargs(spec.nnx)
+    kw = conv.arg_fields(call, cls)
+    if "features" not in kw:
+        raise conv.fail(f"nn.{cls.__name__}(...) without features", call)
+    hidden = _value(conv, kw.pop("features"), env, "the cell's features", call)
+    parts = [in_t, hidden]
+    for f, v in kw.items():
+        if f == "carry_init":
+            raise conv.fail(
+                "carry_init= of a cell: nnx cells take it in initialize_carry (not converted "
+                "yet)", call,
+            )  # fmt: skip
+        if f not in allowed or f not in {x.name for x in linen_fields(cls)}:
+            raise conv.fail(f"nn.{cls.__name__}({f}=...) has no nnx.{spec.nnx} argument", call)
+        parts.append(f"{f}={_value(conv, v, env, f'the cell argument {f}=', call)}")
+    parts += [f"{k}={v}" for k, v in spec.extra.items() if k not in kw]
+    parts.append("rngs=rngs")
+    return f"nnx.{spec.nnx}({', '.join(parts)})", hidden
