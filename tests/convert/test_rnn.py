@@ -1,0 +1,151 @@
+"""Recurrent layers: ``nn.RNN`` / ``nn.Bidirectional`` of Linen cells convert to ``nnx.RNN`` /
+``nnx.Bidirectional``; cells whose weights NNX cannot hold keep their class as Linen."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from linnx import convert
+
+from ._train import example_models, train_both
+from ._util import load, ruff
+
+CORPUS = Path(__file__).parent / "corpus" / "lstm_classifier.py"
+HEAD = "import flax.linen as nn\n\n\n"
+X = "jnp.ones((2, 5, 3))"
+
+
+def _net(body: str, fields: str = "") -> str:
+    return HEAD + (
+        "class Net(nn.Module):\n"
+        f"{fields}"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        f"{body}"
+    )
+
+
+def test_the_lstm_classifier_converts_verifies_and_trains_like_linen(tmp_path):
+    source = CORPUS.read_text()
+    (example,) = re.findall(r"^# example: (.*)$", source, re.M)
+    result = convert.convert_source(source, [example], path=CORPUS.name)
+    assert result.ok and result.kept == [], result.report()
+    assert ruff(result.code, tmp_path) == ""
+    assert (
+        "self.encoder = nnx.RNN(\n"
+        "            nnx.LSTMCell(self.embedding_size, self.hidden_size, rngs=rngs),\n"
+        "            return_carry=True,\n"
+    ) in result.code
+    assert "self.encoder(embedded, seq_lengths=lengths)" in result.code
+    # Linen stores the cell next to the caller's layers; NNX inside the RNN (`if` is a keyword)
+    assert result.path_map["LSTMCell_0/if/kernel"] == "encoder/cell/if_/kernel"
+    assert result.path_map["LSTMCell_0/hf/bias"] == "encoder/cell/hf/bias"
+    (check,) = result.checks
+    assert check.ok and check.weights == 17
+    linen_model, nnx_model, args, lkw, nkw = example_models(source, result, example, tmp_path)
+    assert nkw == {}  # deterministic= became model.eval()
+    linen_losses, nnx_losses = train_both(
+        linen_model, nnx_model, result.path_map, args, linen_kwargs=lkw, nnx_kwargs=nkw
+    )
+    assert linen_losses[0] != linen_losses[-1]  # it did train
+    np.testing.assert_allclose(nnx_losses, linen_losses, rtol=1e-5)
+
+
+def test_a_bidirectional_lstm_converts_with_both_cells_in_place(tmp_path):
+    source = _net(
+        "        y = nn.Bidirectional(nn.RNN(nn.LSTMCell(self.hidden)),\n"
+        "                             nn.RNN(nn.LSTMCell(self.hidden), reverse=True,\n"
+        "                                    keep_order=True))(x)\n"
+        "        return nn.Dense(2)(y)\n",
+        "    hidden: int\n\n",
+    )
+    result = convert.convert_source(source, [f"Net(hidden=4)({X})"])
+    assert result.ok and result.kept == [], result.report()
+    assert ruff(result.code, tmp_path) == ""
+    # the concatenated output is twice the hidden size: the head is sized from the field
+    assert "nnx.Linear(2 * self.hidden, 2, rngs=rngs)" in result.code
+    assert "reverse=True,keep_order=True,rngs=rngs)" in re.sub(r"\s+", "", result.code)
+    model = load(result.code, tmp_path, "bidi").Net(hidden=4, rngs=nnx.Rngs(0))
+    assert isinstance(model.bidirectional, nnx.Bidirectional)
+    assert model.bidirectional.backward_rnn.reverse and model.bidirectional.backward_rnn.keep_order
+    assert result.path_map["LSTMCell_0/ii/kernel"] == "bidirectional/forward_rnn/cell/ii/kernel"
+    assert result.path_map["LSTMCell_1/if/kernel"] == "bidirectional/backward_rnn/cell/if_/kernel"
+    (check,) = result.checks
+    assert check.ok and check.weights == 2 * 12 + 2
+
+
+@pytest.mark.parametrize(
+    ("cell", "nnx_cell", "renamed"),
+    [
+        ("OptimizedLSTMCell", "LSTMCell", ("OptimizedLSTMCell_0/if/kernel", "rnn/cell/if_/kernel")),
+        ("SimpleCell", "SimpleCell", ("SimpleCell_0/i/bias", "rnn/cell/dense_i/bias")),
+    ],
+)
+def test_cells_whose_weights_nnx_names_differently_move_by_the_path_map(
+    cell, nnx_cell, renamed, tmp_path
+):
+    source = _net(
+        f"        h = nn.RNN(nn.{cell}(6), time_major=True)(x)\n"
+        "        return nn.Dense(2)(h)\n"
+    )
+    result = convert.convert_source(source, [f"Net()({X})"])
+    assert result.ok and result.kept == [], result.report()
+    flat = re.sub(r"\s+", "", result.code)
+    assert f"nnx.RNN(nnx.{nnx_cell}(in_features,6," in flat and "time_major=True" in flat
+    assert result.path_map[renamed[0]] == renamed[1]
+    assert result.checks[0].ok
+
+
+def test_a_gru_stays_linen_with_the_reason_and_the_model_still_verifies(tmp_path):
+    source = HEAD + (
+        "class GRUEncoder(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.RNN(nn.GRUCell(4))(x)\n\n\n"
+        "class Net(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.Dense(2)(GRUEncoder()(nn.Dense(3)(x)))\n"
+    )
+    result = convert.convert_source(source, [f"Net()({X})"])
+    assert result.ok, result.report()
+    (kept,) = result.kept
+    assert kept.name == "GRUEncoder" and kept.line == 7  # the nn.RNN line
+    assert "nnx.GRUCell has no bias on the recurrent candidate term" in kept.reason
+    assert "# TODO(linnx convert): GRUEncoder stays Linen: nn.GRUCell:" in result.code
+    assert ruff(result.code, tmp_path) == ""
+    assert result.checks[0].ok
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("nn.RNN(nn.LSTMCell(4), variable_broadcast='params')(x)",
+         r"nn.RNN\(variable_broadcast=...\): nnx.RNN spells the lifted scan"),
+        ("nn.RNN(nn.LSTMCell(4))(x, init_key=jax.random.key(1))",
+         r"init_key=...\): nnx.RNN draws the initial carry from its rngs"),
+        ("nn.RNN(nn.LSTMCell(4, carry_init=nn.initializers.ones))(x)",
+         r"carry_init= of a cell: nnx cells take it in initialize_carry"),
+        ("nn.RNN(nn.MGUCell(4))(x)", r"nn.MGUCell: flax.nnx has no MGUCell"),
+    ],
+)  # fmt: skip
+def test_what_nnx_rnn_spells_differently_keeps_the_class_as_linen(body, reason):
+    source = "import jax\n" + HEAD + (
+        "class Enc(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        f"        return {body}\n\n\n"
+        "class Net(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.Dense(2)(Enc()(x))\n"
+    )
+    result = convert.convert_source(source, [f"Net()({X})"])
+    assert result.ok, result.report()
+    assert [k.name for k in result.kept] == ["Enc"]
+    assert re.search(reason, result.kept[0].reason), result.kept[0].reason
