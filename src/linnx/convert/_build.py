@@ -18,6 +18,7 @@ import libcst as cst
 from ._classes import ClassPlan, Unsupported, literal
 from ._convert_class import Context
 from ._cstutil import code, dotted, is_self_attr, names_in, targets
+from ._rnn import claim_time_scan
 from ._sites import _Compact
 from ._trace import Instance
 
@@ -223,6 +224,7 @@ class _Builder(_Compact):
 
     def build(self) -> ClassPlan:
         self.check_bases()
+        claim_time_scan(self)  # nn.scan of a cell over time: becomes nnx.RNN (see _rnn)
         self.check_transforms()
         fields = self.field_nodes()
         compact, setup = self.methods()

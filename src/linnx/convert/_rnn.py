@@ -21,9 +21,10 @@ Weight layouts, per cell (Linen -> NNX):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import libcst as cst
 
@@ -32,9 +33,13 @@ from ._cstutil import code
 from ._rules import nnx_kwargs
 
 if TYPE_CHECKING:
+    from ._build import _Builder
     from ._sites import _Compact
 
-__all__ = ["is_recurrent", "child_name", "rnn_site", "rnn_ctor"]
+__all__ = [
+    "is_recurrent", "child_name", "rnn_site", "rnn_ctor", "rnn_call", "setup_rnn",
+    "claim_time_scan",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,9 @@ def rnn_site(conv: _Compact, node: cst.Call, execs, in_loop: bool, ctor, var) ->
     if ctor is None:
         raise conv.fail("nn.RNN built in one statement and called in another", node)
     top_cls = conv.resolve(ctor.func)
+    scan: TimeScan | None = getattr(conv, "time_scan", None)
+    if scan is not None and node is scan.call:
+        return _scanned_site(conv, scan, node, execs, ctor)
     if not _flax(top_cls, _WRAPPERS):
         names = sorted({c.cls.__name__ for _, c in execs})
         raise conv.fail(f"a recurrent layer called other than as nn.RNN(cell)(x): {names}", node)
@@ -135,6 +143,9 @@ def rnn_ctor(
 ) -> tuple[list[str], str | None]:
     """``nnx.RNN(nnx.LSTMCell(<in>, h, rngs=rngs), ..., rngs=rngs)`` (or the
     ``nnx.Bidirectional`` of two) for the site, and the output's last axis."""
+    scan: TimeScan | None = getattr(conv, "time_scan", None)
+    if scan is not None and site.key is scan.call:
+        return _scanned_ctor(conv, scan, site, env, dry)
     for a in node.args:
         if a.star:
             raise conv.fail("*args/**kwargs in a call of nn.RNN", node)
@@ -150,6 +161,14 @@ def rnn_ctor(
     if any(a.keyword is not None and a.keyword.value == "return_carry" for a in node.args):
         out = None
     return [text], out
+
+
+def setup_rnn(b: _Builder, site: Site, ctor: cst.Call, in_t: str | None, emit: bool):
+    """A ``setup()`` attribute ``self.rnn = nn.RNN(nn.LSTMCell(h))``: the NNX construction
+    (when ``emit``; the cell is the RNN's own child there, ``rnn/cell``) and the output size."""
+    if in_t is None and emit:
+        in_t = b.fallback(site, "in_features", lambda c, i: _input_size(c, b, ctor))
+    return _rnn_expr(b, ctor, in_t or "?", {}, not emit)
 
 
 def _input_size(call, conv, node) -> int:
@@ -237,3 +256,202 @@ def _cell_expr(conv: _Compact, call, in_t: str, env) -> tuple[str, str | None]:
     parts += [f"{k}={v}" for k, v in spec.extra.items() if k not in kw]
     parts.append("rngs=rngs")
     return f"nnx.{spec.nnx}({', '.join(parts)})", hidden
+
+
+# -- nn.scan of a cell over time (Flax's SST-2 example) -----------------------------------------
+
+
+@dataclass
+class TimeScan:
+    """A ``__call__(self, carry, x)`` scanned over time by ``nn.scan`` whose body is one cell
+    call: it becomes ``nnx.RNN(cell, return_carry=True)`` called with ``initial_carry``."""
+
+    call: cst.Call  # the cell call ``Cell(...)(carry, x)``
+    carry: str
+    inputs: str
+    time_major: bool
+    site: Site | None = None
+
+
+def _scan_decorator(b: _Builder, d: cst.Decorator) -> cst.Call | None:
+    from flax import linen as nn
+
+    call = d.decorator
+    if (
+        isinstance(call, cst.Call) and call.args
+        and b.resolve(call.func) is functools.partial
+        and b.resolve(call.args[0].value) is nn.scan
+    ):  # fmt: skip
+        return call
+    return None
+
+
+def claim_time_scan(b: _Builder) -> None:
+    """Recognises ``@partial(nn.scan, variable_broadcast='params', split_rngs={'params':
+    False}, in_axes=1, out_axes=1)`` on a compact ``__call__(self, carry, x)`` that returns
+    one cell call: the decorator goes (``b.node`` loses it) and ``b.time_scan`` says how the
+    cell call converts. Any other scan of a cell raises :class:`Unsupported`; other scans
+    are left to the rest of the converter."""
+    body = list(b.node.body.body)
+    for k, stmt in enumerate(body):
+        if not isinstance(stmt, cst.FunctionDef):
+            continue
+        for d in stmt.decorators:
+            call = _scan_decorator(b, d)
+            if call is None:
+                continue
+            cell_call = _single_cell_call(b, stmt)
+            if cell_call is None:
+                return  # a scan of something else than one cell: not ours
+            scan = _time_scan(b, stmt, call, cell_call)
+            new = stmt.with_changes(decorators=[x for x in stmt.decorators if x is not d])
+            body[k] = new
+            b.node = b.node.with_changes(body=b.node.body.with_changes(body=body))
+            b.time_scan = scan  # type: ignore[attr-defined]
+            _carry_inits(b, cell_call, scan)
+            return
+
+
+def _single_cell_call(b: _Builder, method: cst.FunctionDef) -> cst.Call | None:
+    stmts = [
+        s for s in method.body.body
+        if not (isinstance(s, cst.SimpleStatementLine) and isinstance(s.body[0], cst.Expr)
+                and isinstance(s.body[0].value, cst.SimpleString))
+    ]  # fmt: skip
+    if len(stmts) != 1 or not isinstance(stmts[0], cst.SimpleStatementLine):
+        return None
+    ret = stmts[0].body[0]
+    value = ret.value if isinstance(ret, cst.Return) else None
+    if not (isinstance(value, cst.Call) and isinstance(value.func, cst.Call)):
+        return None
+    cls = b.resolve(value.func.func)
+    return value if _flax(cls, (*CELLS, *REFUSED)) else None
+
+
+def _literal(node: cst.BaseExpression) -> Any:
+    import ast
+
+    try:
+        return ast.literal_eval(code(node))
+    except (ValueError, SyntaxError):
+        return _NOT_LITERAL
+
+
+_NOT_LITERAL = object()
+
+
+def _time_scan(b: _Builder, method: cst.FunctionDef, deco: cst.Call, cell_call: cst.Call):
+    def no(why: str) -> Exception:
+        return b.fail(f"nn.scan of a cell over time {why}; nnx.RNN(cell) covers a scan "
+                      "with variable_broadcast='params', split_rngs={'params': False} and "
+                      "in_axes == out_axes (0 or 1)", deco)  # fmt: skip
+
+    kw: dict[str, Any] = {}
+    for a in deco.args[1:]:
+        if a.keyword is None:
+            raise no("with positional arguments")
+        kw[a.keyword.value] = _literal(a.value)
+    want = {"variable_broadcast": "params", "split_rngs": {"params": False}}
+    for k, v in want.items():
+        if kw.pop(k, None) != v:
+            raise no(f"without {k}={v!r}")
+    axes = kw.pop("in_axes", 0), kw.pop("out_axes", 0)
+    if axes[0] != axes[1] or axes[0] not in (0, 1):
+        raise no(f"with in_axes={axes[0]!r}, out_axes={axes[1]!r}")
+    if kw:
+        raise no(f"with {', '.join(sorted(kw))}=")
+    params = [p.name.value for p in method.params.params][1:]
+    args = cell_call.args
+    if (
+        len(params) != 2 or method.params.kwonly_params
+        or isinstance(method.params.star_arg, cst.Param)
+        or len(args) != 2 or any(a.keyword is not None or a.star for a in args)
+        or [code(a.value) for a in args] != params
+    ):  # fmt: skip
+        raise no("whose method is not (self, carry, x) returning cell(carry, x)")
+    if axes[0] == 1:
+        for inst in b.instances:
+            for c in inst.calls:
+                x = c.args[1] if len(c.args) > 1 else None
+                if c.path[:-1] == inst.path and getattr(x, "ndim", 2) != 2:
+                    raise no("over axis 1 of inputs that are not (batch, time, features)")
+    return TimeScan(cell_call, params[0], params[1], time_major=axes[0] == 0)
+
+
+def _scanned_site(conv: _Compact, scan: TimeScan, node: cst.Call, execs, ctor) -> Site:
+    names = {c.name for _, c in execs}
+    if len(names) != 1:
+        raise conv.fail("the scanned cell is named differently per call", node)
+    site = Site(
+        key=node, child_cls=execs[0][1].cls, kind="rnn", execs=execs, line=conv.lineno(node),
+        base="rnn", ctor=ctor, member_paths={names.pop(): ("cell",)},
+    )  # fmt: skip
+    scan.site = site
+    return site
+
+
+def _scanned_ctor(conv: _Compact, scan: TimeScan, site: Site, env, dry):
+    x = scan.call.args[1].value
+    in_t = conv.size_of(x, env)
+    if in_t is None and not dry:
+        in_t = conv.fallback(site, "in_features", lambda c, i: int(c.args[1].shape[-1]))
+    cell_t, _ = _cell_expr(conv, site.ctor, in_t or "?", env)
+    parts = [cell_t, "return_carry=True", *(["time_major=True"] if scan.time_major else [])]
+    return [f"nnx.RNN({', '.join([*parts, 'rngs=rngs'])})"], None
+
+
+def rnn_call(conv: _Compact, site: Site, node: cst.Call, default: Callable) -> Callable:
+    """The rewrite of an RNN site's call: the scanned cell call ``cell(carry, x)`` becomes
+    ``self.rnn(x, initial_carry=carry)``; every other call keeps its arguments."""
+    scan: TimeScan | None = getattr(conv, "time_scan", None)
+    if scan is None or site.key is not scan.call:
+        return default
+    text = f"self.{site.attr}({scan.inputs}, initial_carry={scan.carry})"
+    return lambda updated: cst.parse_expression(text)
+
+
+def _carry_inits(b: _Builder, cell_call: cst.Call, scan: TimeScan) -> None:
+    """``Cell(same args, parent=None).initialize_carry(key, shape)`` in the class's other
+    methods (the SST-2 example's way to build the initial carry) becomes
+    ``self.rnn.cell.initialize_carry(shape, rngs=nnx.Rngs(key))``."""
+    ctor = cast(cst.Call, cell_call.func)
+    want = (code(ctor.func), [_arg(a) for a in ctor.args if _kw(a) != "name"])
+    conv = b
+
+    class V(cst.CSTVisitor):
+        def visit_Call(self, node):
+            f = node.func
+            if not (isinstance(f, cst.Attribute) and f.attr.value == "initialize_carry"
+                    and isinstance(f.value, cst.Call)):  # fmt: skip
+                return
+            inner = f.value
+            parent = [a for a in inner.args if _kw(a) == "parent"]
+            rest = [_arg(a) for a in inner.args if _kw(a) not in ("parent", "name")]
+            if (
+                len(parent) != 1 or code(parent[0].value) != "None"
+                or (code(inner.func), rest) != want
+                or len(node.args) != 2 or any(a.keyword or a.star for a in node.args)
+            ):  # fmt: skip
+                return
+            key, shape = (code(a.value) for a in node.args)
+
+            def replace(updated, key=key, shape=shape):
+                assert scan.site is not None
+                return cst.parse_expression(
+                    f"self.{scan.site.attr}.cell.initialize_carry({shape}, "
+                    f"rngs=nnx.Rngs({key}))"
+                )
+
+            conv.replacers[node] = replace
+
+    for stmt in b.node.body.body:
+        if isinstance(stmt, cst.FunctionDef) and stmt.name.value != "__call__":
+            stmt.visit(V())
+
+
+def _kw(a: cst.Arg) -> str | None:
+    return a.keyword.value if a.keyword is not None else None
+
+
+def _arg(a: cst.Arg) -> str:
+    return f"{_kw(a)}={code(a.value)}" if a.keyword is not None else code(a.value)

@@ -18,7 +18,7 @@ import libcst as cst
 
 from ._classes import VAR_TYPES, Site, field_default, linen_fields, literal, one_value
 from ._cstutil import code, dotted, identifier, is_self_attr, names_in, unique
-from ._rnn import rnn_ctor
+from ._rnn import rnn_call, rnn_ctor
 from ._rules import IN, Rule, nnx_kwargs, rule_for
 from ._trace import ChildCall, Instance
 from ._walk import _Walker
@@ -212,7 +212,7 @@ class _Compact(_Walker):
             return updated.with_changes(func=func, args=args)
 
         if not dry:
-            self.replacers[node] = replace
+            self.replacers[node] = rnn_call(self, site, node, replace)
 
     def sequential_ctor(self, site: Site, in_t, env, dry) -> tuple[list[str], str | None]:
         """``nnx.Sequential(...)`` of the converted layers, each sized by the one before it
