@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from linnx import convert
 from ._train import example_models, train_both
 from ._util import load, ruff
 
-CORPUS = Path(__file__).parent / "corpus" / "lstm_classifier.py"
+CORPUS = Path(__file__).parent / "corpus"
 HEAD = "import flax.linen as nn\n\n\n"
 X = "jnp.ones((2, 5, 3))"
 
@@ -30,11 +31,22 @@ def _net(body: str, fields: str = "") -> str:
     )
 
 
-def test_the_lstm_classifier_converts_verifies_and_trains_like_linen(tmp_path):
-    source = CORPUS.read_text()
+@functools.cache
+def _converted(stem: str):
+    # converted once per test session: the conversion tests and the training test share it
+    source = (CORPUS / f"{stem}.py").read_text()
     (example,) = re.findall(r"^# example: (.*)$", source, re.M)
-    result = convert.convert_source(source, [example], path=CORPUS.name)
+    return source, example, convert.convert_source(source, [example], path=f"{stem}.py")
+
+
+def _convert_corpus(stem: str, tmp_path):
+    source, example, result = _converted(stem)
     assert result.ok and result.kept == [], result.report()
+    return source, example, result
+
+
+def test_the_lstm_classifier_becomes_nnx_rnn_of_an_lstm_cell(tmp_path):
+    _, _, result = _convert_corpus("lstm_classifier", tmp_path)
     assert ruff(result.code, tmp_path) == ""
     assert (
         "self.encoder = nnx.RNN(\n"
@@ -47,7 +59,38 @@ def test_the_lstm_classifier_converts_verifies_and_trains_like_linen(tmp_path):
     assert result.path_map["LSTMCell_0/hf/bias"] == "encoder/cell/hf/bias"
     (check,) = result.checks
     assert check.ok and check.weights == 17
-    linen_model, nnx_model, args, lkw, nkw = example_models(source, result, example, tmp_path)
+
+
+def test_the_sst2_scan_of_a_cell_over_time_becomes_nnx_rnn(tmp_path):
+    _, _, result = _convert_corpus("sst2_bilstm", tmp_path)
+    assert ruff(result.code, tmp_path) == ""
+    assert "nn.transforms.scan" not in result.code and "@functools.partial" not in result.code
+    assert (
+        "        self.rnn = nnx.RNN(\n"
+        "            nnx.LSTMCell(rnn_in_features, self.hidden_size, rngs=rngs),\n"
+        "            return_carry=True,\n"
+    ) in result.code
+    call = "    def __call__(self, carry, x):\n        return self.rnn(x, initial_carry=carry)\n"
+    assert call in result.code
+    # the carry of the detached Linen cell comes from the RNN's own cell
+    assert (
+        "return self.rnn.cell.initialize_carry(input_shape, rngs=nnx.Rngs(jax.random.key(0)))"
+        in result.code
+    )
+    assert (
+        result.path_map["encoder/backward_lstm/OptimizedLSTMCell_0/if/kernel"]
+        == "encoder/backward_lstm/rnn/cell/if_/kernel"
+    )
+    (check,) = result.checks
+    assert check.ok and check.weights == 2 * 12 + 3
+
+
+@pytest.mark.parametrize("stem", ["lstm_classifier", "sst2_bilstm"])
+def test_a_converted_lstm_classifier_trains_like_the_linen_one(stem, tmp_path):
+    source, example, result = _convert_corpus(stem, tmp_path)
+    linen_model, nnx_model, args, lkw, nkw = example_models(
+        source, result, example, tmp_path, stem=stem
+    )
     assert nkw == {}  # deterministic= became model.eval()
     linen_losses, nnx_losses = train_both(
         linen_model, nnx_model, result.path_map, args, linen_kwargs=lkw, nnx_kwargs=nkw
