@@ -144,6 +144,53 @@ def test_cells_whose_weights_nnx_names_differently_move_by_the_path_map(
     assert result.checks[0].ok
 
 
+def test_a_cell_stepped_in_a_python_loop_is_built_once_in_init(tmp_path):
+    source = "import jax\n" + _net(
+        "        cell = nn.LSTMCell(self.hidden)\n"
+        "        carry = cell.initialize_carry(jax.random.key(0), x[:, 0].shape)\n"
+        "        for t in range(x.shape[1]):\n"
+        "            carry, y = cell(carry, x[:, t])\n"
+        "        return nn.Dense(2)(y)\n",
+        "    hidden: int\n\n",
+    )
+    result = convert.convert_source(source, [f"Net(hidden=4)({X})"])
+    assert result.ok and result.kept == [], result.report()
+    assert ruff(result.code, tmp_path) == ""
+    assert "self.cell = nnx.LSTMCell(cell_in_features, self.hidden, rngs=rngs)" in result.code
+    assert "cell_in_features: int = 3" in result.code
+    # NNX takes the shape first and draws the carry from rngs
+    assert (
+        "carry = cell.initialize_carry(x[:, 0].shape, rngs=nnx.Rngs(jax.random.key(0)))"
+        in result.code
+    )
+    assert "    for t in range(x.shape[1]):\n            carry, y = cell(carry, x[:, t])" in (
+        result.code
+    )
+    assert result.path_map["LSTMCell_0/if/kernel"] == "cell/if_/kernel"
+    assert result.checks[0].ok and result.checks[0].weights == 12 + 2
+
+
+def test_a_cell_built_inside_the_loop_keeps_the_class_as_linen():
+    source = HEAD + (
+        "class Enc(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        h = x[:, 0, :1] * 0.0\n"
+        "        for t in range(x.shape[1]):\n"
+        "            h, _ = nn.SimpleCell(1)(h, x[:, t])\n"
+        "        return h\n\n\n"
+        "class Net(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.Dense(2)(Enc()(x))\n"
+    )
+    result = convert.convert_source(source, [f"Net()({X})"])
+    assert result.ok, result.report()
+    (kept,) = result.kept
+    assert kept.name == "Enc" and kept.line == 9
+    assert kept.reason.startswith("an RNN cell built inside a loop (build it once before")
+
+
 def test_a_gru_stays_linen_with_the_reason_and_the_model_still_verifies(tmp_path):
     source = HEAD + (
         "class GRUEncoder(nn.Module):\n"

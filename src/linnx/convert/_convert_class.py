@@ -44,7 +44,7 @@ from ._cstutil import (
     targets,
     unique,
 )
-from ._rnn import is_recurrent, rnn_site
+from ._rnn import is_cell, is_recurrent, rnn_site
 from ._rules import Rule, nnx_function, nnx_kwargs, rule_for
 from ._trace import ChildCall, Instance
 
@@ -137,6 +137,7 @@ class _Converter:
         self.running_names: dict[str, str] = {}
         self.named: dict[cst.Call, Site] = {}  # constructions assigned to a name, by node
         self.emitted: set[int] = set()  # sites whose __init__ line is written
+        self.hoisted: set[int] = set()  # sites written where they are constructed (_rnn)
         for stmt in node.body.body:
             if isinstance(stmt, cst.FunctionDef):
                 self.taken.add(stmt.name.value)
@@ -306,10 +307,13 @@ class _Converter:
         conv = self
         assigns = _constructions(method)
 
+        ctors = set(assigns.values())
+
         class V(cst.CSTVisitor):
             def __init__(self) -> None:
                 self.loops = 0
                 self.fn = 0
+                self.loop_ctors: set[cst.Call] = set()
 
             def visit_For(self, node):
                 self.loops += 1
@@ -338,6 +342,8 @@ class _Converter:
                     self.fn -= 1
 
             def visit_Call(self, node):
+                if self.loops and node in ctors:
+                    self.loop_ctors.add(node)
                 execs = by_pos.pop(conv.pos_key(node), None)
                 f = node.func
                 if is_self_attr(f) and f.attr.value == "sow":
@@ -351,7 +357,12 @@ class _Converter:
                 if isinstance(f, cst.Name) and f.value in assigns:
                     # `dense = nn.Dense(4)` ... `dense(x)`: one submodule, maybe called twice
                     ctor = assigns[f.value]
-                    if self.loops:
+                    # an RNN cell built before a loop and stepped inside it: created in
+                    # __init__ where the construction is (see _rnn.hoist)
+                    hoist = self.loops and ctor not in self.loop_ctors and all(
+                        is_cell(c.cls) for _, c in execs
+                    )
+                    if self.loops and not hoist:
                         raise conv.fail("a named submodule is created in a loop", node)
                     site = conv.named.get(ctor)
                     if site is None:
@@ -359,6 +370,8 @@ class _Converter:
                         conv.named[ctor] = site
                     else:
                         site.execs.extend(execs)
+                    if hoist:
+                        conv.hoisted.add(id(site))
                     conv.site_of[node] = site
                     return
                 conv.site_of[node] = conv.make_site(node, execs, self.loops > 0)

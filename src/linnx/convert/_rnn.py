@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ._sites import _Compact
 
 __all__ = [
-    "is_recurrent", "child_name", "rnn_site", "rnn_ctor", "rnn_call", "setup_rnn",
+    "is_recurrent", "is_cell", "child_name", "rnn_site", "rnn_ctor", "rnn_call", "setup_rnn",
     "claim_time_scan",
 ]  # fmt: skip
 
@@ -79,6 +79,11 @@ def is_recurrent(cls: Any) -> bool:
     return _flax(cls, (*_WRAPPERS, *CELLS, *REFUSED))
 
 
+def is_cell(cls: Any) -> bool:
+    """Whether ``cls`` is a Linen RNN cell (converted or refused)."""
+    return _flax(cls, (*CELLS, *REFUSED))
+
+
 def child_name(parent_cls: type, name: str) -> str:
     """The NNX attribute of a Linen layer's child (a cell's gate layers are renamed)."""
     if _flax(parent_cls, CELLS):
@@ -90,7 +95,11 @@ def rnn_site(conv: _Compact, node: cst.Call, execs, in_loop: bool, ctor, var) ->
     """The site of an ``nn.RNN(...)(x)`` / ``nn.Bidirectional(...)(x)`` call; the cells (and
     the RNNs inside a Bidirectional), which Linen names after the caller, are its members."""
     if in_loop:
-        raise conv.fail("nn.RNN created in a loop", node)
+        what = "an RNN cell" if any(is_cell(c.cls) for _, c in execs) else "nn.RNN"
+        raise conv.fail(
+            f"{what} built inside a loop (build it once before the loop: "
+            "cell = nn.LSTMCell(...), then step cell(carry, x[:, t]))", node,
+        )  # fmt: skip
     if ctor is None and isinstance(node.func, cst.Call):
         ctor = node.func
     if ctor is None:
@@ -99,6 +108,8 @@ def rnn_site(conv: _Compact, node: cst.Call, execs, in_loop: bool, ctor, var) ->
     scan: TimeScan | None = getattr(conv, "time_scan", None)
     if scan is not None and node is scan.call:
         return _scanned_site(conv, scan, node, execs, ctor)
+    if is_cell(top_cls) and all(c.cls is top_cls for _, c in execs):
+        return _cell_site(conv, node, execs, ctor, var)
     if not _flax(top_cls, _WRAPPERS):
         names = sorted({c.cls.__name__ for _, c in execs})
         raise conv.fail(f"a recurrent layer called other than as nn.RNN(cell)(x): {names}", node)
@@ -146,6 +157,8 @@ def rnn_ctor(
     scan: TimeScan | None = getattr(conv, "time_scan", None)
     if scan is not None and site.key is scan.call:
         return _scanned_ctor(conv, scan, site, env, dry)
+    if is_cell(site.child_cls):
+        return _direct_cell_ctor(conv, site, node, env, dry)
     for a in node.args:
         if a.star:
             raise conv.fail("*args/**kwargs in a call of nn.RNN", node)
@@ -455,3 +468,62 @@ def _kw(a: cst.Arg) -> str | None:
 
 def _arg(a: cst.Arg) -> str:
     return f"{_kw(a)}={code(a.value)}" if a.keyword is not None else code(a.value)
+
+
+# -- a cell called directly (stepped in a Python loop) ------------------------------------------
+
+
+def _cell_site(conv: _Compact, node: cst.Call, execs, ctor, var) -> Site:
+    """``cell = nn.LSTMCell(h)`` ... ``carry, y = cell(carry, x[:, t])``: the cell becomes an
+    NNX cell attribute; ``cell.initialize_carry(key, shape)`` in the same method becomes
+    ``cell.initialize_carry(shape, rngs=nnx.Rngs(key))``."""
+    if ctor is None and isinstance(node.func, cst.Call):
+        ctor = node.func
+    if ctor is None:
+        raise conv.fail("an RNN cell built in one statement and called in another", node)
+    cls = execs[0][1].cls
+    name_arg = var
+    for a in ctor.args:
+        if a.keyword is not None and a.keyword.value == "name":
+            if not isinstance(a.value, cst.SimpleString) or not isinstance(
+                a.value.evaluated_value, str
+            ):
+                raise conv.fail("name= is not a plain string", node)
+            name_arg = a.value.evaluated_value
+    if var is not None:
+        _carry_inits_of(conv, var)
+    return Site(
+        key=node, child_cls=cls, kind="rnn", execs=execs, line=conv.lineno(node), base="cell",
+        name_arg=name_arg, ctor=ctor, named=var is not None,
+    )  # fmt: skip
+
+
+def _direct_cell_ctor(conv: _Compact, site: Site, node: cst.Call, env, dry):
+    if len(node.args) != 2 or any(a.keyword is not None or a.star for a in node.args):
+        raise conv.fail("an RNN cell called other than as cell(carry, inputs)", node)
+    in_t = conv.size_of(node.args[1].value, env)
+    if in_t is None and not dry:
+        in_t = conv.fallback(site, "in_features", lambda c, i: int(c.args[1].shape[-1]))
+    cell_t, _ = _cell_expr(conv, site.ctor, in_t or "?", env)
+    return [cell_t], None
+
+
+def _carry_inits_of(conv: _Compact, var: str) -> None:
+    """``var.initialize_carry(key, shape)`` (Linen) -> ``var.initialize_carry(shape,
+    rngs=nnx.Rngs(key))`` (NNX), anywhere in the class's methods."""
+
+    class V(cst.CSTVisitor):
+        def visit_Call(self, node):
+            f = node.func
+            if (
+                isinstance(f, cst.Attribute) and f.attr.value == "initialize_carry"
+                and isinstance(f.value, cst.Name) and f.value.value == var
+            ):  # fmt: skip
+                if len(node.args) != 2 or any(a.keyword or a.star for a in node.args):
+                    raise conv.fail(f"{var}.initialize_carry(...) other than (key, shape)", node)
+                key, shape = (code(a.value) for a in node.args)
+                conv.replacers[node] = lambda updated, k=key, s=shape: cst.parse_expression(
+                    f"{var}.initialize_carry({s}, rngs=nnx.Rngs({k}))"
+                )
+
+    conv.node.visit(V())
