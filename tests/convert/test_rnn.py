@@ -191,6 +191,19 @@ def test_a_cell_built_inside_the_loop_keeps_the_class_as_linen():
     assert kept.reason.startswith("an RNN cell built inside a loop (build it once before")
 
 
+def test_a_scanned_gru_cell_keeps_its_caller_as_linen_too():
+    # The scanned module's calls are seen one time step at a time: a parent that wrapped it
+    # in linnx.ToNNX would have no sample inputs for it, so the parent stays Linen as well.
+    source = (CORPUS / "sst2_bilstm.py").read_text().replace("OptimizedLSTMCell", "GRUCell")
+    (example,) = re.findall(r"^# example: (.*)$", source, re.M)
+    result = convert.convert_source(source, [example])
+    assert result.ok, result.report()
+    assert [k.name for k in result.kept] == ["SimpleLSTM", "SimpleBiLSTM"]
+    assert "nnx.GRUCell has no bias" in result.kept[0].reason
+    assert "its __call__ is a Linen lifted transform" in result.kept[1].reason
+    assert [c.name for c in result.converted] == ["TextClassifier"]
+
+
 def test_a_gru_stays_linen_with_the_reason_and_the_model_still_verifies(tmp_path):
     source = HEAD + (
         "class GRUEncoder(nn.Module):\n"

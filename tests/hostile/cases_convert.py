@@ -309,4 +309,67 @@ def _(env):
     return (lambda: convert.write_html(_report_result(src), report)), src, env.tmp
 
 
+# -- recurrent layers (convert/_rnn.py): what NNX cannot hold is refused with the reason --------
+
+
+@case(
+    "rnn-root-gru-cell",
+    convert.ConvertError,
+    r"model\.py:7: the example's model class Net cannot be converted: nn\.GRUCell: "
+    r"nnx\.GRUCell has no bias on the recurrent candidate term",
+    r"rewrite that part of Net",
+)
+def _(env):
+    source = (
+        "import flax.linen as nn\n\n\n"
+        "class Net(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.RNN(nn.GRUCell(4))(x)\n"
+    )
+    return _convert(env, source, ["Net()(jnp.ones((2, 5, 3)))"])
+
+
+@case(
+    "rnn-scan-of-a-cell-over-the-feature-axis",
+    convert.ConvertError,
+    r"model\.py:\d+: the example's model class Net cannot be converted: nn\.scan of a cell "
+    r"over time with in_axes=2, out_axes=2",
+    r"rewrite that part of Net",
+)
+def _(env):
+    source = (
+        "import functools\n\nimport flax.linen as nn\n\n\n"
+        "class Net(nn.Module):\n"
+        "    @functools.partial(nn.scan, variable_broadcast='params', in_axes=2, out_axes=2,\n"
+        "                       split_rngs={'params': False})\n"
+        "    @nn.compact\n"
+        "    def __call__(self, c, x):\n"
+        "        return nn.SimpleCell(3)(c, x)\n"
+    )
+    return _convert(env, source, ["Net()(jnp.zeros((2, 3)), jnp.ones((2, 4, 5)))"])
+
+
+@case(
+    "rnn-initialize-carry-by-keyword",
+    convert.ConvertError,
+    r"model\.py:9: the example's model class Net cannot be converted: "
+    r"cell\.initialize_carry\(\.\.\.\) other than \(key, shape\)",
+    r"rewrite that part of Net",
+)
+def _(env):
+    source = (
+        "import flax.linen as nn\nimport jax\n\n\n"
+        "class Net(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        cell = nn.LSTMCell(4)\n"
+        "        c = cell.initialize_carry(jax.random.key(0), input_shape=x[:, 0].shape)\n"
+        "        for t in range(x.shape[1]):\n"
+        "            c, y = cell(c, x[:, t])\n"
+        "        return y\n"
+    )
+    return _convert(env, source, ["Net()(jnp.ones((2, 5, 3)))"])
+
+
 CASES = table.cases

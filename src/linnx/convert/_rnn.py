@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from ._sites import _Compact
 
 __all__ = [
-    "is_recurrent", "is_cell", "child_name", "rnn_site", "rnn_ctor", "rnn_call", "setup_rnn",
-    "claim_time_scan",
+    "is_recurrent", "is_cell", "lifted_method", "child_name", "rnn_site", "rnn_ctor",
+    "rnn_call", "setup_rnn", "claim_time_scan",
 ]  # fmt: skip
 
 
@@ -82,6 +82,23 @@ def is_recurrent(cls: Any) -> bool:
 def is_cell(cls: Any) -> bool:
     """Whether ``cls`` is a Linen RNN cell (converted or refused)."""
     return _flax(cls, (*CELLS, *REFUSED))
+
+
+def lifted_method(cls: type, name: str = "__call__") -> bool:
+    """Whether a Linen class's method is wrapped by a lifted transform (``nn.scan`` on the
+    method): the trace then sees its inputs one step at a time, not as the caller passes
+    them."""
+    f = getattr(cls, name, None)
+    for _ in range(8):
+        code_ = getattr(f, "__code__", None)
+        if code_ is not None and code_.co_filename.replace("\\", "/").endswith(
+            "flax/linen/transforms.py"
+        ):
+            return True
+        f = getattr(f, "__wrapped__", None)
+        if f is None:
+            return False
+    return False
 
 
 def child_name(parent_cls: type, name: str) -> str:

@@ -18,7 +18,7 @@ import libcst as cst
 
 from ._classes import VAR_TYPES, Site, field_default, linen_fields, literal, one_value
 from ._cstutil import code, dotted, identifier, is_self_attr, names_in, unique
-from ._rnn import rnn_call, rnn_ctor
+from ._rnn import lifted_method, rnn_call, rnn_ctor
 from ._rules import IN, Rule, nnx_kwargs, rule_for
 from ._trace import ChildCall, Instance
 from ._walk import _Walker
@@ -304,6 +304,13 @@ class _Compact(_Walker):
         return f"{func}({', '.join(parts)})"
 
     def wrapped_ctor(self, site: Site, ctor: cst.Call, env, node) -> list[str]:
+        if lifted_method(site.child_cls):
+            name = site.child_cls.__name__
+            raise self.fail(
+                f"{name} stays Linen ({self.ctx.kept.get(name, 'not converted')}) and its "
+                "__call__ is a Linen lifted transform: the example shows its inputs one step "
+                "at a time, so linnx.ToNNX cannot be given sample inputs", node,
+            )  # fmt: skip
         parts = []
         for a in ctor.args:
             if a.keyword is not None and a.keyword.value == "name":
@@ -313,7 +320,9 @@ class _Compact(_Walker):
                 raise self.fail("the wrapped module's arguments depend on call data", node)
             parts.append(f"{a.keyword.value}={t}" if a.keyword else t)
         func = self.init_expr(ctor.func, env, self.method_locals)
-        call = site.execs[0][1]
+        # the sample inputs of lazy_init: a __call__ (the parent may call another method
+        # first, e.g. the SST-2 LSTM's initialize_carry)
+        call = next((c for _, c in site.execs if c.method == "__call__"), site.execs[0][1])
         samples = [_sample(v, self, node) for v in call.args]
         samples += [f"{k}={_sample(v, self, node)}" for k, v in call.kwargs.items()]
         reason = self.ctx.kept.get(site.child_cls.__name__, "kept as Linen")
