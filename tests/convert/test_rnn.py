@@ -144,6 +144,44 @@ def test_cells_whose_weights_nnx_names_differently_move_by_the_path_map(
     assert result.checks[0].ok
 
 
+def test_a_time_major_scan_of_a_cell_and_a_bidirectional_in_setup_convert(tmp_path):
+    source = (
+        "import functools\n\nimport flax.linen as nn\nimport jax.numpy as jnp\n\n\n"
+        "class TimeMajor(nn.Module):\n"
+        "    hidden: int\n\n"
+        "    @functools.partial(nn.scan, variable_broadcast='params',\n"
+        "                       split_rngs={'params': False})\n"
+        "    @nn.compact\n"
+        "    def __call__(self, carry, x):\n"
+        "        return nn.SimpleCell(self.hidden)(carry, x)\n\n\n"
+        "class BiSetup(nn.Module):\n"
+        "    def setup(self):\n"
+        "        self.bi = nn.Bidirectional(nn.RNN(nn.LSTMCell(3)), nn.RNN(nn.SimpleCell(2)))\n"
+        "        self.head = nn.Dense(2)\n\n"
+        "    def __call__(self, x):\n"
+        "        return self.head(self.bi(x))\n\n\n"
+        "class Net(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        _, y = TimeMajor(4)(jnp.zeros((x.shape[1], 4)), x)\n"
+        "        return BiSetup()(y)\n"
+    )
+    result = convert.convert_source(source, ["Net()(jnp.ones((5, 2, 3)))"])
+    assert result.ok and result.kept == [], result.report()
+    assert ruff(result.code, tmp_path) == ""
+    flat = re.sub(r"\s+", "", result.code)
+    assert "return_carry=True,time_major=True,rngs=rngs" in flat  # nn.scan's in_axes=0
+    assert "self.head=nnx.Linear(3+2,2,rngs=rngs)" in flat
+    # in setup() Linen keeps the cell inside its RNN: the paths only rename the gate
+    assert result.path_map["BiSetup_0/bi/forward_rnn/cell/if/kernel"] == (
+        "bi_setup/bi/forward_rnn/cell/if_/kernel"
+    )
+    assert result.path_map["TimeMajor_0/SimpleCell_0/h/kernel"] == (
+        "time_major/rnn/cell/dense_h/kernel"
+    )
+    assert result.checks[0].ok
+
+
 def test_a_cell_stepped_in_a_python_loop_is_built_once_in_init(tmp_path):
     source = "import jax\n" + _net(
         "        cell = nn.LSTMCell(self.hidden)\n"
