@@ -23,11 +23,7 @@ X = "jnp.ones((2, 5, 3))"
 
 def _net(body: str, fields: str = "") -> str:
     return HEAD + (
-        "class Net(nn.Module):\n"
-        f"{fields}"
-        "    @nn.compact\n"
-        "    def __call__(self, x):\n"
-        f"{body}"
+        f"class Net(nn.Module):\n{fields}    @nn.compact\n    def __call__(self, x):\n{body}"
     )
 
 
@@ -133,8 +129,7 @@ def test_cells_whose_weights_nnx_names_differently_move_by_the_path_map(
     cell, nnx_cell, renamed, tmp_path
 ):
     source = _net(
-        f"        h = nn.RNN(nn.{cell}(6), time_major=True)(x)\n"
-        "        return nn.Dense(2)(h)\n"
+        f"        h = nn.RNN(nn.{cell}(6), time_major=True)(x)\n        return nn.Dense(2)(h)\n"
     )
     result = convert.convert_source(source, [f"Net()({X})"])
     assert result.ok and result.kept == [], result.report()
@@ -276,15 +271,19 @@ def test_a_gru_stays_linen_with_the_reason_and_the_model_still_verifies(tmp_path
     ],
 )  # fmt: skip
 def test_what_nnx_rnn_spells_differently_keeps_the_class_as_linen(body, reason):
-    source = "import jax\n" + HEAD + (
-        "class Enc(nn.Module):\n"
-        "    @nn.compact\n"
-        "    def __call__(self, x):\n"
-        f"        return {body}\n\n\n"
-        "class Net(nn.Module):\n"
-        "    @nn.compact\n"
-        "    def __call__(self, x):\n"
-        "        return nn.Dense(2)(Enc()(x))\n"
+    source = (
+        "import jax\n"
+        + HEAD
+        + (
+            "class Enc(nn.Module):\n"
+            "    @nn.compact\n"
+            "    def __call__(self, x):\n"
+            f"        return {body}\n\n\n"
+            "class Net(nn.Module):\n"
+            "    @nn.compact\n"
+            "    def __call__(self, x):\n"
+            "        return nn.Dense(2)(Enc()(x))\n"
+        )
     )
     result = convert.convert_source(source, [f"Net()({X})"])
     assert result.ok, result.report()

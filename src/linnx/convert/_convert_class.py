@@ -358,9 +358,11 @@ class _Converter:
                     # `dense = nn.Dense(4)` ... `dense(x)`: one submodule, maybe called twice
                     ctor = assigns[f.value]
                     # an RNN cell built before a loop and stepped inside it: created in
-                    # __init__ where the construction is (see _rnn.hoist)
-                    hoist = self.loops and ctor not in self.loop_ctors and all(
-                        is_cell(c.cls) for _, c in execs
+                    # __init__ where the construction is (see _rnn._cell_site)
+                    hoist = (
+                        self.loops
+                        and ctor not in self.loop_ctors
+                        and all(is_cell(c.cls) for _, c in execs)
                     )
                     if self.loops and not hoist:
                         raise conv.fail("a named submodule is created in a loop", node)

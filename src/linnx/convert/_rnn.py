@@ -134,6 +134,7 @@ def rnn_site(conv: _Compact, node: cst.Call, execs, in_loop: bool, ctor, var) ->
     inner = [(i, c) for i, c in execs if c.cls is not top_cls]
     members: dict[str, tuple[str, ...]] = {}
     for _, c in top:
+        found: dict[str, tuple[str, ...]]
         if top_cls.__name__ == "RNN":
             found = {c.module.cell.name: ("cell",)}
         else:
@@ -468,8 +469,7 @@ def _carry_inits(b: _Builder, cell_call: cst.Call, scan: TimeScan) -> None:
             def replace(updated, key=key, shape=shape):
                 assert scan.site is not None
                 return cst.parse_expression(
-                    f"self.{scan.site.attr}.cell.initialize_carry({shape}, "
-                    f"rngs=nnx.Rngs({key}))"
+                    f"self.{scan.site.attr}.cell.initialize_carry({shape}, rngs=nnx.Rngs({key}))"
                 )
 
             conv.replacers[node] = replace
