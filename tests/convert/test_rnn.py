@@ -118,6 +118,22 @@ def test_a_bidirectional_lstm_converts_with_both_cells_in_place(tmp_path):
     assert check.ok and check.weights == 2 * 12 + 2
 
 
+def test_a_named_rnn_called_twice_is_one_nnx_rnn(tmp_path):
+    source = _net(
+        "        rnn = nn.RNN(nn.LSTMCell(4))\n"
+        "        return nn.Dense(2)(rnn(x) + rnn(x[:, ::-1]))\n"
+    )
+    result = convert.convert_source(source, [f"Net()({X})"])
+    assert result.ok and result.kept == [], result.report()
+    assert ruff(result.code, tmp_path) == ""
+    assert "def __init__(self, *, in_features: int = 3, rngs: nnx.Rngs):" in result.code
+    assert "self.rnn = nnx.RNN(nnx.LSTMCell(in_features, 4, rngs=rngs), rngs=rngs)" in (
+        result.code
+    )
+    assert "self.linear = nnx.Linear(4, 2, rngs=rngs)" in result.code
+    assert result.checks[0].ok and result.checks[0].weights == 12 + 2
+
+
 @pytest.mark.parametrize(
     ("cell", "nnx_cell", "renamed"),
     [

@@ -44,7 +44,7 @@ from ._cstutil import (
     targets,
     unique,
 )
-from ._rnn import is_cell, is_recurrent, rnn_site
+from ._rnn import add_rnn_calls, is_cell, is_recurrent, rnn_site
 from ._rules import Rule, nnx_function, nnx_kwargs, rule_for
 from ._trace import ChildCall, Instance
 
@@ -370,6 +370,8 @@ class _Converter:
                     if site is None:
                         site = conv.make_site(node, execs, False, ctor=ctor, var=f.value)
                         conv.named[ctor] = site
+                    elif site.kind == "rnn":
+                        add_rnn_calls(conv, site, execs, node)
                     else:
                         site.execs.extend(execs)
                     if hoist:

@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from ._sites import _Compact
 
 __all__ = [
-    "is_recurrent", "is_cell", "lifted_method", "child_name", "rnn_site", "rnn_ctor",
-    "rnn_call", "setup_rnn", "claim_time_scan",
+    "is_recurrent", "is_cell", "lifted_method", "add_rnn_calls", "child_name", "rnn_site",
+    "rnn_ctor", "rnn_call", "setup_rnn", "claim_time_scan",
 ]  # fmt: skip
 
 
@@ -164,6 +164,18 @@ def rnn_site(conv: _Compact, node: cst.Call, execs, in_loop: bool, ctor, var) ->
     )  # fmt: skip
 
 
+def add_rnn_calls(conv: _Compact, site: Site, execs, node: cst.Call) -> None:
+    """Another call of a named RNN site (``rnn = nn.RNN(...)``, ``rnn(x)``, ``rnn(y)``): the
+    RNN's own calls join ``execs``, its cells' calls ``inner``."""
+    for i, c in execs:
+        if c.cls is site.child_cls:
+            site.execs.append((i, c))
+        elif c.name in site.member_paths:
+            site.inner.append((i, c))
+        else:
+            raise conv.fail("a recurrent layer's cells could not be matched to its call", node)
+
+
 def _is_false(node: cst.BaseExpression) -> bool:
     return isinstance(node, cst.Name) and node.value in ("False", "None")
 
@@ -186,7 +198,8 @@ def rnn_ctor(
                 "nn.RNN(...)(x, init_key=...): nnx.RNN draws the initial carry from its rngs "
                 "instead (not converted yet)", node,
             )  # fmt: skip
-    if in_t is None and not dry:
+    if in_t is None and not dry and id(site) not in conv.emitted:
+        # (a named RNN's later calls build nothing: no size argument for them)
         in_t = conv.fallback(site, "in_features", lambda c, i: _input_size(c, conv, node))
     in_t = in_t or "?"
     text, out = _rnn_expr(conv, site.ctor, in_t, env, dry)
