@@ -127,9 +127,7 @@ def test_a_named_rnn_called_twice_is_one_nnx_rnn(tmp_path):
     assert result.ok and result.kept == [], result.report()
     assert ruff(result.code, tmp_path) == ""
     assert "def __init__(self, *, in_features: int = 3, rngs: nnx.Rngs):" in result.code
-    assert "self.rnn = nnx.RNN(nnx.LSTMCell(in_features, 4, rngs=rngs), rngs=rngs)" in (
-        result.code
-    )
+    assert "self.rnn = nnx.RNN(nnx.LSTMCell(in_features, 4, rngs=rngs), rngs=rngs)" in (result.code)
     assert "self.linear = nnx.Linear(4, 2, rngs=rngs)" in result.code
     assert result.checks[0].ok and result.checks[0].weights == 12 + 2
 
