@@ -124,7 +124,8 @@ def rewrite(
 ) -> Rewrite:
     """Converts every class the traces reached; see the module docstring."""
     module = cst.parse_module(source)
-    wrapper = cst.MetadataWrapper(module)
+    # The tree was just parsed here and nothing else holds it: no defensive deep copy.
+    wrapper = cst.MetadataWrapper(module, unsafe_skip_copy=True)
     positions = wrapper.resolve(PositionProvider)
     tree = wrapper.module
     user = _user_classes(mod)

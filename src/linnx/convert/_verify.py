@@ -86,7 +86,6 @@ def filled(abstract: Any, seed: int = 0) -> Any:
     variables (counters) zero.
     """
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -95,15 +94,16 @@ def filled(abstract: Any, seed: int = 0) -> Any:
         name = str(getattr(path[-1], "key", path[-1])) if path else ""
         dtype = np.dtype(a.dtype)
         if not np.issubdtype(dtype, np.floating):
-            return jnp.asarray(np.zeros(a.shape, dtype))
+            return jax.device_put(np.zeros(a.shape, dtype))
         fan_in = int(np.prod(a.shape[:-1])) if len(a.shape) >= 2 else 1
         x = rng.standard_normal(a.shape) / np.sqrt(max(fan_in, 1))
         if name in ("scale", "var"):
             x = 1.0 + 0.1 * np.abs(rng.standard_normal(a.shape))
         elif len(a.shape) < 2:
             x = 0.1 * rng.standard_normal(a.shape)
-        # Drawn on the host and put on the device: no per-shape XLA program compiled here.
-        return jnp.asarray(np.asarray(x, dtype))
+        # Drawn on the host and put on the device (device_put: jnp.asarray would compile a
+        # staging program per shape).
+        return jax.device_put(np.asarray(x, dtype))
 
     return jax.tree_util.tree_map_with_path(leaf, abstract)
 
