@@ -267,14 +267,24 @@ def _(env):
 
 
 @case(
-    "example-root-is-a-flax-layer",
+    "example-root-is-a-flax-layer-without-a-rule",
     convert.ConvertError,
-    r"the model is flax\.linen\.linear"
-    r"\.Dense, not a class of .*model\.py",
+    r"the model is flax\.linen\.combinators\.Sequential, neither a class of .*model\.py nor "
+    r"a Flax layer of the layer table",
     r"construct one of the file's nn\.Module classes",
 )
 def _(env):
-    return _convert(env, GOOD, ["nn.Dense(3)(jnp.ones((1, 2)))"])
+    return _convert(env, GOOD, ["nn.Sequential([nn.Dense(3)])(jnp.ones((1, 2)))"])
+
+
+@case(
+    "example-root-layer-argument-without-nnx-counterpart",
+    convert.ConvertError,
+    r"nn\.Dense\(dot_general_cls=\.\.\.\) has no nnx\.Linear argument",
+    r"leave dot_general_cls= out of the example's construction",
+)
+def _(env):
+    return _convert(env, GOOD, ["nn.Dense(3, dot_general_cls=None)(jnp.ones((1, 2)))"])
 
 
 def _report_result(src):

@@ -181,9 +181,9 @@ def rewrite(
         if user.get(root_cls.__name__) is not root_cls:
             raise ConvertError(
                 f"--example {t.example.text!r}: the model is {root_cls.__module__}."
-                f"{root_cls.__name__}, not a class of {path}; there is nothing to convert.\n"
-                "Fix: construct one of the file's nn.Module classes in the example (a Flax "
-                "layer such as nn.Dense has a ready NNX counterpart, e.g. nnx.Linear).",
+                f"{root_cls.__name__}, neither a class of {path} nor a Flax layer of the "
+                "layer table (nn.Dense, nn.Conv, ...); there is nothing to convert.\n"
+                "Fix: construct one of the file's nn.Module classes in the example.",
                 path=path,
             )  # fmt: skip
         root = root_cls.__name__
