@@ -18,9 +18,9 @@ from ._errors import ExampleError as ExampleError
 from ._errors import OutputPathError as OutputPathError
 from ._errors import SourceSyntaxError as SourceSyntaxError
 from ._errors import UnknownLayerError as UnknownLayerError
-from ._layer import ConvertedLayer as ConvertedLayer
 from ._html import render_html as render_html
 from ._html import write_html as write_html
+from ._layer import ConvertedLayer as ConvertedLayer
 from ._rewrite import Kept as Kept
 from ._verify import ExampleCheck as ExampleCheck
 
