@@ -113,3 +113,43 @@ def test_the_examples_own_class_is_a_convert_error():
             ),
             ["Net()(jnp.ones((2, 5)))", "Net(block_cls=Plain)(jnp.ones((2, 5)))"],
         )
+
+
+def test_a_class_chosen_by_a_field_converts(tmp_path):
+    source = """\
+import flax.linen as nn
+
+
+class Narrow(nn.Module):
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.relu(nn.Dense(self.features)(x))
+
+
+class Wide(nn.Module):
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(2 * self.features)(x)
+
+
+class Net(nn.Module):
+    kind: str = "narrow"
+
+    @nn.compact
+    def __call__(self, x):
+        block = Narrow if self.kind == "narrow" else Wide
+        return nn.Dense(2)(block(4)(x))
+"""
+    result = convert.convert_source(
+        source, ["Net()(jnp.ones((2, 5)))", 'Net(kind="wide")(jnp.ones((2, 5)))']
+    )
+    assert result.ok, result.report()
+    assert [c.ok for c in result.checks] == [True, True]
+    assert result.kept == []
+    # The head's input size follows the class the field chose.
+    assert "self.linear = nnx.Linear((4 if block is Narrow else 2 * " in result.code
+    assert ruff(result.code, tmp_path) == ""

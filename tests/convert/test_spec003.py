@@ -159,6 +159,7 @@ def test_train_state_example_whose_model_is_a_flax_layer():
     assert result.path_map == {"bias": "bias", "kernel": "kernel"}
     assert result.checks[0].weights == 2
     assert "in NNX: nnx.Linear(784, 10, rngs=nnx.Rngs(0))" in result.report()
+    assert "in NNX: <code>nnx.Linear(784, 10, rngs=nnx.Rngs(0))</code>" in result.to_html()
 
 
 def test_flags_become_train_and_eval_unless_signatures_are_kept(tmp_path):
