@@ -272,14 +272,16 @@ def convert_source(
         )  # fmt: skip
         if verify:
             dst_path = path[:-3] + "_nnx.py" if path.endswith(".py") else path + "_nnx"
-            dst_mod = load_source(rw.code, dst_path)
+            # With no class rewritten the code is the source itself: not run a second time.
+            dst_mod = load_source(rw.code, dst_path) if class_traces else None
             for i, (t, (m, mm)) in enumerate(zip(traces, maps, strict=True)):
                 if i in layer_of:
                     result.checks.append(check_example(
-                        t, dst_mod, None, m, keep_signatures=keep_signatures, atol=atol,
+                        t, dst_mod or mod, None, m, keep_signatures=keep_signatures, atol=atol,
                         rtol=rtol, layer_ctor=layer_of[i][0].nnx,
                     ))  # fmt: skip
                     continue
+                assert dst_mod is not None
                 root = rw.plans[t.instances[()].cls.__name__]
                 result.checks.append(check_example(
                     t, dst_mod, root, m, keep_signatures=keep_signatures, atol=atol, rtol=rtol,
