@@ -267,14 +267,52 @@ def _(env):
 
 
 @case(
-    "example-root-is-a-flax-layer",
+    "example-root-is-a-flax-layer-without-a-rule",
     convert.ConvertError,
-    r"the model is flax\.linen\.linear"
-    r"\.Dense, not a class of .*model\.py",
+    r"the model is flax\.linen\.combinators\.Sequential, neither a class of .*model\.py nor "
+    r"a Flax layer of the layer table",
     r"construct one of the file's nn\.Module classes",
 )
 def _(env):
-    return _convert(env, GOOD, ["nn.Dense(3)(jnp.ones((1, 2)))"])
+    return _convert(env, GOOD, ["nn.Sequential([nn.Dense(3)])(jnp.ones((1, 2)))"])
+
+
+@case(
+    "example-root-layer-argument-without-nnx-counterpart",
+    convert.ConvertError,
+    r"nn\.Dense\(dot_general_cls=\.\.\.\) has no nnx\.Linear argument",
+    r"leave dot_general_cls= out of the example's construction",
+)
+def _(env):
+    return _convert(env, GOOD, ["nn.Dense(3, dot_general_cls=None)(jnp.ones((1, 2)))"])
+
+
+@case(
+    "example-class-call-site-creates-incompatible-classes",
+    convert.ConvertError,
+    r"model\.py:23: the example's model class Net cannot be converted: this call creates "
+    r"modules of several classes \(A, B\) that one NNX call cannot build: A takes the size "
+    r"arguments \['in_features'\], B \['in_features', 'h_shape'\]",
+    r"rewrite that part of Net",
+)
+def _(env):
+    source = (
+        "from typing import Any\n\nimport flax.linen as nn\n\n\n"
+        "class A(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.Dense(2)(x)\n\n\n"
+        "class B(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.Dense(2)(x) + self.param('h', nn.initializers.zeros, (x.shape[0], 2))\n"
+        "\n\nclass Net(nn.Module):\n"
+        "    block_cls: Any = A\n\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return self.block_cls()(x)\n"
+    )
+    return _convert(env, source, ["Net()(jnp.ones((1, 3)))", "Net(block_cls=B)(jnp.ones((1, 3)))"])
 
 
 def _report_result(src):

@@ -422,9 +422,13 @@ class _Converter:
         norule = [c for c in classes if c.__module__.startswith("flax.") and not rule_for(c)]
         if norule:
             raise self.fail(f"nn.{norule[0].__name__} has no conversion rule yet", node)
-        if len(classes) != 1 and not self.compatible(classes):
-            names = sorted(c.__name__ for c in classes)
-            raise self.fail(f"this call creates modules of several classes: {names}", node)
+        why = self.incompatible(classes) if len(classes) != 1 else None
+        if why is not None:
+            names = ", ".join(c.__name__ for c in classes)
+            raise self.fail(
+                f"this call creates modules of several classes ({names}) that one NNX call "
+                f"cannot build: {why}", node,
+            )  # fmt: skip
         child_cls: type = classes[0]
         rule = rule_for(child_cls)
         name_arg = None
@@ -526,20 +530,39 @@ class _Converter:
             inner=inner, members=members, named=var is not None,
         )  # fmt: skip
 
-    def compatible(self, classes: list[type]) -> bool:
-        """Several converted classes from one call (a ``block_cls`` field): same arguments."""
+    def incompatible(self, classes: list[type]) -> str | None:
+        """Why one call site cannot create these converted classes alike (a ``block_cls``
+        field given several classes by the examples), or None when it can: they must be
+        converted classes of the file taking the same size arguments and call arguments."""
         plans = []
         for c in classes:
-            if self.ctx.user_classes.get(c.__name__) is not c or c.__name__ not in self.ctx.plans:
-                return False
+            if self.ctx.user_classes.get(c.__name__) is not c:
+                flax_layer = c.__module__.startswith("flax.")
+                what = "a Flax layer, not a class" if flax_layer else "not a class"
+                return (
+                    f"{c.__name__} is {what} of the file: the class given at the construction "
+                    "sites would have to become an NNX one"
+                )
+            if c.__name__ not in self.ctx.plans:
+                return f"{c.__name__} stays Linen ({self.ctx.kept.get(c.__name__, 'kept')})"
             plans.append(self.ctx.plans[c.__name__])
         first = plans[0]
-        return all(
-            [s.name for s in p.size_params] == [s.name for s in first.size_params]
-            and p.removed_flags == first.removed_flags
-            and p.call_params == first.call_params
-            for p in plans[1:]
-        )
+        for p in plans[1:]:
+            a = [s.name for s in first.size_params]
+            b = [s.name for s in p.size_params]
+            if a != b:
+                return f"{first.name} takes the size arguments {a}, {p.name} {b}"
+            if p.removed_flags != first.removed_flags:
+                return (
+                    f"the call flags that became model.train()/model.eval() differ: "
+                    f"{first.name} {first.removed_flags}, {p.name} {p.removed_flags}"
+                )
+            if p.call_params != first.call_params:
+                return (
+                    f"their calls take other arguments: {first.name} {first.call_params}, "
+                    f"{p.name} {p.call_params}"
+                )
+        return None
 
     def name_sites(self, sites: Sequence[Site]) -> None:
         """Readable attribute names: ``name=`` as given, else the layer's kind (numbered)."""

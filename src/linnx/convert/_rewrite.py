@@ -125,7 +125,8 @@ def rewrite(
 ) -> Rewrite:
     """Converts every class the traces reached; see the module docstring."""
     module = cst.parse_module(source)
-    wrapper = cst.MetadataWrapper(module)
+    # The tree was just parsed here and nothing else holds it: no defensive deep copy.
+    wrapper = cst.MetadataWrapper(module, unsafe_skip_copy=True)
     positions = wrapper.resolve(PositionProvider)
     tree = wrapper.module
     user = _user_classes(mod)
@@ -181,9 +182,9 @@ def rewrite(
         if user.get(root_cls.__name__) is not root_cls:
             raise ConvertError(
                 f"--example {t.example.text!r}: the model is {root_cls.__module__}."
-                f"{root_cls.__name__}, not a class of {path}; there is nothing to convert.\n"
-                "Fix: construct one of the file's nn.Module classes in the example (a Flax "
-                "layer such as nn.Dense has a ready NNX counterpart, e.g. nnx.Linear).",
+                f"{root_cls.__name__}, neither a class of {path} nor a Flax layer of the "
+                "layer table (nn.Dense, nn.Conv, ...); there is nothing to convert.\n"
+                "Fix: construct one of the file's nn.Module classes in the example.",
                 path=path,
             )  # fmt: skip
         root = root_cls.__name__

@@ -162,9 +162,7 @@ class _Compact(_Walker):
                 if sp.is_input:
                     in_t = None if dry else val
                 parts.append(f"{sp.name}={val}")
-            out = self.child_out(child, site.child_cls, kw, env, in_t)
-            outs = {self.ctx.plans[c.cls.__name__].out_expr for _, c in site.execs}
-            out = out if len(outs) == 1 else None
+            out = self.choice_out(site, env, in_t)
             if not dry:
                 func = self.init_expr(ctor.func, env, self.method_locals)
                 if func is None:
@@ -332,6 +330,28 @@ class _Compact(_Walker):
             f"# TODO(linnx convert): {site.child_cls.__name__} stays Linen: {reason}",
             f"linnx.ToNNX({func}({', '.join(parts)}), rngs=rngs).lazy_init({', '.join(samples)})",
         ]
+
+    def choice_out(self, site: Site, env, in_t) -> str | None:
+        """The output size of a user-class site; when the examples gave the site several
+        classes (a ``block_cls`` field) whose outputs differ, a choice on the class:
+        ``(self.filters * 4 if self.block_cls is Bottleneck else self.filters)``."""
+        classes = list(dict.fromkeys(c.cls for _, c in site.execs))
+        outs: list[str] = []
+        for cls in classes:
+            plan = self.ctx.plans[cls.__name__]
+            out = self.child_out(plan, cls, self.arg_fields(site.ctor, cls), env, in_t)
+            if out is None:
+                return None
+            outs.append(out)
+        if len(set(outs)) == 1:
+            return outs[0]
+        func = self.init_expr(site.ctor.func, env, self.method_locals)
+        if func is None or not re.fullmatch(r"[\w.]+", func):
+            return None
+        text = outs[-1]
+        for cls, out in reversed(list(zip(classes[:-1], outs[:-1], strict=True))):
+            text = f"{out} if {func} is {cls.__name__} else {text}"
+        return f"({text})"
 
     def child_out(self, child, child_cls, kw, env, in_t) -> str | None:
         """The child's output size, its fields replaced by this call's arguments."""
