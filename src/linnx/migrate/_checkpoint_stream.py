@@ -478,8 +478,12 @@ def stream_linen_checkpoint_to_nnx(
                             dtype = _first_pair(group, leaf).nnx_dtype
                             checks.append(pool.submit(
                                 _source_checksum, digests, leaf, sources[leaf], dtype))  # fmt: skip
+                    # Each host array becomes a jax.Array once, for the write and for
+                    # `keep` alike (a copy where its buffer is not aligned as XLA wants,
+                    # and a value that is its source unchanged must not be copied twice).
+                    wrapped: dict[int, Any] = {}
                     part = parts_dir / f"{k}"
-                    writer.save(part, _state([(live[n][0], live[n][1], v)
+                    writer.save(part, _state([(live[n][0], live[n][1], _once(wrapped, v))
                                               for n, v in values.items()]))  # fmt: skip
                     for fut in checks:
                         fut.result()
@@ -490,12 +494,12 @@ def stream_linen_checkpoint_to_nnx(
                     parts.append(part)
                     if keep:  # as jax.Arrays: a jitted call would embed host arrays as
                         # constants in its program (a copy each, and their compile time)
-                        kept_nnx.update({n: _wrap(v) for n, v in values.items()})
-                        kept_linen.update({leaf: _wrap(v) for leaf, v in sources.items()})
-                    del sources, values
+                        kept_nnx.update({n: _once(wrapped, v) for n, v in values.items()})
+                        kept_linen.update({leaf: _once(wrapped, v) for leaf, v in sources.items()})
+                    del sources, values, wrapped
                 if leftovers:
                     part = parts_dir / f"{len(parts)}"
-                    writer.save(part, _state([(p, v, v.get_value()) for p, v in leftovers]))
+                    writer.save(part, _state([(p, v, _wrap(v.get_value())) for p, v in leftovers]))
                     file_digests.update(
                         {f"{len(parts)}/{r}": f for r, f in _digest_files(
                             part / "ocdbt.process_0", pool).items()}
@@ -572,14 +576,21 @@ def _first_pair(group: Sequence[Pair], leaf: str) -> Pair:
 def _state(items: Sequence[tuple[tuple[Any, ...], nnx.Variable, Any]]) -> nnx.State:
     """An ``nnx.State`` holding ``value`` for each variable: a part of ``nnx.state(model)``.
 
-    Host (numpy) values become CPU ``jax.Array`` values first: ``device_put`` wraps a host buffer
-    without copying it, where Orbax's numpy writer would copy each array before writing it
-    (the memory of one more group, and its time).
+    Host (numpy) values must be CPU ``jax.Array`` values already (:func:`_wrap`): Orbax's
+    numpy writer copies each array before writing it.
     """
-    return nnx.from_flat_state([(path, var.replace(_wrap(value))) for path, var, value in items])
+    return nnx.from_flat_state([(path, var.replace(value)) for path, var, value in items])
+
+
+def _once(wrapped: dict[int, Any], value: Any) -> Any:
+    """``_wrap(value)``, made once per array (``wrapped`` lives as long as the arrays)."""
+    if id(value) not in wrapped:
+        wrapped[id(value)] = _wrap(value)
+    return wrapped[id(value)]
 
 
 def _wrap(value: Any) -> Any:
+    """A host array as a CPU ``jax.Array`` (no copy when its buffer is aligned as XLA wants)."""
     if isinstance(value, np.ndarray) and jax.dtypes.canonicalize_dtype(value.dtype) == value.dtype:
         return jax.device_put(value)
     return value  # a jax.Array already, or a dtype JAX would narrow (64-bit without x64)
