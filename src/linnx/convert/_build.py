@@ -184,10 +184,10 @@ class _Builder(_Compact):
         for ind, text in lines:
             text = _one_line(text, 99 - 8 - 4 * ind)
             pad = "    " * ind
-            body.append(pad + text.replace("\n", "\n    " + pad))
+            body.append(pad + text.replace("\n", "\n    " + pad) if text else "")
         if not body:
             body = ["pass"]
-        return head + "\n" + "".join(f"    {b}\n" for b in body)
+        return head + "\n" + "".join(f"    {b}\n" if b else "\n" for b in body)
 
     def check_transforms(self) -> None:
         """Linen's lifted transforms (nn.scan, nn.remat...) and the Linen-only module API
@@ -199,6 +199,9 @@ class _Builder(_Compact):
 
         lifted = {id(getattr(nn, n)): n for n in LIFTED if hasattr(nn, n)}
         conv = self
+        from ._lifted import allowed_funcs
+
+        allowed = allowed_funcs(self)  # nn.scan(Block, ...) and the like: see _lifted
 
         from ._convert_class import _LINEN_API
 
@@ -212,7 +215,7 @@ class _Builder(_Compact):
 
             def visit_Attribute(self, node):
                 value = conv.resolve(node)
-                if value is not None and id(value) in lifted:
+                if value is not None and id(value) in lifted and id(node) not in allowed:
                     raise conv.fail(
                         f"the lifted transform nn.{lifted[id(value)]} is not converted yet", node
                     )

@@ -113,6 +113,7 @@ class Site:
     # nn.Sequential sites: the layers' calls, and Linen child name -> index in ``layers``
     inner: list[tuple[Instance, ChildCall]] = field(default_factory=list)
     members: dict[str, int] = field(default_factory=dict)
+    lift: Any = None  # a _lifted.LiftChain: nn.scan/nn.vmap/nn.remat around the class
 
     def calls_in(self, inst: Instance) -> list[ChildCall]:
         """The distinct children this site made in one instance, in call order."""

@@ -304,6 +304,7 @@ class _Converter:
                 by_pos.setdefault(self.trace_pos(c), []).append((inst, c))
         conv = self
         assigns = _constructions(method)
+        self.lift_assigns = assigns  # `ScanBlock = nn.scan(Block, ...)` (see _lifted)
 
         class V(cst.CSTVisitor):
             def __init__(self) -> None:
@@ -432,6 +433,11 @@ class _Converter:
         factory = dotted(ctor.func)
         if factory is not None and self.resolve(ctor.func) is child_cls:
             factory = None  # a class named directly: name the attribute after the layer kind
+        from ._lifted import base_name, site_lift
+
+        lift = site_lift(self, ctor)  # nn.scan(Block, ...)(...): see _lifted
+        if lift is not None:
+            factory = None
         if rule is not None:
             kind, base = "layer", _BASE_NAMES.get(rule.nnx, snake(rule.nnx))
         elif user is child_cls and child_cls.__name__ in self.ctx.plans:
@@ -461,9 +467,12 @@ class _Converter:
             base = re.sub(r"_(cls|class|def|fn|factory)$", "", last) or base
         if loop_base:
             base = loop_base
+        if lift is not None:
+            base = base_name(lift, child_cls, base)
         return Site(
             key=node, child_cls=child_cls, kind=kind, execs=execs, line=self.lineno(node),
             base=base, is_list=in_loop, name_arg=name_arg, ctor=ctor, named=var is not None,
+            lift=lift,
         )  # fmt: skip
 
     def sequential_site(self, node: cst.Call, execs, in_loop: bool, ctor, var) -> Site:

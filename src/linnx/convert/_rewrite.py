@@ -142,6 +142,11 @@ def rewrite(
     for name in order:
         if name not in class_nodes:
             kept[name] = Kept(name, "it is not defined at the top level of the file", 0)
+    from ._lifted import wrapped_targets
+
+    for name, (reason, line) in wrapped_targets(class_nodes, vars(mod), positions).items():
+        if name in reached and name not in kept:  # nn.remat_scan(Block): Block stays Linen
+            kept[name] = Kept(name, reason, line)
     while True:
         plans: dict[str, ClassPlan] = {}
         ctx = Context(

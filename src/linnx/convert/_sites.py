@@ -163,7 +163,8 @@ class _Compact(_Walker):
             outs = {self.ctx.plans[c.cls.__name__].out_expr for _, c in site.execs}
             out = out if len(outs) == 1 else None
             if not dry:
-                func = self.init_expr(ctor.func, env, self.method_locals)
+                func_node = site.lift.target if site.lift is not None else ctor.func
+                func = self.init_expr(func_node, env, self.method_locals)
                 if func is None:
                     raise self.fail("the submodule class depends on call data", node)
                 lines = [f"{func}({', '.join([*parts, 'rngs=rngs'])})"]
@@ -176,6 +177,15 @@ class _Compact(_Walker):
                 )  # fmt: skip
             if not dry:
                 lines = self.wrapped_ctor(site, ctor, env, node)
+        if site.lift is not None and site.kind in ("user", "layer"):
+            from ._lifted import creation
+
+            if moved:
+                raise self.fail("a train/eval switch of a layer under a lifted transform", node)
+            if not dry and lines and id(site) not in self.emitted:
+                lines = [creation(self, site, node, lines[-1], env, ind)]
+            out = out if site.lift.stacking is None else None
+            self.mirrored |= site.lift.names  # `ScanBlock = nn.scan(...)` goes when unused
         if site.named and not dry:
             if id(site) in self.emitted:
                 lines = []  # the second call of a named submodule: created once
@@ -208,7 +218,11 @@ class _Compact(_Walker):
             func = cst.parse_expression(target) if target else updated.func
             return updated.with_changes(func=func, args=args)
 
-        if not dry:
+        if not dry and site.lift is not None and site.kind in ("user", "layer"):
+            from ._lifted import call_replacer
+
+            self.replacers[node] = call_replacer(self, site, node, target, drop_call_args)
+        elif not dry:
             self.replacers[node] = replace
 
     def sequential_ctor(self, site: Site, in_t, env, dry) -> tuple[list[str], str | None]:
@@ -309,7 +323,10 @@ class _Compact(_Walker):
             if t is None:
                 raise self.fail("the wrapped module's arguments depend on call data", node)
             parts.append(f"{a.keyword.value}={t}" if a.keyword else t)
-        func = self.init_expr(ctor.func, env, self.method_locals)
+        func_node = site.lift.expr if site.lift is not None else ctor.func  # nn.remat_scan
+        func = self.init_expr(func_node, env, self.method_locals)
+        if func is None:
+            raise self.fail("the wrapped module's class depends on call data", node)
         call = site.execs[0][1]
         samples = [_sample(v, self, node) for v in call.args]
         samples += [f"{k}={_sample(v, self, node)}" for k, v in call.kwargs.items()]
