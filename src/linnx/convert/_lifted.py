@@ -24,16 +24,20 @@ axis than 0, ``data_transform``...) raise :class:`Unsupported` with the reason.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import libcst as cst
 
-from ._classes import Site, Unsupported
-from ._cstutil import code, dotted, snake, unique
+from ._classes import Site
+from ._cstutil import code, dotted, unique
 
-__all__ = ["Lift", "LiftChain", "site_lift", "allowed_funcs", "wrapped_targets"]
+__all__ = [
+    "Lift", "LiftChain", "site_lift", "allowed_funcs", "wrapped_targets", "creation",
+    "call_replacer", "base_name", "is_stacked",
+]  # fmt: skip
 
 #: Transforms that convert, and the ones that are only recognised (their target is wrapped).
 CONVERTED = ("scan", "vmap", "remat", "checkpoint")
@@ -225,10 +229,15 @@ def is_stacked(conv: Any, chain: LiftChain) -> bool:
     return any(v == 0 for v in axes.values())
 
 
+def _snake(name: str) -> str:
+    """``Encoder1DBlock`` -> 'encoder1d_block', ``MLPBlock`` -> 'mlp_block'."""
+    return re.sub(r"(?<=[A-Za-z0-9])(?=[A-Z][a-z])", "_", name).lower()
+
+
 def base_name(chain: LiftChain, child_cls: type, base: str) -> str:
     """``blocks`` for a stack of ``Block``; the plain name for remat."""
     if chain.stacking is not None and is_stacked_hint(chain):
-        b = snake(child_cls.__name__)
+        b = _snake(child_cls.__name__)
         return b + ("es" if b.endswith("s") else "s")
     return base
 
@@ -253,8 +262,10 @@ def creation(conv: Any, site: Site, node: cst.Call, ctor_text: str, env, ind: in
         n = conv.init_expr(lf.kwargs[key], env, conv.method_locals)
     if n is None:
         n = _length_param(conv, site, node, lf, key)
-    fn = unique(f"create_{snake(site.child_cls.__name__)}", conv.taken)
+    fn = unique(f"create_{_snake(site.child_cls.__name__)}", conv.taken)
     conv.taken.add(fn)
+    if conv.init_lines or conv.fields:
+        conv.emit(ind, "")
     conv.emit(ind, f"@nnx.split_rngs(splits={n})")
     conv.emit(ind, "@nnx.vmap(in_axes=(0,), out_axes=0)")
     conv.emit(ind, f"def {fn}(rngs: nnx.Rngs):")
@@ -299,12 +310,53 @@ def call_replacer(conv: Any, site: Site, node: cst.Call, target: str, drop: Iter
     for lf in reversed(chain.lifts):
         fn = _wrap(conv, lf, fn, node, kept_pos, drop, stacked)
 
+    try:
+        col = conv.positions[node].start.column
+    except KeyError:
+        col = 8
+
     def replace(updated: cst.Call) -> cst.BaseExpression:
         args = [code(a.value) for i, a in enumerate(updated.args) if i not in drop]
-        head = target or code(updated.func)
-        return cst.parse_expression(f"{fn}({', '.join([head, *args])})")
+        call = f"({', '.join([target or code(updated.func), *args])})"
+        text = fn + call
+        if col + len(text) > 99:
+            text = _fmt(fn, col, 0) + call
+        return cst.parse_expression(text)
 
     return replace
+
+
+def _fmt(text: str, col: int, depth: int) -> str:
+    """A call written one argument a line where it is too long, as a formatter writes it
+    (LibCST adds the block's own indentation to each continuation line)."""
+    if col + len(text) <= 99 or "(" not in text or not text.endswith(")"):
+        return text
+    head, _, rest = text.partition("(")
+    pad = "    " * (depth + 1)
+    args = [_fmt(a, col + 4, depth + 1) for a in _split_args(rest[:-1])]
+    return head + "(\n" + "".join(f"{pad}{a},\n" for a in args) + "    " * depth + ")"
+
+
+def _split_args(text: str) -> list[str]:
+    """Top-level comma-separated parts of an argument list."""
+    parts, depth, cur, quote = [], 0, "", None
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+            continue
+        cur += ch
+    if cur.strip():
+        parts.append(cur.strip())
+    return parts
 
 
 def _wrap(conv, lf: Lift, fn: str, node, kept_pos, drop, stacked: bool) -> str:
@@ -434,6 +486,3 @@ def wrapped_targets(
         node.visit(V())
     return out
 
-
-__all__ += ["CONVERTED", "WRAPPED", "creation", "call_replacer", "base_name", "is_stacked",
-            "Unsupported"]  # fmt: skip
