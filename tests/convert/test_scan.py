@@ -51,7 +51,10 @@ def test_a_vit_with_scanned_remat_blocks_verifies_and_trains_like_linen(tmp_path
     assert result.kept == []
     code = result.code
     assert "@nnx.split_rngs(splits=self.depth)" in code
-    assert "nnx.remat(\n                Encoder1DBlock.__call__,\n                prevent_cse=False," in code
+    assert (
+        "nnx.remat(\n                Encoder1DBlock.__call__,\n                prevent_cse=False,"
+        in code
+    )
     # deterministic became model.eval(): it leaves the call and remat's static_argnums
     assert "static_argnums" not in code
     assert result.path_map["Transformer/encoderblock/MlpBlock_0/Dense_0/kernel"] == (
@@ -84,7 +87,8 @@ class Block(nn.Module):
 class Net(nn.Module):
     @nn.compact
     def __call__(self, x, deterministic: bool):
-        block = nn.remat(Block, static_argnums=(2,), policy=jax.checkpoint_policies.nothing_saveable)
+        policy = jax.checkpoint_policies.nothing_saveable
+        block = nn.remat(Block, static_argnums=(2,), policy=policy)
         return block(x.shape[-1], name="body")(x, deterministic)
 """
 
@@ -97,7 +101,7 @@ def test_remat_with_static_argnums_becomes_nnx_remat(tmp_path):
     # Linen counts self as argument 0; so does nnx.remat of Block.__call__ (the block first).
     assert (
         "nnx.remat(\n            Block.__call__,\n            static_argnums=(2,),\n"
-        "            policy=jax.checkpoint_policies.nothing_saveable,\n        )"
+        "            policy=policy,\n        )"
         "(self.body, x, deterministic)"
     ) in kept.code
     assert "self.body = Block(" in kept.code
@@ -181,7 +185,7 @@ def test_remat_scan_is_recognised_and_wrapped(tmp_path):
         result.code
     )
     assert [c.name for c in result.converted] == ["Deep"]
-    assert "Block (line 4): it is lifted with nn.remat_scan" in result.report()
+    assert "Block (line 13): it is lifted with nn.remat_scan" in result.report()
 
 
 @pytest.mark.parametrize(

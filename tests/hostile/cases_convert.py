@@ -260,10 +260,49 @@ def _(env):
         "    @nn.compact\n"
         "    def __call__(self, x):\n"
         "        scan = nn.scan(Cell, variable_broadcast='params', split_rngs={'params': False},"
-        " in_axes=1, out_axes=1)\n"
+        " in_axes=1, out_axes=1, variable_carry='counter')\n"
         "        return scan()(x[:, 0], x)[1]\n"
     )
     return _convert(env, source, ["Scan()(jnp.ones((2, 5, 3)))"])
+
+
+def _scanned(options: str, block: str = "x + nn.Dense(4)(x)") -> str:
+    return (
+        "import flax.linen as nn\n\n\n"
+        "class Block(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x, _):\n"
+        f"        return {block}, None\n\n\n"
+        "class Stack(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x, xs):\n"
+        f"        return nn.scan(Block, {options})()(x, xs)[0]\n"
+    )
+
+
+@case(
+    "scan-length-undetermined",
+    convert.ConvertError,
+    r"model\.py:\d+: the example's model class Stack cannot be converted: nn\.scan without "
+    r"length= over a module with no stacked variables: the number of layers cannot be determined",
+    r"pass length= to nn\.scan",
+)
+def _(env):
+    # The layers are counted from xs at run time; nothing in __init__ can tell how many.
+    source = _scanned("variable_axes={'params': 0}, split_rngs={'params': True}", "x * 2")
+    return _convert(env, source, ["Stack()(jnp.ones((2, 4)), jnp.ones((3, 2)))"])
+
+
+@case(
+    "scan-stacked-on-axis-1",
+    convert.ConvertError,
+    r"model\.py:\d+: .*class Stack cannot be converted: nn\.scan\(variable_axes=\{'params': 1\}\): "
+    r"stacking on an axis other than 0 is not converted yet",
+    r"rewrite that part of Stack",
+)
+def _(env):
+    source = _scanned("variable_axes={'params': 1}, split_rngs={'params': True}, length=3")
+    return _convert(env, source, ["Stack()(jnp.ones((2, 4)), None)"])
 
 
 @case(

@@ -320,16 +320,16 @@ def call_replacer(conv: Any, site: Site, node: cst.Call, target: str, drop: Iter
         call = f"({', '.join([target or code(updated.func), *args])})"
         text = fn + call
         if col + len(text) > 99:
-            text = _fmt(fn, col, 0) + call
+            text = _fmt(fn, col, 0, len(call)) + call
         return cst.parse_expression(text)
 
     return replace
 
 
-def _fmt(text: str, col: int, depth: int) -> str:
+def _fmt(text: str, col: int, depth: int, tail: int = 1) -> str:
     """A call written one argument a line where it is too long, as a formatter writes it
     (LibCST adds the block's own indentation to each continuation line)."""
-    if col + len(text) <= 99 or "(" not in text or not text.endswith(")"):
+    if col + len(text) + tail <= 99 or "(" not in text or not text.endswith(")"):
         return text
     head, _, rest = text.partition("(")
     pad = "    " * (depth + 1)
@@ -394,7 +394,11 @@ def _wrap(conv, lf: Lift, fn: str, node, kept_pos, drop, stacked: bool) -> str:
         per = list(in_axes)
     else:
         per = [in_axes] * n_x
-    axes = [_axis(conv, a, node) for i, a in zip(range(first, len(args)), per) if i not in drop]
+    axes = [
+        _axis(conv, a, node)
+        for i, a in zip(range(first, len(args)), per, strict=True)
+        if i not in drop
+    ]
     if lf.kind == "scan":
         in_t = f"({', '.join([module_axis, 'nnx.Carry', *axes])})"
     else:
@@ -485,4 +489,3 @@ def wrapped_targets(
     for node in class_nodes.values():
         node.visit(V())
     return out
-

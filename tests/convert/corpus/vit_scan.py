@@ -1,7 +1,5 @@
 """A ViT in the style of big_vision: the encoder scans a rematerialized block over depth."""
 
-from typing import Optional
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,7 +8,7 @@ import jax.numpy as jnp
 class MlpBlock(nn.Module):
     """Transformer MLP / feed-forward block."""
 
-    mlp_dim: Optional[int] = None  # Defaults to 4x input dim
+    mlp_dim: int | None = None  # Defaults to 4x input dim
     dropout: float = 0.0
 
     @nn.compact
@@ -26,7 +24,7 @@ class MlpBlock(nn.Module):
 class Encoder1DBlock(nn.Module):
     """Single transformer encoder block (MHSA + MLP)."""
 
-    mlp_dim: Optional[int] = None
+    mlp_dim: int | None = None
     num_heads: int = 12
     dropout: float = 0.0
 
@@ -48,7 +46,7 @@ class Encoder(nn.Module):
     """Transformer model encoder for sequence to sequence translation."""
 
     depth: int
-    mlp_dim: Optional[int] = None
+    mlp_dim: int | None = None
     num_heads: int = 12
     dropout: float = 0.0
     remat_policy: str = "nothing_saveable"
@@ -80,7 +78,7 @@ class VisionTransformer(nn.Module):
     patch_size: tuple = (4, 4)
     width: int = 16
     depth: int = 2
-    mlp_dim: Optional[int] = None
+    mlp_dim: int | None = None
     num_heads: int = 2
     dropout: float = 0.0
 
