@@ -229,3 +229,45 @@ class Outer(nn.Module):
     def __call__(self, x):
         return Stack()(nn.Dense(4)(x))
 """
+
+
+BROADCAST = """\
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class Cell(nn.Module):
+    hidden: int
+
+    @nn.compact
+    def __call__(self, c, x):
+        c = nn.tanh(nn.Dense(self.hidden)(jnp.concatenate([c, x], axis=-1)))
+        return c, c
+
+
+class Encoder(nn.Module):
+    hidden: int = 4
+
+    @nn.compact
+    def __call__(self, x):
+        scan = nn.scan(
+            Cell, variable_broadcast="params", split_rngs={"params": False}, in_axes=1, out_axes=1
+        )
+        c = jnp.zeros((x.shape[0], self.hidden))
+        c, ys = scan(self.hidden, name="cell")(c, x)
+        return ys
+"""
+
+
+def test_a_scan_that_broadcasts_its_parameters_keeps_one_cell(tmp_path):
+    result = convert.convert_source(BROADCAST, ["Encoder()(jnp.ones((2, 5, 3)))"])
+    assert result.ok, result.report()
+    assert ruff(result.code, tmp_path) == ""
+    assert "self.cell = Cell(self.hidden, " in result.code  # one cell, no nnx.vmap
+    assert "nnx.vmap" not in result.code and "split_rngs" not in result.code
+    assert (
+        "nnx.scan(\n            Cell.__call__,\n            in_axes=(None, nnx.Carry, 1),\n"
+        "            out_axes=(nnx.Carry, 1),\n        )(self.cell, c, x)"
+    ) in result.code
+    assert result.path_map == {"cell/Dense_0/kernel": "cell/linear/kernel",
+                               "cell/Dense_0/bias": "cell/linear/bias"}  # fmt: skip
