@@ -55,6 +55,8 @@ def test_a_vit_with_scanned_remat_blocks_verifies_and_trains_like_linen(tmp_path
         "nnx.remat(\n                Encoder1DBlock.__call__,\n                prevent_cse=False,"
         in code
     )
+    # the carry leaves the scan with the size it entered: the final norm is sized from it
+    assert "self.encoder_norm = nnx.LayerNorm(in_features, rngs=rngs)" in code
     # deterministic became model.eval(): it leaves the call and remat's static_argnums
     assert "static_argnums" not in code
     assert result.path_map["Transformer/encoderblock/MlpBlock_0/Dense_0/kernel"] == (

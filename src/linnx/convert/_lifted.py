@@ -36,7 +36,7 @@ from ._cstutil import code, dotted, unique
 
 __all__ = [
     "Lift", "LiftChain", "site_lift", "allowed_funcs", "wrapped_targets", "creation",
-    "call_replacer", "base_name", "is_stacked",
+    "call_replacer", "base_name", "is_stacked", "carry_size",
 ]  # fmt: skip
 
 #: Transforms that convert, and the ones that are only recognised (their target is wrapped).
@@ -293,6 +293,22 @@ def _length_param(conv: Any, site: Site, node: cst.Call, lf: Lift, key: str) -> 
             f"of layers cannot be determined; pass {key}= to nn.{lf.kind}", node,
         )  # fmt: skip
     return conv.add_size_param(f"{site.attr}_{key}", resolve, site.line)
+
+
+def carry_size(conv: Any, value: cst.BaseExpression, tnodes: list, env) -> dict[str, Any]:
+    """``x, _ = <scan call>(x, ...)``: the carry that comes out has the size of the one that
+    went in (scan's carry keeps its shape), so the next layer's input size stays known."""
+    site = conv.site_of.get(value) if isinstance(value, cst.Call) else None
+    lf = site.lift.stacking if site is not None and site.lift is not None else None
+    if lf is None or lf.kind != "scan" or len(tnodes) != 1 or not value.args:
+        return {}
+    target = tnodes[0]
+    if not isinstance(target, cst.Tuple | cst.List) or len(target.elements) != 2:
+        return {}
+    first = target.elements[0].value
+    if not isinstance(first, cst.Name):
+        return {}
+    return {first.value: conv.size_of(value.args[0].value, env)}
 
 
 def call_replacer(conv: Any, site: Site, node: cst.Call, target: str, drop: Iterable[int]):

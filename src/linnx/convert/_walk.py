@@ -130,10 +130,14 @@ class _Walker(_Converter):
                     self.init_locals.discard(t)
                 env[t] = self.size_of(node.value, env)
             else:
+                from ._lifted import carry_size
+
+                carry = carry_size(self, node.value, tnodes, env)  # `x, _ = <nn.scan>(x)`
                 for tn in tnodes:
                     for n in targets(tn):
                         env[n] = None
                         self.init_locals.discard(n)
+                env.update(carry)
         elif isinstance(node, cst.Return):
             self.outs[node] = None if node.value is None else self.size_of(node.value, env)
 
