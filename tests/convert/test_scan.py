@@ -273,3 +273,21 @@ def test_a_scan_that_broadcasts_its_parameters_keeps_one_cell(tmp_path):
     ) in result.code
     assert result.path_map == {"cell/Dense_0/kernel": "cell/linear/kernel",
                                "cell/Dense_0/bias": "cell/linear/bias"}  # fmt: skip
+
+
+def test_the_guides_rnn_scan_converts_to_the_guides_structure(tmp_path):
+    """The guide's "Transformations" RNN: a cell scanned over time with its parameters
+    broadcast, and another method of the scanned cell (``initial_state``) called first."""
+    source = section_source(spec003_linen.transformations)
+    result = convert.convert_source(source, ["RNN(8)(x=jnp.ones((2, 5, 3)))"], path="rnn.py")
+    assert result.ok, result.report()
+    assert result.kept == []
+    assert ruff(result.code, tmp_path) == ""
+    assert "carry = rnn.initial_state(x.shape[0])" in result.code
+    assert "in_axes=(None, nnx.Carry, 1),\n            out_axes=(nnx.Carry, 1)," in result.code
+    mod = load(result.code, tmp_path, "rnn")
+    converted = mod.RNN(8, rngs=nnx.Rngs(0))
+    guide = spec003_nnx.transformations().RNN(3, 8, rngs=nnx.Rngs(0))
+    # The guide names the cell `cell`; the converter keeps the Linen variable's name, `rnn`.
+    renamed = {k.replace("cell", "rnn", 1): v for k, v in structure(guide).items()}
+    assert structure(converted) == renamed

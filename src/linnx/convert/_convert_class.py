@@ -348,6 +348,13 @@ class _Converter:
                     return
                 if self.fn:
                     raise conv.fail("a submodule is created inside a nested function", node)
+                if (
+                    isinstance(f, cst.Attribute) and isinstance(f.value, cst.Name)
+                    and f.value.value in assigns
+                ):  # fmt: skip
+                    # `rnn.initial_state(...)`: another method of a named submodule, kept
+                    method_calls.setdefault(assigns[f.value.value], []).extend(execs)
+                    return
                 if isinstance(f, cst.Name) and f.value in assigns:
                     # `dense = nn.Dense(4)` ... `dense(x)`: one submodule, maybe called twice
                     ctor = assigns[f.value]
@@ -363,7 +370,12 @@ class _Converter:
                     return
                 conv.site_of[node] = conv.make_site(node, execs, self.loops > 0)
 
+        method_calls: dict[cst.Call, list] = {}
         method.body.visit(V())
+        for ctor, execs in method_calls.items():
+            if ctor not in self.named:
+                raise self.fail("a method of a submodule that is never called itself", ctor)
+            self.named[ctor].execs.extend(execs)
         if by_pos:
             raise self.fail("a submodule call could not be matched to the source")
 

@@ -210,6 +210,15 @@ def _abstract(tree: Any) -> Any:
     )
 
 
+def _module_class(module: Any) -> type:
+    """The module's class; for an instance of a lifted class (``nn.scan(Cell)``, whose
+    methods other than ``__call__`` run on it directly) the Linen class it lifts."""
+    cls = type(module)
+    if cls.__module__ == "flax.linen.transforms":
+        return next((b for b in cls.__mro__[1:] if b.__module__ != cls.__module__), cls)
+    return cls
+
+
 def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -> Trace:
     """Initializes the example's model abstractly and records every submodule call."""
     import jax
@@ -225,7 +234,7 @@ def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -
         path = tuple(module.scope.path)
         inst = instances.get(path)
         if inst is None:
-            inst = instances[path] = Instance(path=path, cls=type(module), module=module)
+            inst = instances[path] = Instance(path=path, cls=_module_class(module), module=module)
         if not inst.called:
             inst.called = True
             inst.args, inst.kwargs = _abstract(tuple(args)), _abstract(dict(kwargs))
@@ -234,7 +243,7 @@ def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -
             if parent is not None:
                 pos, qual = _site(sys._getframe(1), src_globals)
                 parent.calls.append(ChildCall(
-                    path=path, name=path[-1], cls=type(module), module=module, pos=pos,
+                    path=path, name=path[-1], cls=_module_class(module), module=module, pos=pos,
                     frame_qualname=qual, args=_abstract(tuple(args)),
                     kwargs=_abstract(dict(kwargs)),
                 ))  # fmt: skip
