@@ -156,7 +156,7 @@ def test_vmap_over_an_ensemble_axis_becomes_nnx_vmap(tmp_path):
     assert not np.allclose(k[0], k[1])
 
 
-REMAT_SCAN = """\
+WRAPPED = """\
 import flax.linen as nn
 
 
@@ -169,25 +169,27 @@ class Block(nn.Module):
 class Deep(nn.Module):
     @nn.compact
     def __call__(self, x):
-        return nn.remat_scan(Block, lengths=(2, 2))(name="stack")(x)
+        stack = LIFTED
+        return stack(name="stack")(x)
 """
 
 
-def test_remat_scan_is_recognised_and_wrapped(tmp_path):
-    result = convert.convert_source(REMAT_SCAN, ["Deep()(jnp.ones((2, 4)))"], path="deep.py")
+@pytest.mark.parametrize(
+    "lifted,kind",
+    [("nn.remat_scan(Block, lengths=(2, 2))", "remat_scan"), ("nn.jit(Block)", "jit")],
+)
+def test_remat_scan_and_jit_are_recognised_and_wrapped(lifted, kind, tmp_path):
+    source = WRAPPED.replace("LIFTED", lifted)
+    result = convert.convert_source(source, ["Deep()(jnp.ones((2, 4)))"], path="deep.py")
     assert result.ok, result.report()
     assert ruff(result.code, tmp_path) == ""
-    assert [(k.name, k.reason) for k in result.kept] == [
-        ("Block", "it is lifted with nn.remat_scan (line 13), which is not converted yet")
-    ]
-    assert "# TODO(linnx convert): Block stays Linen: it is lifted with nn.remat_scan" in (
-        result.code
-    )
-    assert "self.stack = linnx.ToNNX(nn.remat_scan(Block, lengths=(2, 2))(), rngs=rngs)" in (
-        result.code
-    )
+    reason = f"it is lifted with nn.{kind}, which is not converted yet"
+    assert [(k.name, k.line, k.reason) for k in result.kept] == [("Block", 13, reason)]
+    assert f"# TODO(linnx convert): Block stays Linen: {reason}" in result.code
+    assert f"self.stack = linnx.ToNNX({lifted}(), rngs=rngs)" in result.code
+    assert "stack = nn." not in result.code  # the local name of the lifted class is gone
     assert [c.name for c in result.converted] == ["Deep"]
-    assert "Block (line 13): it is lifted with nn.remat_scan" in result.report()
+    assert f"Block (line 13): {reason}" in result.report()
 
 
 @pytest.mark.parametrize(

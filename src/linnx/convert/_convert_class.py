@@ -480,7 +480,7 @@ class _Converter:
         if loop_base:
             base = loop_base
         if lift is not None:
-            base = base_name(lift, child_cls, base)
+            base = base_name(self, lift, child_cls, base)
         return Site(
             key=node, child_cls=child_cls, kind=kind, execs=execs, line=self.lineno(node),
             base=base, is_list=in_loop, name_arg=name_arg, ctor=ctor, named=var is not None,

@@ -234,17 +234,13 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<=[A-Za-z0-9])(?=[A-Z][a-z])", "_", name).lower()
 
 
-def base_name(chain: LiftChain, child_cls: type, base: str) -> str:
-    """``blocks`` for a stack of ``Block``; the plain name for remat."""
-    if chain.stacking is not None and is_stacked_hint(chain):
+def base_name(conv: Any, chain: LiftChain, child_cls: type, base: str) -> str:
+    """``blocks`` for a stack of ``Block``; the plain name for one block (remat, or a
+    scan that broadcasts the block's variables)."""
+    if not chain.wrapped and is_stacked(conv, chain):
         b = _snake(child_cls.__name__)
         return b + ("es" if b.endswith("s") else "s")
     return base
-
-
-def is_stacked_hint(chain: LiftChain) -> bool:
-    lf = chain.stacking
-    return lf is not None and "variable_axes" in lf.kwargs
 
 
 def creation(conv: Any, site: Site, node: cst.Call, ctor_text: str, env, ind: int) -> str:
@@ -499,8 +495,7 @@ def wrapped_targets(
             name = dotted(first)
             if name in class_nodes and name not in out:
                 line = positions[node].start.line
-                out[name] = (f"it is lifted with nn.{kind} (line {line}), which is not "
-                             "converted yet", line)  # fmt: skip
+                out[name] = (f"it is lifted with nn.{kind}, which is not converted yet", line)
 
     for node in class_nodes.values():
         node.visit(V())

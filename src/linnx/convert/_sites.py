@@ -177,6 +177,10 @@ class _Compact(_Walker):
                 )  # fmt: skip
             if not dry:
                 lines = self.wrapped_ctor(site, ctor, env, node)
+        if site.lift is not None:
+            # `ScanBlock = nn.scan(...)`: not needed in __init__, gone from the call when unused
+            self.mirrored |= site.lift.names
+            self.init_lines = [t for t in self.init_lines if t[2] not in site.lift.names]
         if site.lift is not None and site.kind in ("user", "layer"):
             from ._lifted import creation
 
@@ -185,9 +189,6 @@ class _Compact(_Walker):
             if not dry and lines and id(site) not in self.emitted:
                 lines = [creation(self, site, node, lines[-1], env, ind)]
             out = out if site.lift.stacking is None else None
-            # `ScanBlock = nn.scan(...)`: not needed in __init__, gone from the call when unused
-            self.mirrored |= site.lift.names
-            self.init_lines = [t for t in self.init_lines if t[2] not in site.lift.names]
         if site.named and not dry:
             if id(site) in self.emitted:
                 lines = []  # the second call of a named submodule: created once
