@@ -32,7 +32,7 @@ from typing import Any
 import libcst as cst
 
 from ._classes import Site
-from ._cstutil import code, dotted, unique
+from ._cstutil import code, dotted, names_in, unique
 
 __all__ = [
     "Lift", "LiftChain", "site_lift", "allowed_funcs", "wrapped_targets", "creation",
@@ -319,8 +319,13 @@ def call_replacer(conv: Any, site: Site, node: cst.Call, target: str, drop: Iter
             raise conv.fail("keyword or starred arguments to a lifted module call", node)
     fn = f"{code(conv.to_nnx_refs(chain.target))}.__call__"
     stacked = is_stacked(conv, chain)
+    closed = _closed(conv, chain, node, kept_pos)
     for lf in reversed(chain.lifts):
-        fn = _wrap(conv, lf, fn, node, kept_pos, drop, stacked)
+        if lf.kind == "scan" and closed:
+            fn = _closure(conv, site, node, fn, kept_pos, closed)
+            fn = _wrap(conv, lf, fn, node, kept_pos, drop | closed, stacked)
+        else:
+            fn = _wrap(conv, lf, fn, node, kept_pos, drop, stacked)
 
     try:
         col = conv.positions[node].start.column
@@ -328,14 +333,58 @@ def call_replacer(conv: Any, site: Site, node: cst.Call, target: str, drop: Iter
         col = 8
 
     def replace(updated: cst.Call) -> cst.BaseExpression:
-        args = [code(a.value) for i, a in enumerate(updated.args) if i not in drop]
+        args = [code(a.value) for i, a in enumerate(updated.args) if i not in drop | closed]
         call = f"({', '.join([target or code(updated.func), *args])})"
-        text = fn + call
+        func = fn
+        for i in closed:  # the broadcast arguments, as the call writes them now
+            func = func.replace(f"\0{i}\0", code(updated.args[i].value))
+        text = func + call
         if col + len(text) > 99:
-            text = _fmt(fn, col, 0, len(call)) + call
+            text = _fmt(func, col, 0, len(call)) + call
         return cst.parse_expression(text)
 
     return replace
+
+
+def _closed(conv, chain: LiftChain, node: cst.Call, kept_pos: list[int]) -> frozenset[int]:
+    """The arguments a scan broadcasts (``nn.broadcast``): Linen hands them to every step as
+    they are (a Python flag stays a Python value), so the NNX call closes over them."""
+    lf = chain.stacking
+    if lf is None or lf.kind != "scan" or "in_axes" not in lf.kwargs:
+        return frozenset()
+    in_axes = _value(conv, lf.kwargs["in_axes"], "in_axes")
+    n_x = len(node.args) - 1
+    per = list(in_axes) if isinstance(in_axes, tuple) else [in_axes] * n_x
+    if len(per) != n_x:
+        raise conv.fail(
+            f"nn.scan(in_axes={in_axes!r}) gives {len(per)} axes for {n_x} arguments", node
+        )
+    closed = frozenset(i for i in kept_pos[1:] if per[i - 1] is _BROADCAST)
+    if closed and chain.lifts[0] is not lf:
+        raise conv.fail("nn.broadcast arguments of an nn.scan under another transform", node)
+    return closed
+
+
+def _closure(conv, site: Site, node: cst.Call, fn: str, kept_pos, closed) -> str:
+    """``lambda block, x: fn(block, x, <broadcast arg>)`` (the argument filled in later)."""
+    plan = conv.ctx.plans.get(site.child_cls.__name__) if site.kind == "user" else None
+    params = list(plan.call_params) if plan is not None else []
+    used: set[str] = set(site.lift.names)  # those go from the method when unused
+    for i in closed:
+        used |= names_in(node.args[i].value)
+
+    def free(name: str) -> str:
+        while name in used:
+            name += "_"
+        used.add(name)
+        return name
+
+    block = next((n for n in ("block", "layer", "module") if n not in used), None) or free("block")
+    used.add(block)
+    names = {i: free(params[i] if i < len(params) else f"arg{i}") for i in kept_pos
+             if i not in closed}  # fmt: skip
+    body = [block, *(f"\0{i}\0" if i in closed else names[i] for i in kept_pos)]
+    return f"lambda {', '.join([block, *names.values()])}: {fn}({', '.join(body)})"
 
 
 def _fmt(text: str, col: int, depth: int, tail: int = 1) -> str:
@@ -343,10 +392,33 @@ def _fmt(text: str, col: int, depth: int, tail: int = 1) -> str:
     (LibCST adds the block's own indentation to each continuation line)."""
     if col + len(text) + tail <= 99 or "(" not in text or not text.endswith(")"):
         return text
-    head, _, rest = text.partition("(")
+    start = text.index("(")
+    end = _close(text, start)
+    if end != len(text) - 1:  # f(a)(b): split f's arguments, keep (b) after them
+        rest = text[end + 1 :]
+        return _fmt(text[: end + 1], col, depth, tail + len(rest)) + rest
+    head, inner = text[:start], text[start + 1 : -1]
     pad = "    " * (depth + 1)
-    args = [_fmt(a, col + 4, depth + 1) for a in _split_args(rest[:-1])]
+    args = [_fmt(a, col + 4, depth + 1) for a in _split_args(inner)]
     return head + "(\n" + "".join(f"{pad}{a},\n" for a in args) + "    " * depth + ")"
+
+
+def _close(text: str, start: int) -> int:
+    """The index of the bracket that closes ``text[start]`` (strings skipped)."""
+    depth, quote = 0, None
+    for i in range(start, len(text)):
+        ch = text[i]
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth == 0:
+                return i
+    return len(text) - 1
 
 
 def _split_args(text: str) -> list[str]:
@@ -361,7 +433,9 @@ def _split_args(text: str) -> list[str]:
             depth += 1
         elif ch in ")]}":
             depth -= 1
-        elif ch == "," and depth == 0:
+        elif (
+            ch == "," and depth == 0 and not (cur.lstrip().startswith("lambda") and ":" not in cur)
+        ):
             parts.append(cur.strip())
             cur = ""
             continue
