@@ -294,9 +294,11 @@ def _length_param(conv: Any, site: Site, node: cst.Call, lf: Lift, key: str) -> 
 def carry_size(conv: Any, value: cst.BaseExpression, tnodes: list, env) -> dict[str, Any]:
     """``x, _ = <scan call>(x, ...)``: the carry that comes out has the size of the one that
     went in (scan's carry keeps its shape), so the next layer's input size stays known."""
-    site = conv.site_of.get(value) if isinstance(value, cst.Call) else None
+    if not isinstance(value, cst.Call) or not value.args:
+        return {}
+    site = conv.site_of.get(value)
     lf = site.lift.stacking if site is not None and site.lift is not None else None
-    if lf is None or lf.kind != "scan" or len(tnodes) != 1 or not value.args:
+    if lf is None or lf.kind != "scan" or len(tnodes) != 1:
         return {}
     target = tnodes[0]
     if not isinstance(target, cst.Tuple | cst.List) or len(target.elements) != 2:
