@@ -335,3 +335,36 @@ def test_a_broadcast_flag_kept_in_the_signature_is_closed_over(tmp_path):
     # In the default mode the flag became model.eval(): nothing is broadcast, no lambda.
     idiomatic = convert.convert_source(BROADCAST_FLAG, [example], verify=False)
     assert "lambda" not in idiomatic.code and "static_argnums" not in idiomatic.code
+
+
+REMAT_LOOP = """\
+import flax.linen as nn
+
+
+class Block(nn.Module):
+    @nn.compact
+    def __call__(self, x, deterministic):
+        y = nn.Dropout(0.5)(nn.Dense(x.shape[-1])(x), deterministic=deterministic)
+        return x + y, None
+
+
+class Encoder(nn.Module):
+    depth: int = 2
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        block = nn.remat(Block, static_argnums=(2,))
+        for lyr in range(self.depth):
+            x, _ = block(name=f"encoderblock_{lyr}")(x, deterministic)
+        return x
+"""
+
+
+def test_remat_blocks_created_in_a_loop_become_an_nnx_list_run_under_nnx_remat(tmp_path):
+    """big_vision's encoder without scan: one rematerialized block per layer."""
+    result = convert.convert_source(REMAT_LOOP, ["Encoder()(jnp.ones((2, 4)), deterministic=True)"])
+    assert result.ok, result.report()
+    assert ruff(result.code, tmp_path) == ""
+    assert "self.encoderblocks.append(Block(" in result.code
+    assert "x, _ = nnx.remat(Block.__call__)(self.encoderblocks[lyr], x)" in result.code
+    assert result.path_map["encoderblock_1/Dense_0/kernel"] == "encoderblocks/1/linear/kernel"

@@ -465,11 +465,7 @@ def _wrap(conv, lf: Lift, fn: str, node, kept_pos, drop, stacked: bool) -> str:
                 opts.append(f"{k}={code(conv.to_nnx_refs(kw[k]))}")
         return f"nnx.remat({', '.join([fn, *opts])})"
     module_axis = "0" if stacked else "None"
-    default_in = 0
-    if "in_axes" in kw:
-        in_axes = _value(conv, kw["in_axes"], "in_axes")
-    else:
-        in_axes = default_in
+    in_axes = _value(conv, kw["in_axes"], "in_axes") if "in_axes" in kw else 0  # Linen's default
     args = list(node.args)
     first = 1 if lf.kind == "scan" else 0  # the carry is not mapped over
     n_x = len(args) - first
