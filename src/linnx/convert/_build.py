@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import libcst as cst
 
+from ._cache import CACHE_QUERIES
 from ._classes import ClassPlan, Unsupported, literal
 from ._convert_class import Context
 from ._cstutil import code, dotted, is_self_attr, names_in, targets
@@ -108,8 +109,16 @@ class _Builder(_Compact):
                     return updated
                 return cst.FlattenSentinel([*(cst.parse_statement(e) for e in extra), updated])
 
+            def leave_SimpleStatementLine(self, original, updated):
+                new = conv.cache_statement(original, updated)  # decode caches (_cache.py)
+                extra = inserts.get(original)
+                if not extra:
+                    return new
+                return cst.FlattenSentinel([*(cst.parse_statement(e) for e in extra), new])
+
         new = cast(cst.FunctionDef, method.visit(T()))  # T leaves the FunctionDef itself
         new = cast(cst.FunctionDef, conv.to_nnx_refs(new))
+        new = conv.cache_values(new)
         decorators = [
             d for d in new.decorators
             if (dotted(d.decorator) or "").split(".")[-1] not in ("compact", "nowrap")
@@ -207,6 +216,8 @@ class _Builder(_Compact):
                 f = node.func
                 if is_self_attr(f) and f.attr.value == "sow":
                     conv.convert_sow(node)
+                elif is_self_attr(f) and f.attr.value in CACHE_QUERIES:
+                    conv.convert_cache_query(node)
                 elif is_self_attr(f) and f.attr.value in _LINEN_API:
                     raise conv.fail(f"self.{f.attr.value}(...) is not converted yet", node)
 
@@ -242,6 +253,7 @@ class _Builder(_Compact):
         init = cst.parse_statement(self.init_text(fields))
         body: list[cst.BaseStatement | cst.BaseSmallStatement] = []
         placed = False
+        call: cst.FunctionDef | None = None
         for stmt in self.node.body.body:
             if isinstance(stmt, cst.SimpleStatementLine) and any(
                 isinstance(s, cst.AnnAssign) and isinstance(s.target, cst.Name)
@@ -258,6 +270,8 @@ class _Builder(_Compact):
                     out = new_methods[stmt]
                 else:
                     out = self.rewrite_method(stmt, drop_mirrored=False)
+                if out is not None and out.name.value == "__call__":
+                    call = out
                 if out is not None:
                     if first:
                         out = out.with_changes(leading_lines=[cst.EmptyLine(indent=False)])
@@ -266,6 +280,9 @@ class _Builder(_Compact):
             body.append(stmt)
         if not placed:
             body.append(init)
+        init_cache = self.init_cache_method(call)  # decode caches (_cache.py)
+        if init_cache is not None:
+            body.append(init_cache)
         node = self.node.with_changes(
             bases=[cst.Arg(cst.parse_expression("nnx.Module"))],
             body=self.node.body.with_changes(body=body),

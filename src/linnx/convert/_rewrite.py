@@ -414,7 +414,7 @@ def path_map(trace: Trace, plans: dict[str, ClassPlan], user: dict[str, type]) -
     nnx_of, wrapped = module_paths(trace, plans, user)
     out: dict[str, str] = {}
     for (col, *rest), leaf in iter_vars(trace.variables):
-        if non_weight_leaf(leaf) is not None:
+        if non_weight_leaf(leaf) is not None or col == "cache":
             continue  # values sown into a collection that init keeps ('losses'): no weight
         owner, name = tuple(rest[:-1]), rest[-1]
         w = next((w for w in wrapped if owner[: len(w)] == w), None)
