@@ -6,7 +6,7 @@ last block is Flax's ``nn.MultiHeadDotProductAttention(decode=...)``; ``encode``
 methods a decoding loop calls.
 """
 
-# example: EncoderDecoder(vocab=11, features=8, num_heads=2)(jnp.ones((2, 5), jnp.int32), jnp.ones((2, 4), jnp.int32))
+# example: EncoderDecoder(vocab=11, features=8, num_heads=2, depth=1)(jnp.ones((2, 5), jnp.int32), jnp.ones((2, 4), jnp.int32))
 
 import flax.linen as nn
 import jax.numpy as jnp
