@@ -224,7 +224,10 @@ def convert_source(
         ) from e  # fmt: skip
     dst_mod = None
     try:
-        traces = [trace(build_example(text, mod), mod, ()) for text in examples]
+        from ._rng import stream_names
+
+        streams = stream_names(source)
+        traces = [trace(build_example(ex, mod), mod, streams) for ex in examples]
         rw = rewrite(
             source, path, mod, traces, keep_signatures=keep_signatures, wrap_unknown=wrap_unknown
         )

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import libcst as cst
 
-from ._cache import CACHE_QUERIES
 from ._classes import ClassPlan, Unsupported, literal
 from ._convert_class import Context
 from ._cstutil import code, dotted, is_self_attr, names_in, targets
+from ._rng import CONVERTED_API
 from ._sites import _Compact
 from ._trace import Instance
 
@@ -119,6 +119,7 @@ class _Builder(_Compact):
         new = cast(cst.FunctionDef, method.visit(T()))  # T leaves the FunctionDef itself
         new = cast(cst.FunctionDef, conv.to_nnx_refs(new))
         new = conv.cache_values(new)
+        new = conv.drop_init_branches(new)
         decorators = [
             d for d in new.decorators
             if (dotted(d.decorator) or "").split(".")[-1] not in ("compact", "nowrap")
@@ -216,8 +217,8 @@ class _Builder(_Compact):
                 f = node.func
                 if is_self_attr(f) and f.attr.value == "sow":
                     conv.convert_sow(node)
-                elif is_self_attr(f) and f.attr.value in CACHE_QUERIES:
-                    conv.convert_cache_query(node)
+                elif is_self_attr(f) and f.attr.value in CONVERTED_API:
+                    conv.convert_api_call(node)
                 elif is_self_attr(f) and f.attr.value in _LINEN_API:
                     raise conv.fail(f"self.{f.attr.value}(...) is not converted yet", node)
 
@@ -250,6 +251,7 @@ class _Builder(_Compact):
             self.plan.call_params = []
         self.plan.out_expr = self.out_expr() if compact is not None or setup is not None else None
         self.finish_size_params()
+        self.stream_lines()  # make_rng streams (_rng.py)
         init = cst.parse_statement(self.init_text(fields))
         body: list[cst.BaseStatement | cst.BaseSmallStatement] = []
         placed = False

@@ -25,7 +25,6 @@ from typing import Any, cast
 
 import libcst as cst
 
-from ._cache import CACHE_QUERIES
 from ._classes import (
     ClassPlan,
     Site,
@@ -45,6 +44,7 @@ from ._cstutil import (
     targets,
     unique,
 )
+from ._rng import CONVERTED_API
 from ._rules import Rule, nnx_function, nnx_kwargs, rule_for
 from ._trace import ChildCall, Instance
 
@@ -342,8 +342,8 @@ class _Converter:
                 f = node.func
                 if is_self_attr(f) and f.attr.value == "sow":
                     conv.convert_sow(node)
-                elif is_self_attr(f) and f.attr.value in CACHE_QUERIES:
-                    conv.convert_cache_query(node)  # type: ignore[attr-defined]
+                elif is_self_attr(f) and f.attr.value in CONVERTED_API:
+                    conv.convert_api_call(node)  # type: ignore[attr-defined]
                 elif is_self_attr(f) and f.attr.value in _LINEN_API:
                     raise conv.fail(f"self.{f.attr.value}(...) is not converted yet", node)
                 if execs is None:

@@ -19,6 +19,7 @@ import libcst as cst
 from ._cache import CacheMixin, is_cache_var
 from ._classes import VAR_TYPES, Site, field_default, linen_fields, literal, one_value
 from ._cstutil import code, dotted, identifier, is_self_attr, names_in, unique
+from ._rng import RngMixin
 from ._rules import IN, Rule, nnx_kwargs, rule_for
 from ._trace import ChildCall, Instance
 from ._walk import _Walker
@@ -26,7 +27,7 @@ from ._walk import _Walker
 __all__ = ["_Compact"]
 
 
-class _Compact(CacheMixin, _Walker):
+class _Compact(CacheMixin, RngMixin, _Walker):
     """``@nn.compact`` classes (and the shared site/variable handling)."""
 
     # -- one submodule call site -------------------------------------------------------------
