@@ -28,7 +28,7 @@ import libcst as cst
 from ._cstutil import code, identifier, is_self_attr, unique
 
 if TYPE_CHECKING:
-    from ._classes import Site
+    from ._classes import Site, Unsupported
 
 __all__ = ["CacheMixin", "CACHE_QUERIES", "is_cache_var"]
 
@@ -70,7 +70,7 @@ class CacheMixin:
         ctx: Any
         instances: list
 
-        def fail(self, reason: str, node: cst.CSTNode | None = None) -> Exception: ...
+        def fail(self, reason: str, node: cst.CSTNode | None = None) -> Unsupported: ...
 
         def emit(self, ind: int, text: str, binds: str | None = None) -> None: ...
 

@@ -343,7 +343,7 @@ class _Converter:
                 if is_self_attr(f) and f.attr.value == "sow":
                     conv.convert_sow(node)
                 elif is_self_attr(f) and f.attr.value in CONVERTED_API:
-                    conv.convert_api_call(node)  # type: ignore[attr-defined]
+                    conv.convert_api_call(node)
                 elif is_self_attr(f) and f.attr.value in _LINEN_API:
                     raise conv.fail(f"self.{f.attr.value}(...) is not converted yet", node)
                 if execs is None:

@@ -24,6 +24,9 @@ import libcst as cst
 from ._cache import CACHE_QUERIES
 from ._cstutil import identifier, unique
 
+if TYPE_CHECKING:
+    from ._classes import Unsupported
+
 __all__ = ["RngMixin", "CONVERTED_API", "stream_names"]
 
 #: The Linen module API calls that a converted class may make (the rest is refused).
@@ -49,7 +52,7 @@ class RngMixin:
         replacers: dict[cst.CSTNode, Any]
         init_lines: list[tuple[int, str, str | None]]
 
-        def fail(self, reason: str, node: cst.CSTNode | None = None) -> Exception: ...
+        def fail(self, reason: str, node: cst.CSTNode | None = None) -> Unsupported: ...
 
         def convert_cache_query(self, node: cst.Call) -> None: ...
 
@@ -76,9 +79,10 @@ class RngMixin:
         name = "params"
         if args:
             value = args[0].value
-            name = value.evaluated_value if isinstance(value, cst.SimpleString) else None
-            if not isinstance(name, str) or not name.isidentifier():
+            raw = value.evaluated_value if isinstance(value, cst.SimpleString) else None
+            if not isinstance(raw, str) or not raw.isidentifier():
                 raise self.fail("self.make_rng(...) of a stream not named by a literal", node)
+            name = raw
         if self._streams is None:
             self._streams = {}
         attr = self._streams.get(name)
