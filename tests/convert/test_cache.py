@@ -129,3 +129,69 @@ def test_the_converted_model_trains_like_linen(result, tmp_path):
                                           linen_kwargs=lkw, nnx_kwargs=nkw)  # fmt: skip
     np.testing.assert_allclose(losses_nnx, losses_linen, rtol=1e-5)
     assert losses_linen[-1] < losses_linen[0]
+
+
+_COMPACT = (
+    "class Inner(nn.Module):\n"
+    "    decode: bool = False\n\n"
+    "    @nn.compact\n"
+    "    def __call__(self, x, decode: bool = False):\n"
+    "{body}"
+    "        return nn.Dense(4)(x)\n\n\n"
+)
+_SETUP = (
+    "class Inner(nn.Module):\n"
+    "    decode: bool = False\n\n"
+    "    def setup(self):\n"
+    "        self.dense = nn.Dense(4)\n"
+    "{setup}\n"
+    "    def __call__(self, x, decode: bool = False):\n"
+    "{body}"
+    "        return self.dense(x)\n\n\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("inner", "reason"),
+    [
+        (_COMPACT.format(body=(
+            "        if self.has_variable('params', 'w'):\n            x = 2 * x\n")),
+         "self.has_variable(...) of a collection other than a literal 'cache'"),
+        (_COMPACT.format(body=(
+            "        if self.decode:\n"
+            "            for i in range(2):\n"
+            "                c = self.variable('cache', f'c{i}', jnp.zeros, x.shape, x.dtype)\n"
+            "                x = x + c.value\n")),
+         "a cache variable is created inside a loop"),
+        (_COMPACT.format(body=(
+            "        if self.decode:\n"
+            "            c = self.variable('cache', 'c', jnp.zeros, x.shape, dtype=x.dtype)\n"
+            "            x = x + c.value\n")),
+         "keyword arguments are not converted yet"),
+        (_COMPACT.format(body=(
+            "        x = nn.MultiHeadDotProductAttention(num_heads=2, decode=decode)(x)\n")),
+         "decode= of an attention layer set from call data"),
+        (_SETUP.format(setup="", body=(
+            "        if self.decode and self.has_variable('cache', 'k'):\n"
+            "            x = 2 * x\n")),
+         "self.has_variable(...) in a setup() class is not converted yet"),
+        (_SETUP.format(
+            setup="        self.attn = nn.MultiHeadDotProductAttention(2, decode=self.decode)\n",
+            body="        x = self.attn(x)\n"),
+         "an attention layer with decode= built in setup() is not converted yet"),
+    ],
+    ids=["other-collection", "in-a-loop", "keyword-arguments", "decode-from-call",
+         "setup-has-variable", "setup-attention-decode"],
+)  # fmt: skip
+def test_cache_code_that_does_not_convert_keeps_the_class_as_linen(inner, reason):
+    source = (
+        "import flax.linen as nn\nimport jax.numpy as jnp\n\n\n" + inner
+        + "class Net(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return Inner()(nn.Dense(4)(x))\n"
+    )  # fmt: skip
+    result = convert.convert_source(source, ["Net()(jnp.ones((1, 3, 4)))"])
+    assert result.ok, result.report()
+    (kept,) = result.kept
+    assert kept.name == "Inner" and reason in kept.reason, kept.reason

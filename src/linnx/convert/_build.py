@@ -246,6 +246,7 @@ class _Builder(_Compact):
         elif setup is not None:
             from ._setup import convert_setup
 
+            self.check_setup_caches(setup)  # _cache.py
             new_methods.update(convert_setup(self, setup))
         else:
             self.plan.call_params = []

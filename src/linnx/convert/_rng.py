@@ -11,7 +11,8 @@
   from the input, skipping an update) is ``__init__``'s business, and the weights moved from
   Linen carry its result.
 
-Both convert in ``@nn.compact`` classes; a ``setup()`` class that uses them stays Linen.
+These (and the cache queries of ``_cache.py``) convert in ``@nn.compact`` classes; a
+``setup()`` class that uses them stays Linen.
 """
 
 from __future__ import annotations
@@ -61,12 +62,12 @@ class RngMixin:
     def convert_api_call(self, node: cst.Call) -> None:
         """A ``self.<Linen API>(...)`` call that converts (see :data:`CONVERTED_API`)."""
         what = cast(cst.Attribute, node.func).attr.value
-        if what in CACHE_QUERIES:
-            self.convert_cache_query(node)
-            return
         if any(isinstance(s, cst.FunctionDef) and s.name.value == "setup"
                for s in self.node.body.body):  # fmt: skip
             raise self.fail(f"self.{what}(...) in a setup() class is not converted yet", node)
+        if what in CACHE_QUERIES:
+            self.convert_cache_query(node)
+            return
         if what == "is_initializing":
             if node.args:
                 raise self.fail("self.is_initializing(...) with arguments", node)
