@@ -195,3 +195,33 @@ def test_cache_code_that_does_not_convert_keeps_the_class_as_linen(inner, reason
     assert result.ok, result.report()
     (kept,) = result.kept
     assert kept.name == "Inner" and reason in kept.reason, kept.reason
+
+
+def test_is_mutable_collection_cache_is_true_in_nnx(tmp_path):
+    # Linen asks whether it may write the cache (init, or apply with mutable=['cache']);
+    # NNX variables are always writable.
+    source = (
+        "import flax.linen as nn\nimport jax.numpy as jnp\n\n\n"
+        "class Counter(nn.Module):\n"
+        "    decode: bool = False\n\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        if self.decode:\n"
+        "            steps = self.variable('cache', 'steps', lambda: jnp.zeros((), jnp.int32))\n"
+        "            if self.is_mutable_collection('cache'):\n"
+        "                steps.value = steps.value + 1\n"
+        "            x = x + steps.value\n"
+        "        return nn.Dense(2)(x)\n"
+    )
+    result = convert.convert_source(source, ["Counter()(jnp.ones((1, 3)))"])
+    assert result.ok, result.report()
+    assert "            if True:\n                steps[...] = steps[...] + 1\n" in result.code
+    linen = load(source, tmp_path, "counter_linen").Counter(decode=True)
+    variables = linen.init(jax.random.key(0), jnp.ones((1, 3)))
+    _, state = linen.apply(variables, jnp.ones((1, 3)), mutable=["cache"])
+    mod = load(result.code, tmp_path, "counter_nnx")
+    model = mod.Counter(decode=True, rngs=nnx.Rngs(0))
+    model.init_cache(jnp.ones((1, 3)))
+    assert int(model.steps[...]) == int(variables["cache"]["steps"])  # init counts too
+    model(jnp.ones((1, 3)))
+    assert int(model.steps[...]) == int(state["cache"]["steps"]) == 2
