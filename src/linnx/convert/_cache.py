@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import libcst as cst
 
-from ._cstutil import code, identifier, is_self_attr, unique
+from ._cstutil import code, identifier, is_self_attr, names_in, unique
 
 if TYPE_CHECKING:
     from ._classes import Site, Unsupported
@@ -250,11 +250,17 @@ class CacheMixin:
         call = found[0]
         q = code(call.args[0].value)
         args = [code(a.with_changes(comma=cst.MaybeSentinel.DEFAULT)).strip() for a in call.args]
+        hoist = ""
+        if not isinstance(call.args[0].value, cst.Name | cst.Attribute):
+            # the query computed once: its shape sizes the cache, then it is attended over
+            name = unique("inputs_q", names_in(updated) | self.taken)
+            hoist, q, args[0] = f"    {name} = {q}\n", name, name
         undecoded = cst.parse_expression(f"{attr}({', '.join([*args, 'decode=False'])})")
         first = cast(cst.SimpleStatementLine, updated.deep_replace(call, undecoded))
         body = cst.parse_statement(
             f"if {attr}.decode and {attr}.cached_key is None:\n"
             "    # the first call makes the cache, as Linen's init does (full-length inputs)\n"
+            f"{hoist}"
             f"    {attr}.init_cache({q}.shape, {q}.dtype)\n"
             "else:\n    pass\n"
         )
