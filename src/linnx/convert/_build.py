@@ -200,9 +200,9 @@ class _Builder(_Compact):
         return head + "\n" + "".join(f"    {b}\n" for b in body)
 
     def check_transforms(self) -> None:
-        """Linen's lifted transforms (nn.scan, nn.remat...) and the Linen-only module API
-        (``self.make_rng``...) are not converted yet; ``self.sow`` into ``'intermediates'``
-        is."""
+        """Linen's lifted transforms (nn.scan, nn.remat...) and the rest of the Linen-only
+        module API (``self.put_variable``...) are not converted yet; ``self.sow`` into
+        ``'intermediates'``, ``make_rng``, ``is_initializing`` and the cache queries are."""
         from flax import linen as nn
 
         from ._rules import LIFTED
