@@ -100,7 +100,8 @@ class Site:
     key: Any
     child_cls: type
     kind: str  # 'layer' (a Flax layer with a rule), 'user' (converted), 'kept' (wrapped),
-    # 'sequential' (nn.Sequential of layers with rules and functions)
+    # 'sequential' (nn.Sequential of layers with rules and functions), 'rnn' (nn.RNN and
+    # nn.Bidirectional with their cells)
     execs: list[tuple[Instance, ChildCall]]
     line: int
     base: str
@@ -113,6 +114,9 @@ class Site:
     # nn.Sequential sites: the layers' calls, and Linen child name -> index in ``layers``
     inner: list[tuple[Instance, ChildCall]] = field(default_factory=list)
     members: dict[str, int] = field(default_factory=dict)
+    # nn.RNN/nn.Bidirectional sites: Linen child name of a cell or inner RNN -> its NNX path
+    # below the site's attribute (``('forward_rnn', 'cell')``)
+    member_paths: dict[str, tuple[str, ...]] = field(default_factory=dict)
     lift: Any = None  # a _lifted.LiftChain: nn.scan/nn.vmap/nn.remat around the class
 
     def calls_in(self, inst: Instance) -> list[ChildCall]:
@@ -139,6 +143,7 @@ class ClassPlan:
     out_expr: str | None = None
     var_classes: dict[str, str] = field(default_factory=dict)  # collection -> class name
     needs: set[str] = field(default_factory=set)  # extra imports: 'linnx', 'jnp'
+    has_cache: bool = False  # holds a decode cache (see _cache.py): gets init_cache()
     wrapped_children: list[tuple[str, str, int]] = field(default_factory=list)
 
     def size_param(self, name: str) -> SizeParam:

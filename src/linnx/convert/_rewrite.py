@@ -22,6 +22,7 @@ from ._classes import ClassPlan, Unsupported
 from ._convert_class import Context
 from ._cstutil import unique
 from ._errors import ConvertError, UnknownLayerError
+from ._rnn import child_name
 from ._trace import Instance, Trace, iter_vars
 
 __all__ = ["Kept", "Rewrite", "rewrite"]
@@ -124,7 +125,8 @@ def rewrite(
 ) -> Rewrite:
     """Converts every class the traces reached; see the module docstring."""
     module = cst.parse_module(source)
-    wrapper = cst.MetadataWrapper(module)
+    # The tree was just parsed here and nothing else holds it: no defensive deep copy.
+    wrapper = cst.MetadataWrapper(module, unsafe_skip_copy=True)
     positions = wrapper.resolve(PositionProvider)
     tree = wrapper.module
     user = _user_classes(mod)
@@ -185,9 +187,9 @@ def rewrite(
         if user.get(root_cls.__name__) is not root_cls:
             raise ConvertError(
                 f"--example {t.example.text!r}: the model is {root_cls.__module__}."
-                f"{root_cls.__name__}, not a class of {path}; there is nothing to convert.\n"
-                "Fix: construct one of the file's nn.Module classes in the example (a Flax "
-                "layer such as nn.Dense has a ready NNX counterpart, e.g. nnx.Linear).",
+                f"{root_cls.__name__}, neither a class of {path} nor a Flax layer of the "
+                "layer table (nn.Dense, nn.Conv, ...); there is nothing to convert.\n"
+                "Fix: construct one of the file's nn.Module classes in the example.",
                 path=path,
             )  # fmt: skip
         root = root_cls.__name__
@@ -397,6 +399,8 @@ def module_paths(
                 if site.kind == "sequential" and c.name in site.members:
                     owner = (*nnx_of[inst.path], site.attr, "layers")
                     nnx_of[c.path] = (*owner, str(site.members[c.name]))
+                elif site.kind == "rnn" and c.name in site.member_paths:
+                    nnx_of[c.path] = (*nnx_of[inst.path], site.attr, *site.member_paths[c.name])
                 elif site.is_list and site.index_from_name:
                     k = int(c.name.rsplit("_", 1)[1])
                     nnx_of[c.path] = (*nnx_of[inst.path], site.attr, str(k))
@@ -408,15 +412,19 @@ def module_paths(
                 if site.kind == "kept":
                     wrapped.add(c.path)
             else:
-                nnx_of[c.path] = (*nnx_of[inst.path], c.name)
+                nnx_of[c.path] = (*nnx_of[inst.path], child_name(inst.cls, c.name))
     return nnx_of, wrapped
 
 
 def path_map(trace: Trace, plans: dict[str, ClassPlan], user: dict[str, type]) -> dict[str, str]:
     """Linen variable path (without the collection) -> NNX variable path, for one example."""
+    from ..migrate._record import non_weight_leaf
+
     nnx_of, wrapped = module_paths(trace, plans, user)
     out: dict[str, str] = {}
-    for (col, *rest), _ in iter_vars(trace.variables):
+    for (col, *rest), leaf in iter_vars(trace.variables):
+        if non_weight_leaf(leaf) is not None or col == "cache":
+            continue  # values sown into a collection that init keeps ('losses'): no weight
         owner, name = tuple(rest[:-1]), rest[-1]
         w = next((w for w in wrapped if owner[: len(w)] == w), None)
         if w is not None:
