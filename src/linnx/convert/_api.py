@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._public import public
 from ._errors import ConvertError, ExampleError, OutputPathError, SourceSyntaxError
 from ._rewrite import Kept
 from ._verify import ExampleCheck
@@ -16,6 +17,7 @@ from ._verify import ExampleCheck
 __all__ = ["ConvertedClass", "ConversionResult", "convert_source", "convert_file"]
 
 
+@public("linnx.convert")
 @dataclass(frozen=True)
 class ConvertedClass:
     """A class that became an ``nnx.Module``: its name, line, extra size arguments and the
@@ -43,6 +45,7 @@ class ConvertedClass:
     variables: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
+@public("linnx.convert")
 @dataclass
 class ConversionResult:
     """What :func:`convert_source` produced: the NNX source, the path map and the report.
@@ -136,6 +139,7 @@ def _check_syntax(source: str, path: str) -> None:
         ) from None  # fmt: skip
 
 
+@public("linnx.convert")
 def convert_source(
     source: str,
     examples: Sequence[str],
@@ -272,6 +276,7 @@ def _traceback_line(err: BaseException, path: str) -> int | None:
     return line
 
 
+@public("linnx.convert")
 def paths_file(dst: str | os.PathLike) -> Path:
     """Where the path map of ``dst`` goes: ``model_nnx.py`` -> ``model_nnx.linen_paths.json``.
 
@@ -284,6 +289,7 @@ def paths_file(dst: str | os.PathLike) -> Path:
     return p.with_name((p.stem if p.suffix == ".py" else p.name) + ".linen_paths.json")
 
 
+@public("linnx.convert")
 def convert_file(
     src: str | os.PathLike,
     dst: str | os.PathLike,

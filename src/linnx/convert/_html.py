@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._public import public
 from ._errors import ConvertError, OutputPathError
 
 if TYPE_CHECKING:
@@ -455,6 +456,7 @@ class _Page:
         return "".join(out)
 
 
+@public("linnx.convert")
 def render_html(result: ConversionResult) -> str:
     """The conversion report as one self-contained HTML page (no scripts, no external files).
 
@@ -498,6 +500,7 @@ def check_report_path(report: str | os.PathLike, *protected: str | os.PathLike) 
     return p
 
 
+@public("linnx.convert")
 def write_html(result: ConversionResult, path: str | os.PathLike) -> Path:
     """Writes :func:`render_html`'s page to ``path`` (written whether or not it verified).
 

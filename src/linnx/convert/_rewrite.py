@@ -17,6 +17,7 @@ from typing import cast
 import libcst as cst
 from libcst.metadata import PositionProvider
 
+from .._public import public
 from ._build import convert_class
 from ._classes import ClassPlan, Unsupported
 from ._convert_class import Context
@@ -27,6 +28,7 @@ from ._trace import Instance, Trace, iter_vars
 __all__ = ["Kept", "Rewrite", "rewrite"]
 
 
+@public("linnx.convert")
 @dataclass
 class Kept:
     """A reached class that stays Linen (used through ``linnx.ToNNX``), and why.

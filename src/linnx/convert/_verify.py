@@ -18,12 +18,14 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._public import public
 from ._classes import ClassPlan, literal
 from ._trace import Trace, example_namespace, parse_example
 
 __all__ = ["ExampleCheck", "check_example", "call_arguments"]
 
 
+@public("linnx.convert")
 @dataclass
 class ExampleCheck:
     """The verification of one example: ``ok``, the weights moved, and the
