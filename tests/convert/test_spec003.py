@@ -89,13 +89,13 @@ def test_the_converted_model_trains_like_the_linen_one(tmp_path):
     linen = linen_mod.Block(4)
     variables = linen.init(jax.random.key(1), x, training=False)
     model = mod.Block(4, rngs=nnx.Rngs(0))
-    plan = migrate.match(linen, model, x, linen_kwargs={"training": False},
-                         rename=result.path_map)  # fmt: skip
+    plan = migrate.match(linen, model, x, linen_kwargs={"training": False}, rename=result.path_map)
     model = migrate.linen_to_nnx(variables, model, plan)
 
     def linen_loss(params):
-        out, _ = linen.apply({**variables, "params": params}, x, training=True,
-                             mutable=["batch_stats", "counter"])  # fmt: skip
+        out, _ = linen.apply(
+            {**variables, "params": params}, x, training=True, mutable=["batch_stats", "counter"]
+        )
         return (out**2).mean()
 
     model.train()

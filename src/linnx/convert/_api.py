@@ -135,8 +135,9 @@ def _check_syntax(source: str, path: str) -> None:
         raise SourceSyntaxError(
             f"{path}:{e.lineno}: the source does not parse: {e.msg}\n"
             "Fix: correct the syntax (the file must run as Python) and convert again.",
-            path=path, line=e.lineno,
-        ) from None  # fmt: skip
+            path=path,
+            line=e.lineno,
+        ) from None
 
 
 @public("linnx.convert")
@@ -224,8 +225,9 @@ def convert_source(
             f"{path}:{line}: running the source raised {type(e).__name__}: {e}\n"
             "Fix: the file must import and run on its own (convert runs it to trace the "
             "examples).",
-            path=path, line=line,
-        ) from e  # fmt: skip
+            path=path,
+            line=line,
+        ) from e
     dst_mod = None
     try:
         traces = [trace(build_example(text, mod), mod, ()) for text in examples]
@@ -242,23 +244,41 @@ def convert_source(
                         "path map keeps the first"
                     )
         result = ConversionResult(
-            code=rw.code, path_map=merged, kept=rw.kept, path=path, notes=notes, source=source,
+            code=rw.code,
+            path_map=merged,
+            kept=rw.kept,
+            path=path,
+            notes=notes,
+            source=source,
             converted=[
-                ConvertedClass(p.name, p.line, tuple(s.name for s in p.size_params),
-                               tuple(p.removed_flags), tuple((s.line, s.attr) for s in p.sites),
-                               tuple((n, a) for (_, n), a in p.var_attrs.items()))
+                ConvertedClass(
+                    p.name,
+                    p.line,
+                    tuple(s.name for s in p.size_params),
+                    tuple(p.removed_flags),
+                    tuple((s.line, s.attr) for s in p.sites),
+                    tuple((n, a) for (_, n), a in p.var_attrs.items()),
+                )
                 for p in rw.plans.values()
             ],
-        )  # fmt: skip
+        )
         if verify:
             dst_path = path[:-3] + "_nnx.py" if path.endswith(".py") else path + "_nnx"
             dst_mod = load_source(rw.code, dst_path)
             for t, m, mm in zip(traces, rw.path_maps, rw.module_maps, strict=True):
                 root = rw.plans[t.instances[()].cls.__name__]
-                result.checks.append(check_example(
-                    t, dst_mod, root, m, keep_signatures=keep_signatures, atol=atol, rtol=rtol,
-                    module_map=mm if "sow(" in source else None,  # else no second run
-                ))  # fmt: skip
+                result.checks.append(
+                    check_example(
+                        t,
+                        dst_mod,
+                        root,
+                        m,
+                        keep_signatures=keep_signatures,
+                        atol=atol,
+                        rtol=rtol,
+                        module_map=mm if "sow(" in source else None,  # else no second run
+                    )
+                )
         return result
     finally:
         sys.modules.pop(mod.__name__, None)
@@ -335,7 +355,7 @@ def convert_file(
             "Fix: write the NNX module to a new file, e.g. -o "
             f"{src_p.with_name(src_p.stem + '_nnx.py')}.",
             path=str(src),
-        )  # fmt: skip
+        )
     try:
         source = src_p.read_text()
     except OSError as e:
@@ -344,9 +364,14 @@ def convert_file(
             path=str(src),
         ) from None
     result = convert_source(
-        source, examples, path=str(src), keep_signatures=keep_signatures,
-        wrap_unknown=wrap_unknown, atol=atol, rtol=rtol,
-    )  # fmt: skip
+        source,
+        examples,
+        path=str(src),
+        keep_signatures=keep_signatures,
+        wrap_unknown=wrap_unknown,
+        atol=atol,
+        rtol=rtol,
+    )
     if result.ok:
         dst_p.write_text(result.code)
         paths_file(dst_p).write_text(json.dumps(result.path_map, indent=2) + "\n")

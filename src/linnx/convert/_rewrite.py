@@ -74,9 +74,10 @@ def _user_classes(mod: types.ModuleType) -> dict[str, type]:
     from flax import linen as nn
 
     return {
-        k: v for k, v in vars(mod).items()
+        k: v
+        for k, v in vars(mod).items()
         if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == mod.__name__
-    }  # fmt: skip
+    }
 
 
 def _order(reached: dict[str, list[Instance]], user: dict[str, type]) -> list[str]:
@@ -147,10 +148,14 @@ def rewrite(
     while True:
         plans: dict[str, ClassPlan] = {}
         ctx = Context(
-            module_globals=vars(mod), src_lines=source.splitlines(), plans=plans,
-            kept={k: v.reason for k, v in kept.items()}, user_classes=user,
-            keep_signatures=keep_signatures, path=path,
-        )  # fmt: skip
+            module_globals=vars(mod),
+            src_lines=source.splitlines(),
+            plans=plans,
+            kept={k: v.reason for k, v in kept.items()},
+            user_classes=user,
+            keep_signatures=keep_signatures,
+            path=path,
+        )
         new_kept = dict(kept)
         for name in order:
             if name in new_kept:
@@ -171,8 +176,9 @@ def rewrite(
             for below in _below(reached.get(name, []), user):
                 if below not in new_kept:
                     line = positions[class_nodes[below]].start.line if below in class_nodes else 0
-                    new_kept[below] = Kept(below, f"it is used inside {name}, which stays Linen",
-                                           line)  # fmt: skip
+                    new_kept[below] = Kept(
+                        below, f"it is used inside {name}, which stays Linen", line
+                    )
         if new_kept.keys() == kept.keys():
             kept = new_kept
             break
@@ -186,7 +192,7 @@ def rewrite(
                 "Fix: construct one of the file's nn.Module classes in the example (a Flax "
                 "layer such as nn.Dense has a ready NNX counterpart, e.g. nnx.Linear).",
                 path=path,
-            )  # fmt: skip
+            )
         root = root_cls.__name__
         if root in kept:
             k = kept[root]
@@ -194,8 +200,9 @@ def rewrite(
                 f"{path}:{k.line}: the example's model class {root} cannot be converted: "
                 f"{k.reason}.\nFix: rewrite that part of {root} (see the docs' list of what "
                 "converts), or convert a class inside it.",
-                path=path, line=k.line,
-            )  # fmt: skip
+                path=path,
+                line=k.line,
+            )
     text = _assemble(tree, plans, kept)
     result = Rewrite(code=text, plans=plans, kept=list(kept.values()))
     result.path_maps = [path_map(t, plans, user) for t in traces]
@@ -219,10 +226,12 @@ def _assemble(tree: cst.Module, plans: dict[str, ClassPlan], kept: dict[str, Kep
                 if col not in var_classes:
                     var_classes[col] = unique(cname, bound)
                     bound.add(var_classes[col])
-                    body.append(cst.parse_statement(
-                        f"class {var_classes[col]}(nnx.Variable):\n"
-                        f"    \"\"\"The variables of the Linen collection {col!r}.\"\"\"\n"
-                    ).with_changes(leading_lines=stmt.leading_lines))  # fmt: skip
+                    body.append(
+                        cst.parse_statement(
+                            f"class {var_classes[col]}(nnx.Variable):\n"
+                            f'    """The variables of the Linen collection {col!r}."""\n'
+                        ).with_changes(leading_lines=stmt.leading_lines)
+                    )
                     blank = cst.EmptyLine(indent=False)
                     stmt = stmt.with_changes(leading_lines=[blank, blank])
             node = plan.node
@@ -312,9 +321,10 @@ def _fix_imports(old: cst.Module, new: cst.Module, needs: set[str]) -> cst.Modul
                     if "linen" in cst.Module([]).code_for_node(s):
                         anchor = len(out)
                     names = [
-                        a for a in s.names
+                        a
+                        for a in s.names
                         if not (before.get(_alias_name(a), 0) and not after.get(_alias_name(a), 0))
-                    ]  # fmt: skip
+                    ]
                     if not names:
                         continue
                     names[-1] = names[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
