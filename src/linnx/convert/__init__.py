@@ -20,5 +20,6 @@ from ._errors import SourceSyntaxError as SourceSyntaxError
 from ._errors import UnknownLayerError as UnknownLayerError
 from ._html import render_html as render_html
 from ._html import write_html as write_html
+from ._layer import ConvertedLayer as ConvertedLayer
 from ._rewrite import Kept as Kept
 from ._verify import ExampleCheck as ExampleCheck

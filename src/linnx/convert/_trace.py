@@ -52,6 +52,7 @@ class ChildCall:
     frame_qualname: str | None
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    method: str = "__call__"  # the child's method that was called
 
 
 @dataclass
@@ -245,6 +246,7 @@ def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -
                         frame_qualname=qual,
                         args=_abstract(tuple(args)),
                         kwargs=_abstract(dict(kwargs)),
+                        method=context.method_name,
                     )
                 )
         return next_fun(*args, **kwargs)
