@@ -289,3 +289,25 @@ def test_noise_filter_separates_threads_printing_at_once():
     quiet.write(noise[120:])
     quiet.flush()
     assert sink.getvalue() == "error: damaged\nFix: copy it again\n"
+
+
+def test_only_orbax_coroutines_are_dropped_from_unraisable_reports():
+    import types
+
+    seen = []
+    hook = _cli._drop_abandoned_orbax_reads(seen.append)
+
+    async def ours():
+        pass
+
+    mine = ours()
+    theirs = types.SimpleNamespace(
+        cr_code=types.SimpleNamespace(
+            co_filename="/site-packages/orbax/checkpoint/_src/serialization/serialization.py"
+        )
+    )
+    hook(types.SimpleNamespace(object=theirs))
+    hook(types.SimpleNamespace(object=mine))
+    hook(types.SimpleNamespace(object=None))
+    mine.close()
+    assert [u.object for u in seen] == [mine, None]

@@ -473,10 +473,29 @@ class _OrbaxNoiseFilter:
         return getattr(self.stream, name)
 
 
+def _drop_abandoned_orbax_reads(hook: Any) -> Any:
+    """An unraisable-exception hook that drops the reads Orbax abandons after a failed one.
+
+    When one array of a damaged checkpoint cannot be read, Orbax gives up on the other reads
+    of that restore; each of their coroutines raises again when it is closed, whenever the
+    garbage collector gets to it, and Python prints that as "Exception ignored in:
+    <coroutine ...>" with two tracebacks. linnx has already named the damaged arrays.
+    """
+
+    def quiet(unraisable: Any) -> None:
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is not None and "orbax" in code.co_filename:
+            return
+        hook(unraisable)
+
+    return quiet
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs ``linnx migrate-weights``; returns the exit code."""
-    real = sys.stderr
+    real, real_hook = sys.stderr, sys.unraisablehook
     sys.stderr = quiet = _OrbaxNoiseFilter(real)
+    sys.unraisablehook = _drop_abandoned_orbax_reads(real_hook)
     try:
         return _run(args)
     finally:
@@ -486,7 +505,8 @@ def run(args: argparse.Namespace) -> int:
             # returns: as the process's own command, the filter stays until exit.
             atexit.register(quiet.flush)
         else:
-            sys.stderr = real  # called in-process (tests, scripts): put their stream back
+            # Called in-process (tests, scripts): put their stream and hook back.
+            sys.stderr, sys.unraisablehook = real, real_hook
 
 
 def _run(args: argparse.Namespace) -> int:
