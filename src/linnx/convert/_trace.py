@@ -183,11 +183,13 @@ def build_example(text: str, mod: types.ModuleType) -> Example:
             f"({ast.unparse(ctor)}.encode(x))."
         )
     return Example(
-        text=text, ctor_src=ast.unparse(ctor), method=method,
+        text=text,
+        ctor_src=ast.unparse(ctor),
+        method=method,
         args=tuple(ev(a, "the argument") for a in args),
         kwargs={k.arg: ev(k.value, f"the argument {k.arg}=") for k in keywords if k.arg},
         module=module,
-    )  # fmt: skip
+    )
 
 
 def _site(frame: Any, src_globals: dict) -> tuple[Pos | None, str | None]:
@@ -243,11 +245,19 @@ def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -
             parent = instances.get(path[:-1])
             if parent is not None:
                 pos, qual = _site(sys._getframe(1), src_globals)
-                parent.calls.append(ChildCall(
-                    path=path, name=path[-1], cls=_module_class(module), module=module, pos=pos,
-                    frame_qualname=qual, args=_abstract(tuple(args)),
-                    kwargs=_abstract(dict(kwargs)), method=context.method_name,
-                ))  # fmt: skip
+                parent.calls.append(
+                    ChildCall(
+                        path=path,
+                        name=path[-1],
+                        cls=_module_class(module),
+                        module=module,
+                        pos=pos,
+                        frame_qualname=qual,
+                        args=_abstract(tuple(args)),
+                        kwargs=_abstract(dict(kwargs)),
+                        method=context.method_name,
+                    )
+                )
         return next_fun(*args, **kwargs)
 
     key = jax.random.key(0)
