@@ -107,8 +107,10 @@ def test_remat_with_static_argnums_becomes_nnx_remat(tmp_path):
         "(self.body, x, deterministic)"
     ) in kept.code
     assert "self.body = Block(" in kept.code
-    assert kept.path_map == {"body/Dense_0/kernel": "body/linear/kernel",
-                             "body/Dense_0/bias": "body/linear/bias"}  # fmt: skip
+    assert kept.path_map == {
+        "body/Dense_0/kernel": "body/linear/kernel",
+        "body/Dense_0/bias": "body/linear/bias",
+    }
     # The flag became model.eval(): the static argument goes with it.
     idiomatic = convert.convert_source(REMAT, [example], verify=False)
     assert "static_argnums" not in idiomatic.code
@@ -194,14 +196,21 @@ def test_remat_scan_and_jit_are_recognised_and_wrapped(lifted, kind, tmp_path):
 @pytest.mark.parametrize(
     "options,reason",
     [
-        ("variable_axes={'params': 1}, split_rngs={'params': True}, length=2",
-         r"stacking on an axis other than 0 is not converted yet"),
-        ("variable_axes={'params': 0}, split_rngs={'params': True}, length=2, "
-         "variable_carry='counter'", r"variable_carry=\.\.\.\) .* is not converted yet"),
-        ("variable_axes={'params': 0}, split_rngs={'params': False}, length=2",
-         r"without split_rngs=\{'params': True\}"),
+        (
+            "variable_axes={'params': 1}, split_rngs={'params': True}, length=2",
+            r"stacking on an axis other than 0 is not converted yet",
+        ),
+        (
+            "variable_axes={'params': 0}, split_rngs={'params': True}, length=2, "
+            "variable_carry='counter'",
+            r"variable_carry=\.\.\.\) .* is not converted yet",
+        ),
+        (
+            "variable_axes={'params': 0}, split_rngs={'params': False}, length=2",
+            r"without split_rngs=\{'params': True\}",
+        ),
     ],
-)  # fmt: skip
+)
 def test_scan_options_without_an_nnx_form_keep_the_class_linen(options, reason):
     source = SCANNED.replace("OPTIONS", options)
     result = convert.convert_source(source, ["Outer()(jnp.ones((2, 4)))"], path="s.py")
@@ -272,8 +281,10 @@ def test_a_scan_that_broadcasts_its_parameters_keeps_one_cell(tmp_path):
         "nnx.scan(\n            Cell.__call__,\n            in_axes=(None, nnx.Carry, 1),\n"
         "            out_axes=(nnx.Carry, 1),\n        )(self.cell, c, x)"
     ) in result.code
-    assert result.path_map == {"cell/Dense_0/kernel": "cell/linear/kernel",
-                               "cell/Dense_0/bias": "cell/linear/bias"}  # fmt: skip
+    assert result.path_map == {
+        "cell/Dense_0/kernel": "cell/linear/kernel",
+        "cell/Dense_0/bias": "cell/linear/bias",
+    }
 
 
 def test_the_guides_rnn_scan_converts_to_the_guides_structure(tmp_path):

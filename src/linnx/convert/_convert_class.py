@@ -366,9 +366,10 @@ class _Converter:
                 if self.fn:
                     raise conv.fail("a submodule is created inside a nested function", node)
                 if (
-                    isinstance(f, cst.Attribute) and isinstance(f.value, cst.Name)
+                    isinstance(f, cst.Attribute)
+                    and isinstance(f.value, cst.Name)
                     and f.value.value in assigns
-                ):  # fmt: skip
+                ):
                     # `rnn.initial_state(...)`: another method of a named submodule, kept
                     method_calls.setdefault(assigns[f.value.value], []).extend(execs)
                     return

@@ -35,9 +35,17 @@ from ._classes import Site
 from ._cstutil import code, dotted, names_in, unique
 
 __all__ = [
-    "Lift", "LiftChain", "site_lift", "allowed_funcs", "wrapped_targets", "creation",
-    "call_replacer", "base_name", "is_stacked", "carry_size",
-]  # fmt: skip
+    "Lift",
+    "LiftChain",
+    "site_lift",
+    "allowed_funcs",
+    "wrapped_targets",
+    "creation",
+    "call_replacer",
+    "base_name",
+    "is_stacked",
+    "carry_size",
+]
 
 #: Transforms that convert, and the ones that are only recognised (their target is wrapped).
 CONVERTED = ("scan", "vmap", "remat", "checkpoint")
@@ -167,8 +175,17 @@ def site_lift(conv: Any, ctor: cst.Call) -> LiftChain | None:
     return chain
 
 
-_SCAN_OPTS = {"variable_axes", "variable_broadcast", "variable_carry", "split_rngs", "in_axes",
-              "out_axes", "length", "reverse", "unroll"}  # fmt: skip
+_SCAN_OPTS = {
+    "variable_axes",
+    "variable_broadcast",
+    "variable_carry",
+    "split_rngs",
+    "in_axes",
+    "out_axes",
+    "length",
+    "reverse",
+    "unroll",
+}
 _VMAP_OPTS = {"variable_axes", "split_rngs", "in_axes", "out_axes", "axis_size", "axis_name"}
 _REMAT_OPTS = {"prevent_cse", "static_argnums", "policy", "concrete", "variables", "rngs"}
 
@@ -181,19 +198,24 @@ def _check(conv: Any, lf: Lift) -> None:
     if lf.kind in ("remat", "checkpoint"):
         for k, default in (("concrete", False), ("variables", True), ("rngs", True)):
             if k in lf.kwargs and _value(conv, lf.kwargs[k], k) != default:
-                raise conv.fail(f"nn.{lf.kind}({k}={code(lf.kwargs[k])}) is not converted yet",
-                                lf.kwargs[k])  # fmt: skip
+                raise conv.fail(
+                    f"nn.{lf.kind}({k}={code(lf.kwargs[k])}) is not converted yet", lf.kwargs[k]
+                )
         return
-    axes = _value(conv, lf.kwargs["variable_axes"], "variable_axes") if (
-        "variable_axes" in lf.kwargs) else {}  # fmt: skip
+    axes = (
+        _value(conv, lf.kwargs["variable_axes"], "variable_axes")
+        if ("variable_axes" in lf.kwargs)
+        else {}
+    )
     if not isinstance(axes, dict) or not all(isinstance(k, str) for k in axes):
         raise conv.fail("variable_axes is not a dict of collection names", lf.call)
     bad = {k: v for k, v in axes.items() if v not in (0, None)}
     if bad:
         raise conv.fail(
             f"nn.{lf.kind}(variable_axes={bad}): stacking on an axis other than 0 is not "
-            "converted yet (nnx.vmap stacks every variable of the block on one axis)", lf.call,
-        )  # fmt: skip
+            "converted yet (nnx.vmap stacks every variable of the block on one axis)",
+            lf.call,
+        )
     stacked = [k for k, v in axes.items() if v == 0]
     shared = [k for k, v in axes.items() if v is None]
     if "variable_broadcast" in lf.kwargs:
@@ -203,22 +225,26 @@ def _check(conv: Any, lf: Lift) -> None:
     ):
         raise conv.fail(
             "nn.scan(variable_carry=...) (variables carried from one step to the next) is not "
-            "converted yet", lf.call,
-        )  # fmt: skip
+            "converted yet",
+            lf.call,
+        )
     if stacked and shared:
         raise conv.fail(
             f"nn.{lf.kind} stacks {stacked} and broadcasts {shared}: a block whose variables "
-            "are partly stacked and partly shared is not converted yet", lf.call,
-        )  # fmt: skip
-    split = _value(conv, lf.kwargs["split_rngs"], "split_rngs") if (
-        "split_rngs" in lf.kwargs) else {}  # fmt: skip
+            "are partly stacked and partly shared is not converted yet",
+            lf.call,
+        )
+    split = (
+        _value(conv, lf.kwargs["split_rngs"], "split_rngs") if ("split_rngs" in lf.kwargs) else {}
+    )
     if not isinstance(split, dict):
         raise conv.fail("split_rngs is not a dict of stream names", lf.call)
     if stacked and not split.get("params", False):
         raise conv.fail(
             f"nn.{lf.kind} stacks {stacked} without split_rngs={{'params': True}} (every layer "
-            "starts from the same parameters): not converted yet", lf.call,
-        )  # fmt: skip
+            "starts from the same parameters): not converted yet",
+            lf.call,
+        )
 
 
 def is_stacked(conv: Any, chain: LiftChain) -> bool:
@@ -286,8 +312,9 @@ def _length_param(conv: Any, site: Site, node: cst.Call, lf: Lift, key: str) -> 
     if all(resolve(inst) is None for inst in conv.instances):
         raise conv.fail(
             f"nn.{lf.kind} without {key}= over a module with no stacked variables: the number "
-            f"of layers cannot be determined; pass {key}= to nn.{lf.kind}", node,
-        )  # fmt: skip
+            f"of layers cannot be determined; pass {key}= to nn.{lf.kind}",
+            node,
+        )
     return conv.add_size_param(f"{site.attr}_{key}", resolve, site.line)
 
 
@@ -383,8 +410,9 @@ def _closure(conv, site: Site, node: cst.Call, fn: str, kept_pos, closed) -> str
 
     block = next((n for n in ("block", "layer", "module") if n not in used), None) or free("block")
     used.add(block)
-    names = {i: free(params[i] if i < len(params) else f"arg{i}") for i in kept_pos
-             if i not in closed}  # fmt: skip
+    names = {
+        i: free(params[i] if i < len(params) else f"arg{i}") for i in kept_pos if i not in closed
+    }
     body = [block, *(f"\0{i}\0" if i in closed else names[i] for i in kept_pos)]
     return f"lambda {', '.join([block, *names.values()])}: {fn}({', '.join(body)})"
 
@@ -457,7 +485,7 @@ def _wrap(conv, lf: Lift, fn: str, node, kept_pos, drop, stacked: bool) -> str:
             # Linen counts self as 0: the block is argument 0 here too; removed flags go
             new = [
                 1 + kept_pos.index(i - 1) for i in given if i - 1 not in drop and i - 1 in kept_pos
-            ]  # fmt: skip
+            ]
             if new:
                 opts.append(f"static_argnums={tuple(new)!r}")
         for k in ("prevent_cse", "policy"):
@@ -472,9 +500,9 @@ def _wrap(conv, lf: Lift, fn: str, node, kept_pos, drop, stacked: bool) -> str:
     if isinstance(in_axes, tuple):
         if len(in_axes) != n_x:
             raise conv.fail(
-                f"nn.{lf.kind}(in_axes={in_axes!r}) gives {len(in_axes)} axes for {n_x} "
-                "arguments", node,
-            )  # fmt: skip
+                f"nn.{lf.kind}(in_axes={in_axes!r}) gives {len(in_axes)} axes for {n_x} arguments",
+                node,
+            )
         per = list(in_axes)
     else:
         per = [in_axes] * n_x
