@@ -45,6 +45,7 @@ from ._cstutil import (
     unique,
 )
 from ._rules import Rule, nnx_function, nnx_kwargs, rule_for
+from ._sharding import annotation_call, is_axes_call
 from ._trace import ChildCall, Instance
 
 __all__ = ["Context"]
@@ -53,7 +54,8 @@ __all__ = ["Context"]
 _KEEPS_SIZE = frozenset(
     "relu gelu silu swish tanh sigmoid elu celu selu leaky_relu softplus softmax log_softmax "
     "max_pool avg_pool min_pool asarray hard_tanh relu6 mish soft_sign log_sigmoid dropout "
-    "normalize standardize abs exp square sqrt clip where".split()
+    "normalize standardize abs exp square sqrt clip where with_logical_constraint "
+    "with_sharding_constraint".split()
 )
 _LINEN_API = frozenset(
     "make_rng sow is_initializing is_mutable_collection put_variable get_variable has_variable "
@@ -136,6 +138,7 @@ class _Converter:
         self.running_names: dict[str, str] = {}
         self.named: dict[cst.Call, Site] = {}  # constructions assigned to a name, by node
         self.emitted: set[int] = set()  # sites whose __init__ line is written
+        self.method_calls: set[cst.Call] = set()  # `embed.attend(x)` on a named submodule
         for stmt in node.body.body:
             if isinstance(stmt, cst.FunctionDef):
                 self.taken.add(stmt.name.value)
@@ -192,6 +195,14 @@ class _Converter:
             self.size_params[name] = SizeParam(name, annotation, resolve, line)
         return name
 
+    def is_var_call(self, node: cst.Call) -> bool:
+        """``self.param``/``self.variable``, or Flax's ``param_with_axes`` and
+        ``variable_with_axes``."""
+        f = node.func
+        if is_self_attr(f) and f.attr.value in ("param", "variable"):
+            return True
+        return is_axes_call(self, node)
+
     # -- names that __init__ can read --------------------------------------------------------
 
     def init_ok(self, names: set[str], method_locals: set[str]) -> bool:
@@ -246,6 +257,9 @@ class _Converter:
                 return updated
 
             def leave_Call(self, original, updated):
+                sharded = annotation_call(conv, original, updated)
+                if sharded is not None:  # nn.with_(logical_)partitioning
+                    return sharded
                 return conv.convert_partial(updated)
 
         return cast(cst.CSTNode, node.visit(T()))
@@ -347,14 +361,21 @@ class _Converter:
                     return
                 if self.fn:
                     raise conv.fail("a submodule is created inside a nested function", node)
-                if isinstance(f, cst.Name) and f.value in assigns:
+                var = f.value if isinstance(f, cst.Name) else None
+                if (
+                    isinstance(f, cst.Attribute) and isinstance(f.value, cst.Name)
+                    and f.value.value in assigns
+                ):  # fmt: skip
+                    var = f.value.value  # `embed.attend(x)`: a method of a named submodule
+                    conv.method_calls.add(node)
+                if var is not None and var in assigns:
                     # `dense = nn.Dense(4)` ... `dense(x)`: one submodule, maybe called twice
-                    ctor = assigns[f.value]
+                    ctor = assigns[var]
                     if self.loops:
                         raise conv.fail("a named submodule is created in a loop", node)
                     site = conv.named.get(ctor)
                     if site is None:
-                        site = conv.make_site(node, execs, False, ctor=ctor, var=f.value)
+                        site = conv.make_site(node, execs, False, ctor=ctor, var=var)
                         conv.named[ctor] = site
                     else:
                         site.execs.extend(execs)

@@ -22,6 +22,7 @@ from ._classes import ClassPlan, Unsupported
 from ._convert_class import Context
 from ._cstutil import unique
 from ._errors import ConvertError, UnknownLayerError
+from ._sharding import is_axes_leaf
 from ._trace import Instance, Trace, iter_vars
 
 __all__ = ["Kept", "Rewrite", "rewrite"]
@@ -411,7 +412,9 @@ def path_map(trace: Trace, plans: dict[str, ClassPlan], user: dict[str, type]) -
     """Linen variable path (without the collection) -> NNX variable path, for one example."""
     nnx_of, wrapped = module_paths(trace, plans, user)
     out: dict[str, str] = {}
-    for (col, *rest), _ in iter_vars(trace.variables):
+    for (col, *rest), leaf in iter_vars(trace.variables):
+        if is_axes_leaf(leaf):  # params_axes (param_with_axes): NNX keeps them on the Param
+            continue
         owner, name = tuple(rest[:-1]), rest[-1]
         w = next((w for w in wrapped if owner[: len(w)] == w), None)
         if w is not None:

@@ -16,6 +16,7 @@ from ._classes import Site, literal
 from ._convert_class import _BASE_NAMES
 from ._cstutil import code, dotted, is_self_attr, names_in, snake, targets
 from ._rules import IN, rule_for
+from ._sharding import axes_call
 
 if TYPE_CHECKING:
     from ._build import _Builder
@@ -54,10 +55,13 @@ def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
                 continue
             attr = small.targets[0].target.attr.value
             value = small.value
-            if isinstance(value, cst.Call) and _self_call(value) == "param":
+            axes = axes_call(b, value) if isinstance(value, cst.Call) else None
+            if isinstance(value, cst.Call) and (
+                _self_call(value) == "param" or (axes is not None and axes[0] == "param")
+            ):
                 params.add(attr)
                 continue
-            if isinstance(value, cst.Call) and _self_call(value) in ("variable",):
+            if isinstance(value, cst.Call) and (_self_call(value) == "variable" or axes):
                 continue
             if attr in execs:
                 if not isinstance(value, cst.Call):
@@ -137,7 +141,7 @@ def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
                 if attr in sites:
                     _emit_site(b, sites[attr], assigned[attr], in_sizes.get(attr))
                     continue
-                if isinstance(value, cst.Call) and _self_call(value) in ("param", "variable"):
+                if isinstance(value, cst.Call) and b.is_var_call(value):
                     b.process_var(value, {}, 0, False, [], attr=attr)
                     continue
             text = b.init_expr(small, {}, set()) if not isinstance(small, cst.Expr) else None

@@ -19,6 +19,7 @@ import libcst as cst
 from ._classes import VAR_TYPES, Site, field_default, linen_fields, literal, one_value
 from ._cstutil import code, dotted, identifier, is_self_attr, names_in, unique
 from ._rules import IN, Rule, nnx_kwargs, rule_for
+from ._sharding import axes_call, unwrap_annotation
 from ._trace import ChildCall, Instance
 from ._walk import _Walker
 
@@ -78,6 +79,13 @@ class _Compact(_Walker):
 
     def process_site(self, node: cst.Call, env, ind, dry, loops, conds) -> None:
         site = self.site_of[node]
+        if node in self.method_calls:  # `embed.attend(x)`: the module is made by its own call
+            if id(site) not in self.emitted and not dry:
+                raise self.fail(
+                    f"{code(node.func)}(...) runs before the submodule itself is called", node
+                )
+            self.site_out[node] = None  # a method's output size is not the layer's
+            return
         first = node.args[0].value if node.args and node.args[0].keyword is None else None
         in_expr = self.size_of(first, env) if first is not None else None
         ctor: cst.Call = site.ctor
@@ -367,8 +375,13 @@ class _Compact(_Walker):
             return
         if loops:
             raise self.fail("a variable is created inside a loop", node)
-        kind = cast(cst.Attribute, node.func).attr.value  # a self.param/self.variable call
-        args = list(node.args)
+        meta: list[tuple[str, Any]] = []  # NNX variable metadata (out_sharding=...)
+        axes = axes_call(self, node)  # Flax's param_with_axes / variable_with_axes
+        if axes is not None:
+            kind, args, meta = axes
+        else:
+            kind = cast(cst.Attribute, node.func).attr.value  # a self.param/self.variable call
+            args = list(node.args)
         if any(a.keyword is not None or a.star for a in args):
             raise self.fail(f"self.{kind}(...) with keyword arguments", node)
         strs = 1 if kind == "param" else 2
@@ -388,9 +401,20 @@ class _Compact(_Walker):
         if attr is None:
             attr = unique(identifier(name), self.taken)
             self.taken.add(attr)
-        init = self.init_expr(args[strs].value, env, self.method_locals)
+        init_node = args[strs].value
+        unwrapped = unwrap_annotation(self, init_node) if kind == "param" else None
+        if unwrapped is not None:  # self.param(name, nn.with_partitioning(f, names), ...)
+            init_node, more = unwrapped
+            meta += more
+        init = self.init_expr(init_node, env, self.method_locals)
         if init is None:
             raise self.fail(f"the init function of {name!r} depends on call data", node)
+        metadata = []
+        for key, m in meta:
+            text = self.init_expr(m, env, self.method_locals)
+            if text is None:
+                raise self.fail(f"the {key} of {name!r} depends on call data", node)
+            metadata.append(f"{key}={text}")
         rest = [self.init_expr(a.value, env, self.method_locals) for a in args[strs + 1 :]]
         if any(r is None for r in rest):
             if len(rest) != 1:
@@ -403,7 +427,8 @@ class _Compact(_Walker):
             rest = [self.add_size_param(f"{attr}_shape", resolve, self.lineno(node),
                                         "tuple[int, ...]")]  # fmt: skip
         if kind == "param":
-            value = f"nnx.Param({init}({', '.join(['rngs.params()', *cast('list[str]', rest)])}))"
+            value = f"{init}({', '.join(['rngs.params()', *cast('list[str]', rest)])})"
+            value = f"nnx.Param({', '.join([value, *metadata])})"
             replacement = f"self.{attr}.value"
         else:
             var_type = VAR_TYPES.get(col)
@@ -415,9 +440,10 @@ class _Compact(_Walker):
                 )
             lam = args[strs].value
             if isinstance(lam, cst.Lambda) and not lam.params.params and not rest:
-                value = f"{var_type}({self.init_expr(lam.body, env, self.method_locals)})"
+                value = self.init_expr(lam.body, env, self.method_locals)
             else:
-                value = f"{var_type}({init}({', '.join(cast('list[str]', rest))}))"
+                value = f"{init}({', '.join(cast('list[str]', rest))})"
+            value = f"{var_type}({', '.join([value, *metadata])})"
             replacement = f"self.{attr}"
         self.emit(ind, f"self.{attr} = {value}")
         self.plan.var_attrs[(col, name)] = attr

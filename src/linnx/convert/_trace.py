@@ -256,12 +256,14 @@ def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -
             f"{e}\nFix: pass inputs of the shapes and dtypes the model expects, and every "
             "call argument it needs (e.g. train=False)."
         ) from e
+    from flax.core import meta
+
     for inst in instances.values():
         inst.tree = instances
     for (col, *rest), leaf in iter_vars(variables):
         owner = instances.get(tuple(rest[:-1]))
         if owner is not None:
-            owner.own_vars[(col, rest[-1])] = leaf
+            owner.own_vars[(col, rest[-1])] = meta.unbox(leaf)  # nn.Partitioned: its value
     return Trace(example, instances, variables, rng_names)
 
 

@@ -54,6 +54,8 @@ class _Walker(_Converter):
                 return self.size_of(f.value, env)
             return self.method_out(node, env)
         if isinstance(node, cst.BinaryOperation):
+            if isinstance(node.operator, cst.MatrixMultiply):
+                return None  # the right operand's last axis, which no local tracks
             sizes = [s for s in (self.size_of(node.left, env), self.size_of(node.right, env)) if s]
             return min(sizes, key=len) if sizes else None
         if isinstance(node, cst.UnaryOperation):
@@ -92,7 +94,7 @@ class _Walker(_Converter):
         class V(cst.CSTVisitor):
             def visit_Call(self, n):
                 nonlocal found
-                if n in conv.site_of or _is_var_call(n):
+                if n in conv.site_of or conv.is_var_call(n):
                     found = True
 
         node.visit(V())
@@ -109,7 +111,7 @@ class _Walker(_Converter):
         for c in calls:
             if c in self.site_of:
                 self.process_site(c, env, ind, dry, loops, conds)
-            elif _is_var_call(c):
+            elif self.is_var_call(c):
                 self.process_var(c, env, ind, dry, loops)
         if isinstance(node, cst.Assign | cst.AnnAssign) and node.value is not None:
             tnodes = (
@@ -119,7 +121,9 @@ class _Walker(_Converter):
             if simple:
                 t = cast(cst.Name, tnodes[0]).value
                 text = None
-                if not any(c in self.site_of or c in self.named or _is_var_call(c) for c in calls):
+                if not any(
+                    c in self.site_of or c in self.named or self.is_var_call(c) for c in calls
+                ):
                     text = self.init_expr(node.value, env, self.method_locals)
                 if text is not None and t not in self.ctx.module_globals:
                     if not dry:
