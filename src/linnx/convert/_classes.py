@@ -139,6 +139,7 @@ class ClassPlan:
     var_classes: dict[str, str] = field(default_factory=dict)  # collection -> class name
     needs: set[str] = field(default_factory=set)  # extra imports: 'linnx', 'jnp'
     wrapped_children: list[tuple[str, str, int]] = field(default_factory=list)
+    mixins: list[str] = field(default_factory=list)  # the file's mixin bases of the class
 
     def size_param(self, name: str) -> SizeParam:
         return next(p for p in self.size_params if p.name == name)

@@ -44,6 +44,7 @@ from ._cstutil import (
     targets,
     unique,
 )
+from ._idioms import inline_helper, module_factory, static_site
 from ._rules import Rule, nnx_function, nnx_kwargs, rule_for
 from ._sharding import annotation_call, is_axes_call
 from ._trace import ChildCall, Instance
@@ -80,6 +81,8 @@ class Context:
     user_classes: dict[str, type]  # every Linen class of the source, by name
     keep_signatures: bool
     path: str
+    class_nodes: dict[str, cst.ClassDef] = dataclasses.field(default_factory=dict)
+    reached: set[str] = dataclasses.field(default_factory=set)  # classes the examples built
 
 
 def _constructions(method: cst.FunctionDef) -> dict[str, cst.Call]:
@@ -139,6 +142,7 @@ class _Converter:
         self.named: dict[cst.Call, Site] = {}  # constructions assigned to a name, by node
         self.emitted: set[int] = set()  # sites whose __init__ line is written
         self.method_calls: set[cst.Call] = set()  # `embed.attend(x)` on a named submodule
+        self.inlined: dict[str, int] = {}  # factory helper -> constructions written in place
         for stmt in node.body.body:
             if isinstance(stmt, cst.FunctionDef):
                 self.taken.add(stmt.name.value)
@@ -357,6 +361,8 @@ class _Converter:
                     conv.convert_sow(node)
                 elif is_self_attr(f) and f.attr.value in _LINEN_API:
                     raise conv.fail(f"self.{f.attr.value}(...) is not converted yet", node)
+                if execs is None and not self.loops and not self.fn:
+                    execs = static_site(conv, node)  # a Flax layer no example reached: []
                 if execs is None:
                     return
                 if self.fn:
@@ -420,6 +426,8 @@ class _Converter:
         if any(c.cls is nn.Sequential for _, c in execs):
             return self.sequential_site(node, execs, in_loop, ctor, var)
         classes = list(dict.fromkeys(c.cls for _, c in execs))
+        if not execs:  # not reached by the examples: the class is in the source
+            classes = [cast(type, module_factory(self, cast(cst.Call, node.func).func))]
         norule = [c for c in classes if c.__module__.startswith("flax.") and not rule_for(c)]
         if norule:
             raise self.fail(f"nn.{norule[0].__name__} has no conversion rule yet", node)
@@ -431,7 +439,7 @@ class _Converter:
         name_arg = None
         loop_base = None
         if ctor is None and isinstance(node.func, cst.Call):
-            ctor = node.func
+            ctor = inline_helper(self, node.func)  # `self._dense(4)(x)`: the helper's layer
         if ctor is not None:
             for a in ctor.args:
                 if a.keyword is not None and a.keyword.value == "name":

@@ -22,6 +22,7 @@ from ._classes import ClassPlan, Unsupported
 from ._convert_class import Context
 from ._cstutil import unique
 from ._errors import ConvertError, UnknownLayerError
+from ._idioms import mixin_conflicts, mixin_plans
 from ._sharding import is_axes_leaf
 from ._trace import Instance, Trace, iter_vars
 
@@ -148,7 +149,8 @@ def rewrite(
         ctx = Context(
             module_globals=vars(mod), src_lines=source.splitlines(), plans=plans,
             kept={k: v.reason for k, v in kept.items()}, user_classes=user,
-            keep_signatures=keep_signatures, path=path,
+            keep_signatures=keep_signatures, path=path, class_nodes=class_nodes,
+            reached=set(reached),
         )  # fmt: skip
         new_kept = dict(kept)
         for name in order:
@@ -172,10 +174,12 @@ def rewrite(
                     line = positions[class_nodes[below]].start.line if below in class_nodes else 0
                     new_kept[below] = Kept(below, f"it is used inside {name}, which stays Linen",
                                            line)  # fmt: skip
+        new_kept.update(mixin_conflicts(plans, new_kept, user, class_nodes, positions))
         if new_kept.keys() == kept.keys():
             kept = new_kept
             break
         kept = new_kept
+    plans.update(mixin_plans(plans, user, class_nodes, positions, ctx))
     for t in traces:
         root_cls = t.instances[()].cls
         if user.get(root_cls.__name__) is not root_cls:

@@ -15,6 +15,7 @@ import libcst as cst
 from ._classes import Site, literal
 from ._convert_class import _BASE_NAMES
 from ._cstutil import code, dotted, is_self_attr, names_in, snake, targets
+from ._idioms import inline_helper
 from ._rules import IN, rule_for
 from ._sharding import axes_call
 
@@ -66,6 +67,7 @@ def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
             if attr in execs:
                 if not isinstance(value, cst.Call):
                     raise b.fail(f"self.{attr} is not a single module construction", small)
+                value = inline_helper(b, value)  # `self.proj = self._dense(4)`: its layer
                 assigned[attr] = value
                 site = _make_site(b, attr, value, execs.pop(attr))
                 sites[attr] = site
@@ -172,7 +174,7 @@ def _make_site(b, attr: str, ctor: cst.Call, execs) -> Site:
         raise b.fail(f"self.{attr} is a {cls.__name__}, which has no conversion rule", ctor)
     base = _BASE_NAMES.get(rule.nnx, snake(rule.nnx)) if rule else snake(cls.__name__)
     return Site(key=attr, child_cls=cls, kind=kind, execs=execs, line=b.lineno(ctor),
-                base=base, attr=attr)  # fmt: skip
+                base=base, attr=attr, ctor=ctor)  # fmt: skip
 
 
 def _collect_modes(b, method, sites, out) -> None:

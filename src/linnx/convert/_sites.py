@@ -16,7 +16,15 @@ from typing import Any, cast
 
 import libcst as cst
 
-from ._classes import VAR_TYPES, Site, field_default, linen_fields, literal, one_value
+from ._classes import (
+    VAR_TYPES,
+    Site,
+    Unsupported,
+    field_default,
+    linen_fields,
+    literal,
+    one_value,
+)
 from ._cstutil import code, dotted, identifier, is_self_attr, names_in, unique
 from ._rules import IN, Rule, nnx_kwargs, rule_for
 from ._sharding import axes_call, unwrap_annotation
@@ -70,6 +78,11 @@ class _Compact(_Walker):
 
     def fallback(self, site: Site, what: str, get: Callable[..., Any], ann: str = "int") -> str:
         line = site.line
+        if not site.execs:  # a layer no example reached: nothing to read the value from
+            raise Unsupported(
+                f"{site.attr}: its {what} cannot be computed from the fields, and no example "
+                "reached the layer to learn it; add an --example that runs it", line,
+            )  # fmt: skip
 
         def resolve(inst: Instance) -> Any:
             values = [get(c, inst) for c in site.calls_in(inst)]
@@ -97,6 +110,12 @@ class _Compact(_Walker):
         if site.kind == "layer":
             rule = rule_for(site.child_cls)
             assert rule is not None
+            if not site.execs and self.unconditional and rule.linen != "Dropout":
+                raise self.fail(
+                    f"nn.{rule.linen} is created under a condition on the call's arguments "
+                    "that no example took: Linen makes its weights only when the branch runs; "
+                    "add an --example that takes it", node,
+                )  # fmt: skip
             for i, a in enumerate(node.args):
                 if a.keyword is not None and a.keyword.value in rule.modes:
                     if names_in(a.value) & self.removed:
@@ -460,6 +479,8 @@ def _field_of(name: str) -> Callable[[ChildCall, Instance], Any]:
 
 def _other_axis(site: Site) -> bool:
     """Whether the layer contracts other axes than the last (DenseGeneral(axis=...))."""
+    if not site.execs:  # not reached: static_site took only layers without axis=
+        return False
     axis = getattr(site.execs[0][1].module, "axis", -1)
     return site.child_cls.__name__ == "DenseGeneral" and axis not in (-1, (-1,))
 

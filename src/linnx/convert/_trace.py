@@ -217,6 +217,7 @@ def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -
 
     src_globals = mod.__dict__
     instances: dict[tuple[str, ...], Instance] = {}
+    running: list[tuple[str, ...]] = []  # the paths of the module methods now running
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
@@ -229,7 +230,10 @@ def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -
         if not inst.called:
             inst.called = True
             inst.args, inst.kwargs = _abstract(tuple(args)), _abstract(dict(kwargs))
-        if path:
+        # A module calling its own methods (a mixin's helper, `self.encode` in `__call__`)
+        # makes no call of its parent's: only calls from outside the module are recorded.
+        inside = bool(running) and running[-1] == path
+        if path and not inside:
             parent = instances.get(path[:-1])
             if parent is not None:
                 pos, qual = _site(sys._getframe(1), src_globals)
@@ -238,7 +242,11 @@ def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -
                     frame_qualname=qual, args=_abstract(tuple(args)),
                     kwargs=_abstract(dict(kwargs)),
                 ))  # fmt: skip
-        return next_fun(*args, **kwargs)
+        running.append(path)
+        try:
+            return next_fun(*args, **kwargs)
+        finally:
+            running.pop()
 
     key = jax.random.key(0)
     rngs = {name: key for name in ("params", "dropout", *rng_names)}

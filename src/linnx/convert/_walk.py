@@ -25,6 +25,7 @@ class _Walker(_Converter):
     method_locals: set[str]
     outs: dict[cst.CSTNode | None, str | None]
     mirrored: set[str]
+    unconditional = 0  # inside a branch on call data, whose submodules __init__ always builds
 
     if TYPE_CHECKING:  # defined by the subclass (_sites._Compact)
 
@@ -217,10 +218,24 @@ class _Walker(_Converter):
             else_body = [orelse]
         has = self.has_sites(node)
         if has and cond_t is None:
-            raise self.fail(
-                "submodules are created under a condition that depends on the call arguments "
-                "or inputs", node,
-            )  # fmt: skip
+            if loops:
+                raise self.fail(
+                    "submodules are created in a loop under a condition that depends on the "
+                    "call arguments or inputs", node,
+                )  # fmt: skip
+            # `if train:` / `if x.shape != y.shape:`: NNX builds the submodules in __init__
+            # whatever the call will do (the examples ran the branch: it has sizes), and the
+            # call keeps the condition.
+            self.unconditional += 1
+            env_t = self.walk(branches[0], dict(env), ind, dry, loops, conds + 1)
+            env_f = dict(env)
+            if else_body is not None:
+                env_f = self.walk(else_body, dict(env), ind, dry, loops, conds + 1)
+            self.unconditional -= 1
+            return {
+                v: env_t.get(v) if env_t.get(v) == env_f.get(v) else None
+                for v in set(env_t) | set(env_f)
+            }
         mirror = cond_t is not None
         if mirror and not dry:
             self.emit(ind, f"if {cond_t}:")
