@@ -65,6 +65,13 @@ def _check_mixin(b: Any, base: type) -> None:
         )
     if name in b.ctx.reached:
         raise b.fail(f"the class derives from {name}, which is used as a module itself")
+    from ._build import _Builder
+    from ._classes import Unsupported
+
+    try:  # the Linen module API and lifted transforms, as in a class of its own
+        _Builder(node, b.positions, base, [], b.ctx).check_transforms()
+    except Unsupported as e:
+        raise Unsupported(f"its base {name}: {e.reason}", e.line) from None
     for grand in base.__bases__:
         if grand is not nn.Module:
             _check_mixin(b, grand)
