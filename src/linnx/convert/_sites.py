@@ -446,8 +446,8 @@ class _Compact(_Walker):
             rest = [self.add_size_param(f"{attr}_shape", resolve, self.lineno(node),
                                         "tuple[int, ...]")]  # fmt: skip
         if kind == "param":
-            value = f"{init}({', '.join(['rngs.params()', *cast('list[str]', rest)])})"
-            value = f"nnx.Param({', '.join([value, *metadata])})"
+            made = f"{init}({', '.join(['rngs.params()', *cast('list[str]', rest)])})"
+            made = f"nnx.Param({', '.join([made, *metadata])})"
             replacement = f"self.{attr}.value"
         else:
             var_type = VAR_TYPES.get(col)
@@ -458,13 +458,13 @@ class _Compact(_Walker):
                     unique(camel, self.ctx.module_globals),  # not a name the file uses
                 )
             lam = args[strs].value
+            body = None
             if isinstance(lam, cst.Lambda) and not lam.params.params and not rest:
-                value = self.init_expr(lam.body, env, self.method_locals)
-            else:
-                value = f"{init}({', '.join(cast('list[str]', rest))})"
-            value = f"{var_type}({', '.join([value, *metadata])})"
+                body = self.init_expr(lam.body, env, self.method_locals)
+            made = body or f"{init}({', '.join(cast('list[str]', rest))})"
+            made = f"{var_type}({', '.join([made, *metadata])})"
             replacement = f"self.{attr}"
-        self.emit(ind, f"self.{attr} = {value}")
+        self.emit(ind, f"self.{attr} = {made}")
         self.plan.var_attrs[(col, name)] = attr
         self.replacers[node] = cast(
             "Callable[[Any], cst.CSTNode]",
