@@ -267,14 +267,52 @@ def _(env):
 
 
 @case(
-    "example-root-is-a-flax-layer",
+    "example-root-is-a-flax-layer-without-a-rule",
     convert.ConvertError,
-    r"the model is flax\.linen\.linear"
-    r"\.Dense, not a class of .*model\.py",
+    r"the model is flax\.linen\.combinators\.Sequential, neither a class of .*model\.py nor "
+    r"a Flax layer of the layer table",
     r"construct one of the file's nn\.Module classes",
 )
 def _(env):
-    return _convert(env, GOOD, ["nn.Dense(3)(jnp.ones((1, 2)))"])
+    return _convert(env, GOOD, ["nn.Sequential([nn.Dense(3)])(jnp.ones((1, 2)))"])
+
+
+@case(
+    "example-root-layer-argument-without-nnx-counterpart",
+    convert.ConvertError,
+    r"nn\.Dense\(dot_general_cls=\.\.\.\) has no nnx\.Linear argument",
+    r"leave dot_general_cls= out of the example's construction",
+)
+def _(env):
+    return _convert(env, GOOD, ["nn.Dense(3, dot_general_cls=None)(jnp.ones((1, 2)))"])
+
+
+@case(
+    "example-class-call-site-creates-incompatible-classes",
+    convert.ConvertError,
+    r"model\.py:23: the example's model class Net cannot be converted: this call creates "
+    r"modules of several classes \(A, B\) that one NNX call cannot build: A takes the size "
+    r"arguments \['in_features'\], B \['in_features', 'h_shape'\]",
+    r"rewrite that part of Net",
+)
+def _(env):
+    source = (
+        "from typing import Any\n\nimport flax.linen as nn\n\n\n"
+        "class A(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.Dense(2)(x)\n\n\n"
+        "class B(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.Dense(2)(x) + self.param('h', nn.initializers.zeros, (x.shape[0], 2))\n"
+        "\n\nclass Net(nn.Module):\n"
+        "    block_cls: Any = A\n\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return self.block_cls()(x)\n"
+    )
+    return _convert(env, source, ["Net()(jnp.ones((1, 3)))", "Net(block_cls=B)(jnp.ones((1, 3)))"])
 
 
 @case(
@@ -374,6 +412,69 @@ def _(env):
     src, _, _ = _files(env, GOOD)
     report = env.tmp / "nowhere" / "r.html"
     return (lambda: convert.write_html(_report_result(src), report)), src, env.tmp
+
+
+# -- recurrent layers (convert/_rnn.py): what NNX cannot hold is refused with the reason --------
+
+
+@case(
+    "rnn-root-gru-cell",
+    convert.ConvertError,
+    r"model\.py:7: the example's model class Net cannot be converted: nn\.GRUCell: "
+    r"nnx\.GRUCell has no bias on the recurrent candidate term",
+    r"rewrite that part of Net",
+)
+def _(env):
+    source = (
+        "import flax.linen as nn\n\n\n"
+        "class Net(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.RNN(nn.GRUCell(4))(x)\n"
+    )
+    return _convert(env, source, ["Net()(jnp.ones((2, 5, 3)))"])
+
+
+@case(
+    "rnn-scan-of-a-cell-over-the-feature-axis",
+    convert.ConvertError,
+    r"model\.py:\d+: the example's model class Net cannot be converted: nn\.scan of a cell "
+    r"over time with in_axes=2, out_axes=2",
+    r"rewrite that part of Net",
+)
+def _(env):
+    source = (
+        "import functools\n\nimport flax.linen as nn\n\n\n"
+        "class Net(nn.Module):\n"
+        "    @functools.partial(nn.scan, variable_broadcast='params', in_axes=2, out_axes=2,\n"
+        "                       split_rngs={'params': False})\n"
+        "    @nn.compact\n"
+        "    def __call__(self, c, x):\n"
+        "        return nn.SimpleCell(3)(c, x)\n"
+    )
+    return _convert(env, source, ["Net()(jnp.zeros((2, 3)), jnp.ones((2, 4, 5)))"])
+
+
+@case(
+    "rnn-initialize-carry-by-keyword",
+    convert.ConvertError,
+    r"model\.py:9: the example's model class Net cannot be converted: "
+    r"cell\.initialize_carry\(\.\.\.\) other than \(key, shape\)",
+    r"rewrite that part of Net",
+)
+def _(env):
+    source = (
+        "import flax.linen as nn\nimport jax\n\n\n"
+        "class Net(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        cell = nn.LSTMCell(4)\n"
+        "        c = cell.initialize_carry(jax.random.key(0), input_shape=x[:, 0].shape)\n"
+        "        for t in range(x.shape[1]):\n"
+        "            c, y = cell(c, x[:, t])\n"
+        "        return y\n"
+    )
+    return _convert(env, source, ["Net()(jnp.ones((2, 5, 3)))"])
 
 
 CASES = table.cases

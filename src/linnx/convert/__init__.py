@@ -20,10 +20,11 @@ from ._errors import SourceSyntaxError as SourceSyntaxError
 from ._errors import UnknownLayerError as UnknownLayerError
 from ._html import render_html as render_html
 from ._html import write_html as write_html
+from ._layer import ConvertedLayer as ConvertedLayer
 from ._rewrite import Kept as Kept
 from ._verify import ExampleCheck as ExampleCheck
 
-for _obj in (ConversionResult, ConvertedClass, convert_file, convert_source, paths_file, Kept,
-             ExampleCheck, render_html, write_html):  # fmt: skip
+for _obj in (ConversionResult, ConvertedClass, ConvertedLayer, convert_file, convert_source,
+             paths_file, Kept, ExampleCheck, render_html, write_html):  # fmt: skip
     _obj.__module__ = "linnx.convert"
 del _obj

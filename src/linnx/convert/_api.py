@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._errors import ConvertError, ExampleError, OutputPathError, SourceSyntaxError
+from ._layer import ConvertedLayer
 from ._rewrite import Kept
 from ._verify import ExampleCheck
 
@@ -58,6 +59,9 @@ class ConversionResult:
         path: the source path (used in messages).
         notes: remarks of the report (paths that map differently in two examples).
         source: the Linen source text that was converted (for :meth:`to_html`).
+        layers: one entry per example whose model is a Flax layer itself
+            (``nn.Dense(features=10)(x)``): no class to rewrite, and the NNX construction
+            to use instead (``nnx.Linear(784, 10, rngs=nnx.Rngs(0))``).
 
     Example:
         >>> from linnx import convert
@@ -81,6 +85,7 @@ class ConversionResult:
     path: str = "<source>"
     notes: list[str] = field(default_factory=list)
     source: str = field(default="", repr=False)
+    layers: list[ConvertedLayer] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -102,6 +107,11 @@ class ConversionResult:
                 lines.append(
                     f"{c.name}: {', '.join(c.dropped_flags)} became model.train()/model.eval()"
                 )
+        for layer in self.layers:
+            lines.append(
+                f"example {layer.example}: the model is a Flax layer, no class to rewrite; "
+                f"in NNX: {layer.nnx}"
+            )
         lines.append(f"weights in the path map: {len(self.path_map)}")
         lines += self.notes
         lines += [str(c) for c in self.checks]
@@ -202,7 +212,8 @@ def convert_source(
         >>> result.path_map['Dense_1/kernel'], result.ok
         ('linear2/kernel', True)
     """
-    from ._rewrite import rewrite
+    from ._layer import convert_layer, is_layer_root
+    from ._rewrite import Rewrite, rewrite
     from ._trace import build_example, load_source, trace
     from ._verify import check_example
 
@@ -225,12 +236,24 @@ def convert_source(
     dst_mod = None
     try:
         traces = [trace(build_example(text, mod), mod, ()) for text in examples]
-        rw = rewrite(
-            source, path, mod, traces, keep_signatures=keep_signatures, wrap_unknown=wrap_unknown
-        )
+        # An example whose model is a Flax layer (nn.Dense(10)) has no class to rewrite.
+        layer_of = {i: convert_layer(t) for i, t in enumerate(traces) if is_layer_root(t)}
+        class_traces = [t for i, t in enumerate(traces) if i not in layer_of]
+        if class_traces:
+            rw = rewrite(
+                source, path, mod, class_traces, keep_signatures=keep_signatures,
+                wrap_unknown=wrap_unknown,
+            )  # fmt: skip
+        else:  # nothing to rewrite: the file is kept as written
+            rw = Rewrite(code=source, plans={}, kept=[])
+        class_maps = iter(zip(rw.path_maps, rw.module_maps, strict=True))
+        maps: list[tuple[dict[str, str], tuple[dict, set] | None]] = [
+            (layer_of[i][1], None) if i in layer_of else next(class_maps)
+            for i in range(len(traces))
+        ]  # in the examples' order
         merged: dict[str, str] = {}
         notes: list[str] = []
-        for m in rw.path_maps:
+        for m, _ in maps:
             for k, v in m.items():
                 if merged.setdefault(k, v) != v:
                     notes.append(
@@ -245,11 +268,20 @@ def convert_source(
                                tuple((n, a) for (_, n), a in p.var_attrs.items()))
                 for p in rw.plans.values()
             ],
+            layers=[layer for layer, _ in layer_of.values()],
         )  # fmt: skip
         if verify:
             dst_path = path[:-3] + "_nnx.py" if path.endswith(".py") else path + "_nnx"
-            dst_mod = load_source(rw.code, dst_path)
-            for t, m, mm in zip(traces, rw.path_maps, rw.module_maps, strict=True):
+            # With no class rewritten the code is the source itself: not run a second time.
+            dst_mod = load_source(rw.code, dst_path) if class_traces else None
+            for i, (t, (m, mm)) in enumerate(zip(traces, maps, strict=True)):
+                if i in layer_of:
+                    result.checks.append(check_example(
+                        t, dst_mod or mod, None, m, keep_signatures=keep_signatures, atol=atol,
+                        rtol=rtol, layer_ctor=layer_of[i][0].nnx,
+                    ))  # fmt: skip
+                    continue
+                assert dst_mod is not None
                 root = rw.plans[t.instances[()].cls.__name__]
                 result.checks.append(check_example(
                     t, dst_mod, root, m, keep_signatures=keep_signatures, atol=atol, rtol=rtol,

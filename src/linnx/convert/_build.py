@@ -19,6 +19,7 @@ from ._classes import ClassPlan, Unsupported, literal
 from ._convert_class import Context
 from ._cstutil import code, dotted, is_self_attr, names_in, targets
 from ._idioms import check_unreached, mixin_bases, mixin_fields, unused_helpers
+from ._rnn import claim_time_scan
 from ._sites import _Compact
 from ._trace import Instance
 
@@ -223,6 +224,7 @@ class _Builder(_Compact):
 
     def build(self) -> ClassPlan:
         self.check_bases()
+        claim_time_scan(self)  # nn.scan of a cell over time: becomes nnx.RNN (see _rnn)
         self.check_transforms()
         fields = self.field_nodes()
         compact, setup = self.methods()
@@ -293,9 +295,31 @@ def _one_line(text: str, width: int) -> str:
         return text
     parts = _split_call(text)
     if parts is None:
-        return text
+        return _split_choice(text) or text
     head, args, tail = parts
     return head + "\n" + "".join(f"    {a},\n" for a in args) + tail
+
+
+def _split_choice(text: str) -> str | None:
+    """``a = (x if c else y)`` -> one part a line, as a formatter would write it."""
+    m = re.fullmatch(r"([\w.]+ = )\((.*)\)", text)
+    if m is None or _match(text).get(len(m.group(1))) != len(text) - 1:
+        return None
+    body, parts, cur, depth, i = m.group(2), [], "", 0, 0
+    while i < len(body):
+        c = body[i]
+        depth += (c in "([{") - (c in ")]}")
+        word = next((w for w in (" if ", " else ") if depth == 0 and body.startswith(w, i)), None)
+        if word is not None:
+            parts.append(cur)
+            cur, i = word.strip() + " ", i + len(word)
+            continue
+        cur += c
+        i += 1
+    parts.append(cur)
+    if len(parts) < 3:
+        return None
+    return m.group(1) + "(\n" + "".join(f"    {p}\n" for p in parts) + ")"
 
 
 def _match(text: str) -> dict[int, int]:

@@ -100,7 +100,8 @@ class Site:
     key: Any
     child_cls: type
     kind: str  # 'layer' (a Flax layer with a rule), 'user' (converted), 'kept' (wrapped),
-    # 'sequential' (nn.Sequential of layers with rules and functions)
+    # 'sequential' (nn.Sequential of layers with rules and functions), 'rnn' (nn.RNN and
+    # nn.Bidirectional with their cells)
     execs: list[tuple[Instance, ChildCall]]
     line: int
     base: str
@@ -113,6 +114,9 @@ class Site:
     # nn.Sequential sites: the layers' calls, and Linen child name -> index in ``layers``
     inner: list[tuple[Instance, ChildCall]] = field(default_factory=list)
     members: dict[str, int] = field(default_factory=dict)
+    # nn.RNN/nn.Bidirectional sites: Linen child name of a cell or inner RNN -> its NNX path
+    # below the site's attribute (``('forward_rnn', 'cell')``)
+    member_paths: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def calls_in(self, inst: Instance) -> list[ChildCall]:
         """The distinct children this site made in one instance, in call order."""

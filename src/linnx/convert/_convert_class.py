@@ -45,6 +45,7 @@ from ._cstutil import (
     unique,
 )
 from ._idioms import inline_helper, module_factory, static_site
+from ._rnn import add_rnn_calls, is_cell, is_recurrent, rnn_site
 from ._rules import Rule, nnx_function, nnx_kwargs, rule_for
 from ._sharding import annotation_call, is_axes_call
 from ._trace import ChildCall, Instance
@@ -143,6 +144,7 @@ class _Converter:
         self.emitted: set[int] = set()  # sites whose __init__ line is written
         self.method_calls: set[cst.Call] = set()  # `embed.attend(x)` on a named submodule
         self.inlined: dict[str, int] = {}  # factory helper -> constructions written in place
+        self.hoisted: set[int] = set()  # sites written where they are constructed (_rnn)
         for stmt in node.body.body:
             if isinstance(stmt, cst.FunctionDef):
                 self.taken.add(stmt.name.value)
@@ -323,10 +325,13 @@ class _Converter:
         conv = self
         assigns = _constructions(method)
 
+        ctors = set(assigns.values())
+
         class V(cst.CSTVisitor):
             def __init__(self) -> None:
                 self.loops = 0
                 self.fn = 0
+                self.loop_ctors: set[cst.Call] = set()
 
             def visit_For(self, node):
                 self.loops += 1
@@ -355,6 +360,8 @@ class _Converter:
                     self.fn -= 1
 
             def visit_Call(self, node):
+                if self.loops and node in ctors:
+                    self.loop_ctors.add(node)
                 execs = by_pos.pop(conv.pos_key(node), None)
                 f = node.func
                 if is_self_attr(f) and f.attr.value == "sow":
@@ -377,14 +384,25 @@ class _Converter:
                 if var is not None and var in assigns:
                     # `dense = nn.Dense(4)` ... `dense(x)`: one submodule, maybe called twice
                     ctor = assigns[var]
-                    if self.loops:
+                    # an RNN cell built before a loop and stepped inside it: created in
+                    # __init__ where the construction is (see _rnn._cell_site)
+                    hoist = (
+                        self.loops
+                        and ctor not in self.loop_ctors
+                        and all(is_cell(c.cls) for _, c in execs)
+                    )
+                    if self.loops and not hoist:
                         raise conv.fail("a named submodule is created in a loop", node)
                     site = conv.named.get(ctor)
                     if site is None:
                         site = conv.make_site(node, execs, False, ctor=ctor, var=var)
                         conv.named[ctor] = site
+                    elif site.kind == "rnn":
+                        add_rnn_calls(conv, site, execs, node)
                     else:
                         site.execs.extend(execs)
+                    if hoist:
+                        conv.hoisted.add(id(site))
                     conv.site_of[node] = site
                     return
                 conv.site_of[node] = conv.make_site(node, execs, self.loops > 0)
@@ -425,15 +443,21 @@ class _Converter:
 
         if any(c.cls is nn.Sequential for _, c in execs):
             return self.sequential_site(node, execs, in_loop, ctor, var)
+        if any(is_recurrent(c.cls) for _, c in execs):
+            return rnn_site(self, node, execs, in_loop, ctor, var)  # type: ignore[arg-type]
         classes = list(dict.fromkeys(c.cls for _, c in execs))
         if not execs:  # not reached by the examples: the class is in the source
             classes = [cast(type, module_factory(self, cast(cst.Call, node.func).func))]
         norule = [c for c in classes if c.__module__.startswith("flax.") and not rule_for(c)]
         if norule:
             raise self.fail(f"nn.{norule[0].__name__} has no conversion rule yet", node)
-        if len(classes) != 1 and not self.compatible(classes):
-            names = sorted(c.__name__ for c in classes)
-            raise self.fail(f"this call creates modules of several classes: {names}", node)
+        why = self.incompatible(classes) if len(classes) != 1 else None
+        if why is not None:
+            names = ", ".join(c.__name__ for c in classes)
+            raise self.fail(
+                f"this call creates modules of several classes ({names}) that one NNX call "
+                f"cannot build: {why}", node,
+            )  # fmt: skip
         child_cls: type = classes[0]
         rule = rule_for(child_cls)
         name_arg = None
@@ -535,20 +559,39 @@ class _Converter:
             inner=inner, members=members, named=var is not None,
         )  # fmt: skip
 
-    def compatible(self, classes: list[type]) -> bool:
-        """Several converted classes from one call (a ``block_cls`` field): same arguments."""
+    def incompatible(self, classes: list[type]) -> str | None:
+        """Why one call site cannot create these converted classes alike (a ``block_cls``
+        field given several classes by the examples), or None when it can: they must be
+        converted classes of the file taking the same size arguments and call arguments."""
         plans = []
         for c in classes:
-            if self.ctx.user_classes.get(c.__name__) is not c or c.__name__ not in self.ctx.plans:
-                return False
+            if self.ctx.user_classes.get(c.__name__) is not c:
+                flax_layer = c.__module__.startswith("flax.")
+                what = "a Flax layer, not a class" if flax_layer else "not a class"
+                return (
+                    f"{c.__name__} is {what} of the file: the class given at the construction "
+                    "sites would have to become an NNX one"
+                )
+            if c.__name__ not in self.ctx.plans:
+                return f"{c.__name__} stays Linen ({self.ctx.kept.get(c.__name__, 'kept')})"
             plans.append(self.ctx.plans[c.__name__])
         first = plans[0]
-        return all(
-            [s.name for s in p.size_params] == [s.name for s in first.size_params]
-            and p.removed_flags == first.removed_flags
-            and p.call_params == first.call_params
-            for p in plans[1:]
-        )
+        for p in plans[1:]:
+            a = [s.name for s in first.size_params]
+            b = [s.name for s in p.size_params]
+            if a != b:
+                return f"{first.name} takes the size arguments {a}, {p.name} {b}"
+            if p.removed_flags != first.removed_flags:
+                return (
+                    f"the call flags that became model.train()/model.eval() differ: "
+                    f"{first.name} {first.removed_flags}, {p.name} {p.removed_flags}"
+                )
+            if p.call_params != first.call_params:
+                return (
+                    f"their calls take other arguments: {first.name} {first.call_params}, "
+                    f"{p.name} {p.call_params}"
+                )
+        return None
 
     def name_sites(self, sites: Sequence[Site]) -> None:
         """Readable attribute names: ``name=`` as given, else the layer's kind (numbered)."""

@@ -420,6 +420,11 @@ class _Page:
         classes = sorted(r.converted, key=lambda c: c.line)
         toc = " &#183; ".join(f'<a href="#class-{_e(c.name)}">{_e(c.name)}</a>' for c in classes)
         notes = "".join(f'<p class="meta">{_e(n)}</p>' for n in r.notes)
+        notes += "".join(
+            f'<p class="meta">example <code>{_e(layer.example)}</code>: the model is a Flax '
+            f"layer, no class to rewrite; in NNX: <code>{_e(layer.nnx)}</code></p>"
+            for layer in r.layers
+        )  # fmt: skip
         nav = " &#183; ".join(
             f'<a href="#{k}">{v}</a>'
             for k, v in (("verification", "Verification"), ("classes", "Converted classes"),

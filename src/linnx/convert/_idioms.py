@@ -289,6 +289,17 @@ def _inside(node: cst.CSTNode) -> set[int]:
     return out
 
 
+def _passed(node: cst.CSTNode) -> set[int]:
+    out: set[int] = set()
+
+    class V(cst.CSTVisitor):
+        def visit_Arg(self, a):
+            out.add(id(a.value))
+
+    node.visit(V())
+    return out
+
+
 def check_unreached(b: Any, methods: list[cst.FunctionDef], handled: list[cst.CSTNode]) -> None:
     """Unsupported when a method of the class constructs a submodule that no example ran
     (it would stay Linen code inside an NNX method); ``handled`` holds the constructions
@@ -299,9 +310,12 @@ def check_unreached(b: Any, methods: list[cst.FunctionDef], handled: list[cst.CS
     for m in methods:
         if m.name.value in getattr(b, "dropped_helpers", ()):
             continue
+        passed = _passed(m)  # modules handed to another call (nn.RNN(cell)): its business
         for call in _calls(m):
-            if id(call) in done:
+            if id(call) in done or id(call) in passed:
                 continue
+            if any(a.keyword is not None and a.keyword.value == "parent" for a in call.args):
+                continue  # `parent=None`: a detached module, no submodule
             cls = module_factory(b, call.func)
             if cls is None:
                 continue

@@ -23,6 +23,7 @@ from ._convert_class import Context
 from ._cstutil import unique
 from ._errors import ConvertError, UnknownLayerError
 from ._idioms import mixin_conflicts, mixin_plans
+from ._rnn import child_name
 from ._sharding import is_axes_leaf
 from ._trace import Instance, Trace, iter_vars
 
@@ -126,7 +127,8 @@ def rewrite(
 ) -> Rewrite:
     """Converts every class the traces reached; see the module docstring."""
     module = cst.parse_module(source)
-    wrapper = cst.MetadataWrapper(module)
+    # The tree was just parsed here and nothing else holds it: no defensive deep copy.
+    wrapper = cst.MetadataWrapper(module, unsafe_skip_copy=True)
     positions = wrapper.resolve(PositionProvider)
     tree = wrapper.module
     user = _user_classes(mod)
@@ -185,9 +187,9 @@ def rewrite(
         if user.get(root_cls.__name__) is not root_cls:
             raise ConvertError(
                 f"--example {t.example.text!r}: the model is {root_cls.__module__}."
-                f"{root_cls.__name__}, not a class of {path}; there is nothing to convert.\n"
-                "Fix: construct one of the file's nn.Module classes in the example (a Flax "
-                "layer such as nn.Dense has a ready NNX counterpart, e.g. nnx.Linear).",
+                f"{root_cls.__name__}, neither a class of {path} nor a Flax layer of the "
+                "layer table (nn.Dense, nn.Conv, ...); there is nothing to convert.\n"
+                "Fix: construct one of the file's nn.Module classes in the example.",
                 path=path,
             )  # fmt: skip
         root = root_cls.__name__
@@ -397,6 +399,8 @@ def module_paths(
                 if site.kind == "sequential" and c.name in site.members:
                     owner = (*nnx_of[inst.path], site.attr, "layers")
                     nnx_of[c.path] = (*owner, str(site.members[c.name]))
+                elif site.kind == "rnn" and c.name in site.member_paths:
+                    nnx_of[c.path] = (*nnx_of[inst.path], site.attr, *site.member_paths[c.name])
                 elif site.is_list and site.index_from_name:
                     k = int(c.name.rsplit("_", 1)[1])
                     nnx_of[c.path] = (*nnx_of[inst.path], site.attr, str(k))
@@ -408,7 +412,7 @@ def module_paths(
                 if site.kind == "kept":
                     wrapped.add(c.path)
             else:
-                nnx_of[c.path] = (*nnx_of[inst.path], c.name)
+                nnx_of[c.path] = (*nnx_of[inst.path], child_name(inst.cls, c.name))
     return nnx_of, wrapped
 
 

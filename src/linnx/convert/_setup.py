@@ -16,6 +16,7 @@ from ._classes import Site, literal
 from ._convert_class import _BASE_NAMES
 from ._cstutil import code, dotted, is_self_attr, names_in, snake, targets
 from ._idioms import inline_helper
+from ._rnn import is_recurrent, setup_rnn
 from ._rules import IN, rule_for
 from ._sharding import axes_call
 
@@ -164,7 +165,9 @@ def _make_site(b, attr: str, ctor: cst.Call, execs) -> Site:
     (cls,) = classes
     rule = rule_for(cls)
     user = b.ctx.user_classes.get(cls.__name__)
-    if rule is not None:
+    if is_recurrent(cls):
+        kind = "rnn"
+    elif rule is not None:
         kind = "layer"
     elif user is cls and cls.__name__ in b.ctx.plans:
         kind = "user"
@@ -288,6 +291,8 @@ def _site_out(b, site: Site, ctor: cst.Call, in_t: str | None) -> str | None:
     if site.kind == "user":
         child = b.ctx.plans[site.child_cls.__name__]
         return b.child_out(child, site.child_cls, kw, {}, in_t)
+    if site.kind == "rnn":
+        return setup_rnn(b, site, ctor, in_t, emit=False)[1]
     return None
 
 
@@ -318,6 +323,9 @@ def _emit_site(b, site: Site, ctor: cst.Call, in_expr: str | None) -> None:
                               lambda c, i: _in_size(c, ctor, b),
                               "tuple[int, ...]" if _other_axis(site) else "int")  # fmt: skip
         b.emit(0, f"self.{site.attr} = {b.layer_ctor(site, rule, ctor, args_t, in_t)}")
+        return
+    if site.kind == "rnn":
+        b.emit(0, f"self.{site.attr} = {setup_rnn(b, site, ctor, in_expr, emit=True)[0]}")
         return
     if site.kind == "kept":
         lines = b.wrapped_ctor(site, ctor, {}, ctor)

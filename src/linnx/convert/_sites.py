@@ -26,6 +26,7 @@ from ._classes import (
     one_value,
 )
 from ._cstutil import code, dotted, identifier, is_self_attr, names_in, unique
+from ._rnn import lifted_method, rnn_call, rnn_ctor
 from ._rules import IN, Rule, nnx_kwargs, rule_for
 from ._sharding import axes_call, unwrap_annotation
 from ._trace import ChildCall, Instance
@@ -158,6 +159,8 @@ class _Compact(_Walker):
                 lines = [self.layer_ctor(site, rule, ctor, args_t, in_t)]
         elif site.kind == "sequential":
             lines, out = self.sequential_ctor(site, in_expr, env, dry)
+        elif site.kind == "rnn":
+            lines, out = rnn_ctor(self, site, node, in_expr, env, dry)
         elif site.kind == "user":
             child = self.ctx.plans[site.child_cls.__name__]
             drop_call_args.update(child.flag_args(node.args))
@@ -186,9 +189,7 @@ class _Compact(_Walker):
                 if sp.is_input:
                     in_t = None if dry else val
                 parts.append(f"{sp.name}={val}")
-            out = self.child_out(child, site.child_cls, kw, env, in_t)
-            outs = {self.ctx.plans[c.cls.__name__].out_expr for _, c in site.execs}
-            out = out if len(outs) == 1 else None
+            out = self.choice_out(site, env, in_t)
             if not dry:
                 func = self.init_expr(ctor.func, env, self.method_locals)
                 if func is None:
@@ -236,7 +237,7 @@ class _Compact(_Walker):
             return updated.with_changes(func=func, args=args)
 
         if not dry:
-            self.replacers[node] = replace
+            self.replacers[node] = rnn_call(self, site, node, replace)
 
     def sequential_ctor(self, site: Site, in_t, env, dry) -> tuple[list[str], str | None]:
         """``nnx.Sequential(...)`` of the converted layers, each sized by the one before it
@@ -328,6 +329,13 @@ class _Compact(_Walker):
         return f"{func}({', '.join(parts)})"
 
     def wrapped_ctor(self, site: Site, ctor: cst.Call, env, node) -> list[str]:
+        if lifted_method(site.child_cls):
+            name = site.child_cls.__name__
+            raise self.fail(
+                f"{name} stays Linen ({self.ctx.kept.get(name, 'not converted')}) and its "
+                "__call__ is a Linen lifted transform: the example shows its inputs one step "
+                "at a time, so linnx.ToNNX cannot be given sample inputs", node,
+            )  # fmt: skip
         parts = []
         for a in ctor.args:
             if a.keyword is not None and a.keyword.value == "name":
@@ -337,7 +345,9 @@ class _Compact(_Walker):
                 raise self.fail("the wrapped module's arguments depend on call data", node)
             parts.append(f"{a.keyword.value}={t}" if a.keyword else t)
         func = self.init_expr(ctor.func, env, self.method_locals)
-        call = site.execs[0][1]
+        # the sample inputs of lazy_init: a __call__ (the parent may call another method
+        # first, e.g. the SST-2 LSTM's initialize_carry)
+        call = next((c for _, c in site.execs if c.method == "__call__"), site.execs[0][1])
         samples = [_sample(v, self, node) for v in call.args]
         samples += [f"{k}={_sample(v, self, node)}" for k, v in call.kwargs.items()]
         reason = self.ctx.kept.get(site.child_cls.__name__, "kept as Linen")
@@ -347,6 +357,28 @@ class _Compact(_Walker):
             f"# TODO(linnx convert): {site.child_cls.__name__} stays Linen: {reason}",
             f"linnx.ToNNX({func}({', '.join(parts)}), rngs=rngs).lazy_init({', '.join(samples)})",
         ]
+
+    def choice_out(self, site: Site, env, in_t) -> str | None:
+        """The output size of a user-class site; when the examples gave the site several
+        classes (a ``block_cls`` field) whose outputs differ, a choice on the class:
+        ``(self.filters * 4 if self.block_cls is Bottleneck else self.filters)``."""
+        classes = list(dict.fromkeys(c.cls for _, c in site.execs))
+        outs: list[str] = []
+        for cls in classes:
+            plan = self.ctx.plans[cls.__name__]
+            out = self.child_out(plan, cls, self.arg_fields(site.ctor, cls), env, in_t)
+            if out is None:
+                return None
+            outs.append(out)
+        if len(set(outs)) == 1:
+            return outs[0]
+        func = self.init_expr(site.ctor.func, env, self.method_locals)
+        if func is None or not re.fullmatch(r"[\w.]+", func):
+            return None
+        text = outs[-1]
+        for cls, out in reversed(list(zip(classes[:-1], outs[:-1], strict=True))):
+            text = f"{out} if {func} is {cls.__name__} else {text}"
+        return f"({text})"
 
     def child_out(self, child, child_cls, kw, env, in_t) -> str | None:
         """The child's output size, its fields replaced by this call's arguments."""

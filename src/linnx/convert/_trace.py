@@ -52,6 +52,7 @@ class ChildCall:
     frame_qualname: str | None
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    method: str = "__call__"  # the child's method that was called
 
 
 @dataclass
@@ -240,7 +241,7 @@ def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -
                 parent.calls.append(ChildCall(
                     path=path, name=path[-1], cls=type(module), module=module, pos=pos,
                     frame_qualname=qual, args=_abstract(tuple(args)),
-                    kwargs=_abstract(dict(kwargs)),
+                    kwargs=_abstract(dict(kwargs)), method=context.method_name,
                 ))  # fmt: skip
         running.append(path)
         try:

@@ -86,7 +86,6 @@ def filled(abstract: Any, seed: int = 0) -> Any:
     variables (counters) zero.
     """
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -95,15 +94,16 @@ def filled(abstract: Any, seed: int = 0) -> Any:
         name = str(getattr(path[-1], "key", path[-1])) if path else ""
         dtype = np.dtype(a.dtype)
         if not np.issubdtype(dtype, np.floating):
-            return jnp.asarray(np.zeros(a.shape, dtype))
+            return jax.device_put(np.zeros(a.shape, dtype))
         fan_in = int(np.prod(a.shape[:-1])) if len(a.shape) >= 2 else 1
         x = rng.standard_normal(a.shape) / np.sqrt(max(fan_in, 1))
         if name in ("scale", "var"):
             x = 1.0 + 0.1 * np.abs(rng.standard_normal(a.shape))
         elif len(a.shape) < 2:
             x = 0.1 * rng.standard_normal(a.shape)
-        # Drawn on the host and put on the device: no per-shape XLA program compiled here.
-        return jnp.asarray(np.asarray(x, dtype))
+        # Drawn on the host and put on the device (device_put: jnp.asarray would compile a
+        # staging program per shape).
+        return jax.device_put(np.asarray(x, dtype))
 
     return jax.tree_util.tree_map_with_path(leaf, abstract)
 
@@ -129,29 +129,42 @@ def _concrete(model: Any) -> Any:
 def check_example(
     trace: Trace,
     dst: types.ModuleType,
-    root: ClassPlan,
+    root: ClassPlan | None,
     path_map: dict[str, str],
     *,
     keep_signatures: bool,
     atol: float,
     rtol: float,
     module_map: tuple[dict, set] | None = None,
+    layer_ctor: str | None = None,
 ) -> ExampleCheck:
-    """Builds both models for one example, moves the weights and compares the outputs."""
+    """Builds both models for one example, moves the weights and compares the outputs.
+
+    ``root`` is the plan of the example's class; for an example whose model is a Flax layer
+    (``root`` None), ``layer_ctor`` is the NNX construction to build and the call's
+    arguments are passed to both sides as written.
+    """
     from flax import nnx
 
-    from .. import migrate
-
     ex = trace.example
-    largs, lkw, nargs, nkw = call_arguments(trace, root, keep_signatures)
-    ctor, _, _, _ = parse_example(ex.text)
-    sizes = []  # the example's own input sizes, where they differ from the defaults
-    for sp in root.size_params:
-        value = literal(sp.resolve(trace.instances[()]))
-        if value is not None and value != sp.default:
-            sizes.append(ast.keyword(sp.name, ast.parse(value, mode="eval").body))
-    rngs = ast.keyword("rngs", ast.parse("nnx.Rngs(0)", mode="eval").body)
-    ctor = ast.Call(func=ctor.func, args=ctor.args, keywords=[*ctor.keywords, *sizes, rngs])
+    if root is None:
+        assert layer_ctor is not None
+        largs, lkw, nargs, nkw = list(ex.args), dict(ex.kwargs), list(ex.args), dict(ex.kwargs)
+        ctor = ast.parse(layer_ctor, mode="eval").body
+        train = False  # no flag became model.train(): the call's own arguments choose the mode
+    else:
+        largs, lkw, nargs, nkw = call_arguments(trace, root, keep_signatures)
+        ctor, _, _, _ = parse_example(ex.text)
+        sizes = []  # the example's own input sizes, where they differ from the defaults
+        for sp in root.size_params:
+            value = literal(sp.resolve(trace.instances[()]))
+            if value is not None and value != sp.default:
+                sizes.append(ast.keyword(sp.name, ast.parse(value, mode="eval").body))
+        rngs = ast.keyword("rngs", ast.parse("nnx.Rngs(0)", mode="eval").body)
+        ctor = ast.Call(func=ctor.func, args=ctor.args, keywords=[*ctor.keywords, *sizes, rngs])
+        # Train mode matters for BatchNorm statistics; dropout is off on both sides there.
+        flags = [k for k in lkw if k in root.removed_flags or keep_signatures]
+        train = bool(flags) and "batch_stats" in trace.variables
     ast.fix_missing_locations(ctor)
     ns = example_namespace(dst)
     ns["nnx"] = nnx
@@ -167,11 +180,31 @@ def check_example(
                             f"{type(e).__name__}: {e}")  # fmt: skip
     if largs != nargs:  # pragma: no cover - positional flags are moved to keywords above
         raise AssertionError("internal: positional arguments differ")
+    return _compare(trace, model, (largs, lkw, nargs, nkw), path_map, train=train,
+                    keep_signatures=keep_signatures, atol=atol, rtol=rtol,
+                    module_map=module_map)  # fmt: skip
+
+
+def _compare(
+    trace: Trace,
+    model: Any,
+    call: tuple[list, dict, list, dict],
+    path_map: dict[str, str],
+    *,
+    train: bool,
+    keep_signatures: bool,
+    atol: float,
+    rtol: float,
+    module_map: tuple[dict, set] | None,
+) -> ExampleCheck:
+    from flax import nnx
+
+    from .. import migrate
+
+    ex = trace.example
+    largs, lkw, nargs, nkw = call
     variables = filled(trace.variables)
-    # Train mode matters for BatchNorm statistics; dropout is off on both sides there anyway.
     method = None if ex.method == "__call__" else ex.method
-    flags = [k for k in lkw if k in root.removed_flags or keep_signatures]
-    train = bool(flags) and "batch_stats" in variables
     try:
         with warnings.catch_warnings():
             # match and verify call the model outside nnx.capture, where today's Flax

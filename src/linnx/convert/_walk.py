@@ -95,7 +95,8 @@ class _Walker(_Converter):
         class V(cst.CSTVisitor):
             def visit_Call(self, n):
                 nonlocal found
-                if n in conv.site_of or conv.is_var_call(n):
+                site = conv.site_of.get(n)
+                if (site is not None and id(site) not in conv.hoisted) or conv.is_var_call(n):
                     found = True
 
         node.visit(V())
@@ -110,7 +111,10 @@ class _Walker(_Converter):
 
         node.visit(V())
         for c in calls:
-            if c in self.site_of:
+            if c in self.named and id(self.named[c]) in self.hoisted:
+                # a cell stepped in a loop: written to __init__ at its construction
+                self.process_site(self.named[c].key, env, ind, dry, loops, conds)
+            elif c in self.site_of:
                 self.process_site(c, env, ind, dry, loops, conds)
             elif self.is_var_call(c):
                 self.process_var(c, env, ind, dry, loops)
