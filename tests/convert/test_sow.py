@@ -112,3 +112,27 @@ def test_sow_into_a_collection_named_by_a_variable_keeps_the_class_as_linen():
     (kept,) = result.kept
     assert kept.name == "Inner" and kept.line == 10
     assert "other than a literal 'intermediates'" in kept.reason
+
+
+def test_a_kept_class_that_sows_into_a_collection_init_keeps_verifies():
+    # Linen's init keeps every collection but 'intermediates': the sown 'losses' tuple is in
+    # the variables, and ToNNX keeps it as a tuple of variables. Neither is a weight (this
+    # failed with "AttributeError: 'tuple' object has no attribute 'shape'" before).
+    source = (
+        "import flax.linen as nn\n\n\n"
+        "class Inner(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        self.sow('losses', 'l2', (x ** 2).sum())\n"
+        "        return nn.Dense(2)(x)\n\n\n"
+        "class Net(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return Inner()(nn.Dense(3)(x))\n"
+    )
+    result = convert.convert_source(source, ["Net()(jnp.ones((1, 4)))"])
+    assert result.ok, result.report()
+    assert [k.name for k in result.kept] == ["Inner"]
+    (check,) = result.checks
+    assert check.weights == 4  # the two Dense layers; the sown value is no weight
+    assert "Inner_0/l2" not in result.path_map

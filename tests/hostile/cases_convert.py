@@ -477,4 +477,25 @@ def _(env):
     return _convert(env, source, ["Net()(jnp.ones((2, 5, 3)))"])
 
 
+@case(
+    "root-class-asks-for-a-cache-it-never-creates",
+    convert.ConvertError,
+    r"model\.py:\d+: the example's model class Decoder cannot be converted: "
+    r"self\.has_variable\('cache', 'cached_key'\): this class creates no such cache variable",
+    r"rewrite that part of Decoder",
+)
+def _(env):
+    source = (
+        "import flax.linen as nn\n\n\n"
+        "class Decoder(nn.Module):\n"
+        "    decode: bool = False\n\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        if self.decode and self.has_variable('cache', 'cached_key'):\n"
+        "            x = x * 2\n"
+        "        return nn.Dense(3)(x)\n"
+    )
+    return _convert(env, source, ["Decoder()(jnp.ones((1, 4)))"])
+
+
 CASES = table.cases

@@ -235,7 +235,10 @@ def convert_source(
         ) from e  # fmt: skip
     dst_mod = None
     try:
-        traces = [trace(build_example(text, mod), mod, ()) for text in examples]
+        from ._rng import stream_names
+
+        streams = stream_names(source)  # make_rng names, given to the trace
+        traces = [trace(build_example(text, mod), mod, streams) for text in examples]
         # An example whose model is a Flax layer (nn.Dense(10)) has no class to rewrite.
         layer_of = {i: convert_layer(t) for i, t in enumerate(traces) if is_layer_root(t)}
         class_traces = [t for i, t in enumerate(traces) if i not in layer_of]

@@ -19,6 +19,7 @@ from ._classes import ClassPlan, Unsupported, literal
 from ._convert_class import Context
 from ._cstutil import code, dotted, is_self_attr, names_in, targets
 from ._idioms import check_unreached, mixin_bases, mixin_fields, unused_helpers
+from ._rng import CONVERTED_API
 from ._rnn import claim_time_scan
 from ._sites import _Compact
 from ._trace import Instance
@@ -109,8 +110,17 @@ class _Builder(_Compact):
                     return updated
                 return cst.FlattenSentinel([*(cst.parse_statement(e) for e in extra), updated])
 
+            def leave_SimpleStatementLine(self, original, updated):
+                new = conv.cache_statement(original, updated)  # decode caches (_cache.py)
+                extra = inserts.get(original)
+                if not extra:
+                    return new
+                return cst.FlattenSentinel([*(cst.parse_statement(e) for e in extra), new])
+
         new = cast(cst.FunctionDef, method.visit(T()))  # T leaves the FunctionDef itself
         new = cast(cst.FunctionDef, conv.to_nnx_refs(new))
+        new = conv.cache_values(new)
+        new = conv.drop_init_branches(new)
         decorators = [
             d for d in new.decorators
             if (dotted(d.decorator) or "").split(".")[-1] not in ("compact", "nowrap")
@@ -191,9 +201,9 @@ class _Builder(_Compact):
         return head + "\n" + "".join(f"    {b}\n" for b in body)
 
     def check_transforms(self) -> None:
-        """Linen's lifted transforms (nn.scan, nn.remat...) and the Linen-only module API
-        (``self.make_rng``...) are not converted yet; ``self.sow`` into ``'intermediates'``
-        is."""
+        """Linen's lifted transforms (nn.scan, nn.remat...) and the rest of the Linen-only
+        module API (``self.put_variable``...) are not converted yet; ``self.sow`` into
+        ``'intermediates'``, ``make_rng``, ``is_initializing`` and the cache queries are."""
         from flax import linen as nn
 
         from ._rules import LIFTED
@@ -208,6 +218,8 @@ class _Builder(_Compact):
                 f = node.func
                 if is_self_attr(f) and f.attr.value == "sow":
                     conv.convert_sow(node)
+                elif is_self_attr(f) and f.attr.value in CONVERTED_API:
+                    conv.convert_api_call(node)
                 elif is_self_attr(f) and f.attr.value in _LINEN_API:
                     raise conv.fail(f"self.{f.attr.value}(...) is not converted yet", node)
 
@@ -236,6 +248,7 @@ class _Builder(_Compact):
         elif setup is not None:
             from ._setup import convert_setup
 
+            self.check_setup_caches(setup)  # _cache.py
             new_methods.update(convert_setup(self, setup))
         else:
             self.plan.call_params = []
@@ -247,9 +260,11 @@ class _Builder(_Compact):
              if isinstance(n, cst.CSTNode)],
         )  # fmt: skip
         self.finish_size_params()
+        self.stream_lines()  # make_rng streams (_rng.py)
         init = cst.parse_statement(self.init_text(fields))
         body: list[cst.BaseStatement | cst.BaseSmallStatement] = []
         placed = False
+        call: cst.FunctionDef | None = None
         for stmt in self.node.body.body:
             if isinstance(stmt, cst.SimpleStatementLine) and any(
                 isinstance(s, cst.AnnAssign) and isinstance(s.target, cst.Name)
@@ -268,6 +283,8 @@ class _Builder(_Compact):
                     out = new_methods[stmt]
                 else:
                     out = self.rewrite_method(stmt, drop_mirrored=False)
+                if out is not None and out.name.value == "__call__":
+                    call = out
                 if out is not None:
                     if first:
                         out = out.with_changes(leading_lines=[cst.EmptyLine(indent=False)])
@@ -276,6 +293,9 @@ class _Builder(_Compact):
             body.append(stmt)
         if not placed:
             body.append(init)
+        init_cache = self.init_cache_method(call)  # decode caches (_cache.py)
+        if init_cache is not None:
+            body.append(init_cache)
         node = self.node.with_changes(
             bases=[cst.Arg(cst.parse_expression(b)) for b in self.plan.mixins or ["nnx.Module"]],
             body=self.node.body.with_changes(body=body),

@@ -142,6 +142,7 @@ class ClassPlan:
     out_expr: str | None = None
     var_classes: dict[str, str] = field(default_factory=dict)  # collection -> class name
     needs: set[str] = field(default_factory=set)  # extra imports: 'linnx', 'jnp'
+    has_cache: bool = False  # holds a decode cache (see _cache.py): gets init_cache()
     wrapped_children: list[tuple[str, str, int]] = field(default_factory=list)
     mixins: list[str] = field(default_factory=list)  # the file's mixin bases of the class
 

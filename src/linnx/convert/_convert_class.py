@@ -45,6 +45,7 @@ from ._cstutil import (
     unique,
 )
 from ._idioms import inline_helper, module_factory, static_site
+from ._rng import CONVERTED_API
 from ._rnn import add_rnn_calls, is_cell, is_recurrent, rnn_site
 from ._rules import Rule, nnx_function, nnx_kwargs, rule_for
 from ._sharding import annotation_call, is_axes_call
@@ -366,6 +367,8 @@ class _Converter:
                 f = node.func
                 if is_self_attr(f) and f.attr.value == "sow":
                     conv.convert_sow(node)
+                elif is_self_attr(f) and f.attr.value in CONVERTED_API:
+                    conv.convert_api_call(node)
                 elif is_self_attr(f) and f.attr.value in _LINEN_API:
                     raise conv.fail(f"self.{f.attr.value}(...) is not converted yet", node)
                 if execs is None and not self.loops and not self.fn:

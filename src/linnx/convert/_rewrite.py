@@ -418,11 +418,14 @@ def module_paths(
 
 def path_map(trace: Trace, plans: dict[str, ClassPlan], user: dict[str, type]) -> dict[str, str]:
     """Linen variable path (without the collection) -> NNX variable path, for one example."""
+    from ..migrate._record import non_weight_leaf
+
     nnx_of, wrapped = module_paths(trace, plans, user)
     out: dict[str, str] = {}
     for (col, *rest), leaf in iter_vars(trace.variables):
-        if is_axes_leaf(leaf):  # params_axes (param_with_axes): NNX keeps them on the Param
-            continue
+        if is_axes_leaf(leaf) or non_weight_leaf(leaf) is not None or col == "cache":
+            continue  # params_axes (param_with_axes): NNX keeps them on the Param; values
+            # sown into a collection that init keeps ('losses'): no weight
         owner, name = tuple(rest[:-1]), rest[-1]
         w = next((w for w in wrapped if owner[: len(w)] == w), None)
         if w is not None:

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import libcst as cst
 
+from ._cache import CacheMixin, is_cache_var
 from ._classes import (
     VAR_TYPES,
     Site,
@@ -26,6 +27,7 @@ from ._classes import (
     one_value,
 )
 from ._cstutil import code, dotted, identifier, is_self_attr, names_in, unique
+from ._rng import RngMixin
 from ._rnn import lifted_method, rnn_call, rnn_ctor
 from ._rules import IN, Rule, nnx_kwargs, rule_for
 from ._sharding import axes_call, unwrap_annotation
@@ -35,7 +37,7 @@ from ._walk import _Walker
 __all__ = ["_Compact"]
 
 
-class _Compact(_Walker):
+class _Compact(CacheMixin, RngMixin, _Walker):
     """``@nn.compact`` classes (and the shared site/variable handling)."""
 
     # -- one submodule call site -------------------------------------------------------------
@@ -157,6 +159,8 @@ class _Compact(_Walker):
                 out = literal(field_default(site.child_cls, rule.out or ""))
             if not dry:
                 lines = [self.layer_ctor(site, rule, ctor, args_t, in_t)]
+                if "decode" in args_t:
+                    self.attention_decode(site, node, env, self.method_locals)
         elif site.kind == "sequential":
             lines, out = self.sequential_ctor(site, in_expr, env, dry)
         elif site.kind == "rnn":
@@ -422,6 +426,8 @@ class _Compact(_Walker):
     # -- self.param / self.variable ----------------------------------------------------------
 
     def process_var(self, node: cst.Call, env, ind, dry, loops, attr: str | None = None) -> None:
+        if is_cache_var(node):
+            return self.process_cache_var(node, env, ind, dry, loops)
         if dry:
             return
         if loops:
