@@ -61,9 +61,15 @@ def train_both(
     method = getattr(type(linen_model), linen_method) if linen_method else None
     variables = linen_model.init(jax.random.key(0), *args, **lkw, method=method)
     plan = migrate.match(
-        linen_model, nnx_model, *args, linen_kwargs=lkw, nnx_kwargs=nkw, rename=dict(path_map),
-        linen_method=linen_method, nnx_method=linen_method,
-    )  # fmt: skip
+        linen_model,
+        nnx_model,
+        *args,
+        linen_kwargs=lkw,
+        nnx_kwargs=nkw,
+        rename=dict(path_map),
+        linen_method=linen_method,
+        nnx_method=linen_method,
+    )
     nnx_model = migrate.linen_to_nnx(variables, nnx_model, plan)
     nnx_model.eval()
 
@@ -130,10 +136,11 @@ def example_models(
     lkw = {k.arg: ev(k.value) for k in call.keywords}
     ckw = {k.arg: ev(k.value) for k in ctor.keywords}
     ckw = {
-        k: getattr(nnx_mod, v.__name__) if isinstance(v, type) and hasattr(nnx_mod, v.__name__)
+        k: getattr(nnx_mod, v.__name__)
+        if isinstance(v, type) and hasattr(nnx_mod, v.__name__)
         else v
         for k, v in ckw.items()
-    }  # fmt: skip
+    }
     cls = getattr(nnx_mod, type(linen_model).__name__)
     nnx_model = cls(*[ev(a) for a in ctor.args], **ckw, rngs=nnx.Rngs(0))
     dropped = {f for c in result.converted for f in c.dropped_flags}

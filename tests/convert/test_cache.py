@@ -98,9 +98,10 @@ def test_greedy_decoding_gives_the_linen_tokens(result, tmp_path):
         for p, v in nnx.to_flat_state(nnx.state(model, nnx.Cache))
     }
     linen_caches = {
-        "/".join(p): v.shape for p, v in jax.tree_util.tree_flatten_with_path(
-            variables["cache"])[0] for p in [tuple(str(k.key) for k in p)]
-    }  # fmt: skip
+        "/".join(p): v.shape
+        for p, v in jax.tree_util.tree_flatten_with_path(variables["cache"])[0]
+        for p in [tuple(str(k.key) for k in p)]
+    }
     assert sorted(caches.values()) == sorted(linen_caches.values())
     assert len(caches) == 3 + 3  # the cached self-attention, the nnx.MultiHeadAttention
 
@@ -111,9 +112,12 @@ def test_greedy_decoding_gives_the_linen_tokens(result, tmp_path):
     model.init_cache(src, full)
     logits = model.decode(model.encode(src), start)
     linen_logits, _ = linen.apply(
-        variables, linen.apply(variables, src, method="encode"), start, method="decode",
+        variables,
+        linen.apply(variables, src, method="encode"),
+        start,
+        method="decode",
         mutable=["cache"],
-    )  # fmt: skip
+    )
     np.testing.assert_allclose(logits, linen_logits, atol=1e-5, rtol=1e-5)
     # init_cache starts over: the index goes back to 0 and the first step repeats
     attention = model.decoder.decoder_layers[0].cached_self_attention
@@ -125,8 +129,9 @@ def test_greedy_decoding_gives_the_linen_tokens(result, tmp_path):
 
 def test_the_converted_model_trains_like_linen(result, tmp_path):
     linen, model, args, lkw, nkw = example_models(SOURCE, result, EXAMPLE, tmp_path)
-    losses_linen, losses_nnx = train_both(linen, model, result.path_map, args,
-                                          linen_kwargs=lkw, nnx_kwargs=nkw)  # fmt: skip
+    losses_linen, losses_nnx = train_both(
+        linen, model, result.path_map, args, linen_kwargs=lkw, nnx_kwargs=nkw
+    )
     np.testing.assert_allclose(losses_nnx, losses_linen, rtol=1e-5)
     assert losses_linen[-1] < losses_linen[0]
 
@@ -182,15 +187,14 @@ _SETUP = (
     ],
     ids=["other-collection", "in-a-loop", "keyword-arguments", "decode-from-call",
          "setup-has-variable", "setup-attention-decode"],
-)  # fmt: skip
+)  # fmt: skip  # a table: one case a row, its source text over its reason
 def test_cache_code_that_does_not_convert_keeps_the_class_as_linen(inner, reason):
     source = (
-        "import flax.linen as nn\nimport jax.numpy as jnp\n\n\n" + inner
-        + "class Net(nn.Module):\n"
+        "import flax.linen as nn\nimport jax.numpy as jnp\n\n\n" + inner + "class Net(nn.Module):\n"
         "    @nn.compact\n"
         "    def __call__(self, x):\n"
         "        return Inner()(nn.Dense(4)(x))\n"
-    )  # fmt: skip
+    )
     result = convert.convert_source(source, ["Net()(jnp.ones((1, 3, 4)))"])
     assert result.ok, result.report()
     (kept,) = result.kept

@@ -47,9 +47,9 @@ def test_converted_model_sows_readable_with_capture(tmp_path):
     _, sown = nnx.capture(nnx.Intermediate)(lambda m, x: m(x))(model, jnp.ones((2, 5, 8)))
     paths = {tuple(str(k) for k in p) for p, _ in nnx.to_flat_state(sown)}
     assert paths == {
-        ("final",), *((b, str(i), n) for b in ["mlp_blocks"] for i in range(2)
-                      for n in ("hidden", "norm_sum")),
-    }  # fmt: skip
+        ("final",),
+        *((b, str(i), n) for b in ["mlp_blocks"] for i in range(2) for n in ("hidden", "norm_sum")),
+    }
     hidden = sown["mlp_blocks"][0]["hidden"].get_value()
     assert isinstance(hidden, tuple) and hidden[0].shape == (2, 5, 16)  # appended, as Linen
     assert sown["mlp_blocks"][1]["norm_sum"].get_value().shape == ()  # reduced by reduce_fn
@@ -76,8 +76,9 @@ def test_a_different_sown_value_fails_the_comparison():
     call = ([x], {}, [x], {})
     maps = ({(): ()}, set())
     assert compare_intermediates(_LinenSows(), {}, _NNXSows(1.0), call, maps, 1e-5, 1e-5) == (
-        1, None,
-    )  # fmt: skip
+        1,
+        None,
+    )
     count, error = compare_intermediates(_LinenSows(), {}, _NNXSows(2.0), call, maps, 1e-5, 1e-5)
     assert count == 0 and "the sown intermediate h differs" in error
 

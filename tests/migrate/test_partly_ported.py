@@ -132,8 +132,11 @@ def test_values_a_tonnx_part_sows_into_a_kept_collection_are_no_weights():
     model = linnx.lazy_init(PortedHeadSowingBody(nnx.Rngs(0)), x)
     plan = migrate.match(LinenWithSowingPart(), model, x)
     assert sorted(p.nnx for p in plan.pairs) == [
-        "body/params/Dense_0/bias", "body/params/Dense_0/kernel", "head/bias", "head/kernel",
-    ]  # fmt: skip
+        "body/params/Dense_0/bias",
+        "body/params/Dense_0/kernel",
+        "head/bias",
+        "head/kernel",
+    ]
     model = migrate.linen_to_nnx(variables, model, plan)
     np.testing.assert_allclose(model(x), LinenWithSowingPart().apply(variables, x), rtol=1e-6)
     back = migrate.nnx_to_linen(model, plan)

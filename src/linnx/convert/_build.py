@@ -61,8 +61,11 @@ class _Builder(_Compact):
             decos = [dotted(d.decorator) for d in stmt.decorators]
             if any(d and d.endswith("compact") for d in decos):
                 if stmt.name.value != "__call__":
-                    raise self.fail(f"@nn.compact on {stmt.name.value}() (only __call__ is "
-                                    "converted in this version)", stmt)  # fmt: skip
+                    raise self.fail(
+                        f"@nn.compact on {stmt.name.value}() (only __call__ is "
+                        "converted in this version)",
+                        stmt,
+                    )
                 compact = stmt
             elif stmt.name.value == "setup":
                 setup = stmt
@@ -122,9 +125,10 @@ class _Builder(_Compact):
         new = conv.cache_values(new)
         new = conv.drop_init_branches(new)
         decorators = [
-            d for d in new.decorators
+            d
+            for d in new.decorators
             if (dotted(d.decorator) or "").split(".")[-1] not in ("compact", "nowrap")
-        ]  # fmt: skip
+        ]
         params = _drop_params(new.params, self.removed)
         new = new.with_changes(decorators=decorators, params=params)
         if drop_mirrored:
@@ -136,9 +140,9 @@ class _Builder(_Compact):
                 and body[0].leading_lines
                 and not cast("_Stmt", method.body.body[0]).leading_lines
             ):
-                body[0] = body[0].with_changes(leading_lines=[
-                    ln for ln in body[0].leading_lines if ln.comment is not None
-                ])  # fmt: skip
+                body[0] = body[0].with_changes(
+                    leading_lines=[ln for ln in body[0].leading_lines if ln.comment is not None]
+                )
                 new = new.with_changes(body=new.body.with_changes(body=body))
         return new
 
@@ -267,9 +271,11 @@ class _Builder(_Compact):
         call: cst.FunctionDef | None = None
         for stmt in self.node.body.body:
             if isinstance(stmt, cst.SimpleStatementLine) and any(
-                isinstance(s, cst.AnnAssign) and isinstance(s.target, cst.Name)
-                and s.target.value in self.fields for s in stmt.body
-            ):  # fmt: skip
+                isinstance(s, cst.AnnAssign)
+                and isinstance(s.target, cst.Name)
+                and s.target.value in self.fields
+                for s in stmt.body
+            ):
                 continue
             if isinstance(stmt, cst.FunctionDef) and stmt.name.value in self.dropped_helpers:
                 continue
@@ -492,11 +498,15 @@ def _drop_unused_assignments(method: cst.FunctionDef, names: set[str]) -> cst.Fu
     class Drop(cst.CSTTransformer):
         def leave_SimpleStatementLine(self, original, updated):
             keep = [
-                s for s in updated.body
-                if not (isinstance(s, cst.Assign) and len(s.targets) == 1
-                        and set(targets(s.targets[0].target)) <= dead
-                        and targets(s.targets[0].target))
-            ]  # fmt: skip
+                s
+                for s in updated.body
+                if not (
+                    isinstance(s, cst.Assign)
+                    and len(s.targets) == 1
+                    and set(targets(s.targets[0].target)) <= dead
+                    and targets(s.targets[0].target)
+                )
+            ]
             if not keep:
                 return cst.RemoveFromParent()
             return updated.with_changes(body=keep)

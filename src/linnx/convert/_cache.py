@@ -53,9 +53,12 @@ def is_cache_var(node: cst.Call) -> bool:
     """``self.variable('cache', ...)``."""
     f = node.func
     return (
-        is_self_attr(f) and f.attr.value == "variable" and bool(node.args)
-        and node.args[0].keyword is None and _str(node.args[0].value) == "cache"
-    )  # fmt: skip
+        is_self_attr(f)
+        and f.attr.value == "variable"
+        and bool(node.args)
+        and node.args[0].keyword is None
+        and _str(node.args[0].value) == "cache"
+    )
 
 
 class CacheMixin:
@@ -121,8 +124,9 @@ class CacheMixin:
         args = node.args
         strs = [_str(a.value) if a.keyword is None and not a.star else None for a in args]
         if not strs or strs[0] != "cache":
-            raise self.fail(f"{what} of a collection other than a literal 'cache' is not "
-                            "converted yet", node)  # fmt: skip
+            raise self.fail(
+                f"{what} of a collection other than a literal 'cache' is not converted yet", node
+            )
         if f.attr.value == "is_mutable_collection":
             if len(args) != 1:
                 raise self.fail(f"{what} with more than the collection name", node)
@@ -135,8 +139,9 @@ class CacheMixin:
         if strs[1] not in attrs:
             raise self.fail(
                 f"self.has_variable('cache', {strs[1]!r}): this class creates no such cache "
-                "variable", node,
-            )  # fmt: skip
+                "variable",
+                node,
+            )
         attr = attrs[strs[1]]
         self.plan.has_cache = True
         self.replacers[node] = lambda updated: cst.parse_expression(f"self.{attr} is not None")
@@ -144,8 +149,9 @@ class CacheMixin:
     # -- self.variable('cache', ...) -----------------------------------------------------------
 
     def process_cache_var(self, node: cst.Call, env, ind, dry, loops) -> None:
-        if any(isinstance(s, cst.FunctionDef) and s.name.value == "setup"
-               for s in self.node.body.body):  # fmt: skip
+        if any(
+            isinstance(s, cst.FunctionDef) and s.name.value == "setup" for s in self.node.body.body
+        ):
             raise self.fail("a cache variable in a setup() class is not converted yet", node)
         if dry:
             return
@@ -155,8 +161,9 @@ class CacheMixin:
         if any(a.keyword is not None or a.star for a in args) or len(args) < 3:
             raise self.fail(
                 "self.variable('cache', ...) without a literal name and an init function "
-                "(keyword arguments are not converted yet)", node,
-            )  # fmt: skip
+                "(keyword arguments are not converted yet)",
+                node,
+            )
         name = _str(args[1].value)
         if name is None:
             raise self.fail("self.variable('cache', ...) without a literal name", node)
@@ -195,15 +202,21 @@ class CacheMixin:
         if self.init_expr(decode, env, method_locals) is None:
             raise self.fail(
                 "decode= of an attention layer set from call data (NNX takes it in __init__ "
-                "or as the call's decode=) is not converted yet", node,
-            )  # fmt: skip
+                "or as the call's decode=) is not converted yet",
+                node,
+            )
         if site.is_list or site.named:
-            raise self.fail("an attention layer with decode= built in a loop or in a statement "
-                            "of its own is not converted yet", node)  # fmt: skip
+            raise self.fail(
+                "an attention layer with decode= built in a loop or in a statement "
+                "of its own is not converted yet",
+                node,
+            )
         line = self.cache_scan()["line_of"].get(node)
         if line is None or len(line.body) != 1 or not node.args or node.args[0].keyword:
-            raise self.fail("an attention layer with decode= called inside another statement "
-                            "than a plain line", node)  # fmt: skip
+            raise self.fail(
+                "an attention layer with decode= called inside another statement than a plain line",
+                node,
+            )
         self.plan.has_cache = True
         self.cache_scan()["attention"][line] = (node, site)
 
@@ -223,8 +236,11 @@ class CacheMixin:
                 for a in n.args:
                     if a.keyword is not None and a.keyword.value == "decode":
                         if not (isinstance(a.value, cst.Name) and a.value.value == "False"):
-                            raise conv.fail("an attention layer with decode= built in setup() "
-                                            "is not converted yet", n)  # fmt: skip
+                            raise conv.fail(
+                                "an attention layer with decode= built in setup() "
+                                "is not converted yet",
+                                n,
+                            )
 
         setup.visit(V())
 
@@ -265,11 +281,11 @@ class CacheMixin:
             "else:\n    pass\n"
         )
         body = cast(cst.If, body)
-        then = body.body.with_changes(body=[*body.body.body, first.with_changes(
-            leading_lines=[])])  # fmt: skip
+        then = body.body.with_changes(body=[*body.body.body, first.with_changes(leading_lines=[])])
         orelse = cast(cst.Else, body.orelse)
-        orelse = orelse.with_changes(body=orelse.body.with_changes(body=[
-            updated.with_changes(leading_lines=[])]))  # fmt: skip
+        orelse = orelse.with_changes(
+            body=orelse.body.with_changes(body=[updated.with_changes(leading_lines=[])])
+        )
         return body.with_changes(body=then, orelse=orelse, leading_lines=updated.leading_lines)
 
     def cache_values(self, method: cst.FunctionDef) -> cst.FunctionDef:
@@ -287,8 +303,7 @@ class CacheMixin:
                     return updated
                 base = updated.value
                 if (isinstance(base, cst.Name) and base.value in local) or code(base) in attrs:
-                    return cst.Subscript(base, [cst.SubscriptElement(cst.Index(
-                        cst.Ellipsis()))])  # fmt: skip
+                    return cst.Subscript(base, [cst.SubscriptElement(cst.Index(cst.Ellipsis()))])
                 return updated
 
         return cast(cst.FunctionDef, method.visit(T()))
@@ -313,8 +328,9 @@ class CacheMixin:
         if call is None or not self.holds_cache():
             return None
         self.plan.has_cache = True
-        if "init_cache" in {s.name.value for s in self.node.body.body
-                            if isinstance(s, cst.FunctionDef)}:  # fmt: skip
+        if "init_cache" in {
+            s.name.value for s in self.node.body.body if isinstance(s, cst.FunctionDef)
+        }:
             raise self.fail("the class has an init_cache method of its own, and holds a cache")
         p = call.params
         params = code(p.with_changes()).strip()

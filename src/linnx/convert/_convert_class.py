@@ -65,11 +65,18 @@ _LINEN_API = frozenset(
     "has_rng scope variables perturb apply init bind unbind lazy_init path".split()
 )
 _BASE_NAMES = {
-    "Linear": "linear", "LinearGeneral": "linear", "Conv": "conv",
-    "ConvTranspose": "conv_transpose", "Embed": "embed", "LayerNorm": "layer_norm",
-    "RMSNorm": "rms_norm", "GroupNorm": "group_norm", "BatchNorm": "batch_norm",
-    "Dropout": "dropout", "MultiHeadAttention": "attention",
-}  # fmt: skip
+    "Linear": "linear",
+    "LinearGeneral": "linear",
+    "Conv": "conv",
+    "ConvTranspose": "conv_transpose",
+    "Embed": "embed",
+    "LayerNorm": "layer_norm",
+    "RMSNorm": "rms_norm",
+    "GroupNorm": "group_norm",
+    "BatchNorm": "batch_norm",
+    "Dropout": "dropout",
+    "MultiHeadAttention": "attention",
+}
 
 
 @dataclasses.dataclass
@@ -421,14 +428,17 @@ class _Converter:
         args = node.args
         first = args[0] if args else None
         if (
-            first is None or first.keyword is not None or first.star
+            first is None
+            or first.keyword is not None
+            or first.star
             or not isinstance(first.value, cst.SimpleString)
             or first.value.evaluated_value != "intermediates"
-        ):  # fmt: skip
+        ):
             raise self.fail(
                 "self.sow(...) into a collection other than a literal 'intermediates' is not "
-                "converted yet", node,
-            )  # fmt: skip
+                "converted yet",
+                node,
+            )
         if any(a.star for a in args):
             raise self.fail("self.sow(...) with *args or **kwargs", node)
 
@@ -439,9 +449,13 @@ class _Converter:
         self.replacers[node] = replace
 
     def make_site(
-        self, node: cst.Call, execs, in_loop: bool, ctor: cst.Call | None = None,
+        self,
+        node: cst.Call,
+        execs,
+        in_loop: bool,
+        ctor: cst.Call | None = None,
         var: str | None = None,
-    ) -> Site:  # fmt: skip
+    ) -> Site:
         from flax import linen as nn
 
         if any(c.cls is nn.Sequential for _, c in execs):
@@ -459,8 +473,9 @@ class _Converter:
             names = ", ".join(c.__name__ for c in classes)
             raise self.fail(
                 f"this call creates modules of several classes ({names}) that one NNX call "
-                f"cannot build: {why}", node,
-            )  # fmt: skip
+                f"cannot build: {why}",
+                node,
+            )
         child_cls: type = classes[0]
         rule = rule_for(child_cls)
         name_arg = None
@@ -499,8 +514,9 @@ class _Converter:
         ):
             raise self.fail(
                 f"{child_cls.__name__} (a lifted transform or a Flax layer without a rule) is "
-                "not converted yet", node,
-            )  # fmt: skip
+                "not converted yet",
+                node,
+            )
         else:
             from ._errors import UnknownLayerError
 
@@ -510,17 +526,26 @@ class _Converter:
                 "conversion rule and is not defined in the source file.\nFix: convert that "
                 "file first, or pass --wrap-unknown to keep the calling class as Linen "
                 "inside linnx.ToNNX.",
-                path=self.ctx.path, line=self.lineno(node),
-            )  # fmt: skip
+                path=self.ctx.path,
+                line=self.lineno(node),
+            )
         if factory is not None:
             last = factory.split(".")[-1]
             base = re.sub(r"_(cls|class|def|fn|factory)$", "", last) or base
         if loop_base:
             base = loop_base
         return Site(
-            key=node, child_cls=child_cls, kind=kind, execs=execs, line=self.lineno(node),
-            base=base, is_list=in_loop, name_arg=name_arg, ctor=ctor, named=var is not None,
-        )  # fmt: skip
+            key=node,
+            child_cls=child_cls,
+            kind=kind,
+            execs=execs,
+            line=self.lineno(node),
+            base=base,
+            is_list=in_loop,
+            name_arg=name_arg,
+            ctor=ctor,
+            named=var is not None,
+        )
 
     def sequential_site(self, node: cst.Call, execs, in_loop: bool, ctor, var) -> Site:
         """``nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])(x)``: one site; the layers
@@ -557,10 +582,18 @@ class _Converter:
                 if members.setdefault(name, k) != k:
                     raise self.fail("nn.Sequential's layers are named differently per call", node)
         return Site(
-            key=node, child_cls=nn.Sequential, kind="sequential", execs=seq,
-            line=self.lineno(node), base="sequential", name_arg=name_arg, ctor=ctor,
-            inner=inner, members=members, named=var is not None,
-        )  # fmt: skip
+            key=node,
+            child_cls=nn.Sequential,
+            kind="sequential",
+            execs=seq,
+            line=self.lineno(node),
+            base="sequential",
+            name_arg=name_arg,
+            ctor=ctor,
+            inner=inner,
+            members=members,
+            named=var is not None,
+        )
 
     def incompatible(self, classes: list[type]) -> str | None:
         """Why one call site cannot create these converted classes alike (a ``block_cls``

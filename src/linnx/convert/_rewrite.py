@@ -17,6 +17,7 @@ from typing import cast
 import libcst as cst
 from libcst.metadata import PositionProvider
 
+from .._public import public
 from ._build import convert_class
 from ._classes import ClassPlan, Unsupported
 from ._convert_class import Context
@@ -30,6 +31,7 @@ from ._trace import Instance, Trace, iter_vars
 __all__ = ["Kept", "Rewrite", "rewrite"]
 
 
+@public("linnx.convert")
 @dataclass
 class Kept:
     """A reached class that stays Linen (used through ``linnx.ToNNX``), and why.
@@ -75,9 +77,10 @@ def _user_classes(mod: types.ModuleType) -> dict[str, type]:
     from flax import linen as nn
 
     return {
-        k: v for k, v in vars(mod).items()
+        k: v
+        for k, v in vars(mod).items()
         if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == mod.__name__
-    }  # fmt: skip
+    }
 
 
 def _order(reached: dict[str, list[Instance]], user: dict[str, type]) -> list[str]:
@@ -191,7 +194,7 @@ def rewrite(
                 "layer table (nn.Dense, nn.Conv, ...); there is nothing to convert.\n"
                 "Fix: construct one of the file's nn.Module classes in the example.",
                 path=path,
-            )  # fmt: skip
+            )
         root = root_cls.__name__
         if root in kept:
             k = kept[root]
@@ -199,8 +202,9 @@ def rewrite(
                 f"{path}:{k.line}: the example's model class {root} cannot be converted: "
                 f"{k.reason}.\nFix: rewrite that part of {root} (see the docs' list of what "
                 "converts), or convert a class inside it.",
-                path=path, line=k.line,
-            )  # fmt: skip
+                path=path,
+                line=k.line,
+            )
     text = _assemble(tree, plans, kept)
     result = Rewrite(code=text, plans=plans, kept=list(kept.values()))
     result.path_maps = [path_map(t, plans, user) for t in traces]
@@ -224,10 +228,12 @@ def _assemble(tree: cst.Module, plans: dict[str, ClassPlan], kept: dict[str, Kep
                 if col not in var_classes:
                     var_classes[col] = unique(cname, bound)
                     bound.add(var_classes[col])
-                    body.append(cst.parse_statement(
-                        f"class {var_classes[col]}(nnx.Variable):\n"
-                        f"    \"\"\"The variables of the Linen collection {col!r}.\"\"\"\n"
-                    ).with_changes(leading_lines=stmt.leading_lines))  # fmt: skip
+                    body.append(
+                        cst.parse_statement(
+                            f"class {var_classes[col]}(nnx.Variable):\n"
+                            f'    """The variables of the Linen collection {col!r}."""\n'
+                        ).with_changes(leading_lines=stmt.leading_lines)
+                    )
                     blank = cst.EmptyLine(indent=False)
                     stmt = stmt.with_changes(leading_lines=[blank, blank])
             node = plan.node
@@ -317,9 +323,10 @@ def _fix_imports(old: cst.Module, new: cst.Module, needs: set[str]) -> cst.Modul
                     if "linen" in cst.Module([]).code_for_node(s):
                         anchor = len(out)
                     names = [
-                        a for a in s.names
+                        a
+                        for a in s.names
                         if not (before.get(_alias_name(a), 0) and not after.get(_alias_name(a), 0))
-                    ]  # fmt: skip
+                    ]
                     if not names:
                         continue
                     names[-1] = names[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)

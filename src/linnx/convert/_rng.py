@@ -62,8 +62,9 @@ class RngMixin:
     def convert_api_call(self, node: cst.Call) -> None:
         """A ``self.<Linen API>(...)`` call that converts (see :data:`CONVERTED_API`)."""
         what = cast(cst.Attribute, node.func).attr.value
-        if any(isinstance(s, cst.FunctionDef) and s.name.value == "setup"
-               for s in self.node.body.body):  # fmt: skip
+        if any(
+            isinstance(s, cst.FunctionDef) and s.name.value == "setup" for s in self.node.body.body
+        ):
             raise self.fail(f"self.{what}(...) in a setup() class is not converted yet", node)
         if what in CACHE_QUERIES:
             self.convert_cache_query(node)
@@ -115,9 +116,11 @@ class RngMixin:
                         return orelse.with_changes(leading_lines=updated.leading_lines)
                     return cst.FlattenSentinel(orelse.body.body)
                 if (
-                    isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not)
-                    and isinstance(test.expression, cst.Name) and test.expression.value == "False"
-                ):  # fmt: skip
+                    isinstance(test, cst.UnaryOperation)
+                    and isinstance(test.operator, cst.Not)
+                    and isinstance(test.expression, cst.Name)
+                    and test.expression.value == "False"
+                ):
                     return cst.FlattenSentinel(updated.body.body)
                 return updated
 

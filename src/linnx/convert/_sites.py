@@ -184,12 +184,16 @@ class _Compact(CacheMixin, RngMixin, _Walker):
                 if sp.is_input and in_t is not None:
                     parts.append(f"{sp.name}={in_t}")
                     continue
-                val = "?" if dry else self.fallback(
-                    site, sp.name,
-                    lambda c, i, n=sp.name: self.ctx.plans[c.cls.__name__].size_param(n).resolve(
-                        i.tree[c.path]),
-                    sp.annotation,
-                )  # fmt: skip
+                val = "?"
+                if not dry:
+                    val = self.fallback(
+                        site,
+                        sp.name,
+                        lambda c, i, n=sp.name: (
+                            self.ctx.plans[c.cls.__name__].size_param(n).resolve(i.tree[c.path])
+                        ),
+                        sp.annotation,
+                    )
                 if sp.is_input:
                     in_t = None if dry else val
                 parts.append(f"{sp.name}={val}")
@@ -204,8 +208,9 @@ class _Compact(CacheMixin, RngMixin, _Walker):
                 name = site.child_cls.__name__
                 raise self.fail(
                     f"{name} is created in a loop, and {name} stays Linen "
-                    f"({self.ctx.kept.get(name, 'not converted')})", node,
-                )  # fmt: skip
+                    f"({self.ctx.kept.get(name, 'not converted')})",
+                    node,
+                )
             if not dry:
                 lines = self.wrapped_ctor(site, ctor, env, node)
         if site.named and not dry:
@@ -230,11 +235,16 @@ class _Compact(CacheMixin, RngMixin, _Walker):
             args = [a for i, a in enumerate(updated.args) if i not in drop]
             for m in moved:
                 k, _, v = m.partition("=")
-                args.append(cst.Arg(
-                    value=cst.parse_expression(v), keyword=cst.Name(k),
-                    equal=cst.AssignEqual(whitespace_before=cst.SimpleWhitespace(""),
-                                          whitespace_after=cst.SimpleWhitespace("")),
-                ))  # fmt: skip
+                args.append(
+                    cst.Arg(
+                        value=cst.parse_expression(v),
+                        keyword=cst.Name(k),
+                        equal=cst.AssignEqual(
+                            whitespace_before=cst.SimpleWhitespace(""),
+                            whitespace_after=cst.SimpleWhitespace(""),
+                        ),
+                    )
+                )
             if args:
                 args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
             func = cst.parse_expression(target) if target else updated.func
@@ -265,20 +275,28 @@ class _Compact(CacheMixin, RngMixin, _Walker):
             if rule is None:
                 raise self.fail(
                     f"an nn.Sequential entry other than a Flax layer with a rule or a function: "
-                    f"{code(v.func)}", v,
-                )  # fmt: skip
+                    f"{code(v.func)}",
+                    v,
+                )
             names = {n for n, i in site.members.items() if i == k}
             sub = Site(
-                key=v, child_cls=cls, kind="layer", line=self.lineno(v), base="", ctor=v,
-                attr=f"{site.attr}_{k}", execs=[(i, c) for i, c in site.inner if c.name in names],
-            )  # fmt: skip
+                key=v,
+                child_cls=cls,
+                kind="layer",
+                line=self.lineno(v),
+                base="",
+                ctor=v,
+                attr=f"{site.attr}_{k}",
+                execs=[(i, c) for i, c in site.inner if c.name in names],
+            )
             args_t: dict[str, str] = {}
             for f, val in self.arg_fields(v, cls).items():
                 if f in rule.modes:
                     raise self.fail(
                         f"{f}= (a train/eval switch) of a layer inside nn.Sequential is not "
-                        "converted yet", v,
-                    )  # fmt: skip
+                        "converted yet",
+                        v,
+                    )
                 t = self.init_expr(val, env, self.method_locals)
                 if t is None:
                     t = "?" if dry else self.fallback(sub, f, _field_of(f))
@@ -338,8 +356,9 @@ class _Compact(CacheMixin, RngMixin, _Walker):
             raise self.fail(
                 f"{name} stays Linen ({self.ctx.kept.get(name, 'not converted')}) and its "
                 "__call__ is a Linen lifted transform: the example shows its inputs one step "
-                "at a time, so linnx.ToNNX cannot be given sample inputs", node,
-            )  # fmt: skip
+                "at a time, so linnx.ToNNX cannot be given sample inputs",
+                node,
+            )
         parts = []
         for a in ctor.args:
             if a.keyword is not None and a.keyword.value == "name":
@@ -481,8 +500,9 @@ class _Compact(CacheMixin, RngMixin, _Walker):
                 leaf = inst.own_vars.get(key)
                 return None if leaf is None else tuple(int(d) for d in leaf.shape)
 
-            rest = [self.add_size_param(f"{attr}_shape", resolve, self.lineno(node),
-                                        "tuple[int, ...]")]  # fmt: skip
+            rest = [
+                self.add_size_param(f"{attr}_shape", resolve, self.lineno(node), "tuple[int, ...]")
+            ]
         if kind == "param":
             made = f"{init}({', '.join(['rngs.params()', *cast('list[str]', rest)])})"
             made = f"nnx.Param({', '.join([made, *metadata])})"

@@ -183,11 +183,13 @@ def build_example(text: str, mod: types.ModuleType) -> Example:
             f"({ast.unparse(ctor)}.encode(x))."
         )
     return Example(
-        text=text, ctor_src=ast.unparse(ctor), method=method,
+        text=text,
+        ctor_src=ast.unparse(ctor),
+        method=method,
         args=tuple(ev(a, "the argument") for a in args),
         kwargs={k.arg: ev(k.value, f"the argument {k.arg}=") for k in keywords if k.arg},
         module=module,
-    )  # fmt: skip
+    )
 
 
 def _site(frame: Any, src_globals: dict) -> tuple[Pos | None, str | None]:

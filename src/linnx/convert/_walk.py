@@ -14,7 +14,7 @@ import libcst as cst
 
 from ._classes import Site
 from ._convert_class import _KEEPS_SIZE, _Converter
-from ._cstutil import code, dotted, is_self_attr, targets, unique
+from ._cstutil import calls_in, code, dotted, is_self_attr, targets, unique
 
 __all__ = ["_Walker"]
 
@@ -80,9 +80,9 @@ class _Walker(_Converter):
             else:
                 if self.has_sites(stmt):
                     raise self.fail(
-                        f"a submodule is created inside a {type(stmt).__name__.lower()} "
-                        "statement", stmt,
-                    )  # fmt: skip
+                        f"a submodule is created inside a {type(stmt).__name__.lower()} statement",
+                        stmt,
+                    )
                 for n in _assigned(stmt):
                     env[n] = None
                     self.init_locals.discard(n)
@@ -103,13 +103,7 @@ class _Walker(_Converter):
         return found
 
     def small(self, node, env, ind, dry, loops, conds) -> None:
-        calls: list[cst.Call] = []
-
-        class V(cst.CSTVisitor):
-            def leave_Call(self, n):
-                calls.append(n)
-
-        node.visit(V())
+        calls = calls_in(node)
         for c in calls:
             if c in self.named and id(self.named[c]) in self.hoisted:
                 # a cell stepped in a loop: written to __init__ at its construction
