@@ -354,6 +354,73 @@ def _(env):
     return _convert(env, source, ["Net()(jnp.ones((1, 3)))", "Net(block_cls=B)(jnp.ones((1, 3)))"])
 
 
+@case(
+    "submodule-in-a-branch-no-example-took",
+    convert.ConvertError,
+    r"model\.py:16: the example's model class Net cannot be converted: Inner\(\) \(line 16\) "
+    r"builds a Inner that no example reached",
+    r"add an --example that runs it",
+)
+def _(env):
+    source = (
+        "import flax.linen as nn\n\n\n"
+        "class Inner(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.Dense(3)(x)\n\n\n"
+        "class Net(nn.Module):\n"
+        "    deep: bool = False\n\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        if self.deep:\n"
+        "            x = Inner()(x)\n"
+        "        return nn.Dense(2)(x)\n"
+    )
+    return _convert(env, source, ["Net()(jnp.ones((1, 3)))"])
+
+
+@case(
+    "param-with-axes-on-another-module",
+    convert.ConvertError,
+    r"model\.py:\d+: the example's model class Net cannot be converted: "
+    r"param_with_axes\(\.\.\., module=self\) is not converted",
+    r"rewrite that part of Net",
+)
+def _(env):
+    source = (
+        "import flax.linen as nn\n"
+        "from flax.linen.partitioning import param_with_axes\n\n\n"
+        "class Net(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        w = param_with_axes('w', nn.initializers.ones, (3,), axes=('embed',), "
+        "module=self)\n"
+        "        return x * w\n"
+    )
+    return _convert(env, source, ["Net()(jnp.ones((1, 3)))"])
+
+
+@case(
+    "base-class-is-no-mixin",
+    convert.ConvertError,
+    r"model\.py:\d+: the example's model class Net cannot be converted: its base Base builds "
+    r"submodules \(__call__\)",
+    r"rewrite that part of Net",
+)
+def _(env):
+    source = (
+        "import flax.linen as nn\n\n\n"
+        "class Base(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.Dense(3)(x)\n\n\n"
+        "class Net(Base):\n"
+        "    def extra(self, x):\n"
+        "        return x\n"
+    )
+    return _convert(env, source, ["Net()(jnp.ones((1, 3)))"])
+
+
 def _report_result(src):
     """A conversion result of GOOD (built directly: these cases are about the report path)."""
     return convert.ConversionResult(

@@ -18,6 +18,7 @@ import libcst as cst
 from ._classes import ClassPlan, Unsupported, literal
 from ._convert_class import Context
 from ._cstutil import code, dotted, is_self_attr, names_in, targets
+from ._idioms import check_unreached, mixin_bases, mixin_fields, unused_helpers
 from ._rng import CONVERTED_API
 from ._rnn import claim_time_scan
 from ._sites import _Compact
@@ -40,6 +41,9 @@ class _Builder(_Compact):
                         if small.target.value in self.fields:
                             out[small.target.value] = small
         missing = [f for f in self.fields if f not in out]
+        if missing and self.plan.mixins:
+            out.update(mixin_fields(self, missing))  # declared in a mixin base
+            missing = [f for f in self.fields if f not in out]
         if missing:
             raise self.fail(f"fields {missing} are inherited or generated, not written here")
         for name, node in out.items():
@@ -73,11 +77,7 @@ class _Builder(_Compact):
         return compact, setup
 
     def check_bases(self) -> None:
-        from flax import linen as nn
-
-        if self.cls.__bases__ != (nn.Module,):
-            names = [b.__name__ for b in self.cls.__bases__]
-            raise self.fail(f"the class derives from {names}, not only nn.Module")
+        self.plan.mixins = mixin_bases(self)  # the file's mixins, else only nn.Module
 
     # -- the compact style ---------------------------------------------------------------
 
@@ -260,6 +260,12 @@ class _Builder(_Compact):
         else:
             self.plan.call_params = []
         self.plan.out_expr = self.out_expr() if compact is not None or setup is not None else None
+        self.dropped_helpers = unused_helpers(self)  # factory helpers written in place
+        check_unreached(
+            self, [s for s in self.node.body.body if isinstance(s, cst.FunctionDef)],
+            [n for site in self.plan.sites for n in (site.ctor, site.key)
+             if isinstance(n, cst.CSTNode)],
+        )  # fmt: skip
         self.finish_size_params()
         self.stream_lines()  # make_rng streams (_rng.py)
         init = cst.parse_statement(self.init_text(fields))
@@ -273,6 +279,8 @@ class _Builder(_Compact):
                 and s.target.value in self.fields
                 for s in stmt.body
             ):
+                continue
+            if isinstance(stmt, cst.FunctionDef) and stmt.name.value in self.dropped_helpers:
                 continue
             if isinstance(stmt, cst.FunctionDef):
                 first = not placed
@@ -298,7 +306,7 @@ class _Builder(_Compact):
         if init_cache is not None:
             body.append(init_cache)
         node = self.node.with_changes(
-            bases=[cst.Arg(cst.parse_expression("nnx.Module"))],
+            bases=[cst.Arg(cst.parse_expression(b)) for b in self.plan.mixins or ["nnx.Module"]],
             body=self.node.body.with_changes(body=body),
         )
         self.plan.node = node

@@ -145,6 +145,7 @@ class ClassPlan:
     needs: set[str] = field(default_factory=set)  # extra imports: 'linnx', 'jnp'
     has_cache: bool = False  # holds a decode cache (see _cache.py): gets init_cache()
     wrapped_children: list[tuple[str, str, int]] = field(default_factory=list)
+    mixins: list[str] = field(default_factory=list)  # the file's mixin bases of the class
 
     def size_param(self, name: str) -> SizeParam:
         return next(p for p in self.size_params if p.name == name)

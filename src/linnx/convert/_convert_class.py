@@ -44,9 +44,11 @@ from ._cstutil import (
     targets,
     unique,
 )
+from ._idioms import inline_helper, module_factory, static_site
 from ._rng import CONVERTED_API
 from ._rnn import add_rnn_calls, is_cell, is_recurrent, rnn_site
 from ._rules import Rule, nnx_function, nnx_kwargs, rule_for
+from ._sharding import annotation_call, is_axes_call
 from ._trace import ChildCall, Instance
 
 __all__ = ["Context"]
@@ -55,7 +57,8 @@ __all__ = ["Context"]
 _KEEPS_SIZE = frozenset(
     "relu gelu silu swish tanh sigmoid elu celu selu leaky_relu softplus softmax log_softmax "
     "max_pool avg_pool min_pool asarray hard_tanh relu6 mish soft_sign log_sigmoid dropout "
-    "normalize standardize abs exp square sqrt clip where".split()
+    "normalize standardize abs exp square sqrt clip where with_logical_constraint "
+    "with_sharding_constraint".split()
 )
 _LINEN_API = frozenset(
     "make_rng sow is_initializing is_mutable_collection put_variable get_variable has_variable "
@@ -87,6 +90,8 @@ class Context:
     user_classes: dict[str, type]  # every Linen class of the source, by name
     keep_signatures: bool
     path: str
+    class_nodes: dict[str, cst.ClassDef] = dataclasses.field(default_factory=dict)
+    reached: set[str] = dataclasses.field(default_factory=set)  # classes the examples built
 
 
 def _constructions(method: cst.FunctionDef) -> dict[str, cst.Call]:
@@ -145,6 +150,7 @@ class _Converter:
         self.running_names: dict[str, str] = {}
         self.named: dict[cst.Call, Site] = {}  # constructions assigned to a name, by node
         self.emitted: set[int] = set()  # sites whose __init__ line is written
+        self.inlined: dict[str, int] = {}  # factory helper -> constructions written in place
         self.hoisted: set[int] = set()  # sites written where they are constructed (_rnn)
         for stmt in node.body.body:
             if isinstance(stmt, cst.FunctionDef):
@@ -202,6 +208,14 @@ class _Converter:
             self.size_params[name] = SizeParam(name, annotation, resolve, line)
         return name
 
+    def is_var_call(self, node: cst.Call) -> bool:
+        """``self.param``/``self.variable``, or Flax's ``param_with_axes`` and
+        ``variable_with_axes``."""
+        f = node.func
+        if is_self_attr(f) and f.attr.value in ("param", "variable"):
+            return True
+        return is_axes_call(self, node)
+
     # -- names that __init__ can read --------------------------------------------------------
 
     def init_ok(self, names: set[str], method_locals: set[str]) -> bool:
@@ -256,6 +270,9 @@ class _Converter:
                 return updated
 
             def leave_Call(self, original, updated):
+                sharded = annotation_call(conv, original, updated)
+                if sharded is not None:  # nn.with_(logical_)partitioning
+                    return sharded
                 return conv.convert_partial(updated)
 
         return cast(cst.CSTNode, node.visit(T()))
@@ -361,6 +378,8 @@ class _Converter:
                     conv.convert_api_call(node)
                 elif is_self_attr(f) and f.attr.value in _LINEN_API:
                     raise conv.fail(f"self.{f.attr.value}(...) is not converted yet", node)
+                if execs is None and not self.loops and not self.fn:
+                    execs = static_site(conv, node)  # a Flax layer no example reached: []
                 if execs is None:
                     return
                 if self.fn:
@@ -373,9 +392,10 @@ class _Converter:
                     # `rnn.initial_state(...)`: another method of a named submodule, kept
                     method_calls.setdefault(assigns[f.value.value], []).extend(execs)
                     return
-                if isinstance(f, cst.Name) and f.value in assigns:
+                var = f.value if isinstance(f, cst.Name) else None
+                if var is not None and var in assigns:
                     # `dense = nn.Dense(4)` ... `dense(x)`: one submodule, maybe called twice
-                    ctor = assigns[f.value]
+                    ctor = assigns[var]
                     # an RNN cell built before a loop and stepped inside it: created in
                     # __init__ where the construction is (see _rnn._cell_site)
                     hoist = (
@@ -387,7 +407,7 @@ class _Converter:
                         raise conv.fail("a named submodule is created in a loop", node)
                     site = conv.named.get(ctor)
                     if site is None:
-                        site = conv.make_site(node, execs, False, ctor=ctor, var=f.value)
+                        site = conv.make_site(node, execs, False, ctor=ctor, var=var)
                         conv.named[ctor] = site
                     elif site.kind == "rnn":
                         add_rnn_calls(conv, site, execs, node)
@@ -450,6 +470,8 @@ class _Converter:
         if any(is_recurrent(c.cls) for _, c in execs):
             return rnn_site(self, node, execs, in_loop, ctor, var)  # type: ignore[arg-type]
         classes = list(dict.fromkeys(c.cls for _, c in execs))
+        if not execs:  # not reached by the examples: the class is in the source
+            classes = [cast(type, module_factory(self, cast(cst.Call, node.func).func))]
         norule = [c for c in classes if c.__module__.startswith("flax.") and not rule_for(c)]
         if norule:
             raise self.fail(f"nn.{norule[0].__name__} has no conversion rule yet", node)
@@ -466,7 +488,7 @@ class _Converter:
         name_arg = None
         loop_base = None
         if ctor is None and isinstance(node.func, cst.Call):
-            ctor = node.func
+            ctor = inline_helper(self, node.func)  # `self._dense(4)(x)`: the helper's layer
         if ctor is not None:
             for a in ctor.args:
                 if a.keyword is not None and a.keyword.value == "name":

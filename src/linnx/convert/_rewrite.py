@@ -23,7 +23,9 @@ from ._classes import ClassPlan, Unsupported
 from ._convert_class import Context
 from ._cstutil import unique
 from ._errors import ConvertError, UnknownLayerError
+from ._idioms import mixin_conflicts, mixin_plans
 from ._rnn import child_name
+from ._sharding import is_axes_leaf
 from ._trace import Instance, Trace, iter_vars
 
 __all__ = ["Kept", "Rewrite", "rewrite"]
@@ -155,14 +157,11 @@ def rewrite(
     while True:
         plans: dict[str, ClassPlan] = {}
         ctx = Context(
-            module_globals=vars(mod),
-            src_lines=source.splitlines(),
-            plans=plans,
-            kept={k: v.reason for k, v in kept.items()},
-            user_classes=user,
-            keep_signatures=keep_signatures,
-            path=path,
-        )
+            module_globals=vars(mod), src_lines=source.splitlines(), plans=plans,
+            kept={k: v.reason for k, v in kept.items()}, user_classes=user,
+            keep_signatures=keep_signatures, path=path, class_nodes=class_nodes,
+            reached=set(reached),
+        )  # fmt: skip
         new_kept = dict(kept)
         for name in order:
             if name in new_kept:
@@ -183,13 +182,14 @@ def rewrite(
             for below in _below(reached.get(name, []), user):
                 if below not in new_kept:
                     line = positions[class_nodes[below]].start.line if below in class_nodes else 0
-                    new_kept[below] = Kept(
-                        below, f"it is used inside {name}, which stays Linen", line
-                    )
+                    new_kept[below] = Kept(below, f"it is used inside {name}, which stays Linen",
+                                           line)  # fmt: skip
+        new_kept.update(mixin_conflicts(plans, new_kept, user, class_nodes, positions))
         if new_kept.keys() == kept.keys():
             kept = new_kept
             break
         kept = new_kept
+    plans.update(mixin_plans(plans, user, class_nodes, positions, ctx))
     for t in traces:
         root_cls = t.instances[()].cls
         if user.get(root_cls.__name__) is not root_cls:
@@ -435,8 +435,9 @@ def path_map(trace: Trace, plans: dict[str, ClassPlan], user: dict[str, type]) -
     nnx_of, wrapped = module_paths(trace, plans, user)
     out: dict[str, str] = {}
     for (col, *rest), leaf in iter_vars(trace.variables):
-        if non_weight_leaf(leaf) is not None or col == "cache":
-            continue  # values sown into a collection that init keeps ('losses'): no weight
+        if is_axes_leaf(leaf) or non_weight_leaf(leaf) is not None or col == "cache":
+            continue  # params_axes (param_with_axes): NNX keeps them on the Param; values
+            # sown into a collection that init keeps ('losses'): no weight
         owner, name = tuple(rest[:-1]), rest[-1]
         w = next((w for w in wrapped if owner[: len(w)] == w), None)
         if w is not None:

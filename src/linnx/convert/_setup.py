@@ -15,8 +15,10 @@ import libcst as cst
 from ._classes import Site, literal
 from ._convert_class import _BASE_NAMES
 from ._cstutil import calls_in, code, dotted, is_self_attr, names_in, snake, targets
+from ._idioms import inline_helper
 from ._rnn import is_recurrent, setup_rnn
 from ._rules import IN, rule_for
+from ._sharding import axes_call
 
 if TYPE_CHECKING:
     from ._build import _Builder
@@ -59,14 +61,18 @@ def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
                 continue
             attr = small.targets[0].target.attr.value
             value = small.value
-            if isinstance(value, cst.Call) and _self_call(value) == "param":
+            axes = axes_call(b, value) if isinstance(value, cst.Call) else None
+            if isinstance(value, cst.Call) and (
+                _self_call(value) == "param" or (axes is not None and axes[0] == "param")
+            ):
                 params.add(attr)
                 continue
-            if isinstance(value, cst.Call) and _self_call(value) in ("variable",):
+            if isinstance(value, cst.Call) and (_self_call(value) == "variable" or axes):
                 continue
             if attr in execs:
                 if not isinstance(value, cst.Call):
                     raise b.fail(f"self.{attr} is not a single module construction", small)
+                value = inline_helper(b, value)  # `self.proj = self._dense(4)`: its layer
                 assigned[attr] = value
                 site = _make_site(b, attr, value, execs.pop(attr))
                 sites[attr] = site
@@ -140,7 +146,7 @@ def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
                 if attr in sites:
                     _emit_site(b, sites[attr], assigned[attr], in_sizes.get(attr))
                     continue
-                if isinstance(value, cst.Call) and _self_call(value) in ("param", "variable"):
+                if isinstance(value, cst.Call) and b.is_var_call(value):
                     b.process_var(value, {}, 0, False, [], attr=attr)
                     continue
             text = b.init_expr(small, {}, set()) if not isinstance(small, cst.Expr) else None
@@ -172,9 +178,8 @@ def _make_site(b, attr: str, ctor: cst.Call, execs) -> Site:
     else:
         raise b.fail(f"self.{attr} is a {cls.__name__}, which has no conversion rule", ctor)
     base = _BASE_NAMES.get(rule.nnx, snake(rule.nnx)) if rule else snake(cls.__name__)
-    return Site(
-        key=attr, child_cls=cls, kind=kind, execs=execs, line=b.lineno(ctor), base=base, attr=attr
-    )
+    return Site(key=attr, child_cls=cls, kind=kind, execs=execs, line=b.lineno(ctor),
+                base=base, attr=attr, ctor=ctor)  # fmt: skip
 
 
 def _collect_modes(b, method, sites, out) -> None:

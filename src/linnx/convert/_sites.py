@@ -17,11 +17,20 @@ from typing import Any, cast
 import libcst as cst
 
 from ._cache import CacheMixin, is_cache_var
-from ._classes import VAR_TYPES, Site, field_default, linen_fields, literal, one_value
+from ._classes import (
+    VAR_TYPES,
+    Site,
+    Unsupported,
+    field_default,
+    linen_fields,
+    literal,
+    one_value,
+)
 from ._cstutil import code, dotted, identifier, is_self_attr, names_in, unique
 from ._rng import RngMixin
 from ._rnn import lifted_method, rnn_call, rnn_ctor
 from ._rules import IN, Rule, nnx_kwargs, rule_for
+from ._sharding import axes_call, unwrap_annotation
 from ._trace import ChildCall, Instance
 from ._walk import _Walker
 
@@ -72,6 +81,11 @@ class _Compact(CacheMixin, RngMixin, _Walker):
 
     def fallback(self, site: Site, what: str, get: Callable[..., Any], ann: str = "int") -> str:
         line = site.line
+        if not site.execs:  # a layer no example reached: nothing to read the value from
+            raise Unsupported(
+                f"{site.attr}: its {what} cannot be computed from the fields, and no example "
+                "reached the layer to learn it; add an --example that runs it", line,
+            )  # fmt: skip
 
         def resolve(inst: Instance) -> Any:
             values = [get(c, inst) for c in site.calls_in(inst)]
@@ -92,6 +106,12 @@ class _Compact(CacheMixin, RngMixin, _Walker):
         if site.kind == "layer":
             rule = rule_for(site.child_cls)
             assert rule is not None
+            if not site.execs and self.unconditional and rule.linen != "Dropout":
+                raise self.fail(
+                    f"nn.{rule.linen} is created under a condition on the call's arguments "
+                    "that no example took: Linen makes its weights only when the branch runs; "
+                    "add an --example that takes it", node,
+                )  # fmt: skip
             for i, a in enumerate(node.args):
                 if a.keyword is not None and a.keyword.value in rule.modes:
                     if names_in(a.value) & self.removed:
@@ -444,8 +464,13 @@ class _Compact(CacheMixin, RngMixin, _Walker):
             return
         if loops:
             raise self.fail("a variable is created inside a loop", node)
-        kind = cast(cst.Attribute, node.func).attr.value  # a self.param/self.variable call
-        args = list(node.args)
+        meta: list[tuple[str, Any]] = []  # NNX variable metadata (out_sharding=...)
+        axes = axes_call(self, node)  # Flax's param_with_axes / variable_with_axes
+        if axes is not None:
+            kind, args, meta = axes
+        else:
+            kind = cast(cst.Attribute, node.func).attr.value  # a self.param/self.variable call
+            args = list(node.args)
         if any(a.keyword is not None or a.star for a in args):
             raise self.fail(f"self.{kind}(...) with keyword arguments", node)
         strs = 1 if kind == "param" else 2
@@ -465,9 +490,20 @@ class _Compact(CacheMixin, RngMixin, _Walker):
         if attr is None:
             attr = unique(identifier(name), self.taken)
             self.taken.add(attr)
-        init = self.init_expr(args[strs].value, env, self.method_locals)
+        init_node = args[strs].value
+        unwrapped = unwrap_annotation(self, init_node) if kind == "param" else None
+        if unwrapped is not None:  # self.param(name, nn.with_partitioning(f, names), ...)
+            init_node, more = unwrapped
+            meta += more
+        init = self.init_expr(init_node, env, self.method_locals)
         if init is None:
             raise self.fail(f"the init function of {name!r} depends on call data", node)
+        metadata = []
+        for key, m in meta:
+            text = self.init_expr(m, env, self.method_locals)
+            if text is None:
+                raise self.fail(f"the {key} of {name!r} depends on call data", node)
+            metadata.append(f"{key}={text}")
         rest = [self.init_expr(a.value, env, self.method_locals) for a in args[strs + 1 :]]
         if any(r is None for r in rest):
             if len(rest) != 1:
@@ -481,7 +517,8 @@ class _Compact(CacheMixin, RngMixin, _Walker):
                 self.add_size_param(f"{attr}_shape", resolve, self.lineno(node), "tuple[int, ...]")
             ]
         if kind == "param":
-            value = f"nnx.Param({init}({', '.join(['rngs.params()', *cast('list[str]', rest)])}))"
+            made = f"{init}({', '.join(['rngs.params()', *cast('list[str]', rest)])})"
+            made = f"nnx.Param({', '.join([made, *metadata])})"
             replacement = f"self.{attr}.value"
         else:
             var_type = VAR_TYPES.get(col)
@@ -492,12 +529,13 @@ class _Compact(CacheMixin, RngMixin, _Walker):
                     unique(camel, self.ctx.module_globals),  # not a name the file uses
                 )
             lam = args[strs].value
+            body = None
             if isinstance(lam, cst.Lambda) and not lam.params.params and not rest:
-                value = f"{var_type}({self.init_expr(lam.body, env, self.method_locals)})"
-            else:
-                value = f"{var_type}({init}({', '.join(cast('list[str]', rest))}))"
+                body = self.init_expr(lam.body, env, self.method_locals)
+            made = body or f"{init}({', '.join(cast('list[str]', rest))})"
+            made = f"{var_type}({', '.join([made, *metadata])})"
             replacement = f"self.{attr}"
-        self.emit(ind, f"self.{attr} = {value}")
+        self.emit(ind, f"self.{attr} = {made}")
         self.plan.var_attrs[(col, name)] = attr
         self.replacers[node] = cast(
             "Callable[[Any], cst.CSTNode]",
@@ -512,6 +550,8 @@ def _field_of(name: str) -> Callable[[ChildCall, Instance], Any]:
 
 def _other_axis(site: Site) -> bool:
     """Whether the layer contracts other axes than the last (DenseGeneral(axis=...))."""
+    if not site.execs:  # not reached: static_site took only layers without axis=
+        return False
     axis = getattr(site.execs[0][1].module, "axis", -1)
     return site.child_cls.__name__ == "DenseGeneral" and axis not in (-1, (-1,))
 

@@ -229,6 +229,7 @@ def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -
 
     src_globals = mod.__dict__
     instances: dict[tuple[str, ...], Instance] = {}
+    running: list[tuple[str, ...]] = []  # the paths of the module methods now running
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
@@ -241,7 +242,10 @@ def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -
         if not inst.called:
             inst.called = True
             inst.args, inst.kwargs = _abstract(tuple(args)), _abstract(dict(kwargs))
-        if path:
+        # A module calling its own methods (a mixin's helper, `self.encode` in `__call__`)
+        # makes no call of its parent's: only calls from outside the module are recorded.
+        inside = bool(running) and running[-1] == path
+        if path and not inside:
             parent = instances.get(path[:-1])
             if parent is not None:
                 pos, qual = _site(sys._getframe(1), src_globals)
@@ -258,7 +262,11 @@ def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -
                         method=context.method_name,
                     )
                 )
-        return next_fun(*args, **kwargs)
+        running.append(path)
+        try:
+            return next_fun(*args, **kwargs)
+        finally:
+            running.pop()
 
     key = jax.random.key(0)
     rngs = {name: key for name in ("params", "dropout", *rng_names)}
@@ -276,12 +284,14 @@ def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -
             f"{e}\nFix: pass inputs of the shapes and dtypes the model expects, and every "
             "call argument it needs (e.g. train=False)."
         ) from e
+    from flax.core import meta
+
     for inst in instances.values():
         inst.tree = instances
     for (col, *rest), leaf in iter_vars(variables):
         owner = instances.get(tuple(rest[:-1]))
         if owner is not None:
-            owner.own_vars[(col, rest[-1])] = leaf
+            owner.own_vars[(col, rest[-1])] = meta.unbox(leaf)  # nn.Partitioned: its value
     return Trace(example, instances, variables, rng_names)
 
 
