@@ -253,8 +253,12 @@ def test_a_branch_on_a_field_that_no_example_took_converts_from_the_source(tmp_p
     linen = linen_mod.Proj(use_proj=True)
     variables = linen.init(jax.random.key(0), x)
     model = mod.Proj(use_proj=True, rngs=nnx.Rngs(0))
-    rename = {"Dense_0/kernel": "linear/kernel", "Dense_0/bias": "linear/bias",
-              "proj/kernel": "proj/kernel", "proj/bias": "proj/bias"}  # fmt: skip
+    rename = {
+        "Dense_0/kernel": "linear/kernel",
+        "Dense_0/bias": "linear/bias",
+        "proj/kernel": "proj/kernel",
+        "proj/bias": "proj/bias",
+    }
     model = migrate.linen_to_nnx(variables, model, migrate.match(linen, model, x, rename=rename))
     np.testing.assert_allclose(model(x), linen.apply(variables, x), rtol=1e-6)
 
@@ -377,6 +381,10 @@ def test_shared_submodules_stay_one_module():
     assert "return self.codec(self.block(self.block(x)))" in code
     # One weight per Linen weight: the second calls reuse them.
     assert sorted(result.path_map.values()) == [
-        "block/dense/bias", "block/dense/kernel", "codec/mix/bias", "codec/mix/kernel",
-        "codec/proj/bias", "codec/proj/kernel",
-    ]  # fmt: skip
+        "block/dense/bias",
+        "block/dense/kernel",
+        "codec/mix/bias",
+        "codec/mix/kernel",
+        "codec/proj/bias",
+        "codec/proj/kernel",
+    ]

@@ -72,22 +72,29 @@ def test_annotations_become_nnx_metadata(annotated, tmp_path):
         return re.sub(r"\s+", "", text) in flat
 
     # self.param with an annotated initializer: the names move onto the Param.
-    assert has('nnx.Param(nnx.initializers.zeros(rngs.params(), (in_features, 4)), '
-               'out_sharding=(None, "model"),)')  # fmt: skip
+    assert has(
+        "nnx.Param(nnx.initializers.zeros(rngs.params(), (in_features, 4)), "
+        'out_sharding=(None, "model"),)'
+    )
     # param_with_axes: a plain Param with the axes; no params_axes collection on the NNX side.
     assert has('nnx.Param(nnx.initializers.zeros(rngs.params(), (4,)), out_sharding=("mlp",))')
     assert has('self.seen = Counts(jnp.zeros((4,)), out_sharding=("mlp",))')
     assert "param_with_axes" not in code and "variable_with_axes" not in code
     # A layer initializer: nnx.with_partitioning, the Linen rules kept as sharding_rules.
-    assert has('kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ("mlp", '
-               '"embed"), sharding_rules=MESH_RULES)')  # fmt: skip
+    assert has(
+        'kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ("mlp", '
+        '"embed"), sharding_rules=MESH_RULES)'
+    )
     assert "nn." not in code.split("class Annotated", 1)[1]
     assert ruff(code, tmp_path) == ""
     # The weights map without the params_axes entries, which are no weights.
     assert result.path_map == {
-        "Dense_0/bias": "linear/bias", "Dense_0/kernel": "linear/kernel",
-        "b": "b", "seen": "seen", "w": "w",
-    }  # fmt: skip
+        "Dense_0/bias": "linear/bias",
+        "Dense_0/kernel": "linear/kernel",
+        "b": "b",
+        "seen": "seen",
+        "w": "w",
+    }
 
 
 def test_converted_variables_carry_the_linen_names(annotated, tmp_path):
@@ -206,8 +213,13 @@ def test_the_converted_model_trains_like_linen_on_the_mesh(corpus, tmp_path):
     # Both train from the same weights (linnx.migrate traces the Linen model without a mesh);
     # the steps and the NNX optimizer run on the mesh, under the rules.
     linen_losses, nnx_losses = train_both(
-        linen_model, nnx_model, result.path_map, args, linen_kwargs=lkw, nnx_kwargs=nkw,
+        linen_model,
+        nnx_model,
+        result.path_map,
+        args,
+        linen_kwargs=lkw,
+        nnx_kwargs=nkw,
         context=lambda: _on(mesh, rules),
-    )  # fmt: skip
+    )
     assert linen_losses[0] != linen_losses[-1]  # it did train
     np.testing.assert_allclose(nnx_losses, linen_losses, rtol=1e-5)

@@ -262,10 +262,15 @@ class _Builder(_Compact):
         self.plan.out_expr = self.out_expr() if compact is not None or setup is not None else None
         self.dropped_helpers = unused_helpers(self)  # factory helpers written in place
         check_unreached(
-            self, [s for s in self.node.body.body if isinstance(s, cst.FunctionDef)],
-            [n for site in self.plan.sites for n in (site.ctor, site.key)
-             if isinstance(n, cst.CSTNode)],
-        )  # fmt: skip
+            self,
+            [s for s in self.node.body.body if isinstance(s, cst.FunctionDef)],
+            [
+                n
+                for site in self.plan.sites
+                for n in (site.ctor, site.key)
+                if isinstance(n, cst.CSTNode)
+            ],
+        )
         self.finish_size_params()
         self.stream_lines()  # make_rng streams (_rng.py)
         init = cst.parse_statement(self.init_text(fields))

@@ -82,15 +82,17 @@ def _check_mixin(b: Any, base: type) -> None:
         if stmt.name.value == "setup" or "compact" in decos:
             raise b.fail(
                 f"its base {name} builds submodules ({stmt.name.value}); only mixins of "
-                "fields and helper methods convert", stmt,
-            )  # fmt: skip
+                "fields and helper methods convert",
+                stmt,
+            )
         for call in _calls(stmt):
             if b.is_var_call(call) or module_factory(b, call.func) is not None:
                 raise b.fail(
                     f"its base {name} creates a submodule or variable in "
                     f"{stmt.name.value}() ({code(call.func)}); only mixins of fields and helper "
-                    "methods convert", stmt,
-                )  # fmt: skip
+                    "methods convert",
+                    stmt,
+                )
 
 
 def mixin_fields(b: Any, missing: list[str]) -> dict[str, cst.AnnAssign]:
@@ -104,9 +106,11 @@ def mixin_fields(b: Any, missing: list[str]) -> dict[str, cst.AnnAssign]:
             if isinstance(stmt, cst.SimpleStatementLine):
                 for small in stmt.body:
                     if (
-                        isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name)
-                        and small.target.value in missing and small.target.value not in out
-                    ):  # fmt: skip
+                        isinstance(small, cst.AnnAssign)
+                        and isinstance(small.target, cst.Name)
+                        and small.target.value in missing
+                        and small.target.value not in out
+                    ):
                         out[small.target.value] = small
     return out
 
@@ -119,9 +123,11 @@ def convert_mixin(b: Any) -> cst.ClassDef:
     body: list[Any] = []
     for stmt in b.node.body.body:
         if isinstance(stmt, cst.SimpleStatementLine) and any(
-            isinstance(s, cst.AnnAssign) and isinstance(s.target, cst.Name)
-            and s.target.value in fields for s in stmt.body
-        ):  # fmt: skip
+            isinstance(s, cst.AnnAssign)
+            and isinstance(s.target, cst.Name)
+            and s.target.value in fields
+            for s in stmt.body
+        ):
             continue
         if isinstance(stmt, cst.FunctionDef):
             stmt = b.rewrite_method(stmt, drop_mirrored=False)
@@ -131,10 +137,15 @@ def convert_mixin(b: Any) -> cst.ClassDef:
     if not body or not any(isinstance(s, cst.FunctionDef) for s in body) and len(body) == 1:
         body.append(cst.parse_statement("pass"))
     bases = [
-        cst.Arg(cst.parse_expression(base.__name__ if base.__name__ in b.ctx.class_nodes
-                                     and base.__name__ != "Module" else "nnx.Module"))
+        cst.Arg(
+            cst.parse_expression(
+                base.__name__
+                if base.__name__ in b.ctx.class_nodes and base.__name__ != "Module"
+                else "nnx.Module"
+            )
+        )
         for base in b.cls.__bases__
-    ]  # fmt: skip
+    ]
     return b.node.with_changes(bases=bases, body=b.node.body.with_changes(body=body))
 
 
@@ -164,11 +175,15 @@ def inline_helper(b: Any, ctor: cst.Call) -> cst.Call:
         return ctor
     # the body without its docstring
     body = [
-        s for s in helper.body.body
-        if not (isinstance(s, cst.SimpleStatementLine) and len(s.body) == 1
-                and isinstance(s.body[0], cst.Expr)
-                and isinstance(s.body[0].value, cst.SimpleString | cst.ConcatenatedString))
-    ]  # fmt: skip
+        s
+        for s in helper.body.body
+        if not (
+            isinstance(s, cst.SimpleStatementLine)
+            and len(s.body) == 1
+            and isinstance(s.body[0], cst.Expr)
+            and isinstance(s.body[0].value, cst.SimpleString | cst.ConcatenatedString)
+        )
+    ]
     ret = None
     if len(body) == 1 and isinstance(body[0], cst.SimpleStatementLine) and len(body[0].body) == 1:
         only = body[0].body[0]
@@ -183,8 +198,9 @@ def inline_helper(b: Any, ctor: cst.Call) -> cst.Call:
     ):
         raise b.fail(
             f"the submodule is built by the helper self.{name}(), which does more than return "
-            "one construction", ctor,
-        )  # fmt: skip
+            "one construction",
+            ctor,
+        )
     names = [p.name.value for p in (*params.params, *params.kwonly_params)][1:]
     defaults = {
         p.name.value: p.default for p in (*params.params, *params.kwonly_params) if p.default
@@ -225,8 +241,17 @@ def inline_helper(b: Any, ctor: cst.Call) -> cst.Call:
 
 
 def _paren(node: cst.BaseExpression) -> cst.BaseExpression:
-    simple = (cst.Name, cst.Attribute, cst.Call, cst.Subscript, cst.SimpleString, cst.Integer,
-              cst.Float, cst.Tuple, cst.List)  # fmt: skip
+    simple = (
+        cst.Name,
+        cst.Attribute,
+        cst.Call,
+        cst.Subscript,
+        cst.SimpleString,
+        cst.Integer,
+        cst.Float,
+        cst.Tuple,
+        cst.List,
+    )
     if isinstance(node, simple):
         return node
     return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
@@ -322,19 +347,18 @@ def check_unreached(b: Any, methods: list[cst.FunctionDef], handled: list[cst.CS
             raise b.fail(
                 f"{code(call)} (line {b.lineno(call)}) builds a {cls.__name__} that no example "
                 "reached (e.g. a branch the examples did not take); add an --example that "
-                "runs it", call,
-            )  # fmt: skip
+                "runs it",
+                call,
+            )
 
 
 def _mixins_of(cls: type, user: dict[str, type]) -> list[str]:
-    return [
-        k.__name__ for k in cls.__mro__[1:]
-        if user.get(k.__name__) is k
-    ]  # fmt: skip
+    return [k.__name__ for k in cls.__mro__[1:] if user.get(k.__name__) is k]
 
 
-def mixin_conflicts(plans: dict, kept: dict, user: dict[str, type], class_nodes: dict,
-                    positions: Any) -> dict:  # fmt: skip
+def mixin_conflicts(
+    plans: dict, kept: dict, user: dict[str, type], class_nodes: dict, positions: Any
+) -> dict:
     """Converted classes whose mixin is also the base of a class that stays Linen (a Linen
     class cannot derive from an NNX mixin): they stay Linen too, as :class:`Kept` entries."""
     from ._rewrite import Kept
@@ -345,21 +369,24 @@ def mixin_conflicts(plans: dict, kept: dict, user: dict[str, type], class_nodes:
             continue
         for mixin in _mixins_of(user[name], user):
             others = [
-                n for n, c in user.items()
+                n
+                for n, c in user.items()
                 if n not in plans and n != mixin and mixin in _mixins_of(c, user)
-            ]  # fmt: skip
+            ]
             if others:
                 line = positions[class_nodes[name]].start.line
                 out[name] = Kept(
-                    name, f"its base {mixin} is also the base of {others[0]}, which stays Linen",
+                    name,
+                    f"its base {mixin} is also the base of {others[0]}, which stays Linen",
                     line,
-                )  # fmt: skip
+                )
                 break
     return out
 
 
-def mixin_plans(plans: dict, user: dict[str, type], class_nodes: dict, positions: Any,
-                ctx: Any) -> dict:  # fmt: skip
+def mixin_plans(
+    plans: dict, user: dict[str, type], class_nodes: dict, positions: Any, ctx: Any
+) -> dict:
     """A :class:`ClassPlan` holding the NNX form of each mixin the converted classes use."""
     from ._build import _Builder
     from ._classes import ClassPlan

@@ -157,11 +157,16 @@ def rewrite(
     while True:
         plans: dict[str, ClassPlan] = {}
         ctx = Context(
-            module_globals=vars(mod), src_lines=source.splitlines(), plans=plans,
-            kept={k: v.reason for k, v in kept.items()}, user_classes=user,
-            keep_signatures=keep_signatures, path=path, class_nodes=class_nodes,
+            module_globals=vars(mod),
+            src_lines=source.splitlines(),
+            plans=plans,
+            kept={k: v.reason for k, v in kept.items()},
+            user_classes=user,
+            keep_signatures=keep_signatures,
+            path=path,
+            class_nodes=class_nodes,
             reached=set(reached),
-        )  # fmt: skip
+        )
         new_kept = dict(kept)
         for name in order:
             if name in new_kept:
@@ -182,8 +187,9 @@ def rewrite(
             for below in _below(reached.get(name, []), user):
                 if below not in new_kept:
                     line = positions[class_nodes[below]].start.line if below in class_nodes else 0
-                    new_kept[below] = Kept(below, f"it is used inside {name}, which stays Linen",
-                                           line)  # fmt: skip
+                    new_kept[below] = Kept(
+                        below, f"it is used inside {name}, which stays Linen", line
+                    )
         new_kept.update(mixin_conflicts(plans, new_kept, user, class_nodes, positions))
         if new_kept.keys() == kept.keys():
             kept = new_kept

@@ -178,8 +178,16 @@ def _make_site(b, attr: str, ctor: cst.Call, execs) -> Site:
     else:
         raise b.fail(f"self.{attr} is a {cls.__name__}, which has no conversion rule", ctor)
     base = _BASE_NAMES.get(rule.nnx, snake(rule.nnx)) if rule else snake(cls.__name__)
-    return Site(key=attr, child_cls=cls, kind=kind, execs=execs, line=b.lineno(ctor),
-                base=base, attr=attr, ctor=ctor)  # fmt: skip
+    return Site(
+        key=attr,
+        child_cls=cls,
+        kind=kind,
+        execs=execs,
+        line=b.lineno(ctor),
+        base=base,
+        attr=attr,
+        ctor=ctor,
+    )
 
 
 def _collect_modes(b, method, sites, out) -> None:

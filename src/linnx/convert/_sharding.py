@@ -73,9 +73,9 @@ def _bind(conv: Any, call: cst.Call, kind: str) -> dict[str, cst.BaseExpression]
     for i, a in enumerate(call.args):
         if a.star:
             raise conv.fail(f"nn.{kind}(...) with *args or **kwargs", call)
-        name = a.keyword.value if a.keyword is not None else (
-            params[i] if i < len(params) else None
-        )  # fmt: skip
+        name = (
+            a.keyword.value if a.keyword is not None else (params[i] if i < len(params) else None)
+        )
         if name not in params or name in out:
             raise conv.fail(f"nn.{kind}(...): unexpected argument {code(a)!r}", call)
         out[name] = a.value

@@ -84,8 +84,9 @@ class _Compact(CacheMixin, RngMixin, _Walker):
         if not site.execs:  # a layer no example reached: nothing to read the value from
             raise Unsupported(
                 f"{site.attr}: its {what} cannot be computed from the fields, and no example "
-                "reached the layer to learn it; add an --example that runs it", line,
-            )  # fmt: skip
+                "reached the layer to learn it; add an --example that runs it",
+                line,
+            )
 
         def resolve(inst: Instance) -> Any:
             values = [get(c, inst) for c in site.calls_in(inst)]
@@ -110,8 +111,9 @@ class _Compact(CacheMixin, RngMixin, _Walker):
                 raise self.fail(
                     f"nn.{rule.linen} is created under a condition on the call's arguments "
                     "that no example took: Linen makes its weights only when the branch runs; "
-                    "add an --example that takes it", node,
-                )  # fmt: skip
+                    "add an --example that takes it",
+                    node,
+                )
             for i, a in enumerate(node.args):
                 if a.keyword is not None and a.keyword.value in rule.modes:
                     if names_in(a.value) & self.removed:

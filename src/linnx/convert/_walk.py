@@ -223,8 +223,9 @@ class _Walker(_Converter):
             if loops:
                 raise self.fail(
                     "submodules are created in a loop under a condition that depends on the "
-                    "call arguments or inputs", node,
-                )  # fmt: skip
+                    "call arguments or inputs",
+                    node,
+                )
             # `if train:` / `if x.shape != y.shape:`: NNX builds the submodules in __init__
             # whatever the call will do (the examples ran the branch: it has sizes), and the
             # call keeps the condition.
