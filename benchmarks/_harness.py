@@ -27,12 +27,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
+from _table import align
 
 __all__ = [
     "CONTESTANTS",
     "Case",
     "Result",
     "run_cases",
+    "time_thunk",
     "format_table",
     "live_bytes",
     "peak_live_bytes",
@@ -122,7 +124,8 @@ class Result:
         }
 
 
-def _time_thunk(thunk: Callable[[], Any], calls: int) -> float:
+def time_thunk(thunk: Callable[[], Any], calls: int) -> float:
+    """Seconds per call of ``thunk``, over ``calls`` calls in a row."""
     start = time.perf_counter()
     for _ in range(calls):
         thunk()
@@ -139,7 +142,7 @@ def _plan(
     """
     if case.calls:
         return case.slices, dict.fromkeys(thunks, case.calls)
-    one = {who: max(_time_thunk(thunk, 1), 1e-6) for who, thunk in thunks.items()}
+    one = {who: max(time_thunk(thunk, 1), 1e-6) for who, thunk in thunks.items()}
     slices = max(1, min(case.slices, int(round_s / max(one.values()))))
     return slices, {who: max(1, min(200, int(round_s / slices / t))) for who, t in one.items()}
 
@@ -179,7 +182,7 @@ def run_cases(
             for s in range(slices):
                 for who in order if s % 2 == 0 else order[::-1]:
                     samples = results[id(case)].samples[who]
-                    samples.append(_time_thunk(thunks[who], calls[who]))
+                    samples.append(time_thunk(thunks[who], calls[who]))
             log(f"  {case.model}: {case.row} ({time.perf_counter() - t0:.1f} s)")
     return [results[id(c)] for c in cases]
 
@@ -278,14 +281,4 @@ def format_table(results: Iterable[Result]) -> str:
                 res.status,
             )
         )
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=True)]
-    out = []
-    for i, line in enumerate([header, *lines]):
-        cells = [
-            str(x).ljust(w) if j < 2 else str(x).rjust(w)
-            for j, (x, w) in enumerate(zip(line, widths, strict=True))
-        ]
-        out.append("  ".join(cells))
-        if i == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    return align(header, lines, left=2)

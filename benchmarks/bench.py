@@ -28,20 +28,19 @@ import argparse
 import dataclasses
 import datetime
 import functools
-import json
 import os
 import platform
 import re
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
 import optax
 from _harness import Case, format_table, live_bytes, peak_live_bytes, run_cases
 from _models import ModelSpec, model_specs, mse
+from _table import report
 from flax import linen as nn
 from flax import nnx
 from flax.nnx import bridge as flax_bridge  # the peer of the comparison; only imported here
@@ -671,32 +670,21 @@ def main(argv: list[str] | None = None) -> int:
     ]
     results = run_cases(cases, rounds, min_round_s, log)
     elapsed = time.perf_counter() - start
-    table = format_table(results)
-    print(
+    title = (
         f"linnx bridge benchmark: mode={mode}, rounds={rounds}, {elapsed:.0f} s, "
         f"{machine['cpu_count']} CPUs, load at start {machine['loadavg_at_start']}, "
         f"jax {machine['jax']}, flax {machine['flax']}, {machine['device']}"
     )
-    print(table)
-    targets = [r for r in results if r.case.target is not None]
-    missed = [r for r in targets if r.status != "met"]
-    print(f"targets: {len(targets) - len(missed)} met, {len(missed)} missed")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "mode": mode,
-                "rounds": rounds,
-                "elapsed_s": elapsed,
-                "machine": machine,
-                "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                "rows": [r.to_json() for r in results],
-            },
-            indent=1,
-        )
-    )
-    print(f"wrote {out}")
+    data = {
+        "mode": mode,
+        "rounds": rounds,
+        "elapsed_s": elapsed,
+        "machine": machine,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "rows": [r.to_json() for r in results],
+    }
+    statuses = [r.status for r in results if r.case.target is not None]
+    report(title, format_table(results), statuses, args.json, data)
     return 0
 
 

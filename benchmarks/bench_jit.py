@@ -27,19 +27,19 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
 import optax
+from _harness import time_thunk
 from _models import ModelSpec, model_specs, mse
+from _table import align, report
 from flax import nnx
 
 import linnx
@@ -178,13 +178,6 @@ class StepBench:
 # -- timing ---------------------------------------------------------------------------------------
 
 
-def _time(thunk: Callable[[], Any], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        thunk()
-    return (time.perf_counter() - start) / calls
-
-
 def run(
     specs: list[ModelSpec], rounds: int, round_s: float, slices: int, log: Callable[[str], None]
 ) -> dict[str, dict[str, list[float]]]:
@@ -203,7 +196,7 @@ def run(
         for name, by_who in thunks.items():
             order = list(CONTESTANTS[r % len(CONTESTANTS) :] + CONTESTANTS[: r % len(CONTESTANTS)])
             if name not in plan:
-                one = {who: max(_time(by_who[who], 1), 1e-6) for who in order}
+                one = {who: max(time_thunk(by_who[who], 1), 1e-6) for who in order}
                 # At least 3 slices of at least one call each: a step slower than the round
                 # budget (the transformer) still gets several samples per round.
                 n = max(min(3, slices), min(slices, int(round_s / max(one.values()))))
@@ -211,7 +204,7 @@ def run(
             n, calls = plan[name]
             for s in range(n):
                 for who in order if s % 2 == 0 else order[::-1]:
-                    samples[name][who].append(_time(by_who[who], calls[who]))
+                    samples[name][who].append(time_thunk(by_who[who], calls[who]))
     return samples
 
 
@@ -246,15 +239,7 @@ def table(samples: dict[str, dict[str, list[float]]]) -> tuple[str, list[dict[st
                 "samples": by_who,
             }
         )
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=True)]
-    out = [
-        "  ".join(
-            str(x).ljust(w) if i == 0 else str(x).rjust(w)
-            for i, (x, w) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in [header, ["-" * w for w in widths], *lines]
-    ]
-    return "\n".join(out), rows
+    return align(header, lines), rows
 
 
 MODES = {
@@ -287,32 +272,22 @@ def main(argv: list[str] | None = None) -> int:
     samples = run(model_specs(size, models), rounds, round_s, slices, log)
     text, rows = table(samples)
     elapsed = time.perf_counter() - start
-    print(
+    title = (
         f"linnx.jit train-step benchmark: mode={name}, rounds={rounds}, {elapsed:.0f} s, "
         f"{os.cpu_count()} CPUs, load at start {load}, jax {jax.__version__}, "
         f"{jax.devices()[0]}; each cell: median step time, ratio to the Linen step"
     )
-    print(text)
-    missed = [r["model"] for r in rows if r["status"] != "met"]
-    print(f"targets: {len(rows) - len(missed)} met, {len(missed)} missed")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "mode": name,
-                "rounds": rounds,
-                "elapsed_s": elapsed,
-                "load_at_start": load,
-                "platform": platform.platform(),
-                "jax": jax.__version__,
-                "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                "rows": rows,
-            },
-            indent=1,
-        )
-    )
-    print(f"wrote {out}")
+    data = {
+        "mode": name,
+        "rounds": rounds,
+        "elapsed_s": elapsed,
+        "load_at_start": load,
+        "platform": platform.platform(),
+        "jax": jax.__version__,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "rows": rows,
+    }
+    report(title, text, [r["status"] for r in rows], args.json, data)
     return 0
 
 

@@ -107,8 +107,9 @@ def linen_model() -> Any:
     class Scanned(nn.Module):
         @nn.compact
         def __call__(self, x):
-            blocks = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True},
-                             length=depth)  # fmt: skip
+            blocks = nn.scan(
+                Block, variable_axes={"params": 0}, split_rngs={"params": True}, length=depth
+            )
             return blocks()(x, None)[0]
 
     return Scanned()
@@ -223,8 +224,10 @@ def _child_floor(src: str, dst: str) -> dict[str, Any]:
     with ocp.PyTreeCheckpointer() as reader:
         tree = reader.metadata(src).item_metadata.tree
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        args = jax.tree.map(lambda m: ocp.ArrayRestoreArgs(
-            sharding=device, global_shape=m.shape, dtype=m.dtype), tree)  # fmt: skip
+        args = jax.tree.map(
+            lambda m: ocp.ArrayRestoreArgs(sharding=device, global_shape=m.shape, dtype=m.dtype),
+            tree,
+        )
         restored = reader.restore(src, args=ocp.args.PyTreeRestore(restore_args=args))
     ckptr.save(dst, restored)
     ckptr.close()
@@ -239,8 +242,8 @@ def _child_cli(src: str, dst: str, extra: list[str]) -> dict[str, Any]:
     import linnx.migrate  # noqa: F401
     from linnx._cli import main
 
-    argv = ["migrate-weights", "--linen", "bench_migrate:linen_model", "--nnx",
-            "bench_migrate:nnx_model", "--sample", sample(), *extra, src, dst]  # fmt: skip
+    models = ("--linen", "bench_migrate:linen_model", "--nnx", "bench_migrate:nnx_model")
+    argv = ["migrate-weights", *models, "--sample", sample(), *extra, src, dst]
     start = time.perf_counter()
     code = main(argv)
     return {"seconds": time.perf_counter() - start, "exit": code}
@@ -262,21 +265,30 @@ def _child(argv: list[str]) -> None:
 
 
 def _spawn(model: str, size: str, *argv: str) -> dict[str, Any]:
-    env = {**os.environ, "BENCH_MIGRATE_MODEL": f"{model}:{size}",
-           "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "src"),
-                                          os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    env = {
+        **os.environ,
+        "BENCH_MIGRATE_MODEL": f"{model}:{size}",
+        "PYTHONPATH": os.pathsep.join(
+            [str(HERE), str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", *argv],
-        capture_output=True, text=True, env=env, cwd=HERE,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=HERE,
+    )
     lines = [x for x in done.stdout.splitlines() if x.startswith("BENCH-RESULT ")]
     if done.returncode != 0 or not lines:
-        raise SystemExit(f"{model}:{size} {argv[0]} failed:\n{done.stdout[-3000:]}\n"
-                         f"{done.stderr[-3000:]}")  # fmt: skip
+        raise SystemExit(
+            f"{model}:{size} {argv[0]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     result = json.loads(lines[-1].removeprefix("BENCH-RESULT "))
     if result.get("exit", 0) != 0:
-        raise SystemExit(f"{model}:{size} {argv[0]} exited {result['exit']}:\n"
-                         f"{done.stderr[-3000:]}")  # fmt: skip
+        raise SystemExit(
+            f"{model}:{size} {argv[0]} exited {result['exit']}:\n{done.stderr[-3000:]}"
+        )
     return result
 
 
@@ -306,8 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    print(f"linnx checkpoint migration benchmark: {os.cpu_count()} CPUs, load "
-          f"{tuple(round(x, 2) for x in os.getloadavg())}", flush=True)  # fmt: skip
+    print(
+        f"linnx checkpoint migration benchmark: {os.cpu_count()} CPUs, load "
+        f"{tuple(round(x, 2) for x in os.getloadavg())}",
+        flush=True,
+    )
     results: list[dict[str, Any]] = []
     missed: list[str] = []
     for size in args.sizes.split(","):
@@ -348,9 +363,13 @@ def main(argv: list[str] | None = None) -> int:
                     t_max, m_max, bound = TARGETS[run]
                     ok = t_ratio <= t_max and (m_max is None or m_ratio <= m_max)
                     ok = ok and (bound is None or row["peak_rss"] <= bound(ckpt))
-                    note = ("met" if ok else "MISSED") + f" (time <= {t_max}x" + (
-                        f", RSS <= {m_max}x" if m_max else "") + (
-                        f", RSS <= {bound(ckpt) / GIB:.2f} GiB" if bound else "") + ")"  # fmt: skip
+                    note = (
+                        ("met" if ok else "MISSED")
+                        + f" (time <= {t_max}x"
+                        + (f", RSS <= {m_max}x" if m_max else "")
+                        + (f", RSS <= {bound(ckpt) / GIB:.2f} GiB" if bound else "")
+                        + ")"
+                    )
                     if not ok:
                         missed.append(f"{model} {run}")
                 print(f"  {run:<12} {row['seconds']:>7.2f} {row['peak_rss'] / GIB:>7.2f} G "

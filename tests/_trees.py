@@ -3,6 +3,11 @@
 ``tests/`` is on ``sys.path`` (its conftest.py lives there), so tests import these as
 ``from _trees import assert_trees_equal``. Every assertion names the first leaf that differs
 by its key path.
+
+Three kinds of helpers: views of a tree (:func:`values`, :func:`plain`, :func:`shapes`,
+:func:`fingerprint`), assertions (:func:`assert_trees_equal`, :func:`assert_trees_close`,
+:func:`assert_identical` for NNX objects), and ToLinen's Linen layout of an NNX module's
+variables (:func:`linen_value`, :func:`copy_from_linen`, :func:`assert_linen_matches`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,21 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["values", "plain", "shapes", "assert_trees_equal", "assert_trees_close"]
+import linnx
+
+__all__ = [
+    "values",
+    "plain",
+    "shapes",
+    "fingerprint",
+    "assert_trees_equal",
+    "assert_trees_close",
+    "graph_shape",
+    "assert_identical",
+    "linen_value",
+    "copy_from_linen",
+    "assert_linen_matches",
+]
 
 
 def _is_var(x: Any) -> bool:
@@ -41,11 +60,31 @@ def shapes(tree: Any) -> Any:
     return jax.tree.map(jnp.shape, tree)
 
 
+def _is_key(a: Any) -> bool:
+    return isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jax.dtypes.prng_key)
+
+
 def _array(a: Any) -> np.ndarray:
-    a = jnp.asarray(a)
-    if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
-        a = jax.random.key_data(a)
-    return np.asarray(a)
+    # `np.asarray`, not `jnp.asarray`: a float64 NumPy leaf keeps its dtype and its bits.
+    return np.asarray(jax.random.key_data(a) if _is_key(a) else a)
+
+
+def _leaf_record(x: Any) -> tuple:
+    if isinstance(x, jax.Array | np.ndarray | np.generic):
+        a = _array(x)
+        return (a.dtype.str, a.shape, a.tobytes())
+    return ("object", type(x).__name__, repr(x))
+
+
+def fingerprint(tree: Any) -> tuple:
+    """A comparable record of ``tree``: equal records mean bit-identical trees.
+
+    The structure, and per leaf its key path and, for an array, dtype, shape and bytes (a PRNG
+    key by its key data); other leaves by type and ``repr``. The record holds no reference to
+    the tree, so a record taken before a call still shows the tree as it was then.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    return (str(treedef), tuple((jax.tree_util.keystr(p), _leaf_record(v)) for p, v in leaves))
 
 
 def _pairs(got: Any, want: Any, what: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -83,3 +122,83 @@ def assert_trees_close(
             )
         else:
             np.testing.assert_array_equal(g, w, err_msg=where)
+
+
+# -- NNX objects ---------------------------------------------------------------------------------
+
+
+def graph_shape(objs: Any) -> list[tuple]:
+    """Every node and variable of an NNX graph: path, type, and a variable's metadata.
+
+    (Graphdefs of two copies differ in their static attributes, e.g. the optimizer's optax
+    functions, so they are not compared directly.)
+    """
+    shape = []
+    for path, node in nnx.iter_graph(objs):
+        if isinstance(node, nnx.Variable):
+            shape.append((path, type(node), node.get_metadata()))
+        elif nnx.graph.is_node(node):
+            shape.append((path, type(node)))
+    return shape
+
+
+def assert_identical(a: Any, b: Any, what: str = "") -> None:
+    """Same graph (nodes, variable types and metadata) and the same bits in every variable.
+
+    ``a`` and ``b`` are NNX objects (or tuples holding some), compared graph and state, or
+    plain trees, compared as :func:`assert_trees_equal` does.
+    """
+    if (
+        isinstance(a, nnx.Pytree | nnx.Variable)
+        or isinstance(a, tuple)
+        and any(isinstance(x, nnx.Pytree) for x in a)
+    ):
+        assert graph_shape(a) == graph_shape(b), f"{what}: graph"
+        a, b = nnx.state(a), nnx.state(b)
+    assert_trees_equal(a, b, what)
+
+
+# -- ToLinen's layout ----------------------------------------------------------------------------
+
+
+def _linen_path(var: nnx.Variable, path: tuple) -> tuple[str, ...]:
+    path = tuple(str(k) for k in path)
+    if isinstance(var, nnx.RngKey | nnx.RngCount):
+        tag = var.get_metadata()["tag"]
+        if path[-2] != tag:  # a bare RngStream (nnx.Dropout) nests under its stream name
+            path = (*path[:-1], tag, path[-1])
+    return path
+
+
+def linen_value(variables: Mapping[str, Any], var: nnx.Variable, path: tuple) -> Any:
+    """The value a native NNX variable at ``path`` has in ToLinen's Linen ``variables``.
+
+    The documented layout: the registry's collection, string keys, and a bare ``RngStream``
+    (as ``nnx.Dropout`` keeps one) nested under its stream name
+    (``variables['RngCount']['rngs']['dropout']['count']``).
+    """
+    node = variables[linnx.variable_name_from_type(type(var))]
+    for key in _linen_path(var, path):
+        node = node[key]
+    return node.value
+
+
+def copy_from_linen(native: nnx.Module, variables: Mapping[str, Any]) -> nnx.Module:
+    """Overwrites every variable of ``native`` with its value from Linen ``variables``."""
+    flat = nnx.to_flat_state(nnx.state(native))
+    for path, var in flat:
+        var.set_value(linen_value(variables, var, path))
+    nnx.update(native, nnx.from_flat_state(flat))
+    return native
+
+
+def assert_linen_matches(
+    variables: Mapping[str, Any], state: nnx.State, *, atol: float = 1e-6, rtol: float = 1e-6
+) -> None:
+    """Every variable of an NNX ``state`` has its value (within tolerance) in ToLinen's Linen
+    ``variables``, at the place :func:`linen_value` names; integers and keys exactly."""
+    got, want = {}, {}
+    for path, var in nnx.to_flat_state(state):
+        where = "/".join(map(str, path))  # named by its NNX path
+        got[where], want[where] = linen_value(variables, var, path), var.get_value()
+    assert_trees_close(got, want, "linen", atol=atol, rtol=rtol)

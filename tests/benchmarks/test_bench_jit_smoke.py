@@ -8,28 +8,15 @@ contestant's train step runs, and that ``linnx.jit`` stayed on its fast path (a 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "benchmarks" / "bench_jit.py"
+from _smoke import run_bench
+
 CONTESTANTS = ("linen", "nnx.jit", "cached_partial", "split/merge", "linnx.jit", "linnx.jit(ToNNX)")
 
 
 def test_bench_jit_smoke_run(tmp_path):
     out = tmp_path / "bench_jit.json"
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--smoke", "--json", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_bench("bench_jit.py", "--smoke", "--json", str(out), timeout=600)
     assert "JitFallbackWarning" not in proc.stderr, proc.stderr[-3000:]
     header = proc.stdout.splitlines()[1]
     for who in CONTESTANTS:

@@ -8,31 +8,16 @@ programs with and without the bridge are the same.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "benchmarks" / "bench.py"
+from _smoke import run_bench
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--smoke", "--json", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_bench("bench.py", "--smoke", "--json", str(out), timeout=300)
     return proc.stdout, json.loads(out.read_text())
 
 
@@ -47,6 +32,12 @@ def test_table_and_json_report_the_same_rows(smoke_run: tuple[str, dict]) -> Non
     with_target = [r for r in data["rows"] if r["target"] is not None]
     met = sum(r["status"] == "met" for r in with_target)
     assert f"targets: {met} met, {len(with_target) - met} missed" in stdout
+    # The table: a header, a rule of dashes and one line per row, all as wide as each other.
+    lines = stdout.splitlines()
+    table = lines[1 : lines.index(next(x for x in lines if x.startswith("targets:")))]
+    assert len(table) == 2 + len(names)
+    assert set(table[1]) == {"-", " "}
+    assert len({len(line) for line in table}) == 1, table
 
 
 def test_each_row_summarises_its_samples(smoke_run: tuple[str, dict]) -> None:

@@ -10,48 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _trees import assert_linen_matches, copy_from_linen
 from flax import linen as nn
 from flax import nnx
 
 import linnx
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def linen_value(variables, var, path):
-    """The value a native NNX variable at ``path`` has in ToLinen's Linen ``variables``.
-
-    The documented layout: the registry's collection, string keys, and a bare ``RngStream``
-    (as ``nnx.Dropout`` keeps one) nested under its stream name
-    (``variables['RngCount']['rngs']['dropout']['count']``).
-    """
-    path = tuple(str(k) for k in path)
-    if isinstance(var, (nnx.RngKey, nnx.RngCount)):
-        tag = var.get_metadata()["tag"]
-        if path[-2] != tag:
-            path = (*path[:-1], tag, path[-1])
-    node = variables[linnx.variable_name_from_type(type(var))]
-    for key in path:
-        node = node[key]
-    return node.value
-
-
-def copy_into(native: nnx.Module, variables) -> nnx.Module:
-    """Overwrites every variable of ``native`` with its value from Linen ``variables``."""
-    state = nnx.state(native)
-    flat = nnx.to_flat_state(state)
-    for path, var in flat:
-        var.set_value(linen_value(variables, var, path))
-    nnx.update(native, nnx.from_flat_state(flat))
-    return native
-
-
-def assert_same_state(native: nnx.Module, variables):
-    for path, var in nnx.to_flat_state(nnx.state(native)):
-        got, want = linen_value(variables, var, path), var.get_value()
-        if isinstance(var, nnx.RngKey):
-            got, want = jax.random.key_data(got), jax.random.key_data(want)
-        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=str(path))
 
 
 class AutoEncoder(nnx.Module):
@@ -196,7 +161,7 @@ def test_apply_shares_the_param_arrays():
 def test_methods_by_name_and_nnx_method():
     model = linnx.to_linen(AutoEncoder, 4, 2)
     variables = model.init(jax.random.key(0), X)
-    native = copy_into(AutoEncoder(4, 2, rngs=nnx.Rngs(1)), variables)
+    native = copy_from_linen(AutoEncoder(4, 2, rngs=nnx.Rngs(1)), variables)
     z = model.apply(variables, X, method="encode")
     np.testing.assert_allclose(z, native.encode(X), rtol=1e-6)
     np.testing.assert_allclose(model.apply(variables, X, nnx_method="encode"), z, rtol=1e-6)
@@ -229,7 +194,7 @@ def test_batchnorm_batch_stats_write_back():
     x = jax.random.normal(jax.random.key(3), (8, 4)) * 3 + 1
     model = linnx.to_linen(nnx.BatchNorm, 4)
     variables = model.init(jax.random.key(0), x)
-    native = copy_into(nnx.BatchNorm(4, rngs=nnx.Rngs(0)), variables)
+    native = copy_from_linen(nnx.BatchNorm(4, rngs=nnx.Rngs(0)), variables)
     y, updates = model.apply(variables, x, mutable=["batch_stats"])
     y_native = native(x)
     np.testing.assert_allclose(y, y_native, rtol=1e-5, atol=1e-6)
@@ -377,7 +342,9 @@ def test_auto_named_submodule_inside_linen_parent():
         variables["params"]["ToLinen_1"]["enc"]["kernel"].value[:, :2],
     )
     natives = [
-        copy_into(AutoEncoder(4, h, rngs=nnx.Rngs(0)), {c: variables[c][name] for c in ("params",)})
+        copy_from_linen(
+            AutoEncoder(4, h, rngs=nnx.Rngs(0)), {c: variables[c][name] for c in ("params",)}
+        )
         for name, h in (("ToLinen_0", 2), ("ToLinen_1", 3))
     ]
     dense = nn.Dense(4).apply({"params": variables["params"]["Dense_0"]}, X)
@@ -486,14 +453,14 @@ def test_round_trip_tolinen_of_module_holding_tonnx(jit):
     # The unwrapped module (ToLinen feeds the Linen init key as the `params` stream),
     # lazily initialized natively, then given the same state.
     native = linnx.lazy_init(HoldsToNNX(nnx.Rngs(params=3)), x)
-    copy_into(native, variables)
-    assert_same_state(native, variables)
+    copy_from_linen(native, variables)
+    assert_linen_matches(variables, nnx.state(native))
     for _ in range(2):
         y, updates = apply(variables, x, mutable=True)
         np.testing.assert_allclose(y, native(x), rtol=1e-5, atol=1e-6)
         variables = {**variables, **updates}
         # The ToNNX rng count advanced in both, the same way.
-        assert_same_state(native, variables)
+        assert_linen_matches(variables, nnx.state(native))
 
     # Under an outer Linen parent too.
     class Parent(nn.Module):

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _trees import assert_linen_matches, assert_trees_close, copy_from_linen, plain
 from flax import linen as nn
 from flax import nnx
 from flax.training import train_state
@@ -88,30 +89,9 @@ def _data(kind):
     return cls, dims, x, y
 
 
-def _copy_into(native: nnx.Module, variables) -> None:
-    """Gives ``native`` the state of ToLinen's ``variables``, in the documented layout."""
-    state = nnx.state(native)
-    flat = nnx.to_flat_state(state)
-    for path, var in flat:
-        path = tuple(str(k) for k in path)
-        if isinstance(var, (nnx.RngKey, nnx.RngCount)):
-            tag = var.get_metadata()["tag"]
-            if path[-2] != tag:  # a bare RngStream (nnx.Dropout) nests under its stream
-                path = (*path[:-1], tag, path[-1])
-        node = variables[linnx.variable_name_from_type(type(var))]
-        for key in path:
-            node = node[key]
-        var.set_value(node.value)
-    nnx.update(native, nnx.from_flat_state(flat))
-
-
 def _assert_params_equal(linen_params, native: nnx.Module):
     native_params = nnx.to_pure_dict(nnx.state(native, nnx.Param))
-    jax.tree_util.tree_map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL),
-        nn.unbox(linen_params),
-        native_params,
-    )
+    assert_trees_close(plain(nn.unbox(linen_params)), native_params, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -142,7 +122,7 @@ def test_linen_loop_matches_native_loop(kind, ema_registered):
 
     # -- native NNX loop from the same initial state ----------------------------------------
     native = cls(*dims, rngs=nnx.Rngs(params=7, dropout=8))
-    _copy_into(native, variables)
+    copy_from_linen(native, variables)
     _assert_params_equal(variables["params"], native)
     optimizer = nnx.Optimizer(native, tx, wrt=nnx.Param)
 
@@ -168,18 +148,6 @@ def test_linen_loop_matches_native_loop(kind, ema_registered):
 
     # The non-trained state followed the same path too.
     final = {"params": state.params, **others}
-    for path, var in nnx.to_flat_state(nnx.state(native, nnx.Not(nnx.Param))):
-        path = tuple(str(k) for k in path)
-        if isinstance(var, (nnx.RngKey, nnx.RngCount)):
-            tag = var.get_metadata()["tag"]
-            if path[-2] != tag:
-                path = (*path[:-1], tag, path[-1])
-        node = final[linnx.variable_name_from_type(type(var))]
-        for key in path:
-            node = node[key]
-        got, want = node.value, var.get_value()
-        if isinstance(var, nnx.RngKey):
-            got, want = jax.random.key_data(got), jax.random.key_data(want)
-        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=str(path))
+    assert_linen_matches(final, nnx.state(native, nnx.Not(nnx.Param)), rtol=RTOL, atol=ATOL)
     if kind == "mlp_dropout_batchnorm":
         assert others["RngCount"]["drop"]["rngs"]["dropout"]["count"].value == STEPS

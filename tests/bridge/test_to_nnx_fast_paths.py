@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _trees import assert_trees_equal
 from flax import linen as nn
 from flax import nnx
 
@@ -62,10 +63,6 @@ def is_key(value: Any) -> bool:
     return jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key)
 
 
-def plain(value: Any) -> np.ndarray:
-    return np.asarray(jax.random.key_data(value) if is_key(value) else value)
-
-
 def snapshot(model: ToNNX) -> dict[str, Any]:
     """Everything observable about a wrapper's NNX side: attributes, statuses, variables."""
     state = nnx.state(model)
@@ -76,15 +73,14 @@ def snapshot(model: ToNNX) -> dict[str, Any]:
         "graphdef": nnx.graphdef(model),
         "types": jax.tree.map(type, state, is_leaf=lambda x: isinstance(x, nnx.Variable)),
         "metadata": [v.get_metadata() for v in variables(model)],
-        "values": jax.tree.map(plain, nnx.to_pure_dict(state)),
+        "values": nnx.to_pure_dict(state),
     }
 
 
 def assert_same(a: dict[str, Any], b: dict[str, Any]) -> None:
     values_a, values_b = a.pop("values"), b.pop("values")
     assert a == b
-    assert jax.tree.structure(values_a) == jax.tree.structure(values_b)
-    jax.tree.map(np.testing.assert_array_equal, values_a, values_b)
+    assert_trees_equal(values_a, values_b, "values")
 
 
 @pytest.fixture(autouse=True)
@@ -233,11 +229,10 @@ def test_eager_write_back_matches_the_general_path(module, mutable, fast):
 
 def test_the_in_place_write_back_refuses_a_frozen_module() -> None:
     model = linnx.lazy_init(ToNNX(ConvBN(), rngs=nnx.Rngs(0)), X)
-    stats = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)))
+    stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
     with pytest.raises(linnx.MutableCollectionError):
         jax.jit(lambda x: model(x, mutable=["batch_stats"]))(X)
-    after = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)))
-    jax.tree.map(np.testing.assert_array_equal, stats, after)
+    assert_trees_equal(nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)), stats)
 
 
 # -- variables -------------------------------------------------------------------------------
@@ -299,7 +294,7 @@ def test_make_variable_matches_the_constructor(var_type, value, context) -> None
     assert type(made.get_raw_value()) is type(built.get_raw_value())
     if context in ("defaults", "no_eager_sharding") and var_type is not Doubled:
         assert made.get_raw_value() is value  # no copy, as the constructor
-    np.testing.assert_array_equal(plain(made.get_value()), plain(built.get_value()))
+    assert_trees_equal(made.get_value(), built.get_value())
 
 
 @pytest.mark.parametrize("var_type", [nnx.Param, Doubled])

@@ -11,6 +11,7 @@ Used by the tests of converted models:
 from __future__ import annotations
 
 import ast
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ def train_both(
     steps: int = 3,
     optimizer: Callable[[], optax.GradientTransformation] = lambda: optax.adam(1e-2),
     linen_method: str | None = None,
+    context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> tuple[list[float], list[float]]:
     """Initializes the Linen model, moves its weights into ``nnx_model`` with ``path_map``,
     then takes ``steps`` optimizer steps on both and returns both loss curves.
@@ -51,16 +53,23 @@ def train_both(
     ``linen_kwargs`` holds the call's flags as the Linen model wants them for evaluation
     (``train=False``, ``deterministic=True``); the NNX model is put in ``eval()`` mode and
     called with ``nnx_kwargs`` (the flags the converter removed are left out). Only ``params``
-    train; every other collection is held fixed, as in eval mode.
+    train; every other collection is held fixed, as in eval mode. The training steps (and the
+    NNX optimizer's creation) run inside ``context()``, e.g. a mesh and logical axis rules.
     """
     lkw = dict(linen_kwargs or {})
     nkw = dict(nnx_kwargs if nnx_kwargs is not None else lkw)
     method = getattr(type(linen_model), linen_method) if linen_method else None
     variables = linen_model.init(jax.random.key(0), *args, **lkw, method=method)
     plan = migrate.match(
-        linen_model, nnx_model, *args, linen_kwargs=lkw, nnx_kwargs=nkw, rename=dict(path_map),
-        linen_method=linen_method, nnx_method=linen_method,
-    )  # fmt: skip
+        linen_model,
+        nnx_model,
+        *args,
+        linen_kwargs=lkw,
+        nnx_kwargs=nkw,
+        rename=dict(path_map),
+        linen_method=linen_method,
+        nnx_method=linen_method,
+    )
     nnx_model = migrate.linen_to_nnx(variables, nnx_model, plan)
     nnx_model.eval()
 
@@ -78,7 +87,8 @@ def train_both(
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    opt = nnx.Optimizer(nnx_model, optimizer(), wrt=nnx.Param)
+    with context():  # sharded variables: the optimizer state is laid out like them
+        opt = nnx.Optimizer(nnx_model, optimizer(), wrt=nnx.Param)
 
     @nnx.jit
     def nnx_step(model, opt):
@@ -91,10 +101,11 @@ def train_both(
         return loss
 
     linen_losses, nnx_losses = [], []
-    for _ in range(steps):
-        params, opt_state, loss = linen_step(params, opt_state)
-        linen_losses.append(float(loss))
-        nnx_losses.append(float(nnx_step(nnx_model, opt)))
+    with context():
+        for _ in range(steps):
+            params, opt_state, loss = linen_step(params, opt_state)
+            linen_losses.append(float(loss))
+            nnx_losses.append(float(nnx_step(nnx_model, opt)))
     return linen_losses, nnx_losses
 
 
@@ -125,10 +136,11 @@ def example_models(
     lkw = {k.arg: ev(k.value) for k in call.keywords}
     ckw = {k.arg: ev(k.value) for k in ctor.keywords}
     ckw = {
-        k: getattr(nnx_mod, v.__name__) if isinstance(v, type) and hasattr(nnx_mod, v.__name__)
+        k: getattr(nnx_mod, v.__name__)
+        if isinstance(v, type) and hasattr(nnx_mod, v.__name__)
         else v
         for k, v in ckw.items()
-    }  # fmt: skip
+    }
     cls = getattr(nnx_mod, type(linen_model).__name__)
     nnx_model = cls(*[ev(a) for a in ctor.args], **ckw, rngs=nnx.Rngs(0))
     dropped = {f for c in result.converted for f in c.dropped_flags}

@@ -50,10 +50,10 @@ def ruff(code: str, tmp_path: Path) -> str:
     path.write_text(code)
     ruff_bin = Path(sys.executable).parent / "ruff"
     proc = subprocess.run(
-        [str(ruff_bin), "check", "--isolated", "--select", "E4,E7,E9,F", "--no-cache",
-         str(path)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [str(ruff_bin), "check", "--isolated", "--select", "E4,E7,E9,F", "--no-cache", str(path)],
+        capture_output=True,
+        text=True,
+    )
     return "" if proc.returncode == 0 else proc.stdout + proc.stderr
 
 

@@ -30,9 +30,7 @@ def test_resnet_with_basic_and_bottleneck_blocks_converts(tmp_path):
     result = convert.convert_source(RESNET, examples, path="resnet.py")
     assert result.ok, result.report()
     assert result.kept == []
-    assert {c.name for c in result.converted} == {
-        "ResNet", "ResNetBlock", "BottleneckResNetBlock"
-    }  # fmt: skip
+    assert {c.name for c in result.converted} == {"ResNet", "ResNetBlock", "BottleneckResNetBlock"}
     assert [c.ok for c in result.checks] == [True, True]
     assert (
         "                x_features = (\n"

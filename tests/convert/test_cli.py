@@ -47,11 +47,15 @@ def test_convert_writes_the_module_and_the_path_map(tmp_path, capsys):
     assert "Verification passed" in out
     paths = json.loads((tmp_path / "cnn_nnx.linen_paths.json").read_text())
     assert paths == {
-        "BatchNorm_0/bias": "batch_norm/bias", "BatchNorm_0/mean": "batch_norm/mean",
-        "BatchNorm_0/scale": "batch_norm/scale", "BatchNorm_0/var": "batch_norm/var",
-        "Conv_0/bias": "conv/bias", "Conv_0/kernel": "conv/kernel",
-        "head/bias": "head/bias", "head/kernel": "head/kernel",
-    }  # fmt: skip
+        "BatchNorm_0/bias": "batch_norm/bias",
+        "BatchNorm_0/mean": "batch_norm/mean",
+        "BatchNorm_0/scale": "batch_norm/scale",
+        "BatchNorm_0/var": "batch_norm/var",
+        "Conv_0/bias": "conv/bias",
+        "Conv_0/kernel": "conv/kernel",
+        "head/bias": "head/bias",
+        "head/kernel": "head/kernel",
+    }
     code = dst.read_text()
     assert code.startswith('"""A small CNN."""')
     assert "def make():\n    return CNN()" in code  # helpers are kept as written
@@ -74,12 +78,11 @@ def test_the_docs_walk_restores_a_linen_checkpoint(tmp_path, monkeypatch, capsys
     variables = cnn.make().init(jax.random.key(1), x)
     ckpt = tmp_path / "linen_ckpt"
     migrate.save_linen_checkpoint(ckpt, variables)
-    rc = main([
-        "migrate-weights", str(ckpt), str(tmp_path / "nnx_ckpt"),
-        "--linen", "cnn:make", "--nnx", "factories:make_nnx", "--sample", "2,6,6,1",
-        "--linen-kwargs", '{"train": false}',
-        "--path-map", str(tmp_path / "cnn_nnx.linen_paths.json"),
-    ])  # fmt: skip
+    models = ("--linen", "cnn:make", "--nnx", "factories:make_nnx")
+    inputs = ("--sample", "2,6,6,1", "--linen-kwargs", '{"train": false}')
+    path_map = ("--path-map", str(tmp_path / "cnn_nnx.linen_paths.json"))
+    dirs = (str(ckpt), str(tmp_path / "nnx_ckpt"))
+    rc = main(["migrate-weights", *dirs, *models, *inputs, *path_map])
     assert rc == 0, capsys.readouterr()
     import factories
 

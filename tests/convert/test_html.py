@@ -114,8 +114,10 @@ def test_report_structure_of_a_corpus_case(wrapped):
         for tr in rows(table):
             cells = tr.kids("td")
             assert [("linen" in c.classes, "nnx" in c.classes) for c in cells] == [
-                (True, False), (False, False), (False, True)
-            ]  # fmt: skip
+                (True, False),
+                (False, False),
+                (False, True),
+            ]
             left += line_numbers(cells[0])
             right += line_numbers(cells[2])
         assert left == class_span(result.source, name)
@@ -127,9 +129,10 @@ def test_report_structure_of_a_corpus_case(wrapped):
     linear = result.path_map["Dense_0/kernel"].split("/")[0]
     (model,) = [s for s in sections if s.attrs["data-class"] == "Model"]
     paired = [
-        tr for tr in rows(model.find_all("table", "sbs")[0])
+        tr
+        for tr in rows(model.find_all("table", "sbs")[0])
         if "nn.Dense(self.hidden)(x)" in tr.kids("td")[0].text()
-    ]  # fmt: skip
+    ]
     assert len(paired) == 1 and f"self.{linear}(x)" in paired[0].kids("td")[2].text()
     assert "paired" in paired[0].classes
     # Its construction in __init__ links back to the Linen line.
@@ -203,8 +206,9 @@ def test_code_is_escaped(escapes, pygments, monkeypatch):
         assert not any(c.find_all(t) for c in cells for t in ("b", "script", "comment"))
         lines = [
             div.text()[len(div.find_all("a", "ln")[0].text()) :]
-            for c in cells for div in c.find_all("div", "l")
-        ]  # fmt: skip
+            for c in cells
+            for div in c.find_all("div", "l")
+        ]
         assert lines == [text.splitlines()[i - 1] for i in class_span(text, "Clip")]
         assert any("x < self.limit" in line for line in lines)
     assert "Not verified" in page
@@ -272,10 +276,20 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 def chromium(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--no-first-run", "--disable-extensions", *args],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            "--disable-extensions",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
@@ -289,9 +303,8 @@ def test_chromium_renders_both_columns_and_the_tables(wrapped, tmp_path):
     doc = Tree(dom.stdout).root
     (section,) = doc.find_all("section", "class")
     assert len(section.find_all("td", "linen")) == len(section.find_all("td", "nnx")) > 5
-    assert [len(rows(doc.find_all("table", t)[0])) for t in ("weights", "checks", "kept")] == [
-        len(wrapped.path_map), 1, 1
-    ]  # fmt: skip
+    counts = [len(rows(doc.find_all("table", t)[0])) for t in ("weights", "checks", "kept")]
+    assert counts == [len(wrapped.path_map), 1, 1]
     shot = tmp_path / "report.png"
     done = chromium("--window-size=1400,2600", f"--screenshot={shot}", report.as_uri())
     assert done.returncode == 0 and shot.exists(), done.stderr
@@ -299,15 +312,13 @@ def test_chromium_renders_both_columns_and_the_tables(wrapped, tmp_path):
     width, height = img.size
     px = img.load()
     paired_rows = [
-        y for y in range(height)
+        y
+        for y in range(height)
         if px[width // 8, y] == (243, 248, 255) and px[width * 7 // 8, y] == (243, 248, 255)
-    ]  # fmt: skip
+    ]
     assert paired_rows, "no paired row spans both columns"
     # Text in both columns on the paired rows (dark pixels left and right of the middle).
-    dark = [
-        [x for x in range(width) if sum(px[x, y]) < 300]
-        for y in paired_rows
-    ]  # fmt: skip
+    dark = [[x for x in range(width) if sum(px[x, y]) < 300] for y in paired_rows]
     assert any(x < width * 0.4 for xs in dark for x in xs)
     assert any(x > width * 0.6 for xs in dark for x in xs)
     # The three data tables: three separate bands of their header colour.
@@ -332,8 +343,9 @@ class A:
 '''
 
 
-@pytest.mark.parametrize("text", [TRICKY, "x = (1,\n", "def f(:\n  pass\n"],
-                         ids=["tricky", "unclosed", "bad-syntax"])  # fmt: skip
+@pytest.mark.parametrize(
+    "text", [TRICKY, "x = (1,\n", "def f(:\n  pass\n"], ids=["tricky", "unclosed", "bad-syntax"]
+)
 def test_statements_cover_every_line_once(text):
     from linnx.convert._html import _logical_units
 

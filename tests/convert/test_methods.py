@@ -56,17 +56,23 @@ def test_a_method_example_verifies_next_to_the_call_example():
 
 
 def test_a_submodule_no_example_reaches_is_an_error_not_a_linen_leftover():
-    with pytest.raises(convert.ConvertError, match=(
-        r"vae\.py:47: .*self\.encoder \(Encoder\) is not called by any example; add an "
-        r"example that reaches it"
-    )):  # fmt: skip
+    with pytest.raises(
+        convert.ConvertError,
+        match=(
+            r"vae\.py:47: .*self\.encoder \(Encoder\) is not called by any example; add an "
+            r"example that reaches it"
+        ),
+    ):
         convert.convert_source(VAE, ["VAE(latents=8).generate(jnp.ones((3, 8)))"], path="vae.py")
 
 
 @pytest.mark.parametrize("method", ["nope", "setup", "_private", "init"])
 def test_an_example_calling_no_public_method_is_an_example_error(method):
-    with pytest.raises(convert.ExampleError, match=(
-        rf"VAE\(latents=8\)\.{method}\(jnp.ones\(\(3, 8\)\)\)'?: VAE has no public method "
-        rf"'{method}'.\nFix: call the module itself"
-    )):  # fmt: skip
+    with pytest.raises(
+        convert.ExampleError,
+        match=(
+            rf"VAE\(latents=8\)\.{method}\(jnp.ones\(\(3, 8\)\)\)'?: VAE has no public method "
+            rf"'{method}'.\nFix: call the module itself"
+        ),
+    ):
         convert.convert_source(VAE, [f"VAE(latents=8).{method}(jnp.ones((3, 8)))"])

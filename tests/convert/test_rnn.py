@@ -275,15 +275,21 @@ def test_a_gru_stays_linen_with_the_reason_and_the_model_still_verifies(tmp_path
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        ("nn.RNN(nn.LSTMCell(4), variable_broadcast='params')(x)",
-         r"nn.RNN\(variable_broadcast=...\): nnx.RNN spells the lifted scan"),
-        ("nn.RNN(nn.LSTMCell(4))(x, init_key=jax.random.key(1))",
-         r"init_key=...\): nnx.RNN draws the initial carry from its rngs"),
-        ("nn.RNN(nn.LSTMCell(4, carry_init=nn.initializers.ones))(x)",
-         r"carry_init= of a cell: nnx cells take it in initialize_carry"),
+        (
+            "nn.RNN(nn.LSTMCell(4), variable_broadcast='params')(x)",
+            r"nn.RNN\(variable_broadcast=...\): nnx.RNN spells the lifted scan",
+        ),
+        (
+            "nn.RNN(nn.LSTMCell(4))(x, init_key=jax.random.key(1))",
+            r"init_key=...\): nnx.RNN draws the initial carry from its rngs",
+        ),
+        (
+            "nn.RNN(nn.LSTMCell(4, carry_init=nn.initializers.ones))(x)",
+            r"carry_init= of a cell: nnx cells take it in initialize_carry",
+        ),
         ("nn.RNN(nn.MGUCell(4))(x)", r"nn.MGUCell: flax.nnx has no MGUCell"),
     ],
-)  # fmt: skip
+)
 def test_what_nnx_rnn_spells_differently_keeps_the_class_as_linen(body, reason):
     source = (
         "import jax\n"

@@ -25,8 +25,10 @@ def test_sequential_stacks_become_nnx_sequential(tmp_path):
     model = dst.Classifier(width=16, num_classes=10, rngs=nnx.Rngs(0))
     stem = model.stem.sequential
     assert isinstance(stem, nnx.Sequential) and isinstance(model.head, nnx.Sequential)
-    kinds = [type(layer).__name__ if isinstance(layer, nnx.Module) else layer.__name__
-             for layer in stem.layers]  # fmt: skip
+    kinds = [
+        type(layer).__name__ if isinstance(layer, nnx.Module) else layer.__name__
+        for layer in stem.layers
+    ]
     assert kinds == ["Conv", "gelu", "LayerNorm", "Conv", "relu"]
     # each layer sized by the one before it: 3 -> 16 -> (norm over 16) -> 32
     assert stem.layers[0].kernel.shape == (3, 3, 3, 16)

@@ -47,9 +47,9 @@ def test_converted_model_sows_readable_with_capture(tmp_path):
     _, sown = nnx.capture(nnx.Intermediate)(lambda m, x: m(x))(model, jnp.ones((2, 5, 8)))
     paths = {tuple(str(k) for k in p) for p, _ in nnx.to_flat_state(sown)}
     assert paths == {
-        ("final",), *((b, str(i), n) for b in ["mlp_blocks"] for i in range(2)
-                      for n in ("hidden", "norm_sum")),
-    }  # fmt: skip
+        ("final",),
+        *((b, str(i), n) for b in ["mlp_blocks"] for i in range(2) for n in ("hidden", "norm_sum")),
+    }
     hidden = sown["mlp_blocks"][0]["hidden"].get_value()
     assert isinstance(hidden, tuple) and hidden[0].shape == (2, 5, 16)  # appended, as Linen
     assert sown["mlp_blocks"][1]["norm_sum"].get_value().shape == ()  # reduced by reduce_fn
@@ -76,8 +76,9 @@ def test_a_different_sown_value_fails_the_comparison():
     call = ([x], {}, [x], {})
     maps = ({(): ()}, set())
     assert compare_intermediates(_LinenSows(), {}, _NNXSows(1.0), call, maps, 1e-5, 1e-5) == (
-        1, None,
-    )  # fmt: skip
+        1,
+        None,
+    )
     count, error = compare_intermediates(_LinenSows(), {}, _NNXSows(2.0), call, maps, 1e-5, 1e-5)
     assert count == 0 and "the sown intermediate h differs" in error
 
@@ -112,3 +113,27 @@ def test_sow_into_a_collection_named_by_a_variable_keeps_the_class_as_linen():
     (kept,) = result.kept
     assert kept.name == "Inner" and kept.line == 10
     assert "other than a literal 'intermediates'" in kept.reason
+
+
+def test_a_kept_class_that_sows_into_a_collection_init_keeps_verifies():
+    # Linen's init keeps every collection but 'intermediates': the sown 'losses' tuple is in
+    # the variables, and ToNNX keeps it as a tuple of variables. Neither is a weight (this
+    # failed with "AttributeError: 'tuple' object has no attribute 'shape'" before).
+    source = (
+        "import flax.linen as nn\n\n\n"
+        "class Inner(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        self.sow('losses', 'l2', (x ** 2).sum())\n"
+        "        return nn.Dense(2)(x)\n\n\n"
+        "class Net(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return Inner()(nn.Dense(3)(x))\n"
+    )
+    result = convert.convert_source(source, ["Net()(jnp.ones((1, 4)))"])
+    assert result.ok, result.report()
+    assert [k.name for k in result.kept] == ["Inner"]
+    (check,) = result.checks
+    assert check.weights == 4  # the two Dense layers; the sown value is no weight
+    assert "Inner_0/l2" not in result.path_map

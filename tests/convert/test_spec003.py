@@ -69,10 +69,13 @@ def _renamed(struct: dict, renames: dict[str, str]) -> dict:
 def _classes(ns) -> dict[str, type]:
     """The NNX modules and variable types of a namespace (a module or the guide's section)."""
     return {
-        k: v for k, v in vars(ns).items()
-        if isinstance(v, type) and issubclass(v, nnx.Module | nnx.Variable)
-        and v.__module__ not in ("flax.nnx",) and not v.__module__.startswith("flax.")
-    }  # fmt: skip
+        k: v
+        for k, v in vars(ns).items()
+        if isinstance(v, type)
+        and issubclass(v, nnx.Module | nnx.Variable)
+        and v.__module__ not in ("flax.nnx",)
+        and not v.__module__.startswith("flax.")
+    }
 
 
 def _interface(cls: type, renames: dict[tuple[str, str], str]) -> dict[str, object]:
@@ -82,8 +85,11 @@ def _interface(cls: type, renames: dict[tuple[str, str], str]) -> dict[str, obje
     for name, fn in vars(cls).items():
         if not callable(fn) or (name.startswith("_") and name not in ("__init__", "__call__")):
             continue
-        params = [renames.get((cls.__name__, p), p)
-                  for p in inspect.signature(fn).parameters if p != "self"]  # fmt: skip
+        params = [
+            renames.get((cls.__name__, p), p)
+            for p in inspect.signature(fn).parameters
+            if p != "self"
+        ]
         out[name] = {p for p in params if p != "rngs"} if name == "__init__" else params
     return out
 
@@ -191,13 +197,13 @@ def test_the_converted_model_trains_like_the_linen_one(tmp_path):
     linen = linen_mod.Block(4)
     variables = linen.init(jax.random.key(1), x, training=False)
     model = mod.Block(4, rngs=nnx.Rngs(0))
-    plan = migrate.match(linen, model, x, linen_kwargs={"training": False},
-                         rename=result.path_map)  # fmt: skip
+    plan = migrate.match(linen, model, x, linen_kwargs={"training": False}, rename=result.path_map)
     model = migrate.linen_to_nnx(variables, model, plan)
 
     def linen_loss(params):
-        out, _ = linen.apply({**variables, "params": params}, x, training=True,
-                             mutable=["batch_stats", "counter"])  # fmt: skip
+        out, _ = linen.apply(
+            {**variables, "params": params}, x, training=True, mutable=["batch_stats", "counter"]
+        )
         return (out**2).mean()
 
     model.train()

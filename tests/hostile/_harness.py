@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jax
-import numpy as np
+from _trees import fingerprint
 from flax import nnx
 
 import linnx
@@ -93,20 +92,6 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _leaf(x: Any) -> Any:
-    if isinstance(x, jax.Array | np.ndarray | np.generic):
-        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            x = jax.random.key_data(x)
-        a = np.asarray(x)
-        return (a.dtype.str, a.shape, a.tobytes())
-    return ("object", type(x).__name__, repr(x))
-
-
-def _tree(tree: Any) -> tuple:
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    return (str(treedef), tuple((jax.tree_util.keystr(p), _leaf(v)) for p, v in leaves))
-
-
 def snapshot(obj: Any) -> Any:
     """A comparable record of everything observable about ``obj``."""
     if obj is REGISTRY:
@@ -125,8 +110,8 @@ def snapshot(obj: Any) -> Any:
         )
     if isinstance(obj, nnx.Pytree):
         graphdef, state = nnx.split(obj)
-        return ("nnx", graphdef, _tree(state))
-    return ("tree", _tree(obj))
+        return ("nnx", graphdef, fingerprint(state))
+    return ("tree", fingerprint(obj))
 
 
 # -- running ------------------------------------------------------------------------------

@@ -218,8 +218,12 @@ def _(env):
 def _(env):
     ckpt, model = env.copy_of("linen"), Port()
     opt = optimizer(model)
-    return (lambda: migrate.linen_checkpoint_to_nnx(ckpt, model, plan(), optimizer=opt),
-            model, opt, ckpt)  # fmt: skip
+    return (
+        lambda: migrate.linen_checkpoint_to_nnx(ckpt, model, plan(), optimizer=opt),
+        model,
+        opt,
+        ckpt,
+    )
 
 
 @case(
@@ -233,8 +237,12 @@ def _(env):
     # nor the optimizer may keep anything of the attempt.
     ckpt, model = env.copy_of("train_state"), Port()
     opt = nnx.Optimizer(model, optax.sgd(0.1, momentum=0.9), wrt=nnx.Param)
-    return (lambda: migrate.linen_checkpoint_to_nnx(ckpt, model, plan(), optimizer=opt),
-            model, opt, ckpt)  # fmt: skip
+    return (
+        lambda: migrate.linen_checkpoint_to_nnx(ckpt, model, plan(), optimizer=opt),
+        model,
+        opt,
+        ckpt,
+    )
 
 
 @case(
@@ -245,8 +253,11 @@ def _(env):
 )
 def _(env):
     ckpt, model = env.copy_of("train_state"), Port()
-    return (lambda: migrate.linen_checkpoint_to_nnx(ckpt, model, plan(), optimizer=model),
-            model, ckpt)  # fmt: skip
+    return (
+        lambda: migrate.linen_checkpoint_to_nnx(ckpt, model, plan(), optimizer=model),
+        model,
+        ckpt,
+    )
 
 
 @case(
@@ -309,8 +320,11 @@ def _(env):
 )
 def _(env):
     model = Port()
-    return (lambda: migrate.save_nnx_checkpoint(env.tmp / "out", model, optimizer=model),
-            model, env.tmp)  # fmt: skip
+    return (
+        lambda: migrate.save_nnx_checkpoint(env.tmp / "out", model, optimizer=model),
+        model,
+        env.tmp,
+    )
 
 
 @case(
@@ -321,8 +335,11 @@ def _(env):
 )
 def _(env):
     model = Port()
-    return (lambda: migrate.save_nnx_checkpoint(env.tmp / "out", model, metadata=["run"]),
-            model, env.tmp)  # fmt: skip
+    return (
+        lambda: migrate.save_nnx_checkpoint(env.tmp / "out", model, metadata=["run"]),
+        model,
+        env.tmp,
+    )
 
 
 @case(
@@ -775,16 +792,22 @@ def _(env):
 def _(env):
     # The model is restored from the checkpoint before the NaN is found: it must be put back.
     src, model = env.copy_of("nnx_nonfinite"), Port()
-    return (lambda: migrate.nnx_checkpoint_to_linen(src, env.tmp / "out", model, plan()),
-            model, env.tmp)  # fmt: skip
+    return (
+        lambda: migrate.nnx_checkpoint_to_linen(src, env.tmp / "out", model, plan()),
+        model,
+        env.tmp,
+    )
 
 
 @case("nnx_to_linen/damaged-source", migrate.CheckpointError, DAMAGED, RECOPY)
 def _(env):
     src, model = env.copy_of("nnx"), Port()
     truncate(src / "model" / "manifest.ocdbt")
-    return (lambda: migrate.nnx_checkpoint_to_linen(src, env.tmp / "out", model, plan()),
-            model, env.tmp)  # fmt: skip
+    return (
+        lambda: migrate.nnx_checkpoint_to_linen(src, env.tmp / "out", model, plan()),
+        model,
+        env.tmp,
+    )
 
 
 @case(
@@ -795,8 +818,11 @@ def _(env):
 )
 def _(env):
     src, model = env.copy_of("nnx"), Port()
-    return (lambda: migrate.nnx_checkpoint_to_linen(src, env.tmp / "out", model, None),
-            model, env.tmp)  # fmt: skip
+    return (
+        lambda: migrate.nnx_checkpoint_to_linen(src, env.tmp / "out", model, None),
+        model,
+        env.tmp,
+    )
 
 
 @case(

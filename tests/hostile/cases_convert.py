@@ -260,10 +260,49 @@ def _(env):
         "    @nn.compact\n"
         "    def __call__(self, x):\n"
         "        scan = nn.scan(Cell, variable_broadcast='params', split_rngs={'params': False},"
-        " in_axes=1, out_axes=1)\n"
+        " in_axes=1, out_axes=1, variable_carry='counter')\n"
         "        return scan()(x[:, 0], x)[1]\n"
     )
     return _convert(env, source, ["Scan()(jnp.ones((2, 5, 3)))"])
+
+
+def _scanned(options: str, block: str = "x + nn.Dense(4)(x)") -> str:
+    return (
+        "import flax.linen as nn\n\n\n"
+        "class Block(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x, _):\n"
+        f"        return {block}, None\n\n\n"
+        "class Stack(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x, xs):\n"
+        f"        return nn.scan(Block, {options})()(x, xs)[0]\n"
+    )
+
+
+@case(
+    "scan-length-undetermined",
+    convert.ConvertError,
+    r"model\.py:\d+: the example's model class Stack cannot be converted: nn\.scan without "
+    r"length= over a module with no stacked variables: the number of layers cannot be determined",
+    r"pass length= to nn\.scan",
+)
+def _(env):
+    # The layers are counted from xs at run time; nothing in __init__ can tell how many.
+    source = _scanned("variable_axes={'params': 0}, split_rngs={'params': True}", "x * 2")
+    return _convert(env, source, ["Stack()(jnp.ones((2, 4)), jnp.ones((3, 2)))"])
+
+
+@case(
+    "scan-stacked-on-axis-1",
+    convert.ConvertError,
+    r"model\.py:\d+: .*class Stack cannot be converted: nn\.scan\(variable_axes=\{'params': 1\}\): "
+    r"stacking on an axis other than 0 is not converted yet",
+    r"rewrite that part of Stack",
+)
+def _(env):
+    source = _scanned("variable_axes={'params': 1}, split_rngs={'params': True}, length=3")
+    return _convert(env, source, ["Stack()(jnp.ones((2, 4)), None)"])
 
 
 @case(
@@ -313,6 +352,73 @@ def _(env):
         "        return self.block_cls()(x)\n"
     )
     return _convert(env, source, ["Net()(jnp.ones((1, 3)))", "Net(block_cls=B)(jnp.ones((1, 3)))"])
+
+
+@case(
+    "submodule-in-a-branch-no-example-took",
+    convert.ConvertError,
+    r"model\.py:16: the example's model class Net cannot be converted: Inner\(\) \(line 16\) "
+    r"builds a Inner that no example reached",
+    r"add an --example that runs it",
+)
+def _(env):
+    source = (
+        "import flax.linen as nn\n\n\n"
+        "class Inner(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.Dense(3)(x)\n\n\n"
+        "class Net(nn.Module):\n"
+        "    deep: bool = False\n\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        if self.deep:\n"
+        "            x = Inner()(x)\n"
+        "        return nn.Dense(2)(x)\n"
+    )
+    return _convert(env, source, ["Net()(jnp.ones((1, 3)))"])
+
+
+@case(
+    "param-with-axes-on-another-module",
+    convert.ConvertError,
+    r"model\.py:\d+: the example's model class Net cannot be converted: "
+    r"param_with_axes\(\.\.\., module=self\) is not converted",
+    r"rewrite that part of Net",
+)
+def _(env):
+    source = (
+        "import flax.linen as nn\n"
+        "from flax.linen.partitioning import param_with_axes\n\n\n"
+        "class Net(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        w = param_with_axes('w', nn.initializers.ones, (3,), axes=('embed',), "
+        "module=self)\n"
+        "        return x * w\n"
+    )
+    return _convert(env, source, ["Net()(jnp.ones((1, 3)))"])
+
+
+@case(
+    "base-class-is-no-mixin",
+    convert.ConvertError,
+    r"model\.py:\d+: the example's model class Net cannot be converted: its base Base builds "
+    r"submodules \(__call__\)",
+    r"rewrite that part of Net",
+)
+def _(env):
+    source = (
+        "import flax.linen as nn\n\n\n"
+        "class Base(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.Dense(3)(x)\n\n\n"
+        "class Net(Base):\n"
+        "    def extra(self, x):\n"
+        "        return x\n"
+    )
+    return _convert(env, source, ["Net()(jnp.ones((1, 3)))"])
 
 
 def _report_result(src):
@@ -408,6 +514,27 @@ def _(env):
         "        return y\n"
     )
     return _convert(env, source, ["Net()(jnp.ones((2, 5, 3)))"])
+
+
+@case(
+    "root-class-asks-for-a-cache-it-never-creates",
+    convert.ConvertError,
+    r"model\.py:\d+: the example's model class Decoder cannot be converted: "
+    r"self\.has_variable\('cache', 'cached_key'\): this class creates no such cache variable",
+    r"rewrite that part of Decoder",
+)
+def _(env):
+    source = (
+        "import flax.linen as nn\n\n\n"
+        "class Decoder(nn.Module):\n"
+        "    decode: bool = False\n\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        if self.decode and self.has_variable('cache', 'cached_key'):\n"
+        "            x = x * 2\n"
+        "        return nn.Dense(3)(x)\n"
+    )
+    return _convert(env, source, ["Decoder()(jnp.ones((1, 4)))"])
 
 
 CASES = table.cases

@@ -851,6 +851,16 @@ def _(env):
 
 
 @case(
+    "Layout/stack-without-axis",
+    migrate.MigrationError,
+    r"Layout\('stack'\) has no nnx_axis",
+    r"Layout\('stack', nnx_axis=0\)",
+)
+def _(env):
+    return lambda: migrate.Layout("stack").to_nnx([jnp.ones(2), jnp.ones(2)])
+
+
+@case(
     "Plan/pairs-is-None",
     migrate.MigrationTypeError,
     r"Plan\(pairs=None\)",

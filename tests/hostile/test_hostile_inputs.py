@@ -85,10 +85,9 @@ def test_the_cli_refuses_a_checkpoint_with_nan_and_writes_nothing(pristine, tmp_
 
     src = pristine("nonfinite")
     before = snapshot(src)
-    code = main([
-        "migrate-weights", "--linen", f"{models.__name__}:Net", "--nnx", f"{models.__name__}:Port",
-        "--sample", "2,3", "--linen-kwargs", '{"train": false}', str(src), str(tmp_path / "out"),
-    ])  # fmt: skip
+    ports = ("--linen", f"{models.__name__}:Net", "--nnx", f"{models.__name__}:Port")
+    inputs = ("--sample", "2,3", "--linen-kwargs", '{"train": false}')
+    code = main(["migrate-weights", *ports, *inputs, str(src), str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2
     assert "params/Dense_0/kernel -> fc/kernel: 1 NaN, 0 inf" in err

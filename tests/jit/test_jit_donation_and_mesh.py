@@ -16,12 +16,11 @@ import nnx_zoo
 import numpy as np
 import optax
 import pytest
+from _trees import assert_identical
 from flax import linen as nn
 from flax import nnx
 
 import linnx
-
-from ._helpers import assert_identical
 
 STEP = nnx_zoo.CASES[1]  # conv + BatchNorm + dropout
 P = jax.sharding.PartitionSpec

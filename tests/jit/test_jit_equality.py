@@ -13,11 +13,10 @@ from __future__ import annotations
 import jax
 import nnx_zoo
 import pytest
+from _trees import assert_identical
 from flax import nnx
 
 import linnx
-
-from ._helpers import assert_identical
 
 STEPS = 4
 

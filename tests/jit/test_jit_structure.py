@@ -16,12 +16,11 @@ import jax.numpy as jnp
 import nnx_zoo
 import optax
 import pytest
+from _trees import assert_identical
 from flax import errors as flax_errors
 from flax import nnx
 
 import linnx
-
-from ._helpers import assert_identical
 
 STEP = nnx_zoo.CASES[1]  # the conv + BatchNorm + dropout model
 assert STEP.name == "nnx_conv_bn_dropout"

@@ -14,10 +14,16 @@ VOCAB = 1000
 class LinenLM(nn.Module):
     @nn.compact
     def __call__(self, tokens):
-        x = nn.Embed(VOCAB, 8, embedding_init=nn.with_logical_partitioning(
-            nn.initializers.normal(1.0), ("vocab", "embed")))(tokens)  # fmt: skip
-        x = nn.Dense(16, kernel_init=nn.with_partitioning(
-            nn.initializers.lecun_normal(), (None, "model")))(x)  # fmt: skip
+        x = nn.Embed(
+            VOCAB,
+            8,
+            embedding_init=nn.with_logical_partitioning(
+                nn.initializers.normal(1.0), ("vocab", "embed")
+            ),
+        )(tokens)
+        x = nn.Dense(
+            16, kernel_init=nn.with_partitioning(nn.initializers.lecun_normal(), (None, "model"))
+        )(x)
         return nn.Dense(4)(nn.relu(x))
 
 

@@ -152,8 +152,9 @@ def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 class Boxed(nn.Module):
     @nn.compact
     def __call__(self, x):
-        x = nn.Dense(4, kernel_init=nn.with_partitioning(
-            nn.initializers.lecun_normal(), (None, "model")))(x)  # fmt: skip
+        x = nn.Dense(
+            4, kernel_init=nn.with_partitioning(nn.initializers.lecun_normal(), (None, "model"))
+        )(x)
         logical = nn.with_logical_partitioning(
             nn.initializers.lecun_normal(), ("embed", "mlp"), rules=(("mlp", "model"),)
         )
@@ -272,8 +273,10 @@ def test_digests_recorded_with_sha256_by_earlier_versions_are_still_checked(tmp_
         entry["sha256"] = hashlib.sha256((tmp_path / "ckpt" / rel).read_bytes()).hexdigest()
     record.write_text(json.dumps(info))
     migrate.read_linen_checkpoint(tmp_path / "ckpt")
-    data = max((p for p in (tmp_path / "ckpt").rglob("*") if p.is_file() and p.parent.name == "d"),
-               key=lambda p: p.stat().st_size)  # fmt: skip
+    data = max(
+        (p for p in (tmp_path / "ckpt").rglob("*") if p.is_file() and p.parent.name == "d"),
+        key=lambda p: p.stat().st_size,
+    )
     data.write_bytes(bytes(b ^ 1 for b in data.read_bytes()))
     with pytest.raises(migrate.CheckpointError, match=r"contents changed since it was written"):
         migrate.read_linen_checkpoint(tmp_path / "ckpt")

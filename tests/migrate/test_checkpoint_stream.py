@@ -185,8 +185,12 @@ def test_a_wrong_write_fails_verification_and_publishes_nothing(tmp_path, monkey
 
 def test_a_damaged_source_array_is_named_and_nothing_is_written(tmp_path):
     noise = np.random.default_rng(0).normal(size=(4, 1024)).astype(np.float32)  # incompressible
-    tree = {"params": {"Dense_0": {"kernel": noise[:3, :4], "bias": noise[0, :4]},
-                       "Dense_1": {"kernel": noise, "bias": noise[1]}}}  # fmt: skip
+    tree = {
+        "params": {
+            "Dense_0": {"kernel": noise[:3, :4], "bias": noise[0, :4]},
+            "Dense_1": {"kernel": noise, "bias": noise[1]},
+        }
+    }
 
     class Two(nn.Module):
         @nn.compact
@@ -204,8 +208,9 @@ def test_a_damaged_source_array_is_named_and_nothing_is_written(tmp_path):
 
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(tmp_path / "linen", tree)
-    data = sorted((tmp_path / "linen" / "ocdbt.process_0" / "d").iterdir(),
-                  key=lambda p: p.stat().st_size)  # fmt: skip
+    data = sorted(
+        (tmp_path / "linen" / "ocdbt.process_0" / "d").iterdir(), key=lambda p: p.stat().st_size
+    )
     data[-1].write_bytes(data[-1].read_bytes()[:100])
     model = nnx.eval_shape(lambda: TwoPort(nnx.Rngs(0)))
     plan = migrate.match(Two(), model, jnp.ones((1, 3)))
@@ -219,10 +224,12 @@ def test_a_damaged_source_array_is_named_and_nothing_is_written(tmp_path):
 class Sharded(nnx.Module):
     def __init__(self, rngs):
         init = nnx.initializers.lecun_normal()
-        self.a = nnx.Linear(8, 16, kernel_init=nnx.with_partitioning(init, ("data", "model")),
-                            rngs=rngs)  # fmt: skip
-        self.b = nnx.Linear(16, 4, kernel_init=nnx.with_partitioning(init, ("model", None)),
-                            rngs=rngs)  # fmt: skip
+        self.a = nnx.Linear(
+            8, 16, kernel_init=nnx.with_partitioning(init, ("data", "model")), rngs=rngs
+        )
+        self.b = nnx.Linear(
+            16, 4, kernel_init=nnx.with_partitioning(init, ("model", None)), rngs=rngs
+        )
 
     def __call__(self, x):
         return self.b(self.a(x))
@@ -260,8 +267,9 @@ def test_sharded_restore_on_a_mesh_of_8_host_devices(tmp_path):
     abstract_state = nnx.state(target)
     wanted = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        abstract_state, nnx.get_named_sharding(abstract_state, mesh),
-    )  # fmt: skip
+        abstract_state,
+        nnx.get_named_sharding(abstract_state, mesh),
+    )
     with ocp.StandardCheckpointer() as ckptr:
         nnx.update(target, ckptr.restore(tmp_path / "nnx" / "model", wanted))
     P = jax.sharding.PartitionSpec
@@ -285,9 +293,12 @@ def test_mesh_axes_the_annotations_name_must_exist(tmp_path):
     plan = migrate.match(LinenSharded(), abstract, x)
     with pytest.raises(migrate.CheckpointError, match=r"a/kernel asks for mesh axis 'data'"):
         migrate.stream_linen_checkpoint_to_nnx(
-            tmp_path / "linen", tmp_path / "nnx", abstract, plan,
+            tmp_path / "linen",
+            tmp_path / "nnx",
+            abstract,
+            plan,
             mesh=migrate.parse_mesh("batch=2,model=4"),
-        )  # fmt: skip
+        )
     assert not (tmp_path / "nnx").exists()
     with pytest.raises(migrate.MigrationTypeError, match=r"needs 64 devices"):
         migrate.parse_mesh("data=8,model=8")

@@ -24,16 +24,9 @@ MOD = resnet_models.__name__
 
 
 def _args(src, dst, *extra, nnx_factory="nnx_resnet"):
-    return [
-        "migrate-weights",
-        "--linen", f"{MOD}:linen_resnet",
-        "--nnx", f"{MOD}:{nnx_factory}",
-        "--sample", "2,8,8,3:float32",
-        "--linen-kwargs", '{"train": false}',
-        *extra,
-        str(src),
-        str(dst),
-    ]  # fmt: skip
+    models = ("--linen", f"{MOD}:linen_resnet", "--nnx", f"{MOD}:{nnx_factory}")
+    inputs = ("--sample", "2,8,8,3:float32", "--linen-kwargs", '{"train": false}')
+    return ["migrate-weights", *models, *inputs, *extra, str(src), str(dst)]
 
 
 def _linen_predictions(state, x):
@@ -137,8 +130,8 @@ def lm_checkpoint(tmp_path_factory):
 
 
 def _lm_args(src, dst, *extra):
-    return ["migrate-weights", "--linen", f"{LM}:linen_lm", "--nnx", f"{LM}:nnx_lm",
-            *extra, str(src), str(dst)]  # fmt: skip
+    models = ("--linen", f"{LM}:linen_lm", "--nnx", f"{LM}:nnx_lm")
+    return ["migrate-weights", *models, *extra, str(src), str(dst)]
 
 
 def test_boxed_language_model_through_the_cli(lm_checkpoint, tmp_path, capsys):
@@ -195,13 +188,20 @@ def test_orbax_event_loop_tracebacks_never_reach_the_user(lm_checkpoint, tmp_pat
     shutil.copytree(src, bad)
     for data in (bad / "d").iterdir():  # the merged index: Orbax fails reading the metadata
         data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(Path(linnx.__file__).parents[1]), str(Path(__file__).parents[2])])}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(linnx.__file__).parents[1]), str(Path(__file__).parents[2])]
+        ),
+    }
     args = [a.replace(LM, "tests.migrate.cli_models") for a in _lm_args(bad, tmp_path / "o")]
     done = subprocess.run(
         [sys.executable, "-m", "linnx._cli", *args, "--sample", "2,5:int32"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr
     assert "is truncated or damaged" in done.stderr
     assert "Event loop is closed" not in done.stderr and "Traceback" not in done.stderr, done.stderr
@@ -228,8 +228,9 @@ def test_noise_filter_drops_only_event_loop_tracebacks():
 
 def test_streamed_and_sharded_through_the_cli(lm_checkpoint, tmp_path, capsys):
     variables, src = lm_checkpoint
-    args = _lm_args(src, tmp_path / "streamed", "--sample", "2,5:int32", "--stream",
-                    "--group-mib", "1")  # fmt: skip
+    args = _lm_args(
+        src, tmp_path / "streamed", "--sample", "2,5:int32", "--stream", "--group-mib", "1"
+    )
     assert main(args) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "Verification passed: the checksum (XXH3-128) of each of the 5 Linen arrays" in out
@@ -242,14 +243,15 @@ def test_streamed_and_sharded_through_the_cli(lm_checkpoint, tmp_path, capsys):
         model(tokens), cli_models.linen_lm().apply(variables, tokens), atol=1e-6
     )
     if len(jax.devices()) >= 8:
-        args = _lm_args(src, tmp_path / "sharded", "--sample", "2,5:int32", "--mesh",
-                        "data=2,model=4")  # fmt: skip
+        args = _lm_args(
+            src, tmp_path / "sharded", "--sample", "2,5:int32", "--mesh", "data=2,model=4"
+        )
         assert main(args) == 0, capsys.readouterr().err
         assert "Verification passed" in capsys.readouterr().out
     assert main(_lm_args(src, tmp_path / "x", "--sample", "2,5:int32", "--mesh", "data")) == 2
     assert "expected NAME=SIZE" in capsys.readouterr().err
-    assert main(_lm_args(src, tmp_path / "x", "--sample", "2,5:int32", "--stream", "--tx",
-                         f"{MOD}:make_tx")) == 2  # fmt: skip
+    with_tx = ("--stream", "--tx", f"{MOD}:make_tx")
+    assert main(_lm_args(src, tmp_path / "x", "--sample", "2,5:int32", *with_tx)) == 2
     assert "--stream moves the weights only" in capsys.readouterr().err
 
 
@@ -287,3 +289,25 @@ def test_noise_filter_separates_threads_printing_at_once():
     quiet.write(noise[120:])
     quiet.flush()
     assert sink.getvalue() == "error: damaged\nFix: copy it again\n"
+
+
+def test_only_orbax_coroutines_are_dropped_from_unraisable_reports():
+    import types
+
+    seen = []
+    hook = _cli._drop_abandoned_orbax_reads(seen.append)
+
+    async def ours():
+        pass
+
+    mine = ours()
+    theirs = types.SimpleNamespace(
+        cr_code=types.SimpleNamespace(
+            co_filename="/site-packages/orbax/checkpoint/_src/serialization/serialization.py"
+        )
+    )
+    hook(types.SimpleNamespace(object=theirs))
+    hook(types.SimpleNamespace(object=mine))
+    hook(types.SimpleNamespace(object=None))
+    mine.close()
+    assert [u.object for u in seen] == [mine, None]

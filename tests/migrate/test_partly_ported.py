@@ -99,3 +99,45 @@ def test_a_model_with_dropout_rngs_round_trips_through_a_checkpoint(tmp_path):
     np.testing.assert_array_equal(
         jax.random.key_data(key), jax.random.key_data(ported.layers[1].rngs.key.get_value())
     )
+
+
+class LinenSowsLosses(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        self.sow("losses", "l2", jnp.sum(x**2))  # a collection Linen's init keeps (a tuple)
+        return nn.Dense(3)(x)
+
+
+class LinenWithSowingPart(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(2, name="head")(LinenSowsLosses(name="body")(x))
+
+
+class PortedHeadSowingBody(nnx.Module):
+    def __init__(self, rngs):
+        self.body = linnx.ToNNX(LinenSowsLosses(), rngs=rngs)
+        self.head = nnx.Linear(3, 2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(self.body(x))
+
+
+def test_values_a_tonnx_part_sows_into_a_kept_collection_are_no_weights():
+    # Failed with "AttributeError: 'tuple' object has no attribute 'shape'" (the sown tuple
+    # taken for a weight), then with the NNX side's copy of it reported as missing.
+    x = jnp.ones((2, 4))
+    variables = LinenWithSowingPart().init(jax.random.key(0), x)
+    assert isinstance(variables["losses"]["body"]["l2"], tuple)
+    model = linnx.lazy_init(PortedHeadSowingBody(nnx.Rngs(0)), x)
+    plan = migrate.match(LinenWithSowingPart(), model, x)
+    assert sorted(p.nnx for p in plan.pairs) == [
+        "body/params/Dense_0/bias",
+        "body/params/Dense_0/kernel",
+        "head/bias",
+        "head/kernel",
+    ]
+    model = migrate.linen_to_nnx(variables, model, plan)
+    np.testing.assert_allclose(model(x), LinenWithSowingPart().apply(variables, x), rtol=1e-6)
+    back = migrate.nnx_to_linen(model, plan)
+    assert_trees_equal(back["params"], variables["params"])

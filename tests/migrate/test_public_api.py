@@ -8,19 +8,19 @@ import pytest
 import linnx
 from linnx import migrate
 
-PUBLIC = [
-    "match", "Plan", "Pair", "Layout", "Mismatch",
-    "linen_to_nnx", "nnx_to_linen", "to_nnx_value", "to_linen_value",
-    "opt_state_to_nnx", "opt_state_to_linen",
-    "verify", "VerifyReport", "Difference", "train_kwargs_for",
-    "LinenCheckpoint", "read_linen_checkpoint", "linen_checkpoint_to_nnx",
-    "save_nnx_checkpoint", "load_nnx_checkpoint", "save_linen_checkpoint",
-    "nnx_checkpoint_to_linen",
-    "stream_linen_checkpoint_to_nnx", "StreamReport", "parse_mesh",
-    "MigrationError", "MissingWeightsError", "UnusedWeightsError", "ShapeMismatchError",
-    "AmbiguousPairingError", "RenameError", "TraceError", "VerificationError", "CheckpointError",
-    "MigrationTypeError", "NonFiniteValuesError",
-]  # fmt: skip
+# By topic: plans, weights, optimizer state, verification, checkpoints, streaming, errors.
+PUBLIC = """
+    match Plan Pair Layout Mismatch
+    linen_to_nnx nnx_to_linen to_nnx_value to_linen_value
+    opt_state_to_nnx opt_state_to_linen
+    verify VerifyReport Difference train_kwargs_for
+    LinenCheckpoint read_linen_checkpoint linen_checkpoint_to_nnx
+    save_nnx_checkpoint load_nnx_checkpoint save_linen_checkpoint nnx_checkpoint_to_linen
+    stream_linen_checkpoint_to_nnx StreamReport parse_mesh
+    MigrationError MissingWeightsError UnusedWeightsError ShapeMismatchError
+    AmbiguousPairingError RenameError TraceError VerificationError CheckpointError
+    MigrationTypeError NonFiniteValuesError
+""".split()
 
 
 @pytest.mark.parametrize("name", PUBLIC)

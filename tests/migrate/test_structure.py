@@ -63,6 +63,26 @@ def test_kinds_are_literal_types_and_checked():
 
 
 @pytest.mark.parametrize(
+    ("kind", "given", "direction", "missing"),
+    [
+        ("stack", {}, "to_nnx", "nnx_axis"),
+        ("stack", {}, "to_linen", "nnx_axis"),
+        ("unstack", {"linen_axis": 0}, "to_nnx", "index"),
+        ("unstack", {"index": 0}, "to_linen", "linen_axis"),
+        ("moveaxis", {"nnx_axis": 1}, "to_nnx", "linen_axis"),
+        ("moveaxis", {"linen_axis": 0}, "to_linen", "nnx_axis"),
+    ],
+)
+def test_a_layout_without_an_axis_or_index_it_needs_names_it(kind, given, direction, missing):
+    convert = getattr(migrate.Layout(kind, **given), direction)
+    fix = rf"Fix: pass it, e.g. Layout\('{kind}', {missing}=0\)"
+    with pytest.raises(
+        migrate.MigrationError, match=rf"Layout\('{kind}'\) has no {missing}\.\n{fix}"
+    ):
+        convert([jnp.ones((2, 3))] * 2)
+
+
+@pytest.mark.parametrize(
     ("layout", "linen", "nnx"),
     [
         (migrate.Layout(), [jnp.arange(6.0).reshape(2, 3)], jnp.arange(6.0).reshape(2, 3)),

@@ -23,8 +23,3 @@ from ._html import write_html as write_html
 from ._layer import ConvertedLayer as ConvertedLayer
 from ._rewrite import Kept as Kept
 from ._verify import ExampleCheck as ExampleCheck
-
-for _obj in (ConversionResult, ConvertedClass, ConvertedLayer, convert_file, convert_source,
-             paths_file, Kept, ExampleCheck, render_html, write_html):  # fmt: skip
-    _obj.__module__ = "linnx.convert"
-del _obj

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._public import public
 from ._errors import ConvertError, ExampleError, OutputPathError, SourceSyntaxError
 from ._layer import ConvertedLayer
 from ._rewrite import Kept
@@ -17,6 +18,7 @@ from ._verify import ExampleCheck
 __all__ = ["ConvertedClass", "ConversionResult", "convert_source", "convert_file"]
 
 
+@public("linnx.convert")
 @dataclass(frozen=True)
 class ConvertedClass:
     """A class that became an ``nnx.Module``: its name, line, extra size arguments and the
@@ -44,6 +46,7 @@ class ConvertedClass:
     variables: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
+@public("linnx.convert")
 @dataclass
 class ConversionResult:
     """What :func:`convert_source` produced: the NNX source, the path map and the report.
@@ -142,10 +145,12 @@ def _check_syntax(source: str, path: str) -> None:
         raise SourceSyntaxError(
             f"{path}:{e.lineno}: the source does not parse: {e.msg}\n"
             "Fix: correct the syntax (the file must run as Python) and convert again.",
-            path=path, line=e.lineno,
-        ) from None  # fmt: skip
+            path=path,
+            line=e.lineno,
+        ) from None
 
 
+@public("linnx.convert")
 def convert_source(
     source: str,
     examples: Sequence[str],
@@ -231,19 +236,27 @@ def convert_source(
             f"{path}:{line}: running the source raised {type(e).__name__}: {e}\n"
             "Fix: the file must import and run on its own (convert runs it to trace the "
             "examples).",
-            path=path, line=line,
-        ) from e  # fmt: skip
+            path=path,
+            line=line,
+        ) from e
     dst_mod = None
     try:
-        traces = [trace(build_example(text, mod), mod, ()) for text in examples]
+        from ._rng import stream_names
+
+        streams = stream_names(source)  # make_rng names, given to the trace
+        traces = [trace(build_example(text, mod), mod, streams) for text in examples]
         # An example whose model is a Flax layer (nn.Dense(10)) has no class to rewrite.
         layer_of = {i: convert_layer(t) for i, t in enumerate(traces) if is_layer_root(t)}
         class_traces = [t for i, t in enumerate(traces) if i not in layer_of]
         if class_traces:
             rw = rewrite(
-                source, path, mod, class_traces, keep_signatures=keep_signatures,
+                source,
+                path,
+                mod,
+                class_traces,
+                keep_signatures=keep_signatures,
                 wrap_unknown=wrap_unknown,
-            )  # fmt: skip
+            )
         else:  # nothing to rewrite: the file is kept as written
             rw = Rewrite(code=source, plans={}, kept=[])
         class_maps = iter(zip(rw.path_maps, rw.module_maps, strict=True))
@@ -261,32 +274,58 @@ def convert_source(
                         "path map keeps the first"
                     )
         result = ConversionResult(
-            code=rw.code, path_map=merged, kept=rw.kept, path=path, notes=notes, source=source,
+            code=rw.code,
+            path_map=merged,
+            kept=rw.kept,
+            path=path,
+            notes=notes,
+            source=source,
             converted=[
-                ConvertedClass(p.name, p.line, tuple(s.name for s in p.size_params),
-                               tuple(p.removed_flags), tuple((s.line, s.attr) for s in p.sites),
-                               tuple((n, a) for (_, n), a in p.var_attrs.items()))
+                ConvertedClass(
+                    p.name,
+                    p.line,
+                    tuple(s.name for s in p.size_params),
+                    tuple(p.removed_flags),
+                    tuple((s.line, s.attr) for s in p.sites),
+                    tuple((n, a) for (_, n), a in p.var_attrs.items()),
+                )
                 for p in rw.plans.values()
             ],
             layers=[layer for layer, _ in layer_of.values()],
-        )  # fmt: skip
+        )
         if verify:
             dst_path = path[:-3] + "_nnx.py" if path.endswith(".py") else path + "_nnx"
             # With no class rewritten the code is the source itself: not run a second time.
             dst_mod = load_source(rw.code, dst_path) if class_traces else None
             for i, (t, (m, mm)) in enumerate(zip(traces, maps, strict=True)):
                 if i in layer_of:
-                    result.checks.append(check_example(
-                        t, dst_mod or mod, None, m, keep_signatures=keep_signatures, atol=atol,
-                        rtol=rtol, layer_ctor=layer_of[i][0].nnx,
-                    ))  # fmt: skip
+                    result.checks.append(
+                        check_example(
+                            t,
+                            dst_mod or mod,
+                            None,
+                            m,
+                            keep_signatures=keep_signatures,
+                            atol=atol,
+                            rtol=rtol,
+                            layer_ctor=layer_of[i][0].nnx,
+                        )
+                    )
                     continue
                 assert dst_mod is not None
                 root = rw.plans[t.instances[()].cls.__name__]
-                result.checks.append(check_example(
-                    t, dst_mod, root, m, keep_signatures=keep_signatures, atol=atol, rtol=rtol,
-                    module_map=mm if "sow(" in source else None,  # else no second run
-                ))  # fmt: skip
+                result.checks.append(
+                    check_example(
+                        t,
+                        dst_mod,
+                        root,
+                        m,
+                        keep_signatures=keep_signatures,
+                        atol=atol,
+                        rtol=rtol,
+                        module_map=mm if "sow(" in source else None,  # else no second run
+                    )
+                )
         return result
     finally:
         sys.modules.pop(mod.__name__, None)
@@ -304,6 +343,7 @@ def _traceback_line(err: BaseException, path: str) -> int | None:
     return line
 
 
+@public("linnx.convert")
 def paths_file(dst: str | os.PathLike) -> Path:
     """Where the path map of ``dst`` goes: ``model_nnx.py`` -> ``model_nnx.linen_paths.json``.
 
@@ -316,6 +356,7 @@ def paths_file(dst: str | os.PathLike) -> Path:
     return p.with_name((p.stem if p.suffix == ".py" else p.name) + ".linen_paths.json")
 
 
+@public("linnx.convert")
 def convert_file(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -361,7 +402,7 @@ def convert_file(
             "Fix: write the NNX module to a new file, e.g. -o "
             f"{src_p.with_name(src_p.stem + '_nnx.py')}.",
             path=str(src),
-        )  # fmt: skip
+        )
     try:
         source = src_p.read_text()
     except OSError as e:
@@ -370,9 +411,14 @@ def convert_file(
             path=str(src),
         ) from None
     result = convert_source(
-        source, examples, path=str(src), keep_signatures=keep_signatures,
-        wrap_unknown=wrap_unknown, atol=atol, rtol=rtol,
-    )  # fmt: skip
+        source,
+        examples,
+        path=str(src),
+        keep_signatures=keep_signatures,
+        wrap_unknown=wrap_unknown,
+        atol=atol,
+        rtol=rtol,
+    )
     if result.ok:
         dst_p.write_text(result.code)
         paths_file(dst_p).write_text(json.dumps(result.path_map, indent=2) + "\n")

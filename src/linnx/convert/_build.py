@@ -18,6 +18,8 @@ import libcst as cst
 from ._classes import ClassPlan, Unsupported, literal
 from ._convert_class import Context
 from ._cstutil import code, dotted, is_self_attr, names_in, targets
+from ._idioms import check_unreached, mixin_bases, mixin_fields, unused_helpers
+from ._rng import CONVERTED_API
 from ._rnn import claim_time_scan
 from ._sites import _Compact
 from ._trace import Instance
@@ -39,6 +41,9 @@ class _Builder(_Compact):
                         if small.target.value in self.fields:
                             out[small.target.value] = small
         missing = [f for f in self.fields if f not in out]
+        if missing and self.plan.mixins:
+            out.update(mixin_fields(self, missing))  # declared in a mixin base
+            missing = [f for f in self.fields if f not in out]
         if missing:
             raise self.fail(f"fields {missing} are inherited or generated, not written here")
         for name, node in out.items():
@@ -56,8 +61,11 @@ class _Builder(_Compact):
             decos = [dotted(d.decorator) for d in stmt.decorators]
             if any(d and d.endswith("compact") for d in decos):
                 if stmt.name.value != "__call__":
-                    raise self.fail(f"@nn.compact on {stmt.name.value}() (only __call__ is "
-                                    "converted in this version)", stmt)  # fmt: skip
+                    raise self.fail(
+                        f"@nn.compact on {stmt.name.value}() (only __call__ is "
+                        "converted in this version)",
+                        stmt,
+                    )
                 compact = stmt
             elif stmt.name.value == "setup":
                 setup = stmt
@@ -69,11 +77,7 @@ class _Builder(_Compact):
         return compact, setup
 
     def check_bases(self) -> None:
-        from flax import linen as nn
-
-        if self.cls.__bases__ != (nn.Module,):
-            names = [b.__name__ for b in self.cls.__bases__]
-            raise self.fail(f"the class derives from {names}, not only nn.Module")
+        self.plan.mixins = mixin_bases(self)  # the file's mixins, else only nn.Module
 
     # -- the compact style ---------------------------------------------------------------
 
@@ -109,12 +113,22 @@ class _Builder(_Compact):
                     return updated
                 return cst.FlattenSentinel([*(cst.parse_statement(e) for e in extra), updated])
 
+            def leave_SimpleStatementLine(self, original, updated):
+                new = conv.cache_statement(original, updated)  # decode caches (_cache.py)
+                extra = inserts.get(original)
+                if not extra:
+                    return new
+                return cst.FlattenSentinel([*(cst.parse_statement(e) for e in extra), new])
+
         new = cast(cst.FunctionDef, method.visit(T()))  # T leaves the FunctionDef itself
         new = cast(cst.FunctionDef, conv.to_nnx_refs(new))
+        new = conv.cache_values(new)
+        new = conv.drop_init_branches(new)
         decorators = [
-            d for d in new.decorators
+            d
+            for d in new.decorators
             if (dotted(d.decorator) or "").split(".")[-1] not in ("compact", "nowrap")
-        ]  # fmt: skip
+        ]
         params = _drop_params(new.params, self.removed)
         new = new.with_changes(decorators=decorators, params=params)
         if drop_mirrored:
@@ -126,9 +140,9 @@ class _Builder(_Compact):
                 and body[0].leading_lines
                 and not cast("_Stmt", method.body.body[0]).leading_lines
             ):
-                body[0] = body[0].with_changes(leading_lines=[
-                    ln for ln in body[0].leading_lines if ln.comment is not None
-                ])  # fmt: skip
+                body[0] = body[0].with_changes(
+                    leading_lines=[ln for ln in body[0].leading_lines if ln.comment is not None]
+                )
                 new = new.with_changes(body=new.body.with_changes(body=body))
         return new
 
@@ -185,21 +199,24 @@ class _Builder(_Compact):
         for ind, text in lines:
             text = _one_line(text, 99 - 8 - 4 * ind)
             pad = "    " * ind
-            body.append(pad + text.replace("\n", "\n    " + pad))
+            body.append(pad + text.replace("\n", "\n    " + pad) if text else "")
         if not body:
             body = ["pass"]
-        return head + "\n" + "".join(f"    {b}\n" for b in body)
+        return head + "\n" + "".join(f"    {b}\n" if b else "\n" for b in body)
 
     def check_transforms(self) -> None:
-        """Linen's lifted transforms (nn.scan, nn.remat...) and the Linen-only module API
-        (``self.make_rng``...) are not converted yet; ``self.sow`` into ``'intermediates'``
-        is."""
+        """Linen's lifted transforms (nn.scan, nn.remat...) and the rest of the Linen-only
+        module API (``self.put_variable``...) are not converted yet; ``self.sow`` into
+        ``'intermediates'``, ``make_rng``, ``is_initializing`` and the cache queries are."""
         from flax import linen as nn
 
         from ._rules import LIFTED
 
         lifted = {id(getattr(nn, n)): n for n in LIFTED if hasattr(nn, n)}
         conv = self
+        from ._lifted import allowed_funcs
+
+        allowed = allowed_funcs(self)  # nn.scan(Block, ...) and the like: see _lifted
 
         from ._convert_class import _LINEN_API
 
@@ -208,12 +225,14 @@ class _Builder(_Compact):
                 f = node.func
                 if is_self_attr(f) and f.attr.value == "sow":
                     conv.convert_sow(node)
+                elif is_self_attr(f) and f.attr.value in CONVERTED_API:
+                    conv.convert_api_call(node)
                 elif is_self_attr(f) and f.attr.value in _LINEN_API:
                     raise conv.fail(f"self.{f.attr.value}(...) is not converted yet", node)
 
             def visit_Attribute(self, node):
                 value = conv.resolve(node)
-                if value is not None and id(value) in lifted:
+                if value is not None and id(value) in lifted and id(node) not in allowed:
                     raise conv.fail(
                         f"the lifted transform nn.{lifted[id(value)]} is not converted yet", node
                     )
@@ -236,19 +255,37 @@ class _Builder(_Compact):
         elif setup is not None:
             from ._setup import convert_setup
 
+            self.check_setup_caches(setup)  # _cache.py
             new_methods.update(convert_setup(self, setup))
         else:
             self.plan.call_params = []
         self.plan.out_expr = self.out_expr() if compact is not None or setup is not None else None
+        self.dropped_helpers = unused_helpers(self)  # factory helpers written in place
+        check_unreached(
+            self,
+            [s for s in self.node.body.body if isinstance(s, cst.FunctionDef)],
+            [
+                n
+                for site in self.plan.sites
+                for n in (site.ctor, site.key)
+                if isinstance(n, cst.CSTNode)
+            ],
+        )
         self.finish_size_params()
+        self.stream_lines()  # make_rng streams (_rng.py)
         init = cst.parse_statement(self.init_text(fields))
         body: list[cst.BaseStatement | cst.BaseSmallStatement] = []
         placed = False
+        call: cst.FunctionDef | None = None
         for stmt in self.node.body.body:
             if isinstance(stmt, cst.SimpleStatementLine) and any(
-                isinstance(s, cst.AnnAssign) and isinstance(s.target, cst.Name)
-                and s.target.value in self.fields for s in stmt.body
-            ):  # fmt: skip
+                isinstance(s, cst.AnnAssign)
+                and isinstance(s.target, cst.Name)
+                and s.target.value in self.fields
+                for s in stmt.body
+            ):
+                continue
+            if isinstance(stmt, cst.FunctionDef) and stmt.name.value in self.dropped_helpers:
                 continue
             if isinstance(stmt, cst.FunctionDef):
                 first = not placed
@@ -260,6 +297,8 @@ class _Builder(_Compact):
                     out = new_methods[stmt]
                 else:
                     out = self.rewrite_method(stmt, drop_mirrored=False)
+                if out is not None and out.name.value == "__call__":
+                    call = out
                 if out is not None:
                     if first:
                         out = out.with_changes(leading_lines=[cst.EmptyLine(indent=False)])
@@ -268,8 +307,11 @@ class _Builder(_Compact):
             body.append(stmt)
         if not placed:
             body.append(init)
+        init_cache = self.init_cache_method(call)  # decode caches (_cache.py)
+        if init_cache is not None:
+            body.append(init_cache)
         node = self.node.with_changes(
-            bases=[cst.Arg(cst.parse_expression("nnx.Module"))],
+            bases=[cst.Arg(cst.parse_expression(b)) for b in self.plan.mixins or ["nnx.Module"]],
             body=self.node.body.with_changes(body=body),
         )
         self.plan.node = node
@@ -464,11 +506,15 @@ def _drop_unused_assignments(method: cst.FunctionDef, names: set[str]) -> cst.Fu
     class Drop(cst.CSTTransformer):
         def leave_SimpleStatementLine(self, original, updated):
             keep = [
-                s for s in updated.body
-                if not (isinstance(s, cst.Assign) and len(s.targets) == 1
-                        and set(targets(s.targets[0].target)) <= dead
-                        and targets(s.targets[0].target))
-            ]  # fmt: skip
+                s
+                for s in updated.body
+                if not (
+                    isinstance(s, cst.Assign)
+                    and len(s.targets) == 1
+                    and set(targets(s.targets[0].target)) <= dead
+                    and targets(s.targets[0].target)
+                )
+            ]
             if not keep:
                 return cst.RemoveFromParent()
             return updated.with_changes(body=keep)

@@ -117,6 +117,7 @@ class Site:
     # nn.RNN/nn.Bidirectional sites: Linen child name of a cell or inner RNN -> its NNX path
     # below the site's attribute (``('forward_rnn', 'cell')``)
     member_paths: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    lift: Any = None  # a _lifted.LiftChain: nn.scan/nn.vmap/nn.remat around the class
 
     def calls_in(self, inst: Instance) -> list[ChildCall]:
         """The distinct children this site made in one instance, in call order."""
@@ -142,7 +143,9 @@ class ClassPlan:
     out_expr: str | None = None
     var_classes: dict[str, str] = field(default_factory=dict)  # collection -> class name
     needs: set[str] = field(default_factory=set)  # extra imports: 'linnx', 'jnp'
+    has_cache: bool = False  # holds a decode cache (see _cache.py): gets init_cache()
     wrapped_children: list[tuple[str, str, int]] = field(default_factory=list)
+    mixins: list[str] = field(default_factory=list)  # the file's mixin bases of the class
 
     def size_param(self, name: str) -> SizeParam:
         return next(p for p in self.size_params if p.name == name)

@@ -20,27 +20,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declares the options of ``linnx convert``."""
     parser.add_argument("src", metavar="SRC.py", help="the Python file with Linen modules")
     parser.add_argument(
-        "-o", "--output", required=True, metavar="DST.py",
+        "-o",
+        "--output",
+        required=True,
+        metavar="DST.py",
         help="the NNX module to write (its path map goes to DST.linen_paths.json)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--example", required=True, action="append", metavar="EXPR",
-        help="a construction and call, e.g. \"CNN()(jnp.ones((1, 28, 28, 1)))\" (repeatable); "
+        "--example",
+        required=True,
+        action="append",
+        metavar="EXPR",
+        help='a construction and call, e.g. "CNN()(jnp.ones((1, 28, 28, 1)))" (repeatable); '
         "evaluated with SRC's globals plus jax, jnp, np and nn",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--keep-signatures", action="store_true",
+        "--keep-signatures",
+        action="store_true",
         help="keep flags such as train= as call arguments (no model.train()/model.eval())",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--wrap-unknown", action="store_true",
+        "--wrap-unknown",
+        action="store_true",
         help="keep a class that uses a layer without a rule as Linen, inside linnx.ToNNX",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--html", metavar="REPORT.html",
+        "--html",
+        metavar="REPORT.html",
         help="also write the report as a page: Linen and NNX code side by side, weight map, "
         "verification (written even when verification fails)",
-    )  # fmt: skip
+    )
     parser.add_argument("--atol", type=float, default=1e-5, help="verification tolerance")
     parser.add_argument("--rtol", type=float, default=1e-5, help="verification tolerance")
 
@@ -56,9 +65,14 @@ def run(args: argparse.Namespace) -> int:
 
             check_report_path(args.html, args.src, args.output, paths_file(args.output))
         result = convert_file(
-            args.src, args.output, examples=args.example, keep_signatures=args.keep_signatures,
-            wrap_unknown=args.wrap_unknown, atol=args.atol, rtol=args.rtol,
-        )  # fmt: skip
+            args.src,
+            args.output,
+            examples=args.example,
+            keep_signatures=args.keep_signatures,
+            wrap_unknown=args.wrap_unknown,
+            atol=args.atol,
+            rtol=args.rtol,
+        )
         if args.html:
             from ._html import write_html
 

@@ -44,8 +44,11 @@ from ._cstutil import (
     targets,
     unique,
 )
+from ._idioms import inline_helper, module_factory, static_site
+from ._rng import CONVERTED_API
 from ._rnn import add_rnn_calls, is_cell, is_recurrent, rnn_site
 from ._rules import Rule, nnx_function, nnx_kwargs, rule_for
+from ._sharding import annotation_call, is_axes_call
 from ._trace import ChildCall, Instance
 
 __all__ = ["Context"]
@@ -54,18 +57,26 @@ __all__ = ["Context"]
 _KEEPS_SIZE = frozenset(
     "relu gelu silu swish tanh sigmoid elu celu selu leaky_relu softplus softmax log_softmax "
     "max_pool avg_pool min_pool asarray hard_tanh relu6 mish soft_sign log_sigmoid dropout "
-    "normalize standardize abs exp square sqrt clip where".split()
+    "normalize standardize abs exp square sqrt clip where with_logical_constraint "
+    "with_sharding_constraint".split()
 )
 _LINEN_API = frozenset(
     "make_rng sow is_initializing is_mutable_collection put_variable get_variable has_variable "
     "has_rng scope variables perturb apply init bind unbind lazy_init path".split()
 )
 _BASE_NAMES = {
-    "Linear": "linear", "LinearGeneral": "linear", "Conv": "conv",
-    "ConvTranspose": "conv_transpose", "Embed": "embed", "LayerNorm": "layer_norm",
-    "RMSNorm": "rms_norm", "GroupNorm": "group_norm", "BatchNorm": "batch_norm",
-    "Dropout": "dropout", "MultiHeadAttention": "attention",
-}  # fmt: skip
+    "Linear": "linear",
+    "LinearGeneral": "linear",
+    "Conv": "conv",
+    "ConvTranspose": "conv_transpose",
+    "Embed": "embed",
+    "LayerNorm": "layer_norm",
+    "RMSNorm": "rms_norm",
+    "GroupNorm": "group_norm",
+    "BatchNorm": "batch_norm",
+    "Dropout": "dropout",
+    "MultiHeadAttention": "attention",
+}
 
 
 @dataclasses.dataclass
@@ -79,6 +90,8 @@ class Context:
     user_classes: dict[str, type]  # every Linen class of the source, by name
     keep_signatures: bool
     path: str
+    class_nodes: dict[str, cst.ClassDef] = dataclasses.field(default_factory=dict)
+    reached: set[str] = dataclasses.field(default_factory=set)  # classes the examples built
 
 
 def _constructions(method: cst.FunctionDef) -> dict[str, cst.Call]:
@@ -137,6 +150,7 @@ class _Converter:
         self.running_names: dict[str, str] = {}
         self.named: dict[cst.Call, Site] = {}  # constructions assigned to a name, by node
         self.emitted: set[int] = set()  # sites whose __init__ line is written
+        self.inlined: dict[str, int] = {}  # factory helper -> constructions written in place
         self.hoisted: set[int] = set()  # sites written where they are constructed (_rnn)
         for stmt in node.body.body:
             if isinstance(stmt, cst.FunctionDef):
@@ -194,6 +208,14 @@ class _Converter:
             self.size_params[name] = SizeParam(name, annotation, resolve, line)
         return name
 
+    def is_var_call(self, node: cst.Call) -> bool:
+        """``self.param``/``self.variable``, or Flax's ``param_with_axes`` and
+        ``variable_with_axes``."""
+        f = node.func
+        if is_self_attr(f) and f.attr.value in ("param", "variable"):
+            return True
+        return is_axes_call(self, node)
+
     # -- names that __init__ can read --------------------------------------------------------
 
     def init_ok(self, names: set[str], method_locals: set[str]) -> bool:
@@ -248,6 +270,9 @@ class _Converter:
                 return updated
 
             def leave_Call(self, original, updated):
+                sharded = annotation_call(conv, original, updated)
+                if sharded is not None:  # nn.with_(logical_)partitioning
+                    return sharded
                 return conv.convert_partial(updated)
 
         return cast(cst.CSTNode, node.visit(T()))
@@ -306,6 +331,7 @@ class _Converter:
                 by_pos.setdefault(self.trace_pos(c), []).append((inst, c))
         conv = self
         assigns = _constructions(method)
+        self.lift_assigns = assigns  # `ScanBlock = nn.scan(Block, ...)` (see _lifted)
 
         ctors = set(assigns.values())
 
@@ -348,15 +374,28 @@ class _Converter:
                 f = node.func
                 if is_self_attr(f) and f.attr.value == "sow":
                     conv.convert_sow(node)
+                elif is_self_attr(f) and f.attr.value in CONVERTED_API:
+                    conv.convert_api_call(node)
                 elif is_self_attr(f) and f.attr.value in _LINEN_API:
                     raise conv.fail(f"self.{f.attr.value}(...) is not converted yet", node)
+                if execs is None and not self.loops and not self.fn:
+                    execs = static_site(conv, node)  # a Flax layer no example reached: []
                 if execs is None:
                     return
                 if self.fn:
                     raise conv.fail("a submodule is created inside a nested function", node)
-                if isinstance(f, cst.Name) and f.value in assigns:
+                if (
+                    isinstance(f, cst.Attribute)
+                    and isinstance(f.value, cst.Name)
+                    and f.value.value in assigns
+                ):
+                    # `rnn.initial_state(...)`: another method of a named submodule, kept
+                    method_calls.setdefault(assigns[f.value.value], []).extend(execs)
+                    return
+                var = f.value if isinstance(f, cst.Name) else None
+                if var is not None and var in assigns:
                     # `dense = nn.Dense(4)` ... `dense(x)`: one submodule, maybe called twice
-                    ctor = assigns[f.value]
+                    ctor = assigns[var]
                     # an RNN cell built before a loop and stepped inside it: created in
                     # __init__ where the construction is (see _rnn._cell_site)
                     hoist = (
@@ -368,7 +407,7 @@ class _Converter:
                         raise conv.fail("a named submodule is created in a loop", node)
                     site = conv.named.get(ctor)
                     if site is None:
-                        site = conv.make_site(node, execs, False, ctor=ctor, var=f.value)
+                        site = conv.make_site(node, execs, False, ctor=ctor, var=var)
                         conv.named[ctor] = site
                     elif site.kind == "rnn":
                         add_rnn_calls(conv, site, execs, node)
@@ -380,7 +419,12 @@ class _Converter:
                     return
                 conv.site_of[node] = conv.make_site(node, execs, self.loops > 0)
 
+        method_calls: dict[cst.Call, list] = {}
         method.body.visit(V())
+        for ctor, execs in method_calls.items():
+            if ctor not in self.named:
+                raise self.fail("a method of a submodule that is never called itself", ctor)
+            self.named[ctor].execs.extend(execs)
         if by_pos:
             raise self.fail("a submodule call could not be matched to the source")
 
@@ -391,14 +435,17 @@ class _Converter:
         args = node.args
         first = args[0] if args else None
         if (
-            first is None or first.keyword is not None or first.star
+            first is None
+            or first.keyword is not None
+            or first.star
             or not isinstance(first.value, cst.SimpleString)
             or first.value.evaluated_value != "intermediates"
-        ):  # fmt: skip
+        ):
             raise self.fail(
                 "self.sow(...) into a collection other than a literal 'intermediates' is not "
-                "converted yet", node,
-            )  # fmt: skip
+                "converted yet",
+                node,
+            )
         if any(a.star for a in args):
             raise self.fail("self.sow(...) with *args or **kwargs", node)
 
@@ -409,9 +456,13 @@ class _Converter:
         self.replacers[node] = replace
 
     def make_site(
-        self, node: cst.Call, execs, in_loop: bool, ctor: cst.Call | None = None,
+        self,
+        node: cst.Call,
+        execs,
+        in_loop: bool,
+        ctor: cst.Call | None = None,
         var: str | None = None,
-    ) -> Site:  # fmt: skip
+    ) -> Site:
         from flax import linen as nn
 
         if any(c.cls is nn.Sequential for _, c in execs):
@@ -419,6 +470,8 @@ class _Converter:
         if any(is_recurrent(c.cls) for _, c in execs):
             return rnn_site(self, node, execs, in_loop, ctor, var)  # type: ignore[arg-type]
         classes = list(dict.fromkeys(c.cls for _, c in execs))
+        if not execs:  # not reached by the examples: the class is in the source
+            classes = [cast(type, module_factory(self, cast(cst.Call, node.func).func))]
         norule = [c for c in classes if c.__module__.startswith("flax.") and not rule_for(c)]
         if norule:
             raise self.fail(f"nn.{norule[0].__name__} has no conversion rule yet", node)
@@ -427,14 +480,15 @@ class _Converter:
             names = ", ".join(c.__name__ for c in classes)
             raise self.fail(
                 f"this call creates modules of several classes ({names}) that one NNX call "
-                f"cannot build: {why}", node,
-            )  # fmt: skip
+                f"cannot build: {why}",
+                node,
+            )
         child_cls: type = classes[0]
         rule = rule_for(child_cls)
         name_arg = None
         loop_base = None
         if ctor is None and isinstance(node.func, cst.Call):
-            ctor = node.func
+            ctor = inline_helper(self, node.func)  # `self._dense(4)(x)`: the helper's layer
         if ctor is not None:
             for a in ctor.args:
                 if a.keyword is not None and a.keyword.value == "name":
@@ -456,6 +510,11 @@ class _Converter:
         factory = dotted(ctor.func)
         if factory is not None and self.resolve(ctor.func) is child_cls:
             factory = None  # a class named directly: name the attribute after the layer kind
+        from ._lifted import base_name, site_lift
+
+        lift = site_lift(self, ctor)  # nn.scan(Block, ...)(...): see _lifted
+        if lift is not None:
+            factory = None
         if rule is not None:
             kind, base = "layer", _BASE_NAMES.get(rule.nnx, snake(rule.nnx))
         elif user is child_cls and child_cls.__name__ in self.ctx.plans:
@@ -467,8 +526,9 @@ class _Converter:
         ):
             raise self.fail(
                 f"{child_cls.__name__} (a lifted transform or a Flax layer without a rule) is "
-                "not converted yet", node,
-            )  # fmt: skip
+                "not converted yet",
+                node,
+            )
         else:
             from ._errors import UnknownLayerError
 
@@ -478,17 +538,29 @@ class _Converter:
                 "conversion rule and is not defined in the source file.\nFix: convert that "
                 "file first, or pass --wrap-unknown to keep the calling class as Linen "
                 "inside linnx.ToNNX.",
-                path=self.ctx.path, line=self.lineno(node),
-            )  # fmt: skip
+                path=self.ctx.path,
+                line=self.lineno(node),
+            )
         if factory is not None:
             last = factory.split(".")[-1]
             base = re.sub(r"_(cls|class|def|fn|factory)$", "", last) or base
         if loop_base:
             base = loop_base
+        if lift is not None:
+            base = base_name(self, lift, child_cls, base)
         return Site(
-            key=node, child_cls=child_cls, kind=kind, execs=execs, line=self.lineno(node),
-            base=base, is_list=in_loop, name_arg=name_arg, ctor=ctor, named=var is not None,
-        )  # fmt: skip
+            key=node,
+            child_cls=child_cls,
+            kind=kind,
+            execs=execs,
+            line=self.lineno(node),
+            base=base,
+            is_list=in_loop,
+            name_arg=name_arg,
+            ctor=ctor,
+            named=var is not None,
+            lift=lift,
+        )
 
     def sequential_site(self, node: cst.Call, execs, in_loop: bool, ctor, var) -> Site:
         """``nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])(x)``: one site; the layers
@@ -525,10 +597,18 @@ class _Converter:
                 if members.setdefault(name, k) != k:
                     raise self.fail("nn.Sequential's layers are named differently per call", node)
         return Site(
-            key=node, child_cls=nn.Sequential, kind="sequential", execs=seq,
-            line=self.lineno(node), base="sequential", name_arg=name_arg, ctor=ctor,
-            inner=inner, members=members, named=var is not None,
-        )  # fmt: skip
+            key=node,
+            child_cls=nn.Sequential,
+            kind="sequential",
+            execs=seq,
+            line=self.lineno(node),
+            base="sequential",
+            name_arg=name_arg,
+            ctor=ctor,
+            inner=inner,
+            members=members,
+            named=var is not None,
+        )
 
     def incompatible(self, classes: list[type]) -> str | None:
         """Why one call site cannot create these converted classes alike (a ``block_cls``

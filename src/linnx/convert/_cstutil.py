@@ -12,6 +12,7 @@ import libcst as cst
 
 __all__ = [
     "code",
+    "calls_in",
     "names_in",
     "is_self_attr",
     "dotted",
@@ -99,6 +100,23 @@ def _targets(node: cst.BaseExpression) -> list[str]:
 def targets(node: cst.BaseExpression) -> list[str]:
     """The plain names an assignment target binds (``a``, ``a, b``)."""
     return _targets(node)
+
+
+class _Calls(cst.CSTVisitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[cst.Call] = []
+
+    def leave_Call(self, original_node: cst.Call) -> None:
+        self.calls.append(original_node)
+
+
+def calls_in(node: cst.CSTNode) -> list[cst.Call]:
+    """Every call inside ``node`` (``node`` too), in the order they run: a call's arguments
+    before the call itself, left to right."""
+    visitor = _Calls()
+    node.visit(visitor)
+    return visitor.calls
 
 
 def names_in(node: cst.CSTNode) -> set[str]:

@@ -7,6 +7,7 @@ written when one is raised.
 from __future__ import annotations
 
 from .._errors import LinnxError
+from .._public import public
 
 __all__ = [
     "ConvertError",
@@ -17,6 +18,7 @@ __all__ = [
 ]
 
 
+@public("linnx.convert")
 class ConvertError(LinnxError):
     """Base class of the errors raised by :mod:`linnx.convert`.
 
@@ -35,6 +37,7 @@ class ConvertError(LinnxError):
         self.line = line
 
 
+@public("linnx.convert")
 class SourceSyntaxError(ConvertError, SyntaxError):
     """The source file does not parse as Python.
 
@@ -51,6 +54,7 @@ class SourceSyntaxError(ConvertError, SyntaxError):
         return str(self.args[0]) if self.args else ""
 
 
+@public("linnx.convert")
 class ExampleError(ConvertError, ValueError):
     """An ``--example`` expression is malformed, or raised when it ran.
 
@@ -61,6 +65,7 @@ class ExampleError(ConvertError, ValueError):
     """
 
 
+@public("linnx.convert")
 class UnknownLayerError(ConvertError, LookupError):
     """A reached Linen layer has no conversion rule and is not defined in the source file.
 
@@ -71,6 +76,7 @@ class UnknownLayerError(ConvertError, LookupError):
     """
 
 
+@public("linnx.convert")
 class OutputPathError(ConvertError, ValueError):
     """The output path would overwrite the source file (or its path map would).
 
@@ -82,8 +88,3 @@ class OutputPathError(ConvertError, ValueError):
         ...     print(str(e).splitlines()[0])
         -o model.py is the source file itself; the source is never overwritten.
     """
-
-
-for _cls in (ConvertError, SourceSyntaxError, ExampleError, UnknownLayerError, OutputPathError):
-    _cls.__module__ = "linnx.convert"
-del _cls

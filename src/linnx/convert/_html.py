@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._public import public
 from ._errors import ConvertError, OutputPathError
 
 if TYPE_CHECKING:
@@ -120,9 +121,12 @@ def _norm(text: str) -> str:
 
 
 def _units(
-    spans: Iterable[tuple[int, int]], lines: Sequence[str], anchor_of: dict[int, set[str]],
-    attrs: set[str], var_names: dict[str, str],
-) -> list[_Unit]:  # fmt: skip
+    spans: Iterable[tuple[int, int]],
+    lines: Sequence[str],
+    anchor_of: dict[int, set[str]],
+    attrs: set[str],
+    var_names: dict[str, str],
+) -> list[_Unit]:
     out = []
     for first, last in spans:
         text = "\n".join(lines[first - 1 : last])
@@ -267,8 +271,9 @@ class _Page:
         out = []
         for n in range(unit.first, unit.last + 1):
             code = self.coloured(side, n)
-            out.append(f'<div class="l" id="{side}{n}"><a class="ln" href="#{side}{n}">{n}</a>'
-                       f"{code}</div>")  # fmt: skip
+            out.append(
+                f'<div class="l" id="{side}{n}"><a class="ln" href="#{side}{n}">{n}</a>{code}</div>'
+            )
         return "".join(out)
 
     def coloured(self, side: str, n: int) -> str:
@@ -279,10 +284,13 @@ class _Page:
             lines = self.src_lines if side == "L" else self.dst_lines
             nodes = (self.src_classes if side == "L" else self.dst_classes).values()
             first, last = next(
-                ((_first_line(c), c.end_lineno or n) for c in nodes
-                 if _first_line(c) <= n <= (c.end_lineno or n)),
+                (
+                    (_first_line(c), c.end_lineno or n)
+                    for c in nodes
+                    if _first_line(c) <= n <= (c.end_lineno or n)
+                ),
                 (n, n),
-            )  # fmt: skip
+            )
             text = "\n".join(lines[first - 1 : last])
             done.update(zip(range(first, last + 1), self.render(text), strict=False))
         return done.get(n, "")
@@ -294,9 +302,11 @@ class _Page:
             meta.append("input sizes as arguments: " + ", ".join(c.size_args))
         if c.dropped_flags:
             meta.append(", ".join(c.dropped_flags) + " became model.train()/model.eval()")
-        head = (f'<section class="class" id="class-{_e(c.name)}" data-class="{_e(c.name)}">'
-                f"<h3>{_e(c.name)} <small>Linen line {c.line}</small></h3>"
-                + "".join(f'<p class="meta">{_e(m)}</p>' for m in meta))  # fmt: skip
+        head = (
+            f'<section class="class" id="class-{_e(c.name)}" data-class="{_e(c.name)}">'
+            f"<h3>{_e(c.name)} <small>Linen line {c.line}</small></h3>"
+            + "".join(f'<p class="meta">{_e(m)}</p>' for m in meta)
+        )
         attrs = {a for _, a in c.layers} | {a for _, a in c.variables}
         anchor_of: dict[int, set[str]] = {}
         for line, attr in c.layers:
@@ -341,12 +351,17 @@ class _Page:
                 if a in first_l
             ]
             cls = ' class="paired"' if la & na else ""
-            body.append(f'<tr{cls}><td class="code linen">{self.lines("L", lu_)}</td>'
-                        f'<td class="mid">{"".join(tags)}</td>'
-                        f'<td class="code nnx">{self.lines("N", nu_)}</td></tr>')  # fmt: skip
-        return (head + '<table class="sbs"><colgroup><col><col style="width:9em"><col>'
-                "</colgroup><thead><tr><th>Linen</th><th></th><th>NNX</th></tr></thead><tbody>"
-                + "".join(body) + "</tbody></table></section>")  # fmt: skip
+            body.append(
+                f'<tr{cls}><td class="code linen">{self.lines("L", lu_)}</td>'
+                f'<td class="mid">{"".join(tags)}</td>'
+                f'<td class="code nnx">{self.lines("N", nu_)}</td></tr>'
+            )
+        return (
+            head + '<table class="sbs"><colgroup><col><col style="width:9em"><col>'
+            "</colgroup><thead><tr><th>Linen</th><th></th><th>NNX</th></tr></thead><tbody>"
+            + "".join(body)
+            + "</tbody></table></section>"
+        )
 
     def weight_table(self) -> str:
         pairs: dict[str, Pair] = {}
@@ -363,14 +378,19 @@ class _Page:
                 shape = _e(_shape(p.linen_shape, p.linen_dtype))
                 if (p.nnx_shape, p.nnx_dtype) != (p.linen_shape, p.linen_dtype):
                     shape += " &#8594; " + _e(_shape(p.nnx_shape, p.nnx_dtype))
-                kind = p.layout.kind
-                layout = "none" if kind == "copy" and p.nnx_shape == p.linen_shape else (
-                    "reshape" if kind == "copy" else _e(p.layout))  # fmt: skip
-            rows.append(f'<tr><td class="mono">{_e(lpath)}</td><td class="mono">{_e(npath)}'
-                        f'</td><td class="mono">{shape}</td><td>{layout}</td></tr>')  # fmt: skip
-        return ('<table class="data weights"><thead><tr><th>Linen path</th><th>NNX path</th>'
-                "<th>shape</th><th>layout change</th></tr></thead><tbody>" + "".join(rows)
-                + "</tbody></table>")  # fmt: skip
+                layout = _e(p.layout)
+                if p.layout.kind == "copy":
+                    layout = "none" if p.nnx_shape == p.linen_shape else "reshape"
+            rows.append(
+                f'<tr><td class="mono">{_e(lpath)}</td><td class="mono">{_e(npath)}'
+                f'</td><td class="mono">{shape}</td><td>{layout}</td></tr>'
+            )
+        return (
+            '<table class="data weights"><thead><tr><th>Linen path</th><th>NNX path</th>'
+            "<th>shape</th><th>layout change</th></tr></thead><tbody>"
+            + "".join(rows)
+            + "</tbody></table>"
+        )
 
     def check_table(self) -> str:
         if not self.r.checks:
@@ -386,37 +406,50 @@ class _Page:
             detail = c.error or (", ".join(bad) if bad else "")
             if detail:
                 state += f'<div class="err">{_e(detail)}</div>'
-            rows.append(f'<tr><td class="mono">{_e(c.example)}</td><td>{c.weights}</td>'
-                        f"<td>{compared}</td><td>{mx}</td><td>{state}</td></tr>")  # fmt: skip
-        return ('<table class="data checks"><thead><tr><th>example</th><th>weights moved</th>'
-                "<th>outputs compared</th><th>max abs diff</th><th>result</th></tr></thead>"
-                "<tbody>" + "".join(rows) + "</tbody></table>")  # fmt: skip
+            rows.append(
+                f'<tr><td class="mono">{_e(c.example)}</td><td>{c.weights}</td>'
+                f"<td>{compared}</td><td>{mx}</td><td>{state}</td></tr>"
+            )
+        return (
+            '<table class="data checks"><thead><tr><th>example</th><th>weights moved</th>'
+            "<th>outputs compared</th><th>max abs diff</th><th>result</th></tr></thead>"
+            "<tbody>" + "".join(rows) + "</tbody></table>"
+        )
 
     def kept_table(self) -> str:
         if not self.r.kept:
             return '<p class="meta">None: every reached class was converted.</p>'
         rows, sources = [], []
         for k in self.r.kept:
-            rows.append(f'<tr><td class="mono">{_e(k.name)}</td><td>{k.line or "&#8212;"}</td>'
-                        f"<td>{_e(k.reason)}</td></tr>")  # fmt: skip
+            rows.append(
+                f'<tr><td class="mono">{_e(k.name)}</td><td>{k.line or "&#8212;"}</td>'
+                f"<td>{_e(k.reason)}</td></tr>"
+            )
             node = self.src_classes.get(k.name)
             if node is not None:
                 unit = _Unit(_first_line(node), node.end_lineno or node.lineno)
-                sources.append(f"<details><summary>Linen source of {_e(k.name)}</summary>"
-                               f'<div class="code linen">{self.lines("L", unit)}</div>'
-                               "</details>")  # fmt: skip
-        return ('<table class="data kept"><thead><tr><th>class</th><th>line</th><th>reason'
-                "</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-                + "".join(sources))  # fmt: skip
+                sources.append(
+                    f"<details><summary>Linen source of {_e(k.name)}</summary>"
+                    f'<div class="code linen">{self.lines("L", unit)}</div>'
+                    "</details>"
+                )
+        return (
+            '<table class="data kept"><thead><tr><th>class</th><th>line</th><th>reason'
+            "</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>" + "".join(sources)
+        )
 
     def page(self) -> str:
         r = self.r
-        status = ('<span class="ok">verified</span>' if r.ok else
-                  '<span class="failed">verification FAILED</span>') if r.checks else (
-                  "not verified")  # fmt: skip
-        counts = (f'<p class="counts"><b>{_e(r.path)}</b>: {len(r.converted)} classes '
-                  f"converted, {len(r.kept)} classes wrapped (kept as Linen, used through "
-                  f"linnx.ToNNX), {len(r.path_map)} weights mapped; {status}</p>")  # fmt: skip
+        status = "not verified"
+        if r.checks:
+            status = '<span class="ok">verified</span>'
+            if not r.ok:
+                status = '<span class="failed">verification FAILED</span>'
+        counts = (
+            f'<p class="counts"><b>{_e(r.path)}</b>: {len(r.converted)} classes '
+            f"converted, {len(r.kept)} classes wrapped (kept as Linen, used through "
+            f"linnx.ToNNX), {len(r.path_map)} weights mapped; {status}</p>"
+        )
         classes = sorted(r.converted, key=lambda c: c.line)
         toc = " &#183; ".join(f'<a href="#class-{_e(c.name)}">{_e(c.name)}</a>' for c in classes)
         notes = "".join(f'<p class="meta">{_e(n)}</p>' for n in r.notes)
@@ -424,18 +457,23 @@ class _Page:
             f'<p class="meta">example <code>{_e(layer.example)}</code>: the model is a Flax '
             f"layer, no class to rewrite; in NNX: <code>{_e(layer.nnx)}</code></p>"
             for layer in r.layers
-        )  # fmt: skip
+        )
         nav = " &#183; ".join(
             f'<a href="#{k}">{v}</a>'
-            for k, v in (("verification", "Verification"), ("classes", "Converted classes"),
-                         ("kept", "Kept as Linen"), ("weights", "Weight map"))
-        )  # fmt: skip
+            for k, v in (
+                ("verification", "Verification"),
+                ("classes", "Converted classes"),
+                ("kept", "Kept as Linen"),
+                ("weights", "Weight map"),
+            )
+        )
         return (
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>linnx convert {_e(r.path)}</title><style>{_CSS}{self.style}</style>"
             f"</head><body><h1>linnx convert {_e(r.path)}</h1>{counts}{notes}"
             f'<p class="meta">{nav}</p>'
-            '<h2 id="verification">Verification</h2>' + self.check_table()
+            '<h2 id="verification">Verification</h2>'
+            + self.check_table()
             + f'<h2 id="classes">Converted classes</h2><p class="meta">{toc}</p>'
             + "".join(self.class_section(c) for c in classes)
             + self.added()
@@ -444,7 +482,7 @@ class _Page:
             + '<h2 id="weights">Weight map</h2>'
             + self.weight_table()
             + "</body></html>\n"
-        )  # fmt: skip
+        )
 
     def added(self) -> str:
         """Classes of the NNX file with no Linen counterpart (the variable types it defines)."""
@@ -454,12 +492,15 @@ class _Page:
                 continue
             unit = _Unit(_first_line(node), node.end_lineno or node.lineno)
             code = self.lines("N", unit)
-            out.append(f'<section class="added" data-class="{_e(name)}"><h3>{_e(name)} '
-                       "<small>new in the NNX file</small></h3>"
-                       f'<div class="code nnx">{code}</div></section>')  # fmt: skip
+            out.append(
+                f'<section class="added" data-class="{_e(name)}"><h3>{_e(name)} '
+                "<small>new in the NNX file</small></h3>"
+                f'<div class="code nnx">{code}</div></section>'
+            )
         return "".join(out)
 
 
+@public("linnx.convert")
 def render_html(result: ConversionResult) -> str:
     """The conversion report as one self-contained HTML page (no scripts, no external files).
 
@@ -499,10 +540,11 @@ def check_report_path(report: str | os.PathLike, *protected: str | os.PathLike) 
                 f"--html {report} is {other}, a file the conversion reads or writes.\n"
                 f"Fix: write the report to its own file, e.g. --html {Path(other).stem}.html.",
                 path=str(other),
-            )  # fmt: skip
+            )
     return p
 
 
+@public("linnx.convert")
 def write_html(result: ConversionResult, path: str | os.PathLike) -> Path:
     """Writes :func:`render_html`'s page to ``path`` (written whether or not it verified).
 

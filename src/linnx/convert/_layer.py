@@ -14,6 +14,7 @@ import ast
 from dataclasses import dataclass
 from typing import Any
 
+from .._public import public
 from ._classes import linen_fields
 from ._errors import ConvertError
 from ._rules import IN, nnx_function, nnx_kwargs, rule_for
@@ -22,6 +23,7 @@ from ._trace import Trace, iter_vars, parse_example
 __all__ = ["ConvertedLayer", "is_layer_root", "convert_layer"]
 
 
+@public("linnx.convert")
 @dataclass(frozen=True)
 class ConvertedLayer:
     """An example whose model is a Flax layer: its Linen construction and the NNX one.
@@ -106,7 +108,7 @@ def convert_layer(t: Trace) -> tuple[ConvertedLayer, dict[str, str]]:
                 f"--example {t.example.text!r}: nn.{rule.linen}({f}=...) has no nnx."
                 f"{rule.nnx} argument.\nFix: leave {f}= out of the example's construction, "
                 f"or build the NNX layer by hand."
-            )  # fmt: skip
+            )
         named[nkw] = text
     parts: list[str] = []
     for slot in rule.positional:

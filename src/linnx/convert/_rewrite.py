@@ -17,17 +17,21 @@ from typing import cast
 import libcst as cst
 from libcst.metadata import PositionProvider
 
+from .._public import public
 from ._build import convert_class
 from ._classes import ClassPlan, Unsupported
 from ._convert_class import Context
 from ._cstutil import unique
 from ._errors import ConvertError, UnknownLayerError
+from ._idioms import mixin_conflicts, mixin_plans
 from ._rnn import child_name
+from ._sharding import is_axes_leaf
 from ._trace import Instance, Trace, iter_vars
 
 __all__ = ["Kept", "Rewrite", "rewrite"]
 
 
+@public("linnx.convert")
 @dataclass
 class Kept:
     """A reached class that stays Linen (used through ``linnx.ToNNX``), and why.
@@ -73,9 +77,10 @@ def _user_classes(mod: types.ModuleType) -> dict[str, type]:
     from flax import linen as nn
 
     return {
-        k: v for k, v in vars(mod).items()
+        k: v
+        for k, v in vars(mod).items()
         if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == mod.__name__
-    }  # fmt: skip
+    }
 
 
 def _order(reached: dict[str, list[Instance]], user: dict[str, type]) -> list[str]:
@@ -144,13 +149,24 @@ def rewrite(
     for name in order:
         if name not in class_nodes:
             kept[name] = Kept(name, "it is not defined at the top level of the file", 0)
+    from ._lifted import wrapped_targets
+
+    for name, (reason, line) in wrapped_targets(class_nodes, vars(mod), positions).items():
+        if name in reached and name not in kept:  # nn.remat_scan(Block): Block stays Linen
+            kept[name] = Kept(name, reason, line)
     while True:
         plans: dict[str, ClassPlan] = {}
         ctx = Context(
-            module_globals=vars(mod), src_lines=source.splitlines(), plans=plans,
-            kept={k: v.reason for k, v in kept.items()}, user_classes=user,
-            keep_signatures=keep_signatures, path=path,
-        )  # fmt: skip
+            module_globals=vars(mod),
+            src_lines=source.splitlines(),
+            plans=plans,
+            kept={k: v.reason for k, v in kept.items()},
+            user_classes=user,
+            keep_signatures=keep_signatures,
+            path=path,
+            class_nodes=class_nodes,
+            reached=set(reached),
+        )
         new_kept = dict(kept)
         for name in order:
             if name in new_kept:
@@ -171,12 +187,15 @@ def rewrite(
             for below in _below(reached.get(name, []), user):
                 if below not in new_kept:
                     line = positions[class_nodes[below]].start.line if below in class_nodes else 0
-                    new_kept[below] = Kept(below, f"it is used inside {name}, which stays Linen",
-                                           line)  # fmt: skip
+                    new_kept[below] = Kept(
+                        below, f"it is used inside {name}, which stays Linen", line
+                    )
+        new_kept.update(mixin_conflicts(plans, new_kept, user, class_nodes, positions))
         if new_kept.keys() == kept.keys():
             kept = new_kept
             break
         kept = new_kept
+    plans.update(mixin_plans(plans, user, class_nodes, positions, ctx))
     for t in traces:
         root_cls = t.instances[()].cls
         if user.get(root_cls.__name__) is not root_cls:
@@ -186,7 +205,7 @@ def rewrite(
                 "layer table (nn.Dense, nn.Conv, ...); there is nothing to convert.\n"
                 "Fix: construct one of the file's nn.Module classes in the example.",
                 path=path,
-            )  # fmt: skip
+            )
         root = root_cls.__name__
         if root in kept:
             k = kept[root]
@@ -194,8 +213,9 @@ def rewrite(
                 f"{path}:{k.line}: the example's model class {root} cannot be converted: "
                 f"{k.reason}.\nFix: rewrite that part of {root} (see the docs' list of what "
                 "converts), or convert a class inside it.",
-                path=path, line=k.line,
-            )  # fmt: skip
+                path=path,
+                line=k.line,
+            )
     text = _assemble(tree, plans, kept)
     result = Rewrite(code=text, plans=plans, kept=list(kept.values()))
     result.path_maps = [path_map(t, plans, user) for t in traces]
@@ -219,10 +239,12 @@ def _assemble(tree: cst.Module, plans: dict[str, ClassPlan], kept: dict[str, Kep
                 if col not in var_classes:
                     var_classes[col] = unique(cname, bound)
                     bound.add(var_classes[col])
-                    body.append(cst.parse_statement(
-                        f"class {var_classes[col]}(nnx.Variable):\n"
-                        f"    \"\"\"The variables of the Linen collection {col!r}.\"\"\"\n"
-                    ).with_changes(leading_lines=stmt.leading_lines))  # fmt: skip
+                    body.append(
+                        cst.parse_statement(
+                            f"class {var_classes[col]}(nnx.Variable):\n"
+                            f'    """The variables of the Linen collection {col!r}."""\n'
+                        ).with_changes(leading_lines=stmt.leading_lines)
+                    )
                     blank = cst.EmptyLine(indent=False)
                     stmt = stmt.with_changes(leading_lines=[blank, blank])
             node = plan.node
@@ -312,9 +334,10 @@ def _fix_imports(old: cst.Module, new: cst.Module, needs: set[str]) -> cst.Modul
                     if "linen" in cst.Module([]).code_for_node(s):
                         anchor = len(out)
                     names = [
-                        a for a in s.names
+                        a
+                        for a in s.names
                         if not (before.get(_alias_name(a), 0) and not after.get(_alias_name(a), 0))
-                    ]  # fmt: skip
+                    ]
                     if not names:
                         continue
                     names[-1] = names[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
@@ -413,9 +436,14 @@ def module_paths(
 
 def path_map(trace: Trace, plans: dict[str, ClassPlan], user: dict[str, type]) -> dict[str, str]:
     """Linen variable path (without the collection) -> NNX variable path, for one example."""
+    from ..migrate._record import non_weight_leaf
+
     nnx_of, wrapped = module_paths(trace, plans, user)
     out: dict[str, str] = {}
-    for (col, *rest), _ in iter_vars(trace.variables):
+    for (col, *rest), leaf in iter_vars(trace.variables):
+        if is_axes_leaf(leaf) or non_weight_leaf(leaf) is not None or col == "cache":
+            continue  # params_axes (param_with_axes): NNX keeps them on the Param; values
+            # sown into a collection that init keeps ('losses'): no weight
         owner, name = tuple(rest[:-1]), rest[-1]
         w = next((w for w in wrapped if owner[: len(w)] == w), None)
         if w is not None:

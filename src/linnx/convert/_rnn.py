@@ -38,9 +38,17 @@ if TYPE_CHECKING:
     from ._sites import _Compact
 
 __all__ = [
-    "is_recurrent", "is_cell", "lifted_method", "add_rnn_calls", "child_name", "rnn_site",
-    "rnn_ctor", "rnn_call", "setup_rnn", "claim_time_scan",
-]  # fmt: skip
+    "is_recurrent",
+    "is_cell",
+    "lifted_method",
+    "add_rnn_calls",
+    "child_name",
+    "rnn_site",
+    "rnn_ctor",
+    "rnn_call",
+    "setup_rnn",
+    "claim_time_scan",
+]
 
 
 @dataclass(frozen=True)
@@ -116,8 +124,9 @@ def rnn_site(conv: _Compact, node: cst.Call, execs, in_loop: bool, ctor, var) ->
         what = "an RNN cell" if any(is_cell(c.cls) for _, c in execs) else "nn.RNN"
         raise conv.fail(
             f"{what} built inside a loop (build it once before the loop: "
-            "cell = nn.LSTMCell(...), then step cell(carry, x[:, t]))", node,
-        )  # fmt: skip
+            "cell = nn.LSTMCell(...), then step cell(carry, x[:, t]))",
+            node,
+        )
     if ctor is None and isinstance(node.func, cst.Call):
         ctor = node.func
     if ctor is None:
@@ -141,9 +150,11 @@ def rnn_site(conv: _Compact, node: cst.Call, execs, in_loop: bool, ctor, var) ->
         else:
             f, b = c.module.forward_rnn, c.module.backward_rnn
             found = {
-                f.name: ("forward_rnn",), f.cell.name: ("forward_rnn", "cell"),
-                b.name: ("backward_rnn",), b.cell.name: ("backward_rnn", "cell"),
-            }  # fmt: skip
+                f.name: ("forward_rnn",),
+                f.cell.name: ("forward_rnn", "cell"),
+                b.name: ("backward_rnn",),
+                b.cell.name: ("backward_rnn", "cell"),
+            }
         for k, v in found.items():
             if members.setdefault(k, v) != v:
                 raise conv.fail("the RNN's cells are named differently per call", node)
@@ -158,10 +169,18 @@ def rnn_site(conv: _Compact, node: cst.Call, execs, in_loop: bool, ctor, var) ->
                 raise conv.fail("name= is not a plain string", node)
             name_arg = a.value.evaluated_value
     return Site(
-        key=node, child_cls=top_cls, kind="rnn", execs=top, line=conv.lineno(node),
+        key=node,
+        child_cls=top_cls,
+        kind="rnn",
+        execs=top,
+        line=conv.lineno(node),
         base="bidirectional" if top_cls.__name__ == "Bidirectional" else "rnn",
-        name_arg=name_arg, ctor=ctor, inner=inner, member_paths=members, named=var is not None,
-    )  # fmt: skip
+        name_arg=name_arg,
+        ctor=ctor,
+        inner=inner,
+        member_paths=members,
+        named=var is not None,
+    )
 
 
 def add_rnn_calls(conv: _Compact, site: Site, execs, node: cst.Call) -> None:
@@ -196,8 +215,9 @@ def rnn_ctor(
         if a.keyword is not None and a.keyword.value == "init_key":
             raise conv.fail(
                 "nn.RNN(...)(x, init_key=...): nnx.RNN draws the initial carry from its rngs "
-                "instead (not converted yet)", node,
-            )  # fmt: skip
+                "instead (not converted yet)",
+                node,
+            )
     if in_t is None and not dry and id(site) not in conv.emitted:
         # (a named RNN's later calls build nothing: no size argument for them)
         in_t = conv.fallback(site, "in_features", lambda c, i: _input_size(c, conv, node))
@@ -237,8 +257,9 @@ def _rnn_expr(conv: _Compact, call: cst.CSTNode, in_t: str, env, dry) -> tuple[s
     if not _flax(cls, _WRAPPERS):
         raise conv.fail(
             f"{code(call.func)}(...) inside a recurrent layer is not nn.RNN or a cell class "
-            "named directly", call,
-        )  # fmt: skip
+            "named directly",
+            call,
+        )
     kw = conv.arg_fields(call, cls)
     parts: list[str] = []
     return_carry = False
@@ -251,8 +272,9 @@ def _rnn_expr(conv: _Compact, call: cst.CSTNode, in_t: str, env, dry) -> tuple[s
             if f in _LIFTED_FIELDS:
                 raise conv.fail(
                     f"nn.RNN({f}=...): nnx.RNN spells the lifted scan's variable handling "
-                    "differently (state_axes, broadcast_rngs); not converted yet", call,
-                )  # fmt: skip
+                    "differently (state_axes, broadcast_rngs); not converted yet",
+                    call,
+                )
             return_carry |= f == "return_carry" and not _is_false(v)
             parts.append(f"{f}={_value(conv, v, env, f'nn.RNN({f}=...)', call)}")
         parts.append("rngs=rngs")
@@ -284,8 +306,9 @@ def _cell_expr(conv: _Compact, call, in_t: str, env) -> tuple[str, str | None]:
     if not isinstance(call, cst.Call) or not _flax(cls, CELLS):
         raise conv.fail(
             "the RNN's cell is not an nn.LSTMCell, nn.OptimizedLSTMCell or nn.SimpleCell "
-            "built inside the nn.RNN(...) call", call,
-        )  # fmt: skip
+            "built inside the nn.RNN(...) call",
+            call,
+        )
     assert isinstance(cls, type)
     spec = CELLS[cls.__name__]
     allowed = nnx_kwargs(spec.nnx)
@@ -297,9 +320,9 @@ def _cell_expr(conv: _Compact, call, in_t: str, env) -> tuple[str, str | None]:
     for f, v in kw.items():
         if f == "carry_init":
             raise conv.fail(
-                "carry_init= of a cell: nnx cells take it in initialize_carry (not converted "
-                "yet)", call,
-            )  # fmt: skip
+                "carry_init= of a cell: nnx cells take it in initialize_carry (not converted yet)",
+                call,
+            )
         if f not in allowed or f not in {x.name for x in linen_fields(cls)}:
             raise conv.fail(f"nn.{cls.__name__}({f}=...) has no nnx.{spec.nnx} argument", call)
         parts.append(f"{f}={_value(conv, v, env, f'the cell argument {f}=', call)}")
@@ -328,10 +351,11 @@ def _scan_decorator(b: _Builder, d: cst.Decorator) -> cst.Call | None:
 
     call = d.decorator
     if (
-        isinstance(call, cst.Call) and call.args
+        isinstance(call, cst.Call)
+        and call.args
         and b.resolve(call.func) is functools.partial
         and b.resolve(call.args[0].value) is nn.scan
-    ):  # fmt: skip
+    ):
         return call
     return None
 
@@ -364,10 +388,14 @@ def claim_time_scan(b: _Builder) -> None:
 
 def _single_cell_call(b: _Builder, method: cst.FunctionDef) -> cst.Call | None:
     stmts = [
-        s for s in method.body.body
-        if not (isinstance(s, cst.SimpleStatementLine) and isinstance(s.body[0], cst.Expr)
-                and isinstance(s.body[0].value, cst.SimpleString))
-    ]  # fmt: skip
+        s
+        for s in method.body.body
+        if not (
+            isinstance(s, cst.SimpleStatementLine)
+            and isinstance(s.body[0], cst.Expr)
+            and isinstance(s.body[0].value, cst.SimpleString)
+        )
+    ]
     if len(stmts) != 1 or not isinstance(stmts[0], cst.SimpleStatementLine):
         return None
     ret = stmts[0].body[0]
@@ -392,9 +420,12 @@ _NOT_LITERAL = object()
 
 def _time_scan(b: _Builder, method: cst.FunctionDef, deco: cst.Call, cell_call: cst.Call):
     def no(why: str) -> Exception:
-        return b.fail(f"nn.scan of a cell over time {why}; nnx.RNN(cell) covers a scan "
-                      "with variable_broadcast='params', split_rngs={'params': False} and "
-                      "in_axes == out_axes (0 or 1)", deco)  # fmt: skip
+        return b.fail(
+            f"nn.scan of a cell over time {why}; nnx.RNN(cell) covers a scan "
+            "with variable_broadcast='params', split_rngs={'params': False} and "
+            "in_axes == out_axes (0 or 1)",
+            deco,
+        )
 
     kw: dict[str, Any] = {}
     for a in deco.args[1:]:
@@ -413,11 +444,13 @@ def _time_scan(b: _Builder, method: cst.FunctionDef, deco: cst.Call, cell_call: 
     params = [p.name.value for p in method.params.params][1:]
     args = cell_call.args
     if (
-        len(params) != 2 or method.params.kwonly_params
+        len(params) != 2
+        or method.params.kwonly_params
         or isinstance(method.params.star_arg, cst.Param)
-        or len(args) != 2 or any(a.keyword is not None or a.star for a in args)
+        or len(args) != 2
+        or any(a.keyword is not None or a.star for a in args)
         or [code(a.value) for a in args] != params
-    ):  # fmt: skip
+    ):
         raise no("whose method is not (self, carry, x) returning cell(carry, x)")
     if axes[0] == 1:
         for inst in b.instances:
@@ -433,9 +466,15 @@ def _scanned_site(conv: _Compact, scan: TimeScan, node: cst.Call, execs, ctor) -
     if len(names) != 1:
         raise conv.fail("the scanned cell is named differently per call", node)
     site = Site(
-        key=node, child_cls=execs[0][1].cls, kind="rnn", execs=execs, line=conv.lineno(node),
-        base="rnn", ctor=ctor, member_paths={names.pop(): ("cell",)},
-    )  # fmt: skip
+        key=node,
+        child_cls=execs[0][1].cls,
+        kind="rnn",
+        execs=execs,
+        line=conv.lineno(node),
+        base="rnn",
+        ctor=ctor,
+        member_paths={names.pop(): ("cell",)},
+    )
     scan.site = site
     return site
 
@@ -471,17 +510,22 @@ def _carry_inits(b: _Builder, cell_call: cst.Call, scan: TimeScan) -> None:
     class V(cst.CSTVisitor):
         def visit_Call(self, node):
             f = node.func
-            if not (isinstance(f, cst.Attribute) and f.attr.value == "initialize_carry"
-                    and isinstance(f.value, cst.Call)):  # fmt: skip
+            if not (
+                isinstance(f, cst.Attribute)
+                and f.attr.value == "initialize_carry"
+                and isinstance(f.value, cst.Call)
+            ):
                 return
             inner = f.value
             parent = [a for a in inner.args if _kw(a) == "parent"]
             rest = [_arg(a) for a in inner.args if _kw(a) not in ("parent", "name")]
             if (
-                len(parent) != 1 or code(parent[0].value) != "None"
+                len(parent) != 1
+                or code(parent[0].value) != "None"
                 or (code(inner.func), rest) != want
-                or len(node.args) != 2 or any(a.keyword or a.star for a in node.args)
-            ):  # fmt: skip
+                or len(node.args) != 2
+                or any(a.keyword or a.star for a in node.args)
+            ):
                 return
             key, shape = (code(a.value) for a in node.args)
 
@@ -529,9 +573,16 @@ def _cell_site(conv: _Compact, node: cst.Call, execs, ctor, var) -> Site:
     if var is not None:
         _carry_inits_of(conv, var)
     return Site(
-        key=node, child_cls=cls, kind="rnn", execs=execs, line=conv.lineno(node), base="cell",
-        name_arg=name_arg, ctor=ctor, named=var is not None,
-    )  # fmt: skip
+        key=node,
+        child_cls=cls,
+        kind="rnn",
+        execs=execs,
+        line=conv.lineno(node),
+        base="cell",
+        name_arg=name_arg,
+        ctor=ctor,
+        named=var is not None,
+    )
 
 
 def _direct_cell_ctor(conv: _Compact, site: Site, node: cst.Call, env, dry):
@@ -552,9 +603,11 @@ def _carry_inits_of(conv: _Compact, var: str) -> None:
         def visit_Call(self, node):
             f = node.func
             if (
-                isinstance(f, cst.Attribute) and f.attr.value == "initialize_carry"
-                and isinstance(f.value, cst.Name) and f.value.value == var
-            ):  # fmt: skip
+                isinstance(f, cst.Attribute)
+                and f.attr.value == "initialize_carry"
+                and isinstance(f.value, cst.Name)
+                and f.value.value == var
+            ):
                 if len(node.args) != 2 or any(a.keyword or a.star for a in node.args):
                     raise conv.fail(f"{var}.initialize_carry(...) other than (key, shape)", node)
                 key, shape = (code(a.value) for a in node.args)

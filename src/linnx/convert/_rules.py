@@ -58,9 +58,13 @@ class Rule:
 
 
 _ATTENTION: dict[str, Any] = dict(
-    positional=("num_heads", IN), size_kw="in_features", modes=("deterministic",),
-    out="out_features", out_default_in=True, extra={"decode": "False", "deterministic": "False"},
-)  # fmt: skip
+    positional=("num_heads", IN),
+    size_kw="in_features",
+    modes=("deterministic",),
+    out="out_features",
+    out_default_in=True,
+    extra={"decode": "False", "deterministic": "False"},
+)
 
 RULES: dict[str, Rule] = {
     r.linen: r
@@ -106,7 +110,7 @@ RULES: dict[str, Rule] = {
         Rule("MultiHeadDotProductAttention", "MultiHeadAttention", **_ATTENTION),
         Rule("MultiHeadAttention", "MultiHeadAttention", **_ATTENTION),
         Rule("SelfAttention", "MultiHeadAttention", **_ATTENTION),
-    )  # fmt: skip
+    )
 }
 
 

@@ -14,9 +14,11 @@ import libcst as cst
 
 from ._classes import Site, literal
 from ._convert_class import _BASE_NAMES
-from ._cstutil import code, dotted, is_self_attr, names_in, snake, targets
+from ._cstutil import calls_in, code, dotted, is_self_attr, names_in, snake, targets
+from ._idioms import inline_helper
 from ._rnn import is_recurrent, setup_rnn
 from ._rules import IN, rule_for
+from ._sharding import axes_call
 
 if TYPE_CHECKING:
     from ._build import _Builder
@@ -32,9 +34,10 @@ def _self_call(node: cst.CSTNode) -> str | None:
 
 def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
     methods = {
-        s.name.value: s for s in b.node.body.body
+        s.name.value: s
+        for s in b.node.body.body
         if isinstance(s, cst.FunctionDef) and s.name.value != "setup"
-    }  # fmt: skip
+    }
     call = methods.get("__call__")
     # -- the submodules setup() assigns --------------------------------------------------------
     execs: dict[str, list] = {}
@@ -50,19 +53,26 @@ def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
         if not isinstance(stmt, cst.SimpleStatementLine):
             raise b.fail("setup() holds a compound statement", stmt)
         for small in stmt.body:
-            if not (isinstance(small, cst.Assign) and len(small.targets) == 1
-                    and is_self_attr(small.targets[0].target)):  # fmt: skip
+            if not (
+                isinstance(small, cst.Assign)
+                and len(small.targets) == 1
+                and is_self_attr(small.targets[0].target)
+            ):
                 continue
             attr = small.targets[0].target.attr.value
             value = small.value
-            if isinstance(value, cst.Call) and _self_call(value) == "param":
+            axes = axes_call(b, value) if isinstance(value, cst.Call) else None
+            if isinstance(value, cst.Call) and (
+                _self_call(value) == "param" or (axes is not None and axes[0] == "param")
+            ):
                 params.add(attr)
                 continue
-            if isinstance(value, cst.Call) and _self_call(value) in ("variable",):
+            if isinstance(value, cst.Call) and (_self_call(value) == "variable" or axes):
                 continue
             if attr in execs:
                 if not isinstance(value, cst.Call):
                     raise b.fail(f"self.{attr} is not a single module construction", small)
+                value = inline_helper(b, value)  # `self.proj = self._dense(4)`: its layer
                 assigned[attr] = value
                 site = _make_site(b, attr, value, execs.pop(attr))
                 sites[attr] = site
@@ -70,8 +80,9 @@ def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
                 # No example called it: its sizes (and whether it converts) are unknown.
                 raise b.fail(
                     f"self.{attr} ({code(value.func)}) is not called by any example; add an "
-                    "example that reaches it (the model's __call__ or another method)", small,
-                )  # fmt: skip
+                    "example that reaches it (the model's __call__ or another method)",
+                    small,
+                )
             elif isinstance(value, cst.ListComp) and any(
                 re.fullmatch(rf"{re.escape(attr)}_\d+", n) for n in execs
             ):
@@ -95,11 +106,8 @@ def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
     b.plan.sites = list(sites.values())
     b.taken |= set(sites)
     # -- flags of __call__ and the data flow ------------------------------------------------
-    b.plan.call_params = (
-        [p.name.value for p in call.params.params][1:]
-        + [p.name.value for p in call.params.kwonly_params]
-        if call else []
-    )  # fmt: skip
+    call_args = [*call.params.params[1:], *call.params.kwonly_params] if call else []
+    b.plan.call_params = [p.name.value for p in call_args]
     mode_nodes: list[cst.BaseExpression] = []
     if call is not None:
         _collect_modes(b, call, sites, mode_nodes)
@@ -138,7 +146,7 @@ def convert_setup(b: _Builder, setup: cst.FunctionDef) -> dict:
                 if attr in sites:
                     _emit_site(b, sites[attr], assigned[attr], in_sizes.get(attr))
                     continue
-                if isinstance(value, cst.Call) and _self_call(value) in ("param", "variable"):
+                if isinstance(value, cst.Call) and b.is_var_call(value):
                     b.process_var(value, {}, 0, False, [], attr=attr)
                     continue
             text = b.init_expr(small, {}, set()) if not isinstance(small, cst.Expr) else None
@@ -170,8 +178,16 @@ def _make_site(b, attr: str, ctor: cst.Call, execs) -> Site:
     else:
         raise b.fail(f"self.{attr} is a {cls.__name__}, which has no conversion rule", ctor)
     base = _BASE_NAMES.get(rule.nnx, snake(rule.nnx)) if rule else snake(cls.__name__)
-    return Site(key=attr, child_cls=cls, kind=kind, execs=execs, line=b.lineno(ctor),
-                base=base, attr=attr)  # fmt: skip
+    return Site(
+        key=attr,
+        child_cls=cls,
+        kind=kind,
+        execs=execs,
+        line=b.lineno(ctor),
+        base=base,
+        attr=attr,
+        ctor=ctor,
+    )
 
 
 def _collect_modes(b, method, sites, out) -> None:
@@ -210,14 +226,7 @@ class _Flow:
         b.small = self.small
 
     def small(self, node, env, ind, dry, loops, conds) -> None:
-        calls: list[cst.Call] = []
-
-        class V(cst.CSTVisitor):
-            def leave_Call(self, n):
-                calls.append(n)
-
-        node.visit(V())
-        for c in calls:
+        for c in calls_in(node):
             if _self_call(c):
                 self.call_out(c, env)
         if isinstance(node, cst.Return):
@@ -313,9 +322,12 @@ def _emit_site(b, site: Site, ctor: cst.Call, in_expr: str | None) -> None:
 
         in_t = None if _other_axis(site) else in_expr
         if rule.needs_size and in_t is None:
-            in_t = b.fallback(site, rule.size_kw or "in_features",
-                              lambda c, i: _in_size(c, ctor, b),
-                              "tuple[int, ...]" if _other_axis(site) else "int")  # fmt: skip
+            in_t = b.fallback(
+                site,
+                rule.size_kw or "in_features",
+                lambda c, i: _in_size(c, ctor, b),
+                "tuple[int, ...]" if _other_axis(site) else "int",
+            )
         b.emit(0, f"self.{site.attr} = {b.layer_ctor(site, rule, ctor, args_t, in_t)}")
         return
     if site.kind == "rnn":
@@ -339,8 +351,9 @@ def _emit_site(b, site: Site, ctor: cst.Call, in_expr: str | None) -> None:
         if sp.is_input and in_expr is not None:
             parts.append(f"{sp.name}={in_expr}")
             continue
-        val = b.fallback(site, sp.name, lambda c, i, sp=sp: sp.resolve(i.tree[c.path]),
-                         sp.annotation)  # fmt: skip
+        val = b.fallback(
+            site, sp.name, lambda c, i, sp=sp: sp.resolve(i.tree[c.path]), sp.annotation
+        )
         parts.append(f"{sp.name}={val}")
     func = b.init_expr(ctor.func, {}, set())
     b.emit(0, f"self.{site.attr} = {func}({', '.join([*parts, 'rngs=rngs'])})")
@@ -352,16 +365,18 @@ def _emit_list(b, site: Site, comp: cst.ListComp) -> None:
     ctor: cst.Call = comp.elt  # type: ignore[assignment]
     rule = rule_for(site.child_cls)
     if site.kind != "layer" or rule is None or not rule.needs_size or rule.out in (None, IN):
-        raise b.fail(f"self.{site.attr}: a list of {site.child_cls.__name__} (not converted yet)",
-                     comp)  # fmt: skip
+        raise b.fail(
+            f"self.{site.attr}: a list of {site.child_cls.__name__} (not converted yet)", comp
+        )
     first_from_input = True
     for inst in b.instances:
         entries = sorted(site.calls_in(inst), key=lambda c: int(c.name.rsplit("_", 1)[1]))
         sizes = [int(c.args[0].shape[-1]) for c in entries]
         outs = [getattr(c.module, rule.out) for c in entries]
         if sizes[1:] != outs[:-1]:
-            raise b.fail(f"self.{site.attr}: an entry's input is not the previous entry's "
-                         "output", comp)  # fmt: skip
+            raise b.fail(
+                f"self.{site.attr}: an entry's input is not the previous entry's output", comp
+            )
         if sizes and sizes[0] != inst.in_size():
             first_from_input = False
     iter_t = b.init_expr(comp.for_in.iter, {}, set())
@@ -435,9 +450,10 @@ def _rewrite_method(b, m: cst.FunctionDef, sites, params, drop_flags: bool):
     new = b.to_nnx_refs(new)
     b.removed = saved
     decorators = [
-        d for d in new.decorators
+        d
+        for d in new.decorators
         if (dotted(d.decorator) or "").split(".")[-1] not in ("compact", "nowrap")
-    ]  # fmt: skip
+    ]
     from ._build import _drop_params
 
     return new.with_changes(decorators=decorators, params=_drop_params(new.params, removed))

@@ -16,17 +16,28 @@ from typing import Any, cast
 
 import libcst as cst
 
-from ._classes import VAR_TYPES, Site, field_default, linen_fields, literal, one_value
+from ._cache import CacheMixin, is_cache_var
+from ._classes import (
+    VAR_TYPES,
+    Site,
+    Unsupported,
+    field_default,
+    linen_fields,
+    literal,
+    one_value,
+)
 from ._cstutil import code, dotted, identifier, is_self_attr, names_in, unique
+from ._rng import RngMixin
 from ._rnn import lifted_method, rnn_call, rnn_ctor
 from ._rules import IN, Rule, nnx_kwargs, rule_for
+from ._sharding import axes_call, unwrap_annotation
 from ._trace import ChildCall, Instance
 from ._walk import _Walker
 
 __all__ = ["_Compact"]
 
 
-class _Compact(_Walker):
+class _Compact(CacheMixin, RngMixin, _Walker):
     """``@nn.compact`` classes (and the shared site/variable handling)."""
 
     # -- one submodule call site -------------------------------------------------------------
@@ -70,6 +81,12 @@ class _Compact(_Walker):
 
     def fallback(self, site: Site, what: str, get: Callable[..., Any], ann: str = "int") -> str:
         line = site.line
+        if not site.execs:  # a layer no example reached: nothing to read the value from
+            raise Unsupported(
+                f"{site.attr}: its {what} cannot be computed from the fields, and no example "
+                "reached the layer to learn it; add an --example that runs it",
+                line,
+            )
 
         def resolve(inst: Instance) -> Any:
             values = [get(c, inst) for c in site.calls_in(inst)]
@@ -90,6 +107,13 @@ class _Compact(_Walker):
         if site.kind == "layer":
             rule = rule_for(site.child_cls)
             assert rule is not None
+            if not site.execs and self.unconditional and rule.linen != "Dropout":
+                raise self.fail(
+                    f"nn.{rule.linen} is created under a condition on the call's arguments "
+                    "that no example took: Linen makes its weights only when the branch runs; "
+                    "add an --example that takes it",
+                    node,
+                )
             for i, a in enumerate(node.args):
                 if a.keyword is not None and a.keyword.value in rule.modes:
                     if names_in(a.value) & self.removed:
@@ -130,6 +154,8 @@ class _Compact(_Walker):
                 out = literal(field_default(site.child_cls, rule.out or ""))
             if not dry:
                 lines = [self.layer_ctor(site, rule, ctor, args_t, in_t)]
+                if "decode" in args_t:
+                    self.attention_decode(site, node, env, self.method_locals)
         elif site.kind == "sequential":
             lines, out = self.sequential_ctor(site, in_expr, env, dry)
         elif site.kind == "rnn":
@@ -153,18 +179,23 @@ class _Compact(_Walker):
                 if sp.is_input and in_t is not None:
                     parts.append(f"{sp.name}={in_t}")
                     continue
-                val = "?" if dry else self.fallback(
-                    site, sp.name,
-                    lambda c, i, n=sp.name: self.ctx.plans[c.cls.__name__].size_param(n).resolve(
-                        i.tree[c.path]),
-                    sp.annotation,
-                )  # fmt: skip
+                val = "?"
+                if not dry:
+                    val = self.fallback(
+                        site,
+                        sp.name,
+                        lambda c, i, n=sp.name: (
+                            self.ctx.plans[c.cls.__name__].size_param(n).resolve(i.tree[c.path])
+                        ),
+                        sp.annotation,
+                    )
                 if sp.is_input:
                     in_t = None if dry else val
                 parts.append(f"{sp.name}={val}")
             out = self.choice_out(site, env, in_t)
             if not dry:
-                func = self.init_expr(ctor.func, env, self.method_locals)
+                func_node = site.lift.target if site.lift is not None else ctor.func
+                func = self.init_expr(func_node, env, self.method_locals)
                 if func is None:
                     raise self.fail("the submodule class depends on call data", node)
                 lines = [f"{func}({', '.join([*parts, 'rngs=rngs'])})"]
@@ -173,10 +204,23 @@ class _Compact(_Walker):
                 name = site.child_cls.__name__
                 raise self.fail(
                     f"{name} is created in a loop, and {name} stays Linen "
-                    f"({self.ctx.kept.get(name, 'not converted')})", node,
-                )  # fmt: skip
+                    f"({self.ctx.kept.get(name, 'not converted')})",
+                    node,
+                )
             if not dry:
                 lines = self.wrapped_ctor(site, ctor, env, node)
+        if site.lift is not None:
+            # `ScanBlock = nn.scan(...)`: not needed in __init__, gone from the call when unused
+            self.mirrored |= site.lift.names
+            self.init_lines = [t for t in self.init_lines if t[2] not in site.lift.names]
+        if site.lift is not None and site.kind in ("user", "layer"):
+            from ._lifted import creation
+
+            if moved:
+                raise self.fail("a train/eval switch of a layer under a lifted transform", node)
+            if not dry and lines and id(site) not in self.emitted:
+                lines = [creation(self, site, node, lines[-1], env, ind)]
+            out = out if site.lift.stacking is None else None
         if site.named and not dry:
             if id(site) in self.emitted:
                 lines = []  # the second call of a named submodule: created once
@@ -199,17 +243,26 @@ class _Compact(_Walker):
             args = [a for i, a in enumerate(updated.args) if i not in drop]
             for m in moved:
                 k, _, v = m.partition("=")
-                args.append(cst.Arg(
-                    value=cst.parse_expression(v), keyword=cst.Name(k),
-                    equal=cst.AssignEqual(whitespace_before=cst.SimpleWhitespace(""),
-                                          whitespace_after=cst.SimpleWhitespace("")),
-                ))  # fmt: skip
+                args.append(
+                    cst.Arg(
+                        value=cst.parse_expression(v),
+                        keyword=cst.Name(k),
+                        equal=cst.AssignEqual(
+                            whitespace_before=cst.SimpleWhitespace(""),
+                            whitespace_after=cst.SimpleWhitespace(""),
+                        ),
+                    )
+                )
             if args:
                 args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
             func = cst.parse_expression(target) if target else updated.func
             return updated.with_changes(func=func, args=args)
 
-        if not dry:
+        if not dry and site.lift is not None and site.kind in ("user", "layer"):
+            from ._lifted import call_replacer
+
+            self.replacers[node] = call_replacer(self, site, node, target, drop_call_args)
+        elif not dry:
             self.replacers[node] = rnn_call(self, site, node, replace)
 
     def sequential_ctor(self, site: Site, in_t, env, dry) -> tuple[list[str], str | None]:
@@ -234,20 +287,28 @@ class _Compact(_Walker):
             if rule is None:
                 raise self.fail(
                     f"an nn.Sequential entry other than a Flax layer with a rule or a function: "
-                    f"{code(v.func)}", v,
-                )  # fmt: skip
+                    f"{code(v.func)}",
+                    v,
+                )
             names = {n for n, i in site.members.items() if i == k}
             sub = Site(
-                key=v, child_cls=cls, kind="layer", line=self.lineno(v), base="", ctor=v,
-                attr=f"{site.attr}_{k}", execs=[(i, c) for i, c in site.inner if c.name in names],
-            )  # fmt: skip
+                key=v,
+                child_cls=cls,
+                kind="layer",
+                line=self.lineno(v),
+                base="",
+                ctor=v,
+                attr=f"{site.attr}_{k}",
+                execs=[(i, c) for i, c in site.inner if c.name in names],
+            )
             args_t: dict[str, str] = {}
             for f, val in self.arg_fields(v, cls).items():
                 if f in rule.modes:
                     raise self.fail(
                         f"{f}= (a train/eval switch) of a layer inside nn.Sequential is not "
-                        "converted yet", v,
-                    )  # fmt: skip
+                        "converted yet",
+                        v,
+                    )
                 t = self.init_expr(val, env, self.method_locals)
                 if t is None:
                     t = "?" if dry else self.fallback(sub, f, _field_of(f))
@@ -307,8 +368,9 @@ class _Compact(_Walker):
             raise self.fail(
                 f"{name} stays Linen ({self.ctx.kept.get(name, 'not converted')}) and its "
                 "__call__ is a Linen lifted transform: the example shows its inputs one step "
-                "at a time, so linnx.ToNNX cannot be given sample inputs", node,
-            )  # fmt: skip
+                "at a time, so linnx.ToNNX cannot be given sample inputs",
+                node,
+            )
         parts = []
         for a in ctor.args:
             if a.keyword is not None and a.keyword.value == "name":
@@ -317,7 +379,10 @@ class _Compact(_Walker):
             if t is None:
                 raise self.fail("the wrapped module's arguments depend on call data", node)
             parts.append(f"{a.keyword.value}={t}" if a.keyword else t)
-        func = self.init_expr(ctor.func, env, self.method_locals)
+        func_node = site.lift.expr if site.lift is not None else ctor.func  # nn.remat_scan
+        func = self.init_expr(func_node, env, self.method_locals)
+        if func is None:
+            raise self.fail("the wrapped module's class depends on call data", node)
         # the sample inputs of lazy_init: a __call__ (the parent may call another method
         # first, e.g. the SST-2 LSTM's initialize_carry)
         call = next((c for _, c in site.execs if c.method == "__call__"), site.execs[0][1])
@@ -395,12 +460,19 @@ class _Compact(_Walker):
     # -- self.param / self.variable ----------------------------------------------------------
 
     def process_var(self, node: cst.Call, env, ind, dry, loops, attr: str | None = None) -> None:
+        if is_cache_var(node):
+            return self.process_cache_var(node, env, ind, dry, loops)
         if dry:
             return
         if loops:
             raise self.fail("a variable is created inside a loop", node)
-        kind = cast(cst.Attribute, node.func).attr.value  # a self.param/self.variable call
-        args = list(node.args)
+        meta: list[tuple[str, Any]] = []  # NNX variable metadata (out_sharding=...)
+        axes = axes_call(self, node)  # Flax's param_with_axes / variable_with_axes
+        if axes is not None:
+            kind, args, meta = axes
+        else:
+            kind = cast(cst.Attribute, node.func).attr.value  # a self.param/self.variable call
+            args = list(node.args)
         if any(a.keyword is not None or a.star for a in args):
             raise self.fail(f"self.{kind}(...) with keyword arguments", node)
         strs = 1 if kind == "param" else 2
@@ -420,9 +492,20 @@ class _Compact(_Walker):
         if attr is None:
             attr = unique(identifier(name), self.taken)
             self.taken.add(attr)
-        init = self.init_expr(args[strs].value, env, self.method_locals)
+        init_node = args[strs].value
+        unwrapped = unwrap_annotation(self, init_node) if kind == "param" else None
+        if unwrapped is not None:  # self.param(name, nn.with_partitioning(f, names), ...)
+            init_node, more = unwrapped
+            meta += more
+        init = self.init_expr(init_node, env, self.method_locals)
         if init is None:
             raise self.fail(f"the init function of {name!r} depends on call data", node)
+        metadata = []
+        for key, m in meta:
+            text = self.init_expr(m, env, self.method_locals)
+            if text is None:
+                raise self.fail(f"the {key} of {name!r} depends on call data", node)
+            metadata.append(f"{key}={text}")
         rest = [self.init_expr(a.value, env, self.method_locals) for a in args[strs + 1 :]]
         if any(r is None for r in rest):
             if len(rest) != 1:
@@ -432,10 +515,12 @@ class _Compact(_Walker):
                 leaf = inst.own_vars.get(key)
                 return None if leaf is None else tuple(int(d) for d in leaf.shape)
 
-            rest = [self.add_size_param(f"{attr}_shape", resolve, self.lineno(node),
-                                        "tuple[int, ...]")]  # fmt: skip
+            rest = [
+                self.add_size_param(f"{attr}_shape", resolve, self.lineno(node), "tuple[int, ...]")
+            ]
         if kind == "param":
-            value = f"nnx.Param({init}({', '.join(['rngs.params()', *cast('list[str]', rest)])}))"
+            made = f"{init}({', '.join(['rngs.params()', *cast('list[str]', rest)])})"
+            made = f"nnx.Param({', '.join([made, *metadata])})"
             replacement = f"self.{attr}.value"
         else:
             var_type = VAR_TYPES.get(col)
@@ -446,12 +531,13 @@ class _Compact(_Walker):
                     unique(camel, self.ctx.module_globals),  # not a name the file uses
                 )
             lam = args[strs].value
+            body = None
             if isinstance(lam, cst.Lambda) and not lam.params.params and not rest:
-                value = f"{var_type}({self.init_expr(lam.body, env, self.method_locals)})"
-            else:
-                value = f"{var_type}({init}({', '.join(cast('list[str]', rest))}))"
+                body = self.init_expr(lam.body, env, self.method_locals)
+            made = body or f"{init}({', '.join(cast('list[str]', rest))})"
+            made = f"{var_type}({', '.join([made, *metadata])})"
             replacement = f"self.{attr}"
-        self.emit(ind, f"self.{attr} = {value}")
+        self.emit(ind, f"self.{attr} = {made}")
         self.plan.var_attrs[(col, name)] = attr
         self.replacers[node] = cast(
             "Callable[[Any], cst.CSTNode]",
@@ -466,6 +552,8 @@ def _field_of(name: str) -> Callable[[ChildCall, Instance], Any]:
 
 def _other_axis(site: Site) -> bool:
     """Whether the layer contracts other axes than the last (DenseGeneral(axis=...))."""
+    if not site.execs:  # not reached: static_site took only layers without axis=
+        return False
     axis = getattr(site.execs[0][1].module, "axis", -1)
     return site.child_cls.__name__ == "DenseGeneral" and axis not in (-1, (-1,))
 

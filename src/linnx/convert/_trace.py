@@ -183,11 +183,13 @@ def build_example(text: str, mod: types.ModuleType) -> Example:
             f"({ast.unparse(ctor)}.encode(x))."
         )
     return Example(
-        text=text, ctor_src=ast.unparse(ctor), method=method,
+        text=text,
+        ctor_src=ast.unparse(ctor),
+        method=method,
         args=tuple(ev(a, "the argument") for a in args),
         kwargs={k.arg: ev(k.value, f"the argument {k.arg}=") for k in keywords if k.arg},
         module=module,
-    )  # fmt: skip
+    )
 
 
 def _site(frame: Any, src_globals: dict) -> tuple[Pos | None, str | None]:
@@ -211,6 +213,15 @@ def _abstract(tree: Any) -> Any:
     )
 
 
+def _module_class(module: Any) -> type:
+    """The module's class; for an instance of a lifted class (``nn.scan(Cell)``, whose
+    methods other than ``__call__`` run on it directly) the Linen class it lifts."""
+    cls = type(module)
+    if cls.__module__ == "flax.linen.transforms":
+        return next((b for b in cls.__mro__[1:] if b.__module__ != cls.__module__), cls)
+    return cls
+
+
 def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -> Trace:
     """Initializes the example's model abstractly and records every submodule call."""
     import jax
@@ -218,6 +229,7 @@ def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -
 
     src_globals = mod.__dict__
     instances: dict[tuple[str, ...], Instance] = {}
+    running: list[tuple[str, ...]] = []  # the paths of the module methods now running
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
@@ -226,20 +238,35 @@ def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -
         path = tuple(module.scope.path)
         inst = instances.get(path)
         if inst is None:
-            inst = instances[path] = Instance(path=path, cls=type(module), module=module)
+            inst = instances[path] = Instance(path=path, cls=_module_class(module), module=module)
         if not inst.called:
             inst.called = True
             inst.args, inst.kwargs = _abstract(tuple(args)), _abstract(dict(kwargs))
-        if path:
+        # A module calling its own methods (a mixin's helper, `self.encode` in `__call__`)
+        # makes no call of its parent's: only calls from outside the module are recorded.
+        inside = bool(running) and running[-1] == path
+        if path and not inside:
             parent = instances.get(path[:-1])
             if parent is not None:
                 pos, qual = _site(sys._getframe(1), src_globals)
-                parent.calls.append(ChildCall(
-                    path=path, name=path[-1], cls=type(module), module=module, pos=pos,
-                    frame_qualname=qual, args=_abstract(tuple(args)),
-                    kwargs=_abstract(dict(kwargs)), method=context.method_name,
-                ))  # fmt: skip
-        return next_fun(*args, **kwargs)
+                parent.calls.append(
+                    ChildCall(
+                        path=path,
+                        name=path[-1],
+                        cls=_module_class(module),
+                        module=module,
+                        pos=pos,
+                        frame_qualname=qual,
+                        args=_abstract(tuple(args)),
+                        kwargs=_abstract(dict(kwargs)),
+                        method=context.method_name,
+                    )
+                )
+        running.append(path)
+        try:
+            return next_fun(*args, **kwargs)
+        finally:
+            running.pop()
 
     key = jax.random.key(0)
     rngs = {name: key for name in ("params", "dropout", *rng_names)}
@@ -257,12 +284,14 @@ def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -
             f"{e}\nFix: pass inputs of the shapes and dtypes the model expects, and every "
             "call argument it needs (e.g. train=False)."
         ) from e
+    from flax.core import meta
+
     for inst in instances.values():
         inst.tree = instances
     for (col, *rest), leaf in iter_vars(variables):
         owner = instances.get(tuple(rest[:-1]))
         if owner is not None:
-            owner.own_vars[(col, rest[-1])] = leaf
+            owner.own_vars[(col, rest[-1])] = meta.unbox(leaf)  # nn.Partitioned: its value
     return Trace(example, instances, variables, rng_names)
 
 

@@ -18,12 +18,14 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._public import public
 from ._classes import ClassPlan, literal
 from ._trace import Trace, example_namespace, parse_example
 
 __all__ = ["ExampleCheck", "check_example", "call_arguments"]
 
 
+@public("linnx.convert")
 @dataclass
 class ExampleCheck:
     """The verification of one example: ``ok``, the weights moved, and the
@@ -171,15 +173,27 @@ def check_example(
     build = compile(ast.Expression(ctor), "<example>", "eval")
     try:
         # Abstract: every weight is overwritten by the Linen one, so nothing is initialized.
-        model = nnx.eval_shape(lambda: eval(build, ns))
+        # Built without eager sharding: sharding annotations need a mesh to act on, and the
+        # comparison is about values (Linen's init ignores them the same way).
+        with nnx.use_eager_sharding(False):
+            model = nnx.eval_shape(lambda: eval(build, ns))
     except Exception as e:
-        return ExampleCheck(ex.text, False, error=f"the NNX model could not be built: "
-                            f"{type(e).__name__}: {e}")  # fmt: skip
+        return ExampleCheck(
+            ex.text, False, error=f"the NNX model could not be built: {type(e).__name__}: {e}"
+        )
     if largs != nargs:  # pragma: no cover - positional flags are moved to keywords above
         raise AssertionError("internal: positional arguments differ")
-    return _compare(trace, model, (largs, lkw, nargs, nkw), path_map, train=train,
-                    keep_signatures=keep_signatures, atol=atol, rtol=rtol,
-                    module_map=module_map)  # fmt: skip
+    return _compare(
+        trace,
+        model,
+        (largs, lkw, nargs, nkw),
+        path_map,
+        train=train,
+        keep_signatures=keep_signatures,
+        atol=atol,
+        rtol=rtol,
+        module_map=module_map,
+    )
 
 
 def _compare(
@@ -208,40 +222,64 @@ def _compare(
             # deprecates sow (the values land on the module; they are popped below)
             warnings.filterwarnings("ignore", r"Using 'Module\.sow\(\)'", DeprecationWarning)
             plan = migrate.match(
-                ex.module, model, *largs, linen_kwargs=lkw, nnx_kwargs=nkw, rename=path_map,
-                linen_method=method, nnx_method=method,
-            )  # fmt: skip
+                ex.module,
+                model,
+                *largs,
+                linen_kwargs=lkw,
+                nnx_kwargs=nkw,
+                rename=path_map,
+                linen_method=method,
+                nnx_method=method,
+            )
             nnx.pop(model, nnx.Intermediate)
             # The values are drawn on the host and finite: no need to scan them on the device.
             unreached: list[str] = []
             if method is not None:  # another method may not reach every layer
                 mapped = set(path_map.values())
-                unreached = [
-                    p for p in ("/".join(map(str, k)) for k, _ in nnx.to_flat_state(
-                        nnx.state(model, nnx.Not(nnx.RngState)))) if p not in mapped
-                ]  # fmt: skip
-            model = _concrete(migrate.linen_to_nnx(
-                variables, model, plan, allow_nonfinite=True, allow_missing=unreached
-            ))  # fmt: skip
+                flat = nnx.to_flat_state(nnx.state(model, nnx.Not(nnx.RngState)))
+                paths = ("/".join(map(str, k)) for k, _ in flat)
+                unreached = [p for p in paths if p not in mapped]
+            model = _concrete(
+                migrate.linen_to_nnx(
+                    variables, model, plan, allow_nonfinite=True, allow_missing=unreached
+                )
+            )
             ntkw = migrate.train_kwargs_for(nkw)[0] if keep_signatures else None
             report = migrate.verify(
-                ex.module, variables, model, *largs, linen_kwargs=lkw, nnx_kwargs=nkw,
-                plan=plan, train=train, nnx_train_kwargs=ntkw, atol=atol, rtol=rtol,
-                linen_method=method, nnx_method=method,
-            )  # fmt: skip
+                ex.module,
+                variables,
+                model,
+                *largs,
+                linen_kwargs=lkw,
+                nnx_kwargs=nkw,
+                plan=plan,
+                train=train,
+                nnx_train_kwargs=ntkw,
+                atol=atol,
+                rtol=rtol,
+                linen_method=method,
+                nnx_method=method,
+            )
         nnx.pop(model, nnx.Intermediate)
         sown, error = 0, None
         if report.ok and module_map is not None:
             sown, error = compare_intermediates(
-                ex.module, variables, model, (largs, lkw, nargs, nkw), module_map, atol, rtol,
+                ex.module,
+                variables,
+                model,
+                (largs, lkw, nargs, nkw),
+                module_map,
+                atol,
+                rtol,
                 method=method,
-            )  # fmt: skip
+            )
     except Exception as e:
         return ExampleCheck(ex.text, False, error=f"{type(e).__name__}: {e}")
     if error is not None:
         return ExampleCheck(ex.text, False, weights=len(plan.pairs), error=error, plan=plan)
-    return ExampleCheck(ex.text, report.ok, weights=len(plan.pairs), report=report, plan=plan,
-                        intermediates=sown)  # fmt: skip
+    return ExampleCheck(
+        ex.text, report.ok, weights=len(plan.pairs), report=report, plan=plan, intermediates=sown
+    )
 
 
 def compare_intermediates(

@@ -14,7 +14,7 @@ import libcst as cst
 
 from ._classes import Site
 from ._convert_class import _KEEPS_SIZE, _Converter
-from ._cstutil import code, dotted, is_self_attr, targets, unique
+from ._cstutil import calls_in, code, dotted, is_self_attr, targets, unique
 
 __all__ = ["_Walker"]
 
@@ -25,6 +25,7 @@ class _Walker(_Converter):
     method_locals: set[str]
     outs: dict[cst.CSTNode | None, str | None]
     mirrored: set[str]
+    unconditional = 0  # inside a branch on call data, whose submodules __init__ always builds
 
     if TYPE_CHECKING:  # defined by the subclass (_sites._Compact)
 
@@ -54,6 +55,8 @@ class _Walker(_Converter):
                 return self.size_of(f.value, env)
             return self.method_out(node, env)
         if isinstance(node, cst.BinaryOperation):
+            if isinstance(node.operator, cst.MatrixMultiply):
+                return None  # the right operand's last axis, which no local tracks
             sizes = [s for s in (self.size_of(node.left, env), self.size_of(node.right, env)) if s]
             return min(sizes, key=len) if sizes else None
         if isinstance(node, cst.UnaryOperation):
@@ -77,9 +80,9 @@ class _Walker(_Converter):
             else:
                 if self.has_sites(stmt):
                     raise self.fail(
-                        f"a submodule is created inside a {type(stmt).__name__.lower()} "
-                        "statement", stmt,
-                    )  # fmt: skip
+                        f"a submodule is created inside a {type(stmt).__name__.lower()} statement",
+                        stmt,
+                    )
                 for n in _assigned(stmt):
                     env[n] = None
                     self.init_locals.discard(n)
@@ -93,27 +96,21 @@ class _Walker(_Converter):
             def visit_Call(self, n):
                 nonlocal found
                 site = conv.site_of.get(n)
-                if (site is not None and id(site) not in conv.hoisted) or _is_var_call(n):
+                if (site is not None and id(site) not in conv.hoisted) or conv.is_var_call(n):
                     found = True
 
         node.visit(V())
         return found
 
     def small(self, node, env, ind, dry, loops, conds) -> None:
-        calls: list[cst.Call] = []
-
-        class V(cst.CSTVisitor):
-            def leave_Call(self, n):
-                calls.append(n)
-
-        node.visit(V())
+        calls = calls_in(node)
         for c in calls:
             if c in self.named and id(self.named[c]) in self.hoisted:
                 # a cell stepped in a loop: written to __init__ at its construction
                 self.process_site(self.named[c].key, env, ind, dry, loops, conds)
             elif c in self.site_of:
                 self.process_site(c, env, ind, dry, loops, conds)
-            elif _is_var_call(c):
+            elif self.is_var_call(c):
                 self.process_var(c, env, ind, dry, loops)
         if isinstance(node, cst.Assign | cst.AnnAssign) and node.value is not None:
             tnodes = (
@@ -123,7 +120,9 @@ class _Walker(_Converter):
             if simple:
                 t = cast(cst.Name, tnodes[0]).value
                 text = None
-                if not any(c in self.site_of or c in self.named or _is_var_call(c) for c in calls):
+                if not any(
+                    c in self.site_of or c in self.named or self.is_var_call(c) for c in calls
+                ):
                     text = self.init_expr(node.value, env, self.method_locals)
                 if text is not None and t not in self.ctx.module_globals:
                     if not dry:
@@ -134,10 +133,14 @@ class _Walker(_Converter):
                     self.init_locals.discard(t)
                 env[t] = self.size_of(node.value, env)
             else:
+                from ._lifted import carry_size
+
+                carry = carry_size(self, node.value, tnodes, env)  # `x, _ = <nn.scan>(x)`
                 for tn in tnodes:
                     for n in targets(tn):
                         env[n] = None
                         self.init_locals.discard(n)
+                env.update(carry)
         elif isinstance(node, cst.Return):
             self.outs[node] = None if node.value is None else self.size_of(node.value, env)
 
@@ -217,10 +220,25 @@ class _Walker(_Converter):
             else_body = [orelse]
         has = self.has_sites(node)
         if has and cond_t is None:
-            raise self.fail(
-                "submodules are created under a condition that depends on the call arguments "
-                "or inputs", node,
-            )  # fmt: skip
+            if loops:
+                raise self.fail(
+                    "submodules are created in a loop under a condition that depends on the "
+                    "call arguments or inputs",
+                    node,
+                )
+            # `if train:` / `if x.shape != y.shape:`: NNX builds the submodules in __init__
+            # whatever the call will do (the examples ran the branch: it has sizes), and the
+            # call keeps the condition.
+            self.unconditional += 1
+            env_t = self.walk(branches[0], dict(env), ind, dry, loops, conds + 1)
+            env_f = dict(env)
+            if else_body is not None:
+                env_f = self.walk(else_body, dict(env), ind, dry, loops, conds + 1)
+            self.unconditional -= 1
+            return {
+                v: env_t.get(v) if env_t.get(v) == env_f.get(v) else None
+                for v in set(env_t) | set(env_f)
+            }
         mirror = cond_t is not None
         if mirror and not dry:
             self.emit(ind, f"if {cond_t}:")

@@ -108,10 +108,12 @@ def tree_gap(a: Any, b: Any) -> float:
     if flat_a.keys() != flat_b.keys():
         return float("inf")
     gaps = [
-        np.max(np.abs(np.asarray(flat_a[k], np.float64) - np.asarray(flat_b[k], np.float64)),
-               initial=0.0)
+        np.max(
+            np.abs(np.asarray(flat_a[k], np.float64) - np.asarray(flat_b[k], np.float64)),
+            initial=0.0,
+        )
         for k in flat_a
-    ]  # fmt: skip
+    ]
     return float(max(gaps, default=0.0))
 
 
@@ -181,9 +183,12 @@ def restore_from_disk(port: Port, path: str, test: Split, seed: int) -> tuple[Po
     """
     path = os.path.abspath(path)
     migrate.save_nnx_checkpoint(
-        path, port.model, optimizer=port.optimizer, overwrite=True,
+        path,
+        port.model,
+        optimizer=port.optimizer,
+        overwrite=True,
         metadata={"model": f"{type(port.model).__module__}.{type(port.model).__qualname__}"},
-    )  # fmt: skip
+    )
     model = build(type(port.model), jnp.asarray(test.images[:1]), seed)
     optimizer = nnx.Optimizer(model, make_optimizer(), wrt=nnx.Param)
     migrate.load_nnx_checkpoint(path, model, optimizer=optimizer)

@@ -80,23 +80,36 @@ def plot(stages: list[StageResult], path: str) -> None:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     start, lowest = 0, 1.0
     for s in stages:
-        (line,) = ax_loss.plot(range(start + 1, start + len(s.losses) + 1), s.losses,
-                               lw=0.6, alpha=0.6, label=f"stage {s.name}")  # fmt: skip
+        (line,) = ax_loss.plot(
+            range(start + 1, start + len(s.losses) + 1),
+            s.losses,
+            lw=0.6,
+            alpha=0.6,
+            label=f"stage {s.name}",
+        )
         steps = [start + i for i, _, _ in s.curve]
         colour = line.get_color()
         ax_loss.plot(steps, [loss for _, _, loss in s.curve], "o-", ms=3, color=colour)
-        ax_acc.plot(steps, [acc for _, acc, _ in s.curve], "o-", ms=3, color=colour,
-                    label=f"stage {s.name}")  # fmt: skip
+        ax_acc.plot(
+            steps, [acc for _, acc, _ in s.curve], "o-", ms=3, color=colour, label=f"stage {s.name}"
+        )
         lowest = min([lowest] + [acc for _, acc, _ in s.curve])
         start += len(s.losses)
         for ax in (ax_loss, ax_acc):
             ax.axvline(start + 0.5, color="grey", lw=0.5, ls="--")
-    ax_loss.set(xlabel="training step", ylabel="cross-entropy", yscale="log",
-                title="training loss (thin) and test loss (dots)")  # fmt: skip
+    ax_loss.set(
+        xlabel="training step",
+        ylabel="cross-entropy",
+        yscale="log",
+        title="training loss (thin) and test loss (dots)",
+    )
     ax_acc.axhline(TARGET_ACCURACY, color="black", lw=0.8, ls=":", label="target")
-    ax_acc.set(xlabel="training step", ylabel="test accuracy",
-               ylim=(min(lowest, TARGET_ACCURACY) - 0.02, 1.005),
-               title="test accuracy across the four stages")  # fmt: skip
+    ax_acc.set(
+        xlabel="training step",
+        ylabel="test accuracy",
+        ylim=(min(lowest, TARGET_ACCURACY) - 0.02, 1.005),
+        title="test accuracy across the four stages",
+    )
     ax_loss.legend(fontsize=8)
     ax_acc.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

@@ -130,9 +130,12 @@ def linen_stage(
     def step(params, batch_stats, opt_state, x, y, key):
         def loss_fn(params):
             logits, updates = model.apply(
-                {"params": params, "batch_stats": batch_stats}, x, training=True,
-                rngs={"dropout": key}, mutable=["batch_stats"],
-            )  # fmt: skip
+                {"params": params, "batch_stats": batch_stats},
+                x,
+                training=True,
+                rngs={"dropout": key},
+                mutable=["batch_stats"],
+            )
             return xent(logits, y), updates["batch_stats"]
 
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)

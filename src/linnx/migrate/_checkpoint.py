@@ -164,8 +164,9 @@ def _resolve(path: PathLike) -> Path:
     if not root.is_dir():
         raise CheckpointError(f"{str(root)!r} is not a directory.\nFix: pass an Orbax checkpoint.")
     found = _item_in(root)
-    steps = sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()),
-                   key=lambda p: int(p.name))  # fmt: skip
+    steps = sorted(
+        (p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+    )
     if found is None and steps:
         found = _item_in(steps[-1])
     if found is None:
@@ -311,9 +312,14 @@ def linen_checkpoint_to_nnx(
     variables = rebox(ckpt.variables, ckpt.boxes, set(plan.linen_leaves))
     with _unchanged_on_error(nnx_model, optimizer):
         linen_to_nnx(
-            variables, nnx_model, plan, allow_missing=allow_missing,
-            allow_unused=allow_unused, allow_nonfinite=allow_nonfinite, cast=cast,
-        )  # fmt: skip
+            variables,
+            nnx_model,
+            plan,
+            allow_missing=allow_missing,
+            allow_unused=allow_unused,
+            allow_nonfinite=allow_nonfinite,
+            cast=cast,
+        )
         if optimizer is not None:
             opt_state_to_nnx(ckpt.opt_state, optimizer, plan, allow_nonfinite=allow_nonfinite)
             if ckpt.step is not None:
@@ -355,9 +361,10 @@ def _unchanged_on_error(*objs: Any) -> Iterator[None]:
     """Puts every variable of ``objs`` (NNX models, optimizers; None skipped) back on failure."""
     saved = [
         (var, var.get_value())
-        for obj in objs if obj is not None
+        for obj in objs
+        if obj is not None
         for _, var in nnx.to_flat_state(nnx.state(obj))
-    ]  # fmt: skip
+    ]
     try:
         yield
     except BaseException:

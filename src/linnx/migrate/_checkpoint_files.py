@@ -144,8 +144,9 @@ def _record_files(directory: Path, info: dict[str, Any]) -> None:
     """Writes ``linnx.json`` with ``info`` and the digest of every file under ``directory``."""
     files = {
         p.relative_to(directory).as_posix(): {"bytes": p.stat().st_size, DIGEST: _digest(p)}
-        for p in sorted(directory.rglob("*")) if p.is_file() and p.name != _INFO
-    }  # fmt: skip
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != _INFO
+    }
     text = json.dumps({**info, "files": files}, indent=1, default=str)
     (directory / _INFO).write_text(text)
 
@@ -308,13 +309,17 @@ def _digest_open(handle: Any) -> str:
         return h.hexdigest()
 
 
-def _digest_files(directory: Path, pool: ThreadPoolExecutor) -> dict[str, Future[str]]:
-    """Digests of the files under ``directory``, computed in the background. Each file is
-    opened now, so moving the directory meanwhile (as joining the parts does) is harmless."""
+def _digest_files(
+    directory: Path, pool: ThreadPoolExecutor, prefix: str = ""
+) -> dict[str, Future[str]]:
+    """Digests of the files under ``directory`` (keyed ``prefix`` + relative path), computed
+    in the background. Each file is opened now, so moving the directory meanwhile (as joining
+    the parts does) is harmless."""
     return {
-        p.relative_to(directory).as_posix(): pool.submit(_digest_open, open(p, "rb"))  # noqa: SIM115
-        for p in sorted(directory.rglob("*")) if p.is_file()
-    }  # fmt: skip
+        prefix + p.relative_to(directory).as_posix(): pool.submit(_digest_open, open(p, "rb"))  # noqa: SIM115
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def record_parts(

@@ -399,9 +399,10 @@ def stream_linen_checkpoint_to_nnx(
         filled = {p.nnx for p in pairs}
         leftovers = [(path, var) for name, (path, var) in live.items() if name not in filled]
         abstract = [
-            "/".join(map(str, path)) for path, var in leftovers
+            "/".join(map(str, path))
+            for path, var in leftovers
             if isinstance(var.get_value(), jax.ShapeDtypeStruct)
-        ]  # fmt: skip
+        ]
         if abstract:
             raise CheckpointError(
                 f"{fn}: {len(abstract)} NNX variable(s) get no value from the checkpoint, and "
@@ -447,22 +448,25 @@ def stream_linen_checkpoint_to_nnx(
                     if mesh is not None:
                         for p in group:
                             for leaf in p.linen:
-                                src_specs.setdefault(index[leaf], _linen_spec(
-                                    p, specs[p.nnx], len(metas[leaf].shape)))  # fmt: skip
+                                src_specs.setdefault(
+                                    index[leaf],
+                                    _linen_spec(p, specs[p.nnx], len(metas[leaf].shape)),
+                                )
                     with _reading(where, reader, subtree(tree, [index[x] for x in leaves])):
                         restored = restore_part(
-                            reader, where, subtree(tree, [index[leaf] for leaf in leaves]),
+                            reader,
+                            where,
+                            subtree(tree, [index[leaf] for leaf in leaves]),
                             restore_args(src_specs),
-                        )  # fmt: skip
+                        )
                     sources = {leaf: _leaf_meta(restored, index[leaf]) for leaf in leaves}
                     del restored
                     values = {}
                     for p in group:
                         var = live[p.nnx][1]
                         sharding = (
-                            None if mesh is None
-                            else jax.sharding.NamedSharding(mesh, specs[p.nnx])
-                        )  # fmt: skip
+                            None if mesh is None else jax.sharding.NamedSharding(mesh, specs[p.nnx])
+                        )
                         values[p.nnx] = _transform(
                             p, [sources[leaf] for leaf in p.linen], var, sharding
                         )
@@ -471,26 +475,23 @@ def stream_linen_checkpoint_to_nnx(
                     # values are alive for the write anyway, so they cost no memory, and
                     # one group at a time is alive (overlapping them with the next read
                     # held two of the largest groups at once).
-                    checks = [pool.submit(
-                        _check_finite_group, group, values, allow_nonfinite, fn)]  # fmt: skip
+                    checks = [pool.submit(_check_finite_group, group, values, allow_nonfinite, fn)]
                     if verify:
                         for leaf in leaves:
                             dtype = _first_pair(group, leaf).nnx_dtype
-                            checks.append(pool.submit(
-                                _source_checksum, digests, leaf, sources[leaf], dtype))  # fmt: skip
+                            checks.append(
+                                pool.submit(_source_checksum, digests, leaf, sources[leaf], dtype)
+                            )
                     # Each host array becomes a jax.Array once, for the write and for
                     # `keep` alike (a copy where its buffer is not aligned as XLA wants,
                     # and a value that is its source unchanged must not be copied twice).
                     wrapped: dict[int, Any] = {}
                     part = parts_dir / f"{k}"
-                    writer.save(part, _state([(live[n][0], live[n][1], _once(wrapped, v))
-                                              for n, v in values.items()]))  # fmt: skip
+                    moved = [(live[n][0], live[n][1], _once(wrapped, v)) for n, v in values.items()]
+                    writer.save(part, _state(moved))
                     for fut in checks:
                         fut.result()
-                    file_digests.update(
-                        {f"{k}/{r}": f for r, f in _digest_files(part / "ocdbt.process_0",
-                                                                  pool).items()}
-                    )  # fmt: skip
+                    file_digests.update(_digest_files(part / "ocdbt.process_0", pool, f"{k}/"))
                     parts.append(part)
                     if keep:  # as jax.Arrays: a jitted call would embed host arrays as
                         # constants in its program (a copy each, and their compile time)
@@ -500,10 +501,8 @@ def stream_linen_checkpoint_to_nnx(
                 if leftovers:
                     part = parts_dir / f"{len(parts)}"
                     writer.save(part, _state([(p, v, _wrap(v.get_value())) for p, v in leftovers]))
-                    file_digests.update(
-                        {f"{len(parts)}/{r}": f for r, f in _digest_files(
-                            part / "ocdbt.process_0", pool).items()}
-                    )  # fmt: skip
+                    prefix = f"{len(parts)}/"
+                    file_digests.update(_digest_files(part / "ocdbt.process_0", pool, prefix))
                     parts.append(part)
                 model_dir = tmp / "model"
                 join_orbax_parts(parts, model_dir)
@@ -524,12 +523,11 @@ def stream_linen_checkpoint_to_nnx(
                 )
                 if differing or (check is not None and not check(report)):
                     raise _Abort(report)
-                record_parts(tmp, model_dir, file_digests, {
-                    **dict(metadata or {}), "format": FORMAT, "optimizer": False,
-                    "streamed": {"groups": report.groups, "verified": report.verified,
-                                 "checked": report.checked,
-                                 "mesh": None if mesh is None else dict(mesh.shape)},
-                })  # fmt: skip
+                streamed = {"groups": report.groups, "verified": report.verified}
+                streamed["checked"] = report.checked
+                streamed["mesh"] = None if mesh is None else dict(mesh.shape)
+                info = {**dict(metadata or {}), "format": FORMAT, "optimizer": False}
+                record_parts(tmp, model_dir, file_digests, {**info, "streamed": streamed})
         except _Abort as stop:
             return stop.args[0]
         finally:
@@ -545,8 +543,10 @@ def _check_finite_group(
         return
     check_finite(
         ((f"{p.linen[0]} -> {p.nnx}", values[p.nnx]) for p in group),
-        allow, what="leaf/leaves to migrate", fn=fn,
-    )  # fmt: skip
+        allow,
+        what="leaf/leaves to migrate",
+        fn=fn,
+    )
 
 
 def _source_checksum(out: dict[str, str], leaf: str, value: Any, dtype: Any) -> None:
@@ -664,14 +664,21 @@ def _check(
         mismatched.append((f"{m.linen[0]} -> {m.nnx}", m.nnx_desc, m.linen_desc))
     filled = {p.nnx for p in pairs}
     missing = [
-        name for name, (_, var) in live.items()
-        if not isinstance(var, EXCLUDED_NNX_TYPES) and name not in filled
+        name
+        for name, (_, var) in live.items()
+        if not isinstance(var, EXCLUDED_NNX_TYPES)
+        and name not in filled
         and not matches_any(name, allow_missing)
-    ]  # fmt: skip
+    ]
     unused = [p for p in metas if p not in used and not matches_any(p, allow_unused)]
     required = [n for n, (_, var) in live.items() if not isinstance(var, EXCLUDED_NNX_TYPES)]
-    check_problems(missing=missing, unused=unused, mismatched=mismatched, hint_unused=unused,
-                   missing_among=required)  # fmt: skip
+    check_problems(
+        missing=missing,
+        unused=unused,
+        mismatched=mismatched,
+        hint_unused=unused,
+        missing_among=required,
+    )
     return pairs
 
 
@@ -712,22 +719,28 @@ def _verify(
     with ocp.PyTreeCheckpointer() as reader:
         written = _tree_metadata(reader, model_dir)
         for group in groups:
-            names = list(dict.fromkeys(
-                q.nnx for p in group for leaf in p.linen for q in by_linen.get(leaf, [p])
-            ))  # fmt: skip
+            names = list(
+                dict.fromkeys(
+                    q.nnx for p in group for leaf in p.linen for q in by_linen.get(leaf, [p])
+                )
+            )
             keys = {n: (*map(str, live[n][0]), "value") for n in names}
             with _reading(model_dir):
                 got = restore_part(
-                    reader, model_dir, subtree(written, keys.values()),
+                    reader,
+                    model_dir,
+                    subtree(written, keys.values()),
                     lambda _, m: ocp.RestoreArgs(restore_type=np.ndarray),
-                )  # fmt: skip
+                )
             values = {n: _leaf_meta(got, keys[n]) for n in names}
             for leaf in dict.fromkeys(leaf for p in group for leaf in p.linen):
                 sds = plan.linen_leaves.get(leaf)
                 rebuilt = to_linen_value(
-                    leaf, by_linen[leaf], values.__getitem__,
+                    leaf,
+                    by_linen[leaf],
+                    values.__getitem__,
                     None if sds is None else sds.shape,
-                )  # fmt: skip
+                )
                 if checksum(rebuilt) != digests[leaf]:
                     differing.append(leaf)
     return differing

@@ -34,26 +34,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", metavar="SRC_CKPT", help="Linen Orbax checkpoint directory")
     parser.add_argument("dst", metavar="DST_CKPT", help="NNX checkpoint directory to write")
     parser.add_argument(
-        "--linen", required=True, metavar="MODULE:FACTORY",
+        "--linen",
+        required=True,
+        metavar="MODULE:FACTORY",
         help="a Linen module instance, or a function returning one (called without arguments)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--nnx", required=True, metavar="MODULE:FACTORY",
+        "--nnx",
+        required=True,
+        metavar="MODULE:FACTORY",
         help="an NNX model instance, or a function returning one (called without arguments)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--sample", required=True, action="append", metavar="SHAPE[:DTYPE[:LOW..HIGH]]|FILE.npy",
+        "--sample",
+        required=True,
+        action="append",
+        metavar="SHAPE[:DTYPE[:LOW..HIGH]]|FILE.npy",
         help="a sample input, e.g. 8,32,32,3:float32, 8,128:int32 (integers range over the "
         "vocabulary of a first nn.Embed), 8,128:int32:0..32000, or a .npy file (repeatable)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--rename", action="append", default=[], metavar="OLD=NEW",
+        "--rename",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
         help="pair a Linen path fragment with an NNX one, e.g. Dense_0=linear (repeatable)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--path-map", default=None, metavar="FILE.json",
+        "--path-map",
+        default=None,
+        metavar="FILE.json",
         help="a JSON object Linen path -> NNX path (as `linnx convert` writes it next to DST)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--linen-kwargs",
         default="{}",
@@ -103,20 +115,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-verify", action="store_true", help="save without verifying")
     parser.add_argument(
-        "--stream", action="store_true",
+        "--stream",
+        action="store_true",
         help="move the checkpoint group by group (memory: about --group-mib or the largest "
         "array, not the checkpoint); verification then compares a checksum of every moved "
         "array with the source instead of running the models",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--group-mib", type=int, default=256, metavar="MIB",
+        "--group-mib",
+        type=int,
+        default=256,
+        metavar="MIB",
         help="how many MiB of Linen arrays are read, changed and written at a time (256)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--mesh", default=None, metavar="AXIS=SIZE,...",
+        "--mesh",
+        default=None,
+        metavar="AXIS=SIZE,...",
         help="restore and save the NNX side sharded as its variables' annotations ask, on a "
         "mesh of the visible devices, e.g. data=2,model=4",
-    )  # fmt: skip
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace DST_CKPT if it exists")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random sample inputs")
 
@@ -222,8 +240,9 @@ def _first_embed_size(linen_module: Any, samples: list[Any], kwargs: dict[str, A
 
     try:
         with nn.intercept_methods(watch):
-            jax.eval_shape(lambda *xs: linen_module.init(jax.random.key(0), *xs, **kwargs),
-                           *samples)  # fmt: skip
+            jax.eval_shape(
+                lambda *xs: linen_module.init(jax.random.key(0), *xs, **kwargs), *samples
+            )
     except Exception:
         return None  # match() reports what is wrong with the model or the sample
     module = found[0] if found else None
@@ -256,9 +275,11 @@ def _samples(
         if linen_module is not None:
             vocab = _first_embed_size(linen_module, abstract, linen_kwargs or {})
         if vocab is None and say is not None:
-            say(f"Note: integer samples are drawn from 0..{_DEFAULT_INT_HIGH - 1} (the model's "
+            say(
+                f"Note: integer samples are drawn from 0..{_DEFAULT_INT_HIGH - 1} (the model's "
                 "first layer is no nn.Embed); give their range as SHAPE:DTYPE:LOW..HIGH or "
-                "pass a .npy file.")  # fmt: skip
+                "pass a .npy file."
+            )
     if not concrete:  # matching traces the models abstractly: shapes and dtypes suffice
         return abstract
     out = []
@@ -292,9 +313,16 @@ def _has_unfilled_abstract(model: Any, plan: Any) -> bool:
 
 
 def _migrate_with_optimizer(
-    args: argparse.Namespace, linen_module: Any, nnx_model: Any, plan: Any, samples: list[Any],
-    metadata: dict[str, Any], verify_kwargs: dict[str, Any], step: Any, say: Any,
-) -> int:  # fmt: skip
+    args: argparse.Namespace,
+    linen_module: Any,
+    nnx_model: Any,
+    plan: Any,
+    samples: list[Any],
+    metadata: dict[str, Any],
+    verify_kwargs: dict[str, Any],
+    step: Any,
+    say: Any,
+) -> int:
     """``--tx``: the weights and a TrainState's optimizer state, in memory."""
     from flax import nnx
 
@@ -308,13 +336,17 @@ def _migrate_with_optimizer(
         raise _UsageError(f"--tx: {args.src!r} holds no optimizer state")
     optimizer = nnx.Optimizer(nnx_model, tx, wrt=nnx.Param)
     _checkpoint.linen_checkpoint_to_nnx(
-        ckpt, nnx_model, plan, optimizer=optimizer, allow_missing=args.allow_missing,
-        allow_unused=args.allow_unused, allow_nonfinite=args.allow_nonfinite,
-    )  # fmt: skip
+        ckpt,
+        nnx_model,
+        plan,
+        optimizer=optimizer,
+        allow_missing=args.allow_missing,
+        allow_unused=args.allow_unused,
+        allow_nonfinite=args.allow_nonfinite,
+    )
     if not args.no_verify:
         step("verify")
-        report = _verify.verify(linen_module, ckpt.variables, nnx_model, *samples,
-                                **verify_kwargs)  # fmt: skip
+        report = _verify.verify(linen_module, ckpt.variables, nnx_model, *samples, **verify_kwargs)
         say(str(report))
         if not report.ok:
             print(f"error: verification failed; {args.dst!r} was not written.", file=sys.stderr)
@@ -426,8 +458,9 @@ class _OrbaxNoiseFilter:
     def flush(self) -> None:
         with self.lock:
             for state in self.threads.values():
-                if any("_check_closed" in line or "call_soon_threadsafe" in line
-                       for line in state[0]):  # fmt: skip
+                if any(
+                    "_check_closed" in line or "call_soon_threadsafe" in line for line in state[0]
+                ):
                     continue  # the noise, still being printed: its last line drops it
                 self.stream.write("".join(state[0]) + state[1])
                 state[0], state[1] = [], ""
@@ -440,10 +473,29 @@ class _OrbaxNoiseFilter:
         return getattr(self.stream, name)
 
 
+def _drop_abandoned_orbax_reads(hook: Any) -> Any:
+    """An unraisable-exception hook that drops the reads Orbax abandons after a failed one.
+
+    When one array of a damaged checkpoint cannot be read, Orbax gives up on the other reads
+    of that restore; each of their coroutines raises again when it is closed, whenever the
+    garbage collector gets to it, and Python prints that as "Exception ignored in:
+    <coroutine ...>" with two tracebacks. linnx has already named the damaged arrays.
+    """
+
+    def quiet(unraisable: Any) -> None:
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is not None and "orbax" in code.co_filename:
+            return
+        hook(unraisable)
+
+    return quiet
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs ``linnx migrate-weights``; returns the exit code."""
-    real = sys.stderr
+    real, real_hook = sys.stderr, sys.unraisablehook
     sys.stderr = quiet = _OrbaxNoiseFilter(real)
+    sys.unraisablehook = _drop_abandoned_orbax_reads(real_hook)
     try:
         return _run(args)
     finally:
@@ -453,7 +505,8 @@ def run(args: argparse.Namespace) -> int:
             # returns: as the process's own command, the filter stays until exit.
             atexit.register(quiet.flush)
         else:
-            sys.stderr = real  # called in-process (tests, scripts): put their stream back
+            # Called in-process (tests, scripts): put their stream and hook back.
+            sys.stderr, sys.unraisablehook = real, real_hook
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -465,8 +518,13 @@ def _run(args: argparse.Namespace) -> int:
 
     steps = ["build", "match", "migrate", "save"]
     # A progress bar is for a person at a terminal; in a log file it is only noise.
-    bar = tqdm(total=len(steps), desc="migrate-weights", unit="step", file=sys.stderr,
-               disable=not sys.stderr.isatty())  # fmt: skip
+    bar = tqdm(
+        total=len(steps),
+        desc="migrate-weights",
+        unit="step",
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+    )
 
     def step(name: str) -> None:
         bar.set_postfix_str(name)
@@ -498,28 +556,46 @@ def _run(args: argparse.Namespace) -> int:
         # checkpoint, so initializing them first would only cost time and memory.
         nnx_model = _instance(args.nnx, "nnx", nnx.Module, abstract=args.tx is None, mesh=mesh)
         run_models = not args.stream and not args.no_verify
-        samples = _samples(args.sample, args.seed, linen_module, linen_kwargs, say,
-                           concrete=run_models or args.tx is not None)  # fmt: skip
+        samples = _samples(
+            args.sample,
+            args.seed,
+            linen_module,
+            linen_kwargs,
+            say,
+            concrete=run_models or args.tx is not None,
+        )
         bar.update()
         step("match")
         plan = _plan.match(
-            linen_module, nnx_model, *samples, linen_kwargs=linen_kwargs,
-            nnx_kwargs=nnx_kwargs, rename=renames or None,
-        )  # fmt: skip
+            linen_module,
+            nnx_model,
+            *samples,
+            linen_kwargs=linen_kwargs,
+            nnx_kwargs=nnx_kwargs,
+            rename=renames or None,
+        )
         say(str(plan))
         bar.update()
         metadata: dict[str, Any] = {
-            "source": str(Path(args.src).resolve()), "linen": args.linen, "nnx": args.nnx,
-            "plan": plan.to_dict(), "verified": None,
-        }  # fmt: skip
+            "source": str(Path(args.src).resolve()),
+            "linen": args.linen,
+            "nnx": args.nnx,
+            "plan": plan.to_dict(),
+            "verified": None,
+        }
         verify_kwargs = dict(
-            linen_kwargs=linen_kwargs, nnx_kwargs=nnx_kwargs, plan=plan,
-            train=not args.no_train_check, linen_train_kwargs=linen_train_kwargs,
-            atol=args.atol, rtol=args.rtol,
-        )  # fmt: skip
+            linen_kwargs=linen_kwargs,
+            nnx_kwargs=nnx_kwargs,
+            plan=plan,
+            train=not args.no_train_check,
+            linen_train_kwargs=linen_train_kwargs,
+            atol=args.atol,
+            rtol=args.rtol,
+        )
         if args.tx is not None:
-            code = _migrate_with_optimizer(args, linen_module, nnx_model, plan, samples,
-                                           metadata, verify_kwargs, step, say)  # fmt: skip
+            code = _migrate_with_optimizer(
+                args, linen_module, nnx_model, plan, samples, metadata, verify_kwargs, step, say
+            )
             bar.update(2)
             bar.close()
             return code
@@ -543,8 +619,7 @@ def _run(args: argparse.Namespace) -> int:
                 for key in head:
                     node = node.setdefault(key, {})
                 node[last] = value
-            result = _verify.verify(linen_module, variables, nnx_model, *samples,
-                                    **verify_kwargs)  # fmt: skip
+            result = _verify.verify(linen_module, variables, nnx_model, *samples, **verify_kwargs)
             say(str(result))
             metadata["verified"] = {
                 "ok": result.ok,
@@ -555,17 +630,28 @@ def _run(args: argparse.Namespace) -> int:
             return result.ok
 
         report = _checkpoint_stream.stream_linen_checkpoint_to_nnx(
-            args.src, args.dst, nnx_model, plan, allow_missing=args.allow_missing,
-            allow_unused=args.allow_unused, allow_nonfinite=args.allow_nonfinite, mesh=mesh,
-            verify=args.stream and not args.no_verify, group_bytes=args.group_mib << 20,
-            metadata=metadata, overwrite=args.overwrite, keep=run_models,
+            args.src,
+            args.dst,
+            nnx_model,
+            plan,
+            allow_missing=args.allow_missing,
+            allow_unused=args.allow_unused,
+            allow_nonfinite=args.allow_nonfinite,
+            mesh=mesh,
+            verify=args.stream and not args.no_verify,
+            group_bytes=args.group_mib << 20,
+            metadata=metadata,
+            overwrite=args.overwrite,
+            keep=run_models,
             check=check if run_models else None,
-        )  # fmt: skip
+        )
         if args.stream:
             say(str(report))
         if report.left_out:
-            say(f"Note: the checkpoint's {', '.join(report.left_out)} were not migrated "
-                "(pass --tx, without --stream, for a TrainState's optimizer state).")  # fmt: skip
+            say(
+                f"Note: the checkpoint's {', '.join(report.left_out)} were not migrated "
+                "(pass --tx, without --stream, for a TrainState's optimizer state)."
+            )
         bar.update(2)
         bar.close()
         if failed or not report.ok:

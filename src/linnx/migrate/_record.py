@@ -51,6 +51,7 @@ __all__ = [
     "dtype_of",
     "dtype_name",
     "non_weight_leaf",
+    "sown_paths",
     "axes_target",
 ]
 
@@ -199,16 +200,21 @@ def dtype_name(dtype: Any) -> str:
 
 #: Why a Linen variables leaf is no weight: the ``nnx`` collection of a ``to_linen`` module
 #: holds its graph definition (structure), and ``params_axes`` (``param_with_axes``, T5X-style
-#: code) holds the logical axis names of the parameters, i.e. their sharding.
-STRUCTURE, AXES = "structure", "axes"
+#: code) holds the logical axis names of the parameters, i.e. their sharding. A tuple is what
+#: ``self.sow`` appends values to (into a collection that ``init`` keeps, such as ``'losses'``):
+#: values of one call, not weights.
+STRUCTURE, AXES, SOWN = "structure", "axes", "sown"
 
 
 def non_weight_leaf(leaf: Any) -> str | None:
-    """``STRUCTURE`` or ``AXES`` for a Linen variables leaf that is no weight, else None."""
+    """``STRUCTURE``, ``AXES`` or ``SOWN`` for a Linen variables leaf that is no weight, else
+    None."""
     if isinstance(leaf, nnx.GraphDef):
         return STRUCTURE
     if isinstance(leaf, AxisMetadata):
         return AXES
+    if isinstance(leaf, tuple | list):
+        return SOWN
     return None
 
 
@@ -502,6 +508,37 @@ def _recording(classes: set[type], recorder: _NnxRecorder) -> Iterator[None]:
                 setattr(klass, attr, fn)
 
 
+def _sown_in_linen(module: Any, rel: Path) -> bool:
+    """Whether a variable of a ``ToNNX`` module is a value that the Linen module sowed into a
+    collection that ``init`` keeps (``self.sow('losses', ...)``): Linen keeps those in a
+    tuple, which ``ToNNX`` keeps as a tuple of variables. Not a weight: the Linen side has
+    no array there to pair it with."""
+    if not isinstance(module, ToNNX) or len(rel) < 2:
+        return False
+    node = getattr(module, str(rel[0]), None)
+    for key in rel[1:-1]:
+        try:
+            node = node[key]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return isinstance(node, tuple | list)
+
+
+def sown_paths(model: nnx.Module) -> set[str]:
+    """The paths of the ``ToNNX`` variables of ``model`` that hold sown values (see
+    :func:`_sown_in_linen`): no weights, so nothing fills them and nothing reads them."""
+    modules = dict(nnx.iter_modules(model))
+    owners = {p for p, m in modules.items() if isinstance(m, ToNNX)}
+    if not owners:
+        return set()
+    out = set()
+    for path, _ in nnx.to_flat_state(nnx.state(model)):
+        owner = next((o for o in owners if path[: len(o)] == o), None)
+        if owner is not None and _sown_in_linen(modules[owner], path[len(owner) :]):
+            out.add(path_str(path))
+    return out
+
+
 def record_nnx(
     model: nnx.Module,
     args: Sequence[Any],
@@ -532,7 +569,11 @@ def record_nnx(
         ):
             excluded.append(path_str(path))
             continue
-        by_owner.setdefault(_owner(owners, path), []).append((path, var))
+        owner = _owner(owners, path)
+        if _sown_in_linen(modules[owner], path[len(owner) :]):
+            excluded.append(path_str(path))
+            continue
+        by_owner.setdefault(owner, []).append((path, var))
     rel_paths = {o: [p[len(o) :] for p, _ in vs] for o, vs in by_owner.items()}
 
     recorder = _NnxRecorder(rel_paths)

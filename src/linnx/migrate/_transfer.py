@@ -30,7 +30,7 @@ from ._paths import (
     whole_subtrees,
 )
 from ._plan import Pair, Plan, _desc, width_summary
-from ._record import EXCLUDED_NNX_TYPES, non_weight_leaf
+from ._record import EXCLUDED_NNX_TYPES, non_weight_leaf, sown_paths
 
 __all__ = [
     "linen_to_nnx",
@@ -262,7 +262,9 @@ def to_linen_value(
 
 
 def _live_variables(model: nnx.Module) -> dict[str, nnx.Variable]:
-    return {path_str(p): v for p, v in nnx.to_flat_state(nnx.state(model))}
+    sown = sown_paths(model)  # values a ToNNX part sowed: no weights
+    out = {path_str(p): v for p, v in nnx.to_flat_state(nnx.state(model))}
+    return {p: v for p, v in out.items() if p not in sown} if sown else out
 
 
 def _required(live: Mapping[str, nnx.Variable]) -> list[str]:
