@@ -313,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench-out/migrate", help="scratch directory")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the checkpoints")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="rounds of runs; each row keeps its fastest time")  # fmt: skip
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of runs; each row keeps its fastest time"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -350,10 +351,14 @@ def main(argv: list[str] | None = None) -> int:
                     loads.append(os.getloadavg()[0])
             if not args.keep:
                 shutil.rmtree(src, ignore_errors=True)
-            print(f"\n{model} {size}: {ckpt / GIB:.2f} GiB checkpoint; best of {args.repeat}, "
-                  f"load average {min(loads):.1f}-{max(loads):.1f}")  # fmt: skip
-            print(f"  {'run':<12} {'wall s':>7} {'peak RSS':>9} {'RSS/ckpt':>8} "
-                  f"{'time/floor':>10} {'RSS/floor':>9}  target")  # fmt: skip
+            print(
+                f"\n{model} {size}: {ckpt / GIB:.2f} GiB checkpoint; best of {args.repeat}, "
+                f"load average {min(loads):.1f}-{max(loads):.1f}"
+            )
+            print(
+                f"  {'run':<12} {'wall s':>7} {'peak RSS':>9} {'RSS/ckpt':>8} "
+                f"{'time/floor':>10} {'RSS/floor':>9}  target"
+            )
             floor = rows.get("floor")
             for run, row in rows.items():
                 t_ratio = row["seconds"] / floor["seconds"] if floor else float("nan")
@@ -372,11 +377,22 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     if not ok:
                         missed.append(f"{model} {run}")
-                print(f"  {run:<12} {row['seconds']:>7.2f} {row['peak_rss'] / GIB:>7.2f} G "
-                      f"{row['peak_rss'] / ckpt:>7.2f}x {t_ratio:>9.2f}x {m_ratio:>8.2f}x  "
-                      f"{note}", flush=True)  # fmt: skip
-                results.append({"model": model, "size": size, "run": run, "bytes": ckpt,
-                                "load": [min(loads), max(loads)], **row})  # fmt: skip
+                print(
+                    f"  {run:<12} {row['seconds']:>7.2f} {row['peak_rss'] / GIB:>7.2f} G "
+                    f"{row['peak_rss'] / ckpt:>7.2f}x {t_ratio:>9.2f}x {m_ratio:>8.2f}x  "
+                    f"{note}",
+                    flush=True,
+                )
+                results.append(
+                    {
+                        "model": model,
+                        "size": size,
+                        "run": run,
+                        "bytes": ckpt,
+                        "load": [min(loads), max(loads)],
+                        **row,
+                    }
+                )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     if missed:

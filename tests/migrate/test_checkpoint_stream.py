@@ -77,10 +77,10 @@ def test_streamed_migration_is_bit_equal_to_the_in_memory_one(tmp_path, name):
     kinds = {p.layout.kind for p in plan.pairs}
     if name == "copy":
         assert kinds == {"copy"} and any(len(p.nnx_shape) == 3 for p in plan.pairs), plan
+    elif name == "cast":
+        assert {m.reason for m in plan.mismatched} == {"dtype"}
     else:
-        assert (name in kinds) if name != "cast" else {m.reason for m in plan.mismatched} == {
-            "dtype"
-        }
+        assert name in kinds
     migrate.linen_checkpoint_to_nnx(tmp_path / "linen", model, plan, cast=cast)
     migrate.save_nnx_checkpoint(tmp_path / "memory", model)
 
