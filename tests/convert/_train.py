@@ -94,7 +94,8 @@ def train_both(
     def nnx_step(model, opt):
         def loss_fn(m):
             call = getattr(m, linen_method) if linen_method else m
-            return _loss(call(*args, **nkw))
+            # a model that sows runs under nnx.capture, as today's Flax asks
+            return _loss(nnx.capture(call, nnx.Intermediate)(*args, **nkw)[0])
 
         loss, grads = nnx.value_and_grad(loss_fn)(model)
         opt.update(model, grads)

@@ -15,7 +15,7 @@ from ._train import example_models, train_both
 CORPUS = Path(__file__).parent / "corpus"
 
 
-@pytest.mark.parametrize("stem", ["transformer_encoder", "resnet", "cnn_mnist"])
+@pytest.mark.parametrize("stem", ["transformer_encoder", "resnet", "cnn_mnist", "sown_features"])
 def test_a_converted_corpus_model_trains_like_the_linen_one(stem, tmp_path):
     source = (CORPUS / f"{stem}.py").read_text()
     example = re.findall(r"^# example: (.*)$", source, re.M)[0]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import types
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,50 +216,44 @@ def _compare(
     variables = filled(trace.variables)
     method = None if ex.method == "__call__" else ex.method
     try:
-        with warnings.catch_warnings():
-            # match and verify call the model outside nnx.capture, where today's Flax
-            # deprecates sow (the values land on the module; they are popped below)
-            warnings.filterwarnings("ignore", r"Using 'Module\.sow\(\)'", DeprecationWarning)
-            plan = migrate.match(
-                ex.module,
-                model,
-                *largs,
-                linen_kwargs=lkw,
-                nnx_kwargs=nkw,
-                rename=path_map,
-                linen_method=method,
-                nnx_method=method,
+        plan = migrate.match(
+            ex.module,
+            model,
+            *largs,
+            linen_kwargs=lkw,
+            nnx_kwargs=nkw,
+            rename=path_map,
+            linen_method=method,
+            nnx_method=method,
+        )
+        # The values are drawn on the host and finite: no need to scan them on the device.
+        unreached: list[str] = []
+        if method is not None:  # another method may not reach every layer
+            mapped = set(path_map.values())
+            flat = nnx.to_flat_state(nnx.state(model, nnx.Not(nnx.RngState)))
+            paths = ("/".join(map(str, k)) for k, _ in flat)
+            unreached = [p for p in paths if p not in mapped]
+        model = _concrete(
+            migrate.linen_to_nnx(
+                variables, model, plan, allow_nonfinite=True, allow_missing=unreached
             )
-            nnx.pop(model, nnx.Intermediate)
-            # The values are drawn on the host and finite: no need to scan them on the device.
-            unreached: list[str] = []
-            if method is not None:  # another method may not reach every layer
-                mapped = set(path_map.values())
-                flat = nnx.to_flat_state(nnx.state(model, nnx.Not(nnx.RngState)))
-                paths = ("/".join(map(str, k)) for k, _ in flat)
-                unreached = [p for p in paths if p not in mapped]
-            model = _concrete(
-                migrate.linen_to_nnx(
-                    variables, model, plan, allow_nonfinite=True, allow_missing=unreached
-                )
-            )
-            ntkw = migrate.train_kwargs_for(nkw)[0] if keep_signatures else None
-            report = migrate.verify(
-                ex.module,
-                variables,
-                model,
-                *largs,
-                linen_kwargs=lkw,
-                nnx_kwargs=nkw,
-                plan=plan,
-                train=train,
-                nnx_train_kwargs=ntkw,
-                atol=atol,
-                rtol=rtol,
-                linen_method=method,
-                nnx_method=method,
-            )
-        nnx.pop(model, nnx.Intermediate)
+        )
+        ntkw = migrate.train_kwargs_for(nkw)[0] if keep_signatures else None
+        report = migrate.verify(
+            ex.module,
+            variables,
+            model,
+            *largs,
+            linen_kwargs=lkw,
+            nnx_kwargs=nkw,
+            plan=plan,
+            train=train,
+            nnx_train_kwargs=ntkw,
+            atol=atol,
+            rtol=rtol,
+            linen_method=method,
+            nnx_method=method,
+        )
         sown, error = 0, None
         if report.ok and module_map is not None:
             sown, error = compare_intermediates(
@@ -315,7 +308,6 @@ def compare_intermediates(
 
     # flax's overloads: a Variable type also matches the Callable one, so mypy picks that
     _, captured = nnx.capture(nnx.Intermediate)(run)(model)  # type: ignore[operator]
-    nnx.pop(model, nnx.Intermediate)
     got = {
         tuple(str(k) for k in path): var.get_value() for path, var in nnx.to_flat_state(captured)
     }

@@ -585,7 +585,9 @@ def record_nnx(
             object.__setattr__(sub, _TAG, tuple(p))
         a, k = rebuild(values)
         fn = m if method is None else getattr(m, method)
-        return fn(*a, **k)
+        # Under nnx.capture, as today's Flax wants a model that sows to run: outside it, sow
+        # is deprecated (a warning about linnx's own call, which the user cannot act on).
+        return nnx.capture(fn, nnx.Intermediate)(*a, **k)[0]
 
     try:
         with _recording({type(m) for m in modules.values()}, recorder):

@@ -306,7 +306,7 @@ def _run_nnx(model, plan, args, kwargs, method, train, findings):
     counts = rng_counts(clone) if train else {}
     fn = clone if method is None else getattr(clone, method)
     with ctx:
-        out = fn(*args, **kwargs)
+        out = nnx.capture(fn, nnx.Intermediate)(*args, **kwargs)[0]  # see _record.record_nnx
     if train:
         findings["nnx_random"] = drawn_streams(clone, counts, rng_counts(clone))
 
