@@ -428,6 +428,16 @@ class _Converter:
         if by_pos:
             raise self.fail("a submodule call could not be matched to the source")
 
+    def literal_name(self, ctor: cst.Call, default: str | None, node: cst.CSTNode) -> str | None:
+        """The ``name=`` a construction gives (a plain string literal), else ``default``."""
+        for a in ctor.args:
+            if a.keyword is not None and a.keyword.value == "name":
+                value = a.value.evaluated_value if isinstance(a.value, cst.SimpleString) else None
+                if not isinstance(value, str):  # b"..." or an expression: no name to read
+                    raise self.fail("name= is not a plain string", node)
+                return value
+        return default
+
     def convert_sow(self, node: cst.Call) -> None:
         """``self.sow('intermediates', name, value, ...)`` -> ``self.sow(nnx.Intermediate,
         name, value, ...)``: NNX's sow takes the same name, value, ``reduce_fn`` and
@@ -580,11 +590,7 @@ class _Converter:
             or any(isinstance(e, cst.StarredElement) for e in layers.elements)
         ):
             raise self.fail("nn.Sequential(...) without a literal list of layers", node)
-        name_arg = var
-        for a in ctor.args[1:]:
-            if not isinstance(a.value, cst.SimpleString):
-                raise self.fail("name= is not a plain string", node)
-            name_arg = a.value.evaluated_value
+        name_arg = self.literal_name(ctor, var, node)
         seq = [(i, c) for i, c in execs if c.cls is nn.Sequential]
         inner = [(i, c) for i, c in execs if c.cls is not nn.Sequential]
         modules = [k for k, e in enumerate(layers.elements) if isinstance(e.value, cst.Call)]

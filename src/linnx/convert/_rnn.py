@@ -160,14 +160,7 @@ def rnn_site(conv: _Compact, node: cst.Call, execs, in_loop: bool, ctor, var) ->
                 raise conv.fail("the RNN's cells are named differently per call", node)
     if any(c.name not in members for _, c in inner):
         raise conv.fail("a recurrent layer's cells could not be matched to its call", node)
-    name_arg = var
-    for a in ctor.args:
-        if a.keyword is not None and a.keyword.value == "name":
-            if not isinstance(a.value, cst.SimpleString) or not isinstance(
-                a.value.evaluated_value, str
-            ):
-                raise conv.fail("name= is not a plain string", node)
-            name_arg = a.value.evaluated_value
+    name_arg = conv.literal_name(ctor, var, node)
     return Site(
         key=node,
         child_cls=top_cls,
@@ -562,14 +555,7 @@ def _cell_site(conv: _Compact, node: cst.Call, execs, ctor, var) -> Site:
     if ctor is None:
         raise conv.fail("an RNN cell built in one statement and called in another", node)
     cls = execs[0][1].cls
-    name_arg = var
-    for a in ctor.args:
-        if a.keyword is not None and a.keyword.value == "name":
-            if not isinstance(a.value, cst.SimpleString) or not isinstance(
-                a.value.evaluated_value, str
-            ):
-                raise conv.fail("name= is not a plain string", node)
-            name_arg = a.value.evaluated_value
+    name_arg = conv.literal_name(ctor, var, node)
     if var is not None:
         _carry_inits_of(conv, var)
     return Site(
