@@ -42,8 +42,10 @@ class F32Port(nnx.Module):
 
 CASES = {
     # nn.scan into the form `linnx convert` writes (nnx.vmap blocks, stacked on Linen's
-    # axis): every stacked array moves as it is.
+    # axis): every stacked array moves as it is, renamed in place ("copy") or restored and
+    # written again ("copy-rewritten", share_data=False).
     "copy": (LScanned, NStacked, True, False),
+    "copy-rewritten": (LScanned, NStacked, True, False),
     "stack": (LLoop, NStacked, True, False),
     "unstack": (LScanned, NList, True, False),
     "moveaxis": (lambda: LScanned(axis=1), NStacked, True, False),
@@ -75,7 +77,7 @@ def test_streamed_migration_is_bit_equal_to_the_in_memory_one(tmp_path, name):
     model = port(nnx.Rngs(0))
     plan = migrate.match(lm, model, X, linen_kwargs=kwargs)
     kinds = {p.layout.kind for p in plan.pairs}
-    if name == "copy":
+    if name.startswith("copy"):
         assert kinds == {"copy"} and any(len(p.nnx_shape) == 3 for p in plan.pairs), plan
     elif name == "cast":
         assert {m.reason for m in plan.mismatched} == {"dtype"}
@@ -86,11 +88,25 @@ def test_streamed_migration_is_bit_equal_to_the_in_memory_one(tmp_path, name):
 
     # Streamed, from an abstract model, in groups as small as they get.
     abstract = nnx.eval_shape(lambda: port(nnx.Rngs(0)))
+    share = name != "copy-rewritten"
     report = migrate.stream_linen_checkpoint_to_nnx(
-        tmp_path / "linen", tmp_path / "streamed", abstract, plan, cast=cast, group_bytes=1
+        tmp_path / "linen",
+        tmp_path / "streamed",
+        abstract,
+        plan,
+        cast=cast,
+        group_bytes=1,
+        share_data=share,
     )
-    assert report.ok and report.verified == "checksums" and report.groups > 2, str(report)
+    assert report.ok and report.verified == "checksums", str(report)
     assert report.checked == len(plan.linen_leaves)
+    if name == "copy":  # every array renamed in place: one part, data files shared
+        assert report.renamed == len(plan.pairs) and report.groups == 1, str(report)
+        source = {p.stat().st_ino for p in (tmp_path / "linen").rglob("d/*")}
+        written = {p.stat().st_ino for p in (tmp_path / "streamed").rglob("d/*")}
+        assert source and source <= written
+    else:
+        assert report.renamed == 0 and report.groups > 2, str(report)
 
     memory = migrate.load_nnx_checkpoint(tmp_path / "memory", port(nnx.Rngs(7)))
     streamed = migrate.load_nnx_checkpoint(tmp_path / "streamed", port(nnx.Rngs(8)))

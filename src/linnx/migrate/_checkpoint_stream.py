@@ -55,16 +55,33 @@ from ._checkpoint_files import (
     subtree,
     verify_files,
 )
+from ._checkpoint_rename import (
+    MIN_SHARE,
+    describe,
+    open_index,
+    read_stored,
+    rename_in_place,
+    shadow_names,
+    zarr_metadata,
+)
 from ._checks import check_finite, check_mapping, check_nnx, check_path, check_plan
 from ._errors import CheckpointError, MigrationTypeError
-from ._paths import matches_any, patterns
-from ._plan import Pair, Plan, _desc
-from ._record import EXCLUDED_NNX_TYPES
-from ._transfer import check_problems, to_linen_value, to_nnx_value
+from ._paths import patterns
+from ._plan import Pair, Plan
+from ._stream_plan import (
+    _NOT_VARIABLES,
+    _check,
+    _check_mesh_axes,
+    _groups,
+    _linen_spec,
+    _nbytes,
+    _nnx_spec,
+    _source_index,
+)
+from ._transfer import to_linen_value, to_nnx_value
 
 __all__ = ["StreamReport", "stream_linen_checkpoint_to_nnx", "parse_mesh"]
 
-_NOT_VARIABLES = ("step", "opt_state", "apply_fn", "tx")
 _INFO = "linnx.json"
 
 
@@ -75,7 +92,9 @@ class StreamReport:
 
     Attributes:
         arrays: NNX arrays written.
-        groups: groups the checkpoint was moved in (each restored, changed and written alone).
+        groups: parts the checkpoint was written in (each group restored, changed and written
+            alone; the renamed arrays, and the variables the checkpoint does not fill, are a
+            part each).
         largest_group_bytes: bytes of the largest group's Linen arrays (what bounds memory).
         verified: ``'checksums'`` (every moved array re-read from the written checkpoint and
             compared with the source by checksum (XXH3-128)) or ``'none'``.
@@ -84,6 +103,9 @@ class StreamReport:
         sharded: ``True`` when the values were restored and written sharded on a mesh.
         left_out: top-level entries of a ``TrainState`` checkpoint that were not moved
             (``step``, ``opt_state``).
+        renamed: NNX arrays that were renamed in the checkpoint's index instead of restored
+            and saved: their data files are hard links to the source's, and verification
+            compares the checksums of their stored (compressed) bytes.
 
     Example:
         >>> from linnx import migrate
@@ -101,6 +123,7 @@ class StreamReport:
     differing: tuple[str, ...] = ()
     sharded: bool = False
     left_out: tuple[str, ...] = ()
+    renamed: int = 0
     kept: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -114,6 +137,12 @@ class StreamReport:
             f"(largest {self.largest_group_bytes / 2**20:.1f} MiB)"
             + (", sharded on the mesh" if self.sharded else "")
             + "."
+            + (
+                f" {self.renamed} of them were renamed in place (their data files are hard "
+                "links to the source's, not rewritten)."
+                if self.renamed
+                else ""
+            )
         )
         if self.verified == "none":
             return head + "\nNot verified (checksums were not compared)."
@@ -126,7 +155,9 @@ class StreamReport:
         return (
             f"{head}\nVerification passed: the checksum (XXH3-128) of each of the "
             f"{self.checked} Linen arrays, rebuilt from the written NNX checkpoint, equals "
-            "that of the source (checksums only: the models were not run)."
+            "that of the source"
+            + (" (of the stored bytes, for renamed arrays)" if self.renamed else "")
+            + " (checksums only: the models were not run)."
         )
 
 
@@ -160,108 +191,6 @@ def parse_mesh(spec: str) -> jax.sharding.Mesh:
     return jax.sharding.Mesh(np.array(devices[:count]).reshape(sizes), tuple(names))
 
 
-# -- the saved tree, seen through the plan ----------------------------------------------------
-
-
-def _source_index(tree: Mapping[str, Any], wanted: set[str]) -> dict[str, tuple[str, ...]]:
-    """Linen path (as the plan spells it) -> key path in the saved tree, for every array.
-
-    A box is saved with a trailing ``value`` level, which is folded away unless the plan
-    reads ``.../value`` itself (a parameter that is really called ``value``).
-    """
-    out: dict[str, tuple[str, ...]] = {}
-    for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        keys = tuple(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-        if keys[0] in _NOT_VARIABLES:
-            continue
-        name = "/".join(keys)
-        if keys[-1] == "value" and name not in wanted:
-            parent = tree
-            for k in keys[:-1]:
-                parent = parent[k]
-            if isinstance(parent, Mapping) and len(parent) == 1:
-                name = "/".join(keys[:-1])
-        out[name] = keys
-    return out
-
-
-def _nbytes(meta: Any) -> int:
-    return int(np.prod(meta.shape, dtype=np.int64)) * np.dtype(meta.dtype).itemsize
-
-
-def _groups(pairs: Sequence[Pair], size_of: Callable[[str], int], budget: int) -> list[list[Pair]]:
-    """Pairs in plan order, packed into groups; pairs sharing a Linen leaf stay together."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for pair in pairs:
-        for leaf in pair.linen[1:]:
-            parent[find(leaf)] = find(pair.linen[0])
-    components: dict[str, list[Pair]] = {}
-    for pair in pairs:
-        components.setdefault(find(pair.linen[0]), []).append(pair)
-    groups: list[list[Pair]] = []
-    current: list[Pair] = []
-    current_bytes = 0
-    for members in components.values():
-        nbytes = sum(size_of(leaf) for leaf in {leaf for p in members for leaf in p.linen})
-        if current and current_bytes + nbytes > budget:
-            groups.append(current)
-            current, current_bytes = [], 0
-        current.extend(members)
-        current_bytes += nbytes
-    if current:
-        groups.append(current)
-    return groups
-
-
-# -- shardings ---------------------------------------------------------------------------------
-
-
-def _nnx_spec(var: nnx.Variable, ndim: int) -> jax.sharding.PartitionSpec:
-    spec = nnx.spmd.get_var_pspec(var)
-    if spec is None:
-        return jax.sharding.PartitionSpec()
-    return spec
-
-
-def _linen_spec(pair: Pair, spec: jax.sharding.PartitionSpec, ndim: int) -> Any:
-    """The sharding of a source leaf that makes ``pair``'s layout change local to each shard."""
-    entries = list(spec) + [None] * (len(pair.nnx_shape) - len(spec))
-    lay = pair.layout
-    if lay.kind == "stack":
-        del entries[lay._given("nnx_axis")]
-    elif lay.kind == "unstack":
-        entries.insert(lay._given("linen_axis"), None)
-    elif lay.kind == "moveaxis":
-        entries.insert(lay._given("linen_axis"), entries.pop(lay._given("nnx_axis")))
-    return jax.sharding.PartitionSpec(*entries[:ndim])
-
-
-def _check_mesh_axes(mesh: jax.sharding.Mesh, specs: Mapping[str, Any]) -> None:
-    bad = []
-    for path, spec in specs.items():
-        for entry in spec:
-            for axis in entry if isinstance(entry, tuple) else (entry,):
-                if axis is not None and axis not in mesh.axis_names:
-                    bad.append(f"{path} asks for mesh axis {axis!r}")
-    if bad:
-        raise CheckpointError(
-            f"mesh=...: {len(bad)} NNX variable(s) are annotated with axes the mesh lacks "
-            f"(it has {', '.join(mesh.axis_names)}):\n  " + "\n  ".join(bad[:10]) + "\n"
-            "Fix: name the mesh axes as the annotations do, or resolve logical names with "
-            "nn.logical_axis_rules / the variables' sharding_rules."
-        )
-
-
-# -- digests -----------------------------------------------------------------------------------
-
-
 # -- writing the parts and joining them ---------------------------------------------------------
 
 
@@ -287,6 +216,7 @@ def stream_linen_checkpoint_to_nnx(
     overwrite: bool = False,
     keep: bool = False,
     check: Callable[[StreamReport], bool] | None = None,
+    share_data: bool = True,
 ) -> StreamReport:
     """Migrates a Linen checkpoint into an NNX checkpoint group by group, never all at once.
 
@@ -313,6 +243,12 @@ def stream_linen_checkpoint_to_nnx(
             'linen': variables}``) for a caller that runs the models (memory: the checkpoint).
         check: called with the report before the checkpoint is published; returning False
             publishes nothing (used by the CLI to run the models first).
+        share_data: rename in place the arrays that a pair only renames (same shape and
+            dtype, no mesh): the written checkpoint's index gets their new names and its
+            data files are hard links to the source's, so nothing is decoded or rewritten.
+            Used when those arrays are at least 90% of the source's bytes, both directories
+            are on one filesystem, and the source is an OCDBT zarr v2 checkpoint (what Orbax
+            writes); otherwise, and with ``False``, every array is restored and written.
 
     Returns:
         A :class:`StreamReport`; when verification finds a difference nothing is published
@@ -441,8 +377,33 @@ def stream_linen_checkpoint_to_nnx(
                 parts_dir.mkdir()
                 parts: list[Path] = []
                 file_digests: dict[str, Future[str]] = {}
-                for k, group in enumerate(groups):
-                    leaves = list(dict.fromkeys(leaf for p in group for leaf in p.linen))
+                renamed: dict[str, str] = {}  # NNX path -> the Orbax name it was renamed to
+                stored: dict[str, Future[tuple[str, bool]]] = {}  # Linen leaf -> its read
+                zarr: dict[str, Any] = {}
+                if mesh is None and share_data:
+                    renamed, zarr = _rename(
+                        where, tree, index, metas, pairs, live, parts_dir, writer
+                    )
+                if renamed:
+                    source_index = open_index(where)
+                    decode = not keep and allow_nonfinite is not True  # keep: checked restored
+                    for p in pairs:
+                        if p.nnx in renamed and p.linen[0] not in stored:
+                            how = (metas[p.linen[0]].dtype, zarr[p.linen[0]]) if decode else None
+                            name = ".".join(index[p.linen[0]])
+                            stored[p.linen[0]] = pool.submit(read_stored, source_index, name, how)
+                    part = parts_dir / "0"
+                    file_digests.update(_digest_files(part / "ocdbt.process_0", pool, "0/"))
+                    parts.append(part)
+                for group in groups:
+                    written = [p for p in group if p.nnx not in renamed]
+                    if not written and not keep:
+                        continue
+                    leaves = list(
+                        dict.fromkeys(
+                            leaf for p in (group if keep else written) for leaf in p.linen
+                        )
+                    )
                     largest = max(largest, sum(_nbytes(metas[leaf]) for leaf in leaves))
                     src_specs: dict[tuple[str, ...], Any] = {}
                     if mesh is not None:
@@ -462,7 +423,7 @@ def stream_linen_checkpoint_to_nnx(
                     sources = {leaf: _leaf_meta(restored, index[leaf]) for leaf in leaves}
                     del restored
                     values = {}
-                    for p in group:
+                    for p in written:
                         var = live[p.nnx][1]
                         sharding = (
                             None if mesh is None else jax.sharding.NamedSharding(mesh, specs[p.nnx])
@@ -475,10 +436,18 @@ def stream_linen_checkpoint_to_nnx(
                     # values are alive for the write anyway, so they cost no memory, and
                     # one group at a time is alive (overlapping them with the next read
                     # held two of the largest groups at once).
-                    checks = [pool.submit(_check_finite_group, group, values, allow_nonfinite, fn)]
+                    values_or_sources = {
+                        **{p.nnx: sources[p.linen[0]] for p in group if p.nnx in renamed},
+                        **values,
+                    }
+                    checks = [
+                        pool.submit(
+                            _check_finite_group, group, values_or_sources, allow_nonfinite, fn
+                        )
+                    ]
                     if verify:
-                        for leaf in leaves:
-                            dtype = _first_pair(group, leaf).nnx_dtype
+                        for leaf in dict.fromkeys(leaf for p in written for leaf in p.linen):
+                            dtype = _first_pair(written, leaf).nnx_dtype
                             checks.append(
                                 pool.submit(_source_checksum, digests, leaf, sources[leaf], dtype)
                             )
@@ -486,16 +455,22 @@ def stream_linen_checkpoint_to_nnx(
                     # `keep` alike (a copy where its buffer is not aligned as XLA wants,
                     # and a value that is its source unchanged must not be copied twice).
                     wrapped: dict[int, Any] = {}
-                    part = parts_dir / f"{k}"
-                    moved = [(live[n][0], live[n][1], _once(wrapped, v)) for n, v in values.items()]
-                    writer.save(part, _state(moved))
+                    if written:
+                        part = parts_dir / f"{len(parts)}"
+                        moved = [
+                            (live[n][0], live[n][1], _once(wrapped, v)) for n, v in values.items()
+                        ]
+                        writer.save(part, _state(moved))
+                        prefix = f"{len(parts)}/"
+                        file_digests.update(_digest_files(part / "ocdbt.process_0", pool, prefix))
+                        parts.append(part)
                     for fut in checks:
                         fut.result()
-                    file_digests.update(_digest_files(part / "ocdbt.process_0", pool, f"{k}/"))
-                    parts.append(part)
                     if keep:  # as jax.Arrays: a jitted call would embed host arrays as
                         # constants in its program (a copy each, and their compile time)
-                        kept_nnx.update({n: _once(wrapped, v) for n, v in values.items()})
+                        kept_nnx.update(
+                            {n: _once(wrapped, v) for n, v in values_or_sources.items()}
+                        )
                         kept_linen.update({leaf: _once(wrapped, v) for leaf, v in sources.items()})
                     del sources, values, wrapped
                 if leftovers:
@@ -504,18 +479,26 @@ def stream_linen_checkpoint_to_nnx(
                     prefix = f"{len(parts)}/"
                     file_digests.update(_digest_files(part / "ocdbt.process_0", pool, prefix))
                     parts.append(part)
+                stored_digests = _stored_results(
+                    stored, pairs, renamed, allow_nonfinite, fn, where, reader, tree, index
+                )
                 model_dir = tmp / "model"
                 join_orbax_parts(parts, model_dir)
                 shutil.rmtree(parts_dir)
                 differing: list[str] = []
                 if verify:
-                    differing = _verify(model_dir, groups, plan, live, digests, mesh, specs)
+                    written_groups = [
+                        w for g in groups if (w := [p for p in g if p.nnx not in renamed])
+                    ]
+                    differing = _verify(model_dir, written_groups, plan, live, digests, mesh, specs)
+                    differing += _verify_renamed(model_dir, pairs, renamed, stored_digests)
                 report = StreamReport(
                     arrays=len(live),
-                    groups=len(groups) + bool(leftovers),
+                    groups=len(parts),
                     largest_group_bytes=largest,
                     verified="checksums" if verify else "none",
-                    checked=len(digests),
+                    checked=len(digests) + (len(stored_digests) if verify else 0),
+                    renamed=len(renamed),
                     differing=tuple(differing),
                     sharded=mesh is not None,
                     left_out=tuple(k for k in tree if k in _NOT_VARIABLES),
@@ -525,6 +508,7 @@ def stream_linen_checkpoint_to_nnx(
                     raise _Abort(report)
                 streamed = {"groups": report.groups, "verified": report.verified}
                 streamed["checked"] = report.checked
+                streamed["renamed"] = report.renamed
                 streamed["mesh"] = None if mesh is None else dict(mesh.shape)
                 info = {**dict(metadata or {}), "format": FORMAT, "optimizer": False}
                 record_parts(tmp, model_dir, file_digests, {**info, "streamed": streamed})
@@ -533,6 +517,126 @@ def stream_linen_checkpoint_to_nnx(
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     return report
+
+
+def _rename(
+    where: Path,
+    tree: Mapping[str, Any],
+    index: Mapping[str, tuple[str, ...]],
+    metas: Mapping[str, Any],
+    pairs: Sequence[Pair],
+    live: Mapping[str, tuple[Any, nnx.Variable]],
+    parts_dir: Path,
+    writer: Any,
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Renames, in a copy of the source's index, the arrays that a pair only renames (same
+    shape, same dtype), when they are most of the checkpoint's bytes; writes them as part
+    ``parts_dir/0``. Returns NNX path -> new Orbax name (empty when nothing was renamed: the
+    restore-and-save path then moves every pair) and the renamed Linen leaves' zarr metadata.
+    """
+    candidates = [
+        p
+        for p in pairs
+        if p.layout.kind == "copy"
+        and len(p.linen) == 1
+        and np.dtype(metas[p.linen[0]].dtype) == np.dtype(p.nnx_dtype)
+    ]
+    old = {p.linen[0]: ".".join(index[p.linen[0]]) for p in candidates}
+    zarr = zarr_metadata(where, set(old.values())) if candidates else None
+    if not zarr:
+        return {}, {}
+    candidates = [p for p in candidates if old[p.linen[0]] in zarr]
+    saved = [m for m in jax.tree_util.tree_leaves(tree) if hasattr(m, "shape")]
+    share = sum(_nbytes(metas[leaf]) for leaf in {p.linen[0] for p in candidates})
+    if not candidates or share < MIN_SHARE * sum(_nbytes(m) for m in saved):
+        return {}, {}
+    # Orbax writes the new names' metadata itself, for one-element stand-ins: its own
+    # format and keys; only the shapes are then set to the renamed data's.
+    shadow = parts_dir / "shadow"
+    stand_ins = [
+        (live[p.nnx][0], live[p.nnx][1], jnp.zeros((1,) * len(p.nnx_shape), p.nnx_dtype))
+        for p in candidates
+    ]
+    writer.save(shadow, _state(stand_ins))
+    names = shadow_names(shadow)
+    new: dict[str, str] = {}
+    for p in candidates:
+        path = tuple(map(str, live[p.nnx][0]))
+        found = [n for keys, n in names.items() if keys[: len(path)] == path]
+        if len(found) == 1:
+            new[p.nnx] = found[0]
+    moves = [(old[p.linen[0]], new[p.nnx]) for p in candidates if p.nnx in new]
+    part = parts_dir / "0"
+    try:
+        if len(new) != len(candidates) or set(new.values()) & {a for a, b in moves if a != b}:
+            raise RuntimeError("an Orbax name is ambiguous, or both an old and a new name")
+        part.mkdir()
+        rename_in_place(where, part / "ocdbt.process_0", moves)
+        chunks = {new[p.nnx]: zarr[old[p.linen[0]]]["chunks"] for p in candidates}
+        describe(shadow, part, chunks)
+    except (OSError, RuntimeError):
+        # another filesystem (no hard links), or an Orbax that writes otherwise: restore
+        # and save every array instead
+        shutil.rmtree(part, ignore_errors=True)
+        return {}, {}
+    finally:
+        shutil.rmtree(shadow, ignore_errors=True)
+    return new, {p.linen[0]: zarr[old[p.linen[0]]] for p in candidates}
+
+
+def _stored_results(
+    stored: Mapping[str, Future[tuple[str, bool]]],
+    pairs: Sequence[Pair],
+    renamed: Mapping[str, str],
+    allow: Any,
+    fn: str,
+    where: Path,
+    reader: Any,
+    tree: Mapping[str, Any],
+    index: Mapping[str, tuple[str, ...]],
+) -> dict[str, str]:
+    """The stored-bytes digests of the renamed Linen leaves; refuses damaged ones by name,
+    and NaN/inf as :func:`linen_to_nnx` does (the exact count on the restored array)."""
+    digests, bad, suspect = {}, [], []
+    for leaf, fut in stored.items():
+        try:
+            digests[leaf], finite = fut.result()
+        except Exception as e:
+            bad.append(f"{leaf} ({type(e).__name__}: {str(e)[:200]})")
+            continue
+        if not finite:
+            suspect.append(leaf)
+    if bad:
+        raise CheckpointError(
+            f"{str(where)!r} could not be restored: {len(bad)} array(s) cannot be read as "
+            f"stored.\nUnreadable arrays ({len(bad)}): " + ", ".join(bad[:10]) + "\n"
+            "Fix: the checkpoint is truncated or damaged (copy it again, or use another one)."
+        )
+    for leaf in suspect:
+        with _reading(where, reader, subtree(tree, [index[leaf]])):
+            got = restore_part(
+                reader,
+                where,
+                subtree(tree, [index[leaf]]),
+                lambda _, m: ocp.RestoreArgs(restore_type=np.ndarray, dtype=m.dtype),
+            )
+        group = [p for p in pairs if p.nnx in renamed and p.linen[0] == leaf]
+        value = _leaf_meta(got, index[leaf])
+        _check_finite_group(group, {p.nnx: value for p in group}, allow, fn)
+    return digests
+
+
+def _verify_renamed(
+    model_dir: Path, pairs: Sequence[Pair], renamed: Mapping[str, str], digests: Mapping[str, str]
+) -> list[str]:
+    """The renamed Linen leaves whose stored bytes, re-read from the written checkpoint under
+    their new names, differ from the source's."""
+    written = open_index(model_dir)
+    return [
+        p.linen[0]
+        for p in pairs
+        if p.nnx in renamed and read_stored(written, renamed[p.nnx])[0] != digests[p.linen[0]]
+    ]
 
 
 def _check_finite_group(
@@ -622,86 +726,6 @@ def _transform(pair: Pair, sources: list[Any], var: nnx.Variable, sharding: Any)
     else:
         value = arrays[0]
     return np.ascontiguousarray(value.astype(dtype, copy=False))
-
-
-def _check(
-    plan: Plan,
-    live: Mapping[str, tuple[Any, nnx.Variable]],
-    metas: Mapping[str, Any],
-    allow_missing: Sequence[str],
-    allow_unused: Sequence[str],
-    cast: bool,
-    fn: str,
-) -> list[Pair]:
-    """The pairs to move, after checking shapes, dtypes, missing and unused on metadata."""
-    strangers = sorted({p.nnx for p in plan.pairs if p.nnx not in live})
-    if strangers:
-        raise CheckpointError(
-            f"{fn}: the plan names NNX variables that nnx_model lacks: "
-            f"{', '.join(strangers[:10])}.\nFix: build the plan with match(linen_module, "
-            "nnx_model, ...) for this NNX model."
-        )
-    used: set[str]
-    pairs, used, mismatched = [], set(), []
-    for pair in plan.pairs:
-        if any(leaf not in metas for leaf in pair.linen):
-            continue
-        used.update(pair.linen)
-        target = live[pair.nnx][1].get_value()
-        value = _layout_shape(pair, [metas[leaf] for leaf in pair.linen])
-        where = f"{pair.linen[0]} -> {pair.nnx}"
-        t_shape, t_dtype = tuple(target.shape), _dtype_of(target)
-        if tuple(value.shape) != t_shape or (value.dtype != t_dtype and not cast):
-            mismatched.append((where, _desc(t_shape, t_dtype), _desc(value.shape, value.dtype)))
-            continue
-        pairs.append(pair)
-    for m in plan.mismatched:
-        if m.reason != "shape":
-            continue
-        if matches_any(m.nnx, allow_missing) and all(matches_any(p, allow_unused) for p in m.linen):
-            continue
-        used.update(m.linen)
-        mismatched.append((f"{m.linen[0]} -> {m.nnx}", m.nnx_desc, m.linen_desc))
-    filled = {p.nnx for p in pairs}
-    missing = [
-        name
-        for name, (_, var) in live.items()
-        if not isinstance(var, EXCLUDED_NNX_TYPES)
-        and name not in filled
-        and not matches_any(name, allow_missing)
-    ]
-    unused = [p for p in metas if p not in used and not matches_any(p, allow_unused)]
-    required = [n for n, (_, var) in live.items() if not isinstance(var, EXCLUDED_NNX_TYPES)]
-    check_problems(
-        missing=missing,
-        unused=unused,
-        mismatched=mismatched,
-        hint_unused=unused,
-        missing_among=required,
-    )
-    return pairs
-
-
-def _layout_shape(pair: Pair, metas: Sequence[Any]) -> jax.ShapeDtypeStruct:
-    """The shape and dtype ``to_nnx_value`` gives for sources of these shapes (no tracing:
-    a plan of a scanned model has hundreds of pairs). Unequal sources to stack give the
-    first one's shape with an impossible axis, which no variable has."""
-    shape, dtype = tuple(metas[0].shape), jnp.dtype(metas[0].dtype)
-    lay = pair.layout
-    if lay.kind == "stack":
-        same = all(tuple(m.shape) == shape for m in metas)
-        shape = (*shape[: lay.nnx_axis], len(metas) if same else -1, *shape[lay.nnx_axis :])
-    elif lay.kind == "unstack":
-        shape = shape[: lay._given("linen_axis")] + shape[lay._given("linen_axis") + 1 :]
-    elif lay.kind == "moveaxis":
-        moved = list(shape)
-        moved.insert(lay._given("nnx_axis"), moved.pop(lay._given("linen_axis")))
-        shape = tuple(moved)
-    return jax.ShapeDtypeStruct(shape, dtype)
-
-
-def _dtype_of(value: Any) -> Any:
-    return jnp.dtype(value.dtype)
 
 
 def _verify(

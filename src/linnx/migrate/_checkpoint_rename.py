@@ -1,0 +1,259 @@
+"""Migrating an array by renaming it in the checkpoint's index: no data read into an array,
+none written.
+
+Orbax keeps every array of a checkpoint in one OCDBT database, an index over immutable data
+files: the array ``params.Dense_0.kernel`` is the keys ``params.Dense_0.kernel/.zarray`` (its
+zarr metadata) and ``params.Dense_0.kernel/0.0`` (its compressed chunks). Most of a Linen ->
+NNX migration only renames: the array keeps its shape, dtype and bytes, and its key becomes
+``layers.0.kernel.value``. For those arrays, restoring and saving again (decoding and encoding
+every byte) is wasted work. :func:`rename_in_place` instead makes a database whose data files
+are hard links to the source's (nothing is copied; Orbax never changes a data file once
+written), and changes its index with TensorStore's ``experimental_copy_range_to``, which
+inside one OCDBT database copies references, not values. The database becomes one more part
+of the joined checkpoint (``join_orbax_parts``).
+
+Nothing is taken on trust: :func:`read_stored` still reads every renamed array once as
+stored, piece by piece, which finds a damaged source by name, gives the digest of its stored
+bytes (what verification compares with the written checkpoint) and, decoding the zstd stream
+piece by piece, runs the NaN/inf check; memory stays at a few pieces whatever the array's size.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorstore as ts
+import zstandard
+
+from ._checkpoint_files import DIGEST, HASHES
+
+__all__ = [
+    "MIN_SHARE",
+    "describe",
+    "open_index",
+    "read_stored",
+    "rename_in_place",
+    "shadow_names",
+    "zarr_metadata",
+]
+
+#: the size of one read (and of one decoded piece)
+PIECE = 16 << 20
+#: renaming hard-links all of the source's data files; below this share of the source's bytes
+#: renamed, the rest would ride along in the result (an optimizer state, unused leaves), so
+#: the arrays are restored and saved instead
+MIN_SHARE = 0.9
+
+
+def open_index(db: Path) -> Any:
+    """The OCDBT database of the checkpoint (or part) at ``db``, as a TensorStore kvstore."""
+    return ts.KvStore.open({"driver": "ocdbt", "base": f"file://{db}/"}).result()
+
+
+def zarr_metadata(where: Path, names: Iterable[str]) -> dict[str, dict[str, Any]] | None:
+    """``.zarray`` of each array ``name`` that can be renamed and read as stored, or ``None``
+    when the checkpoint is not an OCDBT/zarr v2 one (the restore-and-save path then runs).
+
+    An array qualifies when its chunks are plain C-order bytes, compressed with zstd or not
+    at all (what Orbax writes); anything else is left to the restore-and-save path."""
+    try:
+        saved = json.loads((where / "_METADATA").read_text())
+    except (OSError, ValueError):
+        return None
+    if not (where / "manifest.ocdbt").is_file() or saved.get("use_zarr3", False):
+        return None
+    kv = open_index(where)
+    out = {}
+    for name in names:
+        got = kv.read(f"{name}/.zarray").result()
+        if got.state != "value":
+            continue
+        meta = json.loads(got.value)
+        compressor = meta.get("compressor")
+        if (
+            meta.get("filters") is None
+            and meta.get("order") == "C"
+            and not str(meta.get("dtype", ">")).startswith(">")
+            and (compressor is None or compressor.get("id") == "zstd")
+        ):
+            out[name] = meta
+    return out
+
+
+def rename_in_place(where: Path, db: Path, moves: Sequence[tuple[str, str]]) -> None:
+    """Makes ``db`` an OCDBT database holding the source's arrays named in ``moves``, each
+    under its new name (``(old, new)``; one old name may get several new ones), and nothing
+    else.
+
+    Raises ``OSError`` when the source's files cannot be hard-linked into ``db`` (another
+    filesystem): the caller then restores and saves instead."""
+    for path in sorted(where.rglob("*")):
+        rel = path.relative_to(where)
+        if rel.parts[0] != "manifest.ocdbt" and rel.parts[0] != "d":
+            if not rel.parts[0].startswith("ocdbt.process_"):
+                continue  # Orbax's metadata files: the part gets its own
+        if path.is_dir():
+            (db / rel).mkdir(parents=True, exist_ok=True)
+        else:
+            (db / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, db / rel)
+    kv = open_index(db)
+    for old, new in moves:
+        (kv / f"{old}/").experimental_copy_range_to(kv / f"{new}/").result()
+    # Everything outside the new names goes, in the gaps between them (in key order).
+    kept = sorted(f"{new}/".encode() for new in {new for _, new in moves})
+    start = b""
+    for prefix in [*kept, None]:
+        end = prefix if prefix is not None else None
+        if end is None or start < end:
+            kv.delete_range(ts.KvStore.KeyRange(start, end or b"")).result()
+        if prefix is not None:
+            start = prefix[:-1] + b"0"  # just past every key under "name/"
+    left = {bytes(k).split(b"/")[0].decode() for k in kv.list().result()}
+    if left != {new for _, new in moves}:
+        raise OSError(
+            f"renaming in the copied index left {sorted(left ^ {new for _, new in moves})}"
+        )
+
+
+def read_stored(
+    kv: Any, name: str, decode: tuple[Any, Mapping[str, Any]] | None = None
+) -> tuple[str, bool]:
+    """Reads array ``name`` of the database ``kv`` as stored: the digest of its keys and
+    stored bytes and, with ``decode=(dtype, zarr metadata)``, whether every decoded value is
+    finite (``True`` without ``decode``).
+
+    Raises ``ValueError`` saying what is wrong when a key cannot be read or a chunk does not
+    decode to its size (a truncated or damaged checkpoint)."""
+    h = HASHES[DIGEST]()
+    keys = sorted(bytes(k) for k in (kv / f"{name}/").list().result())
+    if b".zarray" not in keys:
+        raise ValueError(f"{name}/.zarray is missing")
+    ok = True
+    for key in keys:
+        raw = _Stored(kv, f"{name}/{key.decode()}", h)
+        h.update(key + b"\0")
+        if decode is not None and not key.startswith(b"."):
+            dtype, meta = decode
+            data: Any = raw
+            if meta.get("compressor") is not None:
+                dctx = zstandard.ZstdDecompressor()
+                data = dctx.stream_reader(raw, read_size=PIECE, read_across_frames=True)
+            size, finite = _check_values(data, dtype)
+            expected = int(np.prod(meta["chunks"], dtype=np.int64)) * np.dtype(dtype).itemsize
+            if size != expected:
+                raise ValueError(f"{name}/{key.decode()} decodes to {size} bytes, not {expected}")
+            ok = ok and finite
+        buffer = bytearray(PIECE)
+        while raw.readinto(buffer):  # the digest covers every stored byte
+            pass
+        h.update(str(raw.offset).encode())
+    return h.hexdigest(), ok
+
+
+def _check_values(data: Any, dtype: Any) -> tuple[int, bool]:
+    """Bytes decoded from ``data``, and whether all were finite (a sum of finite values is
+    finite; a false alarm from overflow is cleared by the caller's exact check)."""
+    dtype = np.dtype(dtype)
+    inexact = np.issubdtype(dtype, np.inexact) or dtype.kind == "V"
+    wide = np.float32 if dtype.itemsize < 4 else None
+    size, ok, carry = 0, True, b""
+    while piece := data.read(PIECE):
+        size += len(piece)
+        if not inexact:
+            continue
+        piece = carry + piece
+        cut = len(piece) - len(piece) % dtype.itemsize
+        carry = piece[cut:]
+        values = np.frombuffer(piece, dtype=dtype, count=cut // dtype.itemsize)
+        ok = ok and bool(np.isfinite(np.sum(values, dtype=wide)))
+    return size, ok
+
+
+class _Stored(io.RawIOBase):
+    """One stored value as a file, read in byte ranges (never whole), hashed as it is read."""
+
+    def __init__(self, kv: Any, key: str, h: Any):
+        self.kv, self.key, self.h, self.offset, self.done = kv, key, h, 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.done or not len(buffer):
+            return 0
+        want = len(buffer)
+        try:
+            got = self.kv.read(self.key, byte_range=slice(self.offset, self.offset + want))
+            result = got.result()
+        except ValueError as e:
+            if "OUT_OF_RANGE" not in str(e):
+                raise
+            # the value ends inside this range: read what is left of it
+            result = self.kv.read(self.key, byte_range=slice(self.offset, None)).result()
+        if result.state != "value":
+            raise ValueError(f"{self.key} is missing from the checkpoint's index")
+        data = result.value
+        n = len(data)
+        buffer[:n] = data
+        self.h.update(data)
+        self.offset += n
+        self.done = n < want
+        return n
+
+
+def orbax_name(entry: Mapping[str, Any]) -> str:
+    """The parameter name (the key prefix in the database) of a ``_METADATA`` tree entry."""
+    return ".".join(str(k["key"]) for k in entry["key_metadata"])
+
+
+def shadow_names(shadow: Path) -> dict[tuple[str, ...], str]:
+    """Key path -> parameter name of every array Orbax wrote into ``shadow``."""
+    metadata = json.loads((shadow / "_METADATA").read_text())
+    return {
+        tuple(str(k["key"]) for k in entry["key_metadata"]): orbax_name(entry)
+        for entry in metadata["tree_metadata"].values()
+    }
+
+
+def describe(shadow: Path, part: Path, chunks: Mapping[str, list[int]]) -> None:
+    """Gives ``part`` (whose ``ocdbt.process_0`` holds renamed arrays) Orbax's metadata files.
+
+    ``shadow`` is what Orbax wrote for the same NNX variables holding one-element stand-ins:
+    its files have Orbax's own format and keys; only each array's write and chunk shape
+    (``chunks``, by Orbax parameter name) are changed to what the renamed data has."""
+    for name in ("_CHECKPOINT_METADATA", "_sharding"):
+        if (shadow / name).exists():
+            shutil.copy(shadow / name, part / name)
+    metadata = json.loads((shadow / "_METADATA").read_text())
+    patched: set[str] = set()
+    for entry in metadata["tree_metadata"].values():
+        name = orbax_name(entry)
+        if name in chunks and "write_shape" in entry["value_metadata"]:
+            entry["value_metadata"]["write_shape"] = chunks[name]
+            patched.add(name)
+    (part / "_METADATA").write_text(json.dumps(metadata))
+    arrays = []
+    for f in sorted((shadow / "array_metadatas").glob("*")):
+        arrays += json.loads(f.read_text()).get("array_metadatas", [])
+    for entry in arrays:
+        meta = entry["array_metadata"]
+        if meta["param_name"] in chunks:
+            meta["write_shape"] = meta["chunk_shape"] = chunks[meta["param_name"]]
+            patched.add(meta["param_name"] + "#array")
+    (part / "array_metadatas").mkdir()
+    with open(part / "array_metadatas" / "process_0", "w") as f:
+        json.dump({"array_metadatas": arrays}, f)
+    expected = set(chunks) | {f"{n}#array" for n in chunks}
+    if patched != expected:
+        raise RuntimeError(
+            "Orbax's metadata files do not look as linnx expects (no write/chunk shape for "
+            f"{sorted(expected - patched)[:5]})"
+        )
