@@ -199,7 +199,8 @@ def test_a_wrong_write_fails_verification_and_publishes_nothing(tmp_path, monkey
     assert "Verification FAILED" in str(report) and not (tmp_path / "nnx").exists()
 
 
-def test_a_damaged_source_array_is_named_and_nothing_is_written(tmp_path):
+@pytest.mark.parametrize("share_data", [True, False], ids=["renamed", "rewritten"])
+def test_a_damaged_source_array_is_named_and_nothing_is_written(tmp_path, share_data):
     noise = np.random.default_rng(0).normal(size=(4, 1024)).astype(np.float32)  # incompressible
     tree = {
         "params": {
@@ -232,7 +233,9 @@ def test_a_damaged_source_array_is_named_and_nothing_is_written(tmp_path):
     plan = migrate.match(Two(), model, jnp.ones((1, 3)))
     unreadable = r"Unreadable arrays \(\d\): params/Dense_1/"
     with pytest.raises(migrate.CheckpointError, match=unreadable) as info:
-        migrate.stream_linen_checkpoint_to_nnx(tmp_path / "linen", tmp_path / "nnx", model, plan)
+        migrate.stream_linen_checkpoint_to_nnx(
+            tmp_path / "linen", tmp_path / "nnx", model, plan, share_data=share_data
+        )
     assert "Dense_0" not in str(info.value).split("Unreadable arrays")[1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["linen"]
 

@@ -242,6 +242,14 @@ def test_streamed_and_sharded_through_the_cli(lm_checkpoint, tmp_path, capsys):
     np.testing.assert_allclose(
         model(tokens), cli_models.linen_lm().apply(variables, tokens), atol=1e-6
     )
+    # Every array only renamed: renamed in place, or (--no-share-data) restored and written.
+    assert info["streamed"]["renamed"] == 5
+    rewritten = _lm_args(src, tmp_path / "rewritten", "--sample", "2,5:int32", "--no-verify")
+    assert main([*rewritten, "--no-share-data"]) == 0, capsys.readouterr().err
+    info = json.loads((tmp_path / "rewritten" / "linnx.json").read_text())
+    assert info["streamed"]["renamed"] == 0
+    again = migrate.load_nnx_checkpoint(tmp_path / "rewritten", cli_models.nnx_lm())
+    assert jax.tree.all(jax.tree.map(np.array_equal, nnx.state(again), nnx.state(model)))
     if len(jax.devices()) >= 8:
         args = _lm_args(
             src, tmp_path / "sharded", "--sample", "2,5:int32", "--mesh", "data=2,model=4"

@@ -129,6 +129,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how many MiB of Linen arrays are read, changed and written at a time (256)",
     )
     parser.add_argument(
+        "--no-share-data",
+        action="store_true",
+        help="restore and write every array; by default an array that is only renamed gets "
+        "its new name in the written checkpoint's index, and its data file is a hard link to "
+        "the source's (nothing decoded or rewritten)",
+    )
+    parser.add_argument(
         "--mesh",
         default=None,
         metavar="AXIS=SIZE,...",
@@ -644,6 +651,7 @@ def _run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             keep=run_models,
             check=check if run_models else None,
+            share_data=not args.no_share_data,
         )
         if args.stream:
             say(str(report))

@@ -1,0 +1,123 @@
+"""Arrays that a migration only renames: renamed in the written checkpoint's index, their data
+files shared with the source, and still checked (damage, NaN/inf, checksums)."""
+
+import errno
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from flax import linen as nn
+from flax import nnx
+
+from linnx import migrate
+from linnx.migrate import _checkpoint_rename, _checkpoint_stream
+
+X = jnp.ones((2, 4))
+
+
+class Twin(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(4)(x)
+        return nn.Dense(4)(x)
+
+
+class TwinPort(nnx.Module):
+    def __init__(self, rngs):
+        self.a = nnx.Linear(4, 4, rngs=rngs)
+        self.b = nnx.Linear(4, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return self.b(self.a(x))
+
+
+def _save(tmp_path, tree):
+    with ocp.StandardCheckpointer() as ckptr:  # Orbax alone, as a Linen training script saves
+        ckptr.save(tmp_path / "linen", tree)
+
+
+def _variables():
+    return jax.tree.map(np.array, Twin().init(jax.random.key(0), X))  # writable copies
+
+
+def _stream(tmp_path, dst="nnx", **kwargs):
+    abstract = nnx.eval_shape(lambda: TwinPort(nnx.Rngs(0)))
+    plan = migrate.match(Twin(), abstract, X)
+    return migrate.stream_linen_checkpoint_to_nnx(
+        tmp_path / "linen", tmp_path / dst, abstract, plan, **kwargs
+    )
+
+
+def _loaded(path):
+    model = migrate.load_nnx_checkpoint(path, TwinPort(nnx.Rngs(5)))
+    return {
+        "/".join(map(str, p)): np.asarray(v.get_value())
+        for p, v in nnx.to_flat_state(nnx.state(model))
+    }
+
+
+def test_renamed_and_rewritten_checkpoints_hold_the_same_values(tmp_path):
+    variables = _variables()
+    _save(tmp_path, variables)
+    shared = _stream(tmp_path, "shared")
+    written = _stream(tmp_path, "written", share_data=False)
+    assert (shared.renamed, written.renamed) == (4, 0)
+    assert shared.ok and shared.checked == written.checked == 4
+    assert "4 of them were renamed in place" in str(shared)
+    a, b = _loaded(tmp_path / "shared"), _loaded(tmp_path / "written")
+    assert a.keys() == b.keys() == {"a/bias", "a/kernel", "b/bias", "b/kernel"}
+    for key in a:
+        assert a[key].tobytes() == b[key].tobytes(), key
+    expected = variables["params"]["Dense_1"]["kernel"]
+    assert a["b/kernel"].tobytes() == expected.tobytes()
+
+
+def test_nan_in_a_renamed_array_is_refused_unless_allowed(tmp_path):
+    variables = _variables()
+    variables["params"]["Dense_1"]["kernel"][2, 3] = np.nan
+    _save(tmp_path, variables)
+    with pytest.raises(migrate.NonFiniteValuesError, match=r"params/Dense_1/kernel -> b/kernel"):
+        _stream(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["linen"]
+    report = _stream(tmp_path, allow_nonfinite="params/Dense_1/kernel")
+    assert report.ok and report.renamed == 4
+    assert np.isnan(_loaded(tmp_path / "nnx")["b/kernel"][2, 3])
+
+
+def test_verification_finds_arrays_renamed_to_the_wrong_name(tmp_path, monkeypatch):
+    _save(tmp_path, _variables())
+    real = _checkpoint_stream.rename_in_place
+
+    def crossed(where, db, moves):  # the two kernels (same shape) swap names
+        names = {new: old for old, new in moves}
+        a, b = "a.kernel.value", "b.kernel.value"
+        names[a], names[b] = names[b], names[a]
+        real(where, db, [(old, new) for new, old in names.items()])
+
+    monkeypatch.setattr(_checkpoint_stream, "rename_in_place", crossed)
+    report = _stream(tmp_path)
+    assert not report.ok
+    assert set(report.differing) == {"params/Dense_0/kernel", "params/Dense_1/kernel"}
+    assert not (tmp_path / "nnx").exists()
+
+
+def test_without_hard_links_every_array_is_restored_and_written(tmp_path, monkeypatch):
+    _save(tmp_path, _variables())
+
+    def no_link(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(_checkpoint_rename.os, "link", no_link)
+    report = _stream(tmp_path)
+    assert report.ok and report.renamed == 0 and report.checked == 4
+    assert _loaded(tmp_path / "nnx").keys() == {"a/bias", "a/kernel", "b/bias", "b/kernel"}
+
+
+def test_an_optimizer_state_beside_the_weights_is_not_carried_along(tmp_path):
+    variables = _variables()
+    opt = jax.tree.map(lambda a: np.zeros((64, *a.shape), a.dtype), variables["params"])
+    _save(tmp_path, {"params": variables["params"], "opt_state": opt})
+    report = _stream(tmp_path)
+    assert report.ok and report.renamed == 0 and report.left_out == ("opt_state",)
