@@ -2,6 +2,7 @@
 files shared with the source, and still checked (damage, NaN/inf, checksums)."""
 
 import errno
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -12,22 +13,24 @@ from flax import linen as nn
 from flax import nnx
 
 from linnx import migrate
-from linnx.migrate import _checkpoint_rename, _checkpoint_stream
+from linnx.migrate import _checkpoint_rename
 
 X = jnp.ones((2, 4))
 
 
 class Twin(nn.Module):
+    dtype: Any = jnp.float32
+
     @nn.compact
     def __call__(self, x):
-        x = nn.Dense(4)(x)
-        return nn.Dense(4)(x)
+        x = nn.Dense(4, param_dtype=self.dtype)(x)
+        return nn.Dense(4, param_dtype=self.dtype)(x)
 
 
 class TwinPort(nnx.Module):
-    def __init__(self, rngs):
-        self.a = nnx.Linear(4, 4, rngs=rngs)
-        self.b = nnx.Linear(4, 4, rngs=rngs)
+    def __init__(self, rngs, dtype=jnp.float32):
+        self.a = nnx.Linear(4, 4, param_dtype=dtype, rngs=rngs)
+        self.b = nnx.Linear(4, 4, param_dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
         return self.b(self.a(x))
@@ -38,20 +41,20 @@ def _save(tmp_path, tree):
         ckptr.save(tmp_path / "linen", tree)
 
 
-def _variables():
-    return jax.tree.map(np.array, Twin().init(jax.random.key(0), X))  # writable copies
+def _variables(dtype=jnp.float32):
+    return jax.tree.map(np.array, Twin(dtype).init(jax.random.key(0), X))  # writable copies
 
 
-def _stream(tmp_path, dst="nnx", **kwargs):
-    abstract = nnx.eval_shape(lambda: TwinPort(nnx.Rngs(0)))
-    plan = migrate.match(Twin(), abstract, X)
+def _stream(tmp_path, dst="nnx", dtype=jnp.float32, **kwargs):
+    abstract = nnx.eval_shape(lambda: TwinPort(nnx.Rngs(0), dtype))
+    plan = migrate.match(Twin(dtype), abstract, X)
     return migrate.stream_linen_checkpoint_to_nnx(
         tmp_path / "linen", tmp_path / dst, abstract, plan, **kwargs
     )
 
 
-def _loaded(path):
-    model = migrate.load_nnx_checkpoint(path, TwinPort(nnx.Rngs(5)))
+def _loaded(path, dtype=jnp.float32):
+    model = migrate.load_nnx_checkpoint(path, TwinPort(nnx.Rngs(5), dtype))
     return {
         "/".join(map(str, p)): np.asarray(v.get_value())
         for p, v in nnx.to_flat_state(nnx.state(model))
@@ -74,21 +77,23 @@ def test_renamed_and_rewritten_checkpoints_hold_the_same_values(tmp_path):
     assert a["b/kernel"].tobytes() == expected.tobytes()
 
 
-def test_nan_in_a_renamed_array_is_refused_unless_allowed(tmp_path):
-    variables = _variables()
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+def test_nan_in_a_renamed_array_is_refused_unless_allowed(tmp_path, dtype):
+    variables = _variables(dtype)
     variables["params"]["Dense_1"]["kernel"][2, 3] = np.nan
     _save(tmp_path, variables)
     with pytest.raises(migrate.NonFiniteValuesError, match=r"params/Dense_1/kernel -> b/kernel"):
-        _stream(tmp_path)
+        _stream(tmp_path, dtype=dtype)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["linen"]
-    report = _stream(tmp_path, allow_nonfinite="params/Dense_1/kernel")
+    report = _stream(tmp_path, dtype=dtype, allow_nonfinite="params/Dense_1/kernel")
     assert report.ok and report.renamed == 4
-    assert np.isnan(_loaded(tmp_path / "nnx")["b/kernel"][2, 3])
+    loaded = _loaded(tmp_path / "nnx", dtype)["b/kernel"]
+    assert loaded.dtype == dtype and np.isnan(loaded[2, 3].astype(np.float32))
 
 
 def test_verification_finds_arrays_renamed_to_the_wrong_name(tmp_path, monkeypatch):
     _save(tmp_path, _variables())
-    real = _checkpoint_stream.rename_in_place
+    real = _checkpoint_rename.rename_in_place
 
     def crossed(where, db, moves):  # the two kernels (same shape) swap names
         names = {new: old for old, new in moves}
@@ -96,7 +101,7 @@ def test_verification_finds_arrays_renamed_to_the_wrong_name(tmp_path, monkeypat
         names[a], names[b] = names[b], names[a]
         real(where, db, [(old, new) for new, old in names.items()])
 
-    monkeypatch.setattr(_checkpoint_stream, "rename_in_place", crossed)
+    monkeypatch.setattr(_checkpoint_rename, "rename_in_place", crossed)
     report = _stream(tmp_path)
     assert not report.ok
     assert set(report.differing) == {"params/Dense_0/kernel", "params/Dense_1/kernel"}

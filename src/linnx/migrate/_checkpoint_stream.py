@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
@@ -56,15 +55,13 @@ from ._checkpoint_files import (
     verify_files,
 )
 from ._checkpoint_rename import (
-    MIN_SHARE,
-    describe,
     open_index,
     read_stored,
-    rename_in_place,
-    shadow_names,
-    zarr_metadata,
+    rename_pairs,
+    stored_results,
+    verify_renamed,
 )
-from ._checks import check_finite, check_mapping, check_nnx, check_path, check_plan
+from ._checks import check_mapping, check_nnx, check_path, check_plan
 from ._errors import CheckpointError, MigrationTypeError
 from ._paths import patterns
 from ._plan import Pair, Plan
@@ -78,7 +75,16 @@ from ._stream_plan import (
     _nnx_spec,
     _source_index,
 )
-from ._transfer import to_linen_value, to_nnx_value
+from ._stream_values import (
+    _check_finite_group,
+    _first_pair,
+    _once,
+    _source_checksum,
+    _state,
+    _transform,
+    _wrap,
+)
+from ._transfer import to_linen_value
 
 __all__ = ["StreamReport", "stream_linen_checkpoint_to_nnx", "parse_mesh"]
 
@@ -381,7 +387,7 @@ def stream_linen_checkpoint_to_nnx(
                 stored: dict[str, Future[tuple[str, bool]]] = {}  # Linen leaf -> its read
                 zarr: dict[str, Any] = {}
                 if mesh is None and share_data:
-                    renamed, zarr = _rename(
+                    renamed, zarr = rename_pairs(
                         where, tree, index, metas, pairs, live, parts_dir, writer
                     )
                 if renamed:
@@ -479,7 +485,7 @@ def stream_linen_checkpoint_to_nnx(
                     prefix = f"{len(parts)}/"
                     file_digests.update(_digest_files(part / "ocdbt.process_0", pool, prefix))
                     parts.append(part)
-                stored_digests = _stored_results(
+                stored_digests = stored_results(
                     stored, pairs, renamed, allow_nonfinite, fn, where, reader, tree, index
                 )
                 model_dir = tmp / "model"
@@ -491,7 +497,7 @@ def stream_linen_checkpoint_to_nnx(
                         w for g in groups if (w := [p for p in g if p.nnx not in renamed])
                     ]
                     differing = _verify(model_dir, written_groups, plan, live, digests, mesh, specs)
-                    differing += _verify_renamed(model_dir, pairs, renamed, stored_digests)
+                    differing += verify_renamed(model_dir, pairs, renamed, stored_digests)
                 report = StreamReport(
                     arrays=len(live),
                     groups=len(parts),
@@ -517,215 +523,6 @@ def stream_linen_checkpoint_to_nnx(
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     return report
-
-
-def _rename(
-    where: Path,
-    tree: Mapping[str, Any],
-    index: Mapping[str, tuple[str, ...]],
-    metas: Mapping[str, Any],
-    pairs: Sequence[Pair],
-    live: Mapping[str, tuple[Any, nnx.Variable]],
-    parts_dir: Path,
-    writer: Any,
-) -> tuple[dict[str, str], dict[str, Any]]:
-    """Renames, in a copy of the source's index, the arrays that a pair only renames (same
-    shape, same dtype), when they are most of the checkpoint's bytes; writes them as part
-    ``parts_dir/0``. Returns NNX path -> new Orbax name (empty when nothing was renamed: the
-    restore-and-save path then moves every pair) and the renamed Linen leaves' zarr metadata.
-    """
-    candidates = [
-        p
-        for p in pairs
-        if p.layout.kind == "copy"
-        and len(p.linen) == 1
-        and np.dtype(metas[p.linen[0]].dtype) == np.dtype(p.nnx_dtype)
-    ]
-    old = {p.linen[0]: ".".join(index[p.linen[0]]) for p in candidates}
-    zarr = zarr_metadata(where, set(old.values())) if candidates else None
-    if not zarr:
-        return {}, {}
-    candidates = [p for p in candidates if old[p.linen[0]] in zarr]
-    saved = [m for m in jax.tree_util.tree_leaves(tree) if hasattr(m, "shape")]
-    share = sum(_nbytes(metas[leaf]) for leaf in {p.linen[0] for p in candidates})
-    if not candidates or share < MIN_SHARE * sum(_nbytes(m) for m in saved):
-        return {}, {}
-    # Orbax writes the new names' metadata itself, for one-element stand-ins: its own
-    # format and keys; only the shapes are then set to the renamed data's.
-    shadow = parts_dir / "shadow"
-    stand_ins = [
-        (live[p.nnx][0], live[p.nnx][1], jnp.zeros((1,) * len(p.nnx_shape), p.nnx_dtype))
-        for p in candidates
-    ]
-    writer.save(shadow, _state(stand_ins))
-    names = shadow_names(shadow)
-    new: dict[str, str] = {}
-    for p in candidates:
-        path = tuple(map(str, live[p.nnx][0]))
-        found = [n for keys, n in names.items() if keys[: len(path)] == path]
-        if len(found) == 1:
-            new[p.nnx] = found[0]
-    moves = [(old[p.linen[0]], new[p.nnx]) for p in candidates if p.nnx in new]
-    part = parts_dir / "0"
-    try:
-        if len(new) != len(candidates) or set(new.values()) & {a for a, b in moves if a != b}:
-            raise RuntimeError("an Orbax name is ambiguous, or both an old and a new name")
-        part.mkdir()
-        rename_in_place(where, part / "ocdbt.process_0", moves)
-        chunks = {new[p.nnx]: zarr[old[p.linen[0]]]["chunks"] for p in candidates}
-        describe(shadow, part, chunks)
-    except (OSError, RuntimeError):
-        # another filesystem (no hard links), or an Orbax that writes otherwise: restore
-        # and save every array instead
-        shutil.rmtree(part, ignore_errors=True)
-        return {}, {}
-    finally:
-        shutil.rmtree(shadow, ignore_errors=True)
-    return new, {p.linen[0]: zarr[old[p.linen[0]]] for p in candidates}
-
-
-def _stored_results(
-    stored: Mapping[str, Future[tuple[str, bool]]],
-    pairs: Sequence[Pair],
-    renamed: Mapping[str, str],
-    allow: Any,
-    fn: str,
-    where: Path,
-    reader: Any,
-    tree: Mapping[str, Any],
-    index: Mapping[str, tuple[str, ...]],
-) -> dict[str, str]:
-    """The stored-bytes digests of the renamed Linen leaves; refuses damaged ones by name,
-    and NaN/inf as :func:`linen_to_nnx` does (the exact count on the restored array)."""
-    digests, bad, suspect = {}, [], []
-    for leaf, fut in stored.items():
-        try:
-            digests[leaf], finite = fut.result()
-        except Exception as e:
-            bad.append(f"{leaf} ({type(e).__name__}: {str(e)[:200]})")
-            continue
-        if not finite:
-            suspect.append(leaf)
-    if bad:
-        raise CheckpointError(
-            f"{str(where)!r} could not be restored: {len(bad)} array(s) cannot be read as "
-            f"stored.\nUnreadable arrays ({len(bad)}): " + ", ".join(bad[:10]) + "\n"
-            "Fix: the checkpoint is truncated or damaged (copy it again, or use another one)."
-        )
-    for leaf in suspect:
-        with _reading(where, reader, subtree(tree, [index[leaf]])):
-            got = restore_part(
-                reader,
-                where,
-                subtree(tree, [index[leaf]]),
-                lambda _, m: ocp.RestoreArgs(restore_type=np.ndarray, dtype=m.dtype),
-            )
-        group = [p for p in pairs if p.nnx in renamed and p.linen[0] == leaf]
-        value = _leaf_meta(got, index[leaf])
-        _check_finite_group(group, {p.nnx: value for p in group}, allow, fn)
-    return digests
-
-
-def _verify_renamed(
-    model_dir: Path, pairs: Sequence[Pair], renamed: Mapping[str, str], digests: Mapping[str, str]
-) -> list[str]:
-    """The renamed Linen leaves whose stored bytes, re-read from the written checkpoint under
-    their new names, differ from the source's."""
-    written = open_index(model_dir)
-    return [
-        p.linen[0]
-        for p in pairs
-        if p.nnx in renamed and read_stored(written, renamed[p.nnx])[0] != digests[p.linen[0]]
-    ]
-
-
-def _check_finite_group(
-    group: Sequence[Pair], values: Mapping[str, Any], allow: Any, fn: str
-) -> None:
-    """Refuses NaN and inf in a group's values: a fast test first, the counts only on failure."""
-    if allow is True or all(_all_finite(v) for v in values.values()):
-        return
-    check_finite(
-        ((f"{p.linen[0]} -> {p.nnx}", values[p.nnx]) for p in group),
-        allow,
-        what="leaf/leaves to migrate",
-        fn=fn,
-    )
-
-
-def _source_checksum(out: dict[str, str], leaf: str, value: Any, dtype: Any) -> None:
-    if isinstance(value, np.ndarray):  # read to host: no copy unless it is cast
-        out[leaf] = checksum(value.astype(dtype, copy=False))
-    else:
-        out[leaf] = checksum(jnp.asarray(value).astype(dtype))
-
-
-def _all_finite(value: Any) -> bool:
-    """A fast sufficient test: a sum of finite values is finite, and one NaN or inf makes
-    the sum NaN or inf. (A sum that overflows is a false alarm, which the exact check that
-    follows then clears.) One pass, no temporary the size of the array."""
-    if not jnp.issubdtype(value.dtype, jnp.inexact):
-        return True
-    if isinstance(value, jax.Array) and len(value.sharding.device_set) > 1:
-        return bool(jnp.isfinite(jnp.sum(value)))
-    host = np.asarray(value)  # a CPU array's own buffer, not a copy
-    wide = np.float32 if host.dtype.itemsize < 4 else None
-    return bool(np.isfinite(np.sum(host, dtype=wide)))
-
-
-def _first_pair(group: Sequence[Pair], leaf: str) -> Pair:
-    return next(p for p in group if leaf in p.linen)
-
-
-def _state(items: Sequence[tuple[tuple[Any, ...], nnx.Variable, Any]]) -> nnx.State:
-    """An ``nnx.State`` holding ``value`` for each variable: a part of ``nnx.state(model)``.
-
-    Host (numpy) values must be CPU ``jax.Array`` values already (:func:`_wrap`): Orbax's
-    numpy writer copies each array before writing it.
-    """
-    return nnx.from_flat_state([(path, var.replace(value)) for path, var, value in items])
-
-
-def _once(wrapped: dict[int, Any], value: Any) -> Any:
-    """``_wrap(value)``, made once per array (``wrapped`` lives as long as the arrays)."""
-    if id(value) not in wrapped:
-        wrapped[id(value)] = _wrap(value)
-    return wrapped[id(value)]
-
-
-def _wrap(value: Any) -> Any:
-    """A host array as a CPU ``jax.Array`` (no copy when its buffer is aligned as XLA wants)."""
-    if isinstance(value, np.ndarray) and jax.dtypes.canonicalize_dtype(value.dtype) == value.dtype:
-        return jax.device_put(value)
-    return value  # a jax.Array already, or a dtype JAX would narrow (64-bit without x64)
-
-
-def _transform(pair: Pair, sources: list[Any], var: nnx.Variable, sharding: Any) -> Any:
-    """The NNX value of ``pair`` from its restored sources, cast and placed.
-
-    On one device the change runs in numpy on the arrays' own buffers (a CPU array is read
-    without a copy, and slicing one layer out of a scanned stack is a view): no dispatch and
-    no compilation per shape, and Orbax writes numpy arrays as they are. On a mesh it runs
-    under ``jax.jit`` with the target's sharding, so no array is ever whole on one device.
-    """
-    dtype = jnp.dtype(pair.nnx_dtype)
-    if sharding is not None:
-        return jax.jit(
-            lambda *xs: to_nnx_value(pair, list(xs)).astype(dtype), out_shardings=sharding
-        )(*sources)
-    if pair.layout.kind == "copy" and sources[0].dtype == dtype:
-        return sources[0]  # nothing to do: the restored array is the value
-    arrays = [np.asarray(s) for s in sources]
-    lay = pair.layout
-    if lay.kind == "stack":
-        value = np.stack(arrays, axis=lay._given("nnx_axis"))
-    elif lay.kind == "unstack":
-        value = arrays[0][(slice(None),) * lay._given("linen_axis") + (lay._given("index"),)]
-    elif lay.kind == "moveaxis":
-        value = np.moveaxis(arrays[0], lay._given("linen_axis"), lay._given("nnx_axis"))
-    else:
-        value = arrays[0]
-    return np.ascontiguousarray(value.astype(dtype, copy=False))
 
 
 def _verify(
