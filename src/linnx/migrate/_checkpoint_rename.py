@@ -12,20 +12,19 @@ written), and changes its index with TensorStore's ``experimental_copy_range_to`
 inside one OCDBT database copies references, not values. The database becomes one more part
 of the joined checkpoint (``join_orbax_parts``).
 
-Nothing is taken on trust: :func:`read_stored` still reads every renamed array once as
-stored, piece by piece, which finds a damaged source by name, gives the digest of its stored
-bytes (what verification compares with the written checkpoint) and, decoding the zstd stream
-piece by piece, runs the NaN/inf check; memory stays at a few pieces whatever the array's size.
+Nothing is taken on trust: ``_checkpoint_stored.read_stored`` still reads every renamed
+array once as stored, piece by piece, which finds a damaged source by name, gives the digest
+of its stored bytes (what verification compares with the written checkpoint) and, decoding
+the zstd stream piece by piece, runs the NaN/inf check; memory stays at a few pieces
+whatever the array's size.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
-import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -35,65 +34,21 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import tensorstore as ts
-import zstandard
 from flax import nnx
 
-from ._checkpoint_files import DIGEST, HASHES, _leaf_meta, _reading, restore_part, subtree
+from ._checkpoint_files import _leaf_meta, _reading, restore_part, subtree
+from ._checkpoint_stored import open_index, read_stored, zarr_metadata
 from ._errors import CheckpointError
 from ._plan import Pair
 from ._stream_plan import _nbytes
 from ._stream_values import _check_finite_group, _state
 
-__all__ = [
-    "open_index",
-    "read_stored",
-    "rename_in_place",
-    "rename_pairs",
-    "stored_results",
-    "verify_renamed",
-]
+__all__ = ["rename_in_place", "rename_pairs", "stored_results", "verify_renamed"]
 
-#: the size of one read (and of one decoded piece)
-PIECE = 16 << 20
 #: renaming hard-links all of the source's data files; below this share of the source's bytes
 #: renamed, the rest would ride along in the result (an optimizer state, unused leaves), so
 #: the arrays are restored and saved instead
 MIN_SHARE = 0.9
-
-
-def open_index(db: Path) -> Any:
-    """The OCDBT database of the checkpoint (or part) at ``db``, as a TensorStore kvstore."""
-    return ts.KvStore.open({"driver": "ocdbt", "base": f"file://{db}/"}).result()
-
-
-def zarr_metadata(where: Path, names: Iterable[str]) -> dict[str, dict[str, Any]] | None:
-    """``.zarray`` of each array ``name`` that can be renamed and read as stored, or ``None``
-    when the checkpoint is not an OCDBT/zarr v2 one (the restore-and-save path then runs).
-
-    An array qualifies when its chunks are plain C-order bytes, compressed with zstd or not
-    at all (what Orbax writes); anything else is left to the restore-and-save path."""
-    try:
-        saved = json.loads((where / "_METADATA").read_text())
-    except (OSError, ValueError):
-        return None
-    if not (where / "manifest.ocdbt").is_file() or saved.get("use_zarr3", False):
-        return None
-    kv = open_index(where)
-    out = {}
-    for name in names:
-        got = kv.read(f"{name}/.zarray").result()
-        if got.state != "value":
-            continue
-        meta = json.loads(got.value)
-        compressor = meta.get("compressor")
-        if (
-            meta.get("filters") is None
-            and meta.get("order") == "C"
-            and not str(meta.get("dtype", ">")).startswith(">")
-            and (compressor is None or compressor.get("id") == "zstd")
-        ):
-            out[name] = meta
-    return out
 
 
 def rename_in_place(where: Path, db: Path, moves: Sequence[tuple[str, str]]) -> None:
@@ -129,93 +84,6 @@ def rename_in_place(where: Path, db: Path, moves: Sequence[tuple[str, str]]) -> 
     left = {bytes(k).split(b"/")[0].decode() for k in kv.list().result()}
     if left != news:
         raise OSError(f"renaming in the copied index left {sorted(left ^ news)[:5]}")
-
-
-def read_stored(
-    kv: Any, name: str, decode: tuple[Any, Mapping[str, Any]] | None = None
-) -> tuple[str, bool]:
-    """Reads array ``name`` of the database ``kv`` as stored: the digest of its keys and
-    stored bytes and, with ``decode=(dtype, zarr metadata)``, whether every decoded value is
-    finite (``True`` without ``decode``).
-
-    Raises ``ValueError`` saying what is wrong when a key cannot be read or a chunk does not
-    decode to its size (a truncated or damaged checkpoint)."""
-    h = HASHES[DIGEST]()
-    keys = sorted(bytes(k) for k in (kv / f"{name}/").list().result())
-    if b".zarray" not in keys:
-        raise ValueError(f"{name}/.zarray is missing")
-    ok = True
-    for key in keys:
-        raw = _Stored(kv, f"{name}/{key.decode()}", h)
-        h.update(key + b"\0")
-        if decode is not None and not key.startswith(b"."):
-            dtype, meta = decode
-            data: Any = raw
-            if meta.get("compressor") is not None:
-                dctx = zstandard.ZstdDecompressor()
-                stream = typing.cast(typing.IO[bytes], raw)
-                data = dctx.stream_reader(stream, read_size=PIECE, read_across_frames=True)
-            size, finite = _check_values(data, dtype)
-            expected = int(np.prod(meta["chunks"], dtype=np.int64)) * np.dtype(dtype).itemsize
-            if size != expected:
-                raise ValueError(f"{name}/{key.decode()} decodes to {size} bytes, not {expected}")
-            ok = ok and finite
-        buffer = bytearray(PIECE)
-        while raw.readinto(buffer):  # the digest covers every stored byte
-            pass
-        h.update(str(raw.offset).encode())
-    return h.hexdigest(), ok
-
-
-def _check_values(data: Any, dtype: Any) -> tuple[int, bool]:
-    """Bytes decoded from ``data``, and whether all were finite (a sum of finite values is
-    finite; a false alarm from overflow is cleared by the caller's exact check)."""
-    dtype = np.dtype(dtype)
-    inexact = jnp.issubdtype(dtype, jnp.inexact)  # bfloat16 and float8 too
-    wide = np.float32 if dtype.itemsize < 4 else None
-    size, ok, carry = 0, True, b""
-    while piece := data.read(PIECE):
-        size += len(piece)
-        if not inexact:
-            continue
-        piece = carry + piece
-        cut = len(piece) - len(piece) % dtype.itemsize
-        carry = piece[cut:]
-        values = np.frombuffer(piece, dtype=dtype, count=cut // dtype.itemsize)
-        ok = ok and bool(np.isfinite(np.sum(values, dtype=wide)))
-    return size, ok
-
-
-class _Stored(io.RawIOBase):
-    """One stored value as a file, read in byte ranges (never whole), hashed as it is read."""
-
-    def __init__(self, kv: Any, key: str, h: Any):
-        self.kv, self.key, self.h, self.offset, self.done = kv, key, h, 0, False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self.done or not len(buffer):
-            return 0
-        want = len(buffer)
-        try:
-            got = self.kv.read(self.key, byte_range=slice(self.offset, self.offset + want))
-            result = got.result()
-        except ValueError as e:
-            if "OUT_OF_RANGE" not in str(e):
-                raise
-            # the value ends inside this range: read what is left of it
-            result = self.kv.read(self.key, byte_range=slice(self.offset, None)).result()
-        if result.state != "value":
-            raise ValueError(f"{self.key} is missing from the checkpoint's index")
-        data = result.value
-        n = len(data)
-        buffer[:n] = data
-        self.h.update(data)
-        self.offset += n
-        self.done = n < want
-        return n
 
 
 def orbax_name(entry: Mapping[str, Any]) -> str:

@@ -65,6 +65,7 @@ from ._checks import check_mapping, check_nnx, check_path, check_plan
 from ._errors import CheckpointError, MigrationTypeError
 from ._paths import patterns
 from ._plan import Pair, Plan
+from ._stream_layers import Sliced, move_layers, sliceable, verify_layers
 from ._stream_plan import (
     _NOT_VARIABLES,
     _check,
@@ -352,7 +353,13 @@ def stream_linen_checkpoint_to_nnx(
                 f"{', '.join(abstract[:10])}.\n"
                 "Fix: pass a concrete model (their current values are saved), or pair them."
             )
-        groups = _groups(pairs, lambda leaf: _nbytes(metas[leaf]), group_bytes)
+        # Without a mesh, a stack bigger than a group that the port cuts into layers is read
+        # a few layers at a time; `keep` holds everything anyway.
+        sliced = (
+            {} if mesh is not None or keep else sliceable(where, pairs, metas, index, group_bytes)
+        )
+        whole = [p for p in pairs if p.linen[0] not in sliced]
+        groups = _groups(whole, lambda leaf: _nbytes(metas[leaf]), group_bytes)
 
         def restore_args(name_spec: Mapping[tuple[str, ...], Any]) -> Callable[[Any, Any], Any]:
             def make(path: Any, meta: Any) -> Any:
@@ -383,6 +390,19 @@ def stream_linen_checkpoint_to_nnx(
                 parts_dir.mkdir()
                 parts: list[Path] = []
                 file_digests: dict[str, Future[str]] = {}
+
+                def write_part(
+                    values: Mapping[str, Any], wrapped: dict[int, Any] | None = None
+                ) -> None:
+                    """Writes NNX ``values`` as the next part; its files are digested meanwhile."""
+                    part = parts_dir / f"{len(parts)}"
+                    made = {} if wrapped is None else wrapped
+                    moved = [(live[n][0], live[n][1], _once(made, v)) for n, v in values.items()]
+                    writer.save(part, _state(moved))
+                    prefix = f"{len(parts)}/"
+                    file_digests.update(_digest_files(part / "ocdbt.process_0", pool, prefix))
+                    parts.append(part)
+
                 renamed: dict[str, str] = {}  # NNX path -> the Orbax name it was renamed to
                 stored: dict[str, Future[tuple[str, bool]]] = {}  # Linen leaf -> its read
                 zarr: dict[str, Any] = {}
@@ -462,14 +482,7 @@ def stream_linen_checkpoint_to_nnx(
                     # and a value that is its source unchanged must not be copied twice).
                     wrapped: dict[int, Any] = {}
                     if written:
-                        part = parts_dir / f"{len(parts)}"
-                        moved = [
-                            (live[n][0], live[n][1], _once(wrapped, v)) for n, v in values.items()
-                        ]
-                        writer.save(part, _state(moved))
-                        prefix = f"{len(parts)}/"
-                        file_digests.update(_digest_files(part / "ocdbt.process_0", pool, prefix))
-                        parts.append(part)
+                        write_part(values, wrapped)
                     for fut in checks:
                         fut.result()
                     if keep:  # as jax.Arrays: a jitted call would embed host arrays as
@@ -479,6 +492,13 @@ def stream_linen_checkpoint_to_nnx(
                         )
                         kept_linen.update({leaf: _once(wrapped, v) for leaf, v in sources.items()})
                     del sources, values, wrapped
+                for leaf, layers in sliced.items():
+                    digest, batch_bytes = move_layers(
+                        where, leaf, layers, metas[leaf], live, write_part, allow_nonfinite, fn
+                    )
+                    largest = max(largest, batch_bytes)
+                    if verify:
+                        digests[leaf] = digest
                 if leftovers:
                     part = parts_dir / f"{len(parts)}"
                     writer.save(part, _state([(p, v, _wrap(v.get_value())) for p, v in leftovers]))
@@ -496,7 +516,9 @@ def stream_linen_checkpoint_to_nnx(
                     written_groups = [
                         w for g in groups if (w := [p for p in g if p.nnx not in renamed])
                     ]
-                    differing = _verify(model_dir, written_groups, plan, live, digests, mesh, specs)
+                    differing = _verify(
+                        model_dir, written_groups, plan, live, digests, mesh, specs, sliced, metas
+                    )
                     differing += verify_renamed(model_dir, pairs, renamed, stored_digests)
                 report = StreamReport(
                     arrays=len(live),
@@ -533,6 +555,8 @@ def _verify(
     digests: Mapping[str, str],
     mesh: jax.sharding.Mesh | None,
     specs: Mapping[str, Any],
+    sliced: Mapping[str, Sliced],
+    metas: Mapping[str, Any],
 ) -> list[str]:
     """Re-reads the written checkpoint group by group; the Linen leaves whose bytes differ."""
     by_linen = plan.pairs_by_linen()
@@ -564,4 +588,8 @@ def _verify(
                 )
                 if checksum(rebuilt) != digests[leaf]:
                     differing.append(leaf)
+        for leaf, layers in sliced.items():
+            shape = tuple(metas[leaf].shape)
+            if not verify_layers(reader, model_dir, written, layers, shape, live, digests[leaf]):
+                differing.append(leaf)
     return differing
