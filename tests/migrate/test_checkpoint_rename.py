@@ -126,3 +126,41 @@ def test_an_optimizer_state_beside_the_weights_is_not_carried_along(tmp_path):
     _save(tmp_path, {"params": variables["params"], "opt_state": opt})
     report = _stream(tmp_path)
     assert report.ok and report.renamed == 0 and report.left_out == ("opt_state",)
+
+
+class Mixed(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(1024)(x)
+        return nn.Dense(2, param_dtype=jnp.bfloat16)(x)
+
+
+class MixedPort(nnx.Module):
+    def __init__(self, rngs):
+        self.a = nnx.Linear(16, 1024, rngs=rngs)
+        self.b = nnx.Linear(1024, 2, rngs=rngs)  # float32: the bf16 layer is cast
+
+    def __call__(self, x):
+        return self.b(self.a(x))
+
+
+def test_renamed_and_cast_arrays_in_one_run(tmp_path):
+    x = jnp.ones((2, 16))
+    variables = jax.tree.map(np.array, Mixed().init(jax.random.key(0), x))
+    variables["params"]["Dense_1"]["kernel"][5, 1] = np.inf
+    _save(tmp_path, variables)
+    abstract = nnx.eval_shape(lambda: MixedPort(nnx.Rngs(0)))
+    plan = migrate.match(Mixed(), abstract, x)
+
+    def stream(**kwargs):
+        return migrate.stream_linen_checkpoint_to_nnx(
+            tmp_path / "linen", tmp_path / "nnx", abstract, plan, cast=True, **kwargs
+        )
+
+    with pytest.raises(migrate.NonFiniteValuesError, match=r"params/Dense_1/kernel -> b/kernel"):
+        stream()
+    report = stream(allow_nonfinite="params/Dense_1/kernel")
+    assert report.ok and report.renamed == 2 and report.checked == 4, str(report)
+    loaded = migrate.load_nnx_checkpoint(tmp_path / "nnx", MixedPort(nnx.Rngs(3)))
+    assert loaded.b.kernel.dtype == jnp.float32 and np.isinf(loaded.b.kernel[5, 1])
+    np.testing.assert_array_equal(loaded.a.kernel[...], variables["params"]["Dense_0"]["kernel"])

@@ -83,7 +83,6 @@ from ._stream_values import (
     _source_checksum,
     _state,
     _transform,
-    _wrap,
 )
 from ._transfer import to_linen_value
 
@@ -462,13 +461,15 @@ def stream_linen_checkpoint_to_nnx(
                     # values are alive for the write anyway, so they cost no memory, and
                     # one group at a time is alive (overlapping them with the next read
                     # held two of the largest groups at once).
+                    # With `keep`, renamed pairs were restored too: checked, and kept, as is.
                     values_or_sources = {
-                        **{p.nnx: sources[p.linen[0]] for p in group if p.nnx in renamed},
+                        **{p.nnx: sources[p.linen[0]] for p in group if keep and p.nnx in renamed},
                         **values,
                     }
+                    checked = [p for p in group if p.nnx in values_or_sources]
                     checks = [
                         pool.submit(
-                            _check_finite_group, group, values_or_sources, allow_nonfinite, fn
+                            _check_finite_group, checked, values_or_sources, allow_nonfinite, fn
                         )
                     ]
                     if verify:
@@ -500,11 +501,7 @@ def stream_linen_checkpoint_to_nnx(
                     if verify:
                         digests[leaf] = digest
                 if leftovers:
-                    part = parts_dir / f"{len(parts)}"
-                    writer.save(part, _state([(p, v, _wrap(v.get_value())) for p, v in leftovers]))
-                    prefix = f"{len(parts)}/"
-                    file_digests.update(_digest_files(part / "ocdbt.process_0", pool, prefix))
-                    parts.append(part)
+                    write_part({"/".join(map(str, p)): v.get_value() for p, v in leftovers})
                 stored_digests = stored_results(
                     stored, pairs, renamed, allow_nonfinite, fn, where, reader, tree, index
                 )
@@ -525,7 +522,7 @@ def stream_linen_checkpoint_to_nnx(
                     groups=len(parts),
                     largest_group_bytes=largest,
                     verified="checksums" if verify else "none",
-                    checked=len(digests) + (len(stored_digests) if verify else 0),
+                    checked=len(set(digests) | (set(stored_digests) if verify else set())),
                     renamed=len(renamed),
                     differing=tuple(differing),
                     sharded=mesh is not None,
