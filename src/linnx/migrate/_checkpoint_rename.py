@@ -160,6 +160,8 @@ def rename_pairs(
         and len(p.linen) == 1
         and np.dtype(metas[p.linen[0]].dtype) == np.dtype(p.nnx_dtype)
     ]
+    if not hasattr(ts.KvStore, "experimental_copy_range_to"):  # another TensorStore
+        return {}, {}
     old = {p.linen[0]: ".".join(index[p.linen[0]]) for p in candidates}
     zarr = zarr_metadata(where, set(old.values())) if candidates else None
     if not zarr:

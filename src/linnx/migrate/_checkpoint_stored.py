@@ -29,7 +29,7 @@ from ._checkpoint_files import DIGEST, HASHES
 __all__ = ["PIECE", "open_index", "read_layers", "read_stored", "zarr_metadata"]
 
 #: the size of one read (and of one decoded piece)
-PIECE = 16 << 20
+PIECE = 4 << 20
 
 
 def open_index(db: Path) -> Any:

@@ -65,7 +65,7 @@ from ._checks import check_mapping, check_nnx, check_path, check_plan
 from ._errors import CheckpointError, MigrationTypeError
 from ._paths import patterns
 from ._plan import Pair, Plan
-from ._stream_layers import Sliced, move_layers, sliceable, verify_layers
+from ._stream_layers import Sliced, move_layers, read_back, sliceable, verify_layers
 from ._stream_plan import (
     _NOT_VARIABLES,
     _check,
@@ -566,15 +566,7 @@ def _verify(
                     q.nnx for p in group for leaf in p.linen for q in by_linen.get(leaf, [p])
                 )
             )
-            keys = {n: (*map(str, live[n][0]), "value") for n in names}
-            with _reading(model_dir):
-                got = restore_part(
-                    reader,
-                    model_dir,
-                    subtree(written, keys.values()),
-                    lambda _, m: ocp.RestoreArgs(restore_type=np.ndarray),
-                )
-            values = {n: _leaf_meta(got, keys[n]) for n in names}
+            values = read_back(reader, model_dir, written, live, names)
             for leaf in dict.fromkeys(leaf for p in group for leaf in p.linen):
                 sds = plan.linen_leaves.get(leaf)
                 rebuilt = to_linen_value(

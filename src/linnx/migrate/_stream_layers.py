@@ -5,7 +5,8 @@ blocks) is one Linen array of all layers: read whole, it alone can be a third of
 checkpoint. When such an array is bigger than a group, is stored as one chunk, and is only
 unstacked along axis 0, its layers are contiguous in the decoded bytes, so
 ``_checkpoint_stored.read_layers`` decodes its zstd stream piece by piece and hands out a few
-layers at a time (about ``group_bytes``); each batch is made into its NNX values, checked and
+layers at a time (about half of ``group_bytes``: the next batch is decoded in a background
+thread while this one is written); each batch is made into its NNX values, checked and
 written as a part of its own, and verification re-reads the written layers in the same
 batches, feeding one checksum in layer order.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from ._plan import Pair
 from ._stream_plan import _nbytes
 from ._stream_values import _check_finite_group, _transform
 
-__all__ = ["Sliced", "move_layers", "sliceable", "verify_layers"]
+__all__ = ["Sliced", "move_layers", "read_back", "sliceable", "verify_layers"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +78,9 @@ def sliceable(
         meta = zarr.get(names[leaf])
         shape = tuple(metas[leaf].shape)
         if meta is not None and tuple(meta["chunks"]) == shape:
-            per_batch = max(1, group_bytes // max(1, _nbytes(metas[leaf]) // shape[0]))
+            # two batches are alive at once (one decoded while the other is written)
+            layer = max(1, _nbytes(metas[leaf]) // shape[0])
+            per_batch = max(1, group_bytes // (2 * layer))
             out[leaf] = Sliced(tuple(ps), names[leaf], meta, per_batch)
     return out
 
@@ -100,7 +104,7 @@ def move_layers(
     batches = read_layers(
         open_index(where), sliced.name, meta.dtype, shape, sliced.meta, sliced.per_batch
     )
-    for batch in _named(batches, where, leaf):
+    for batch in _ahead(_named(batches, where, leaf)):
         group = list(sliced.pairs[start : start + len(batch)])
         values = {}
         for p in group:
@@ -114,6 +118,16 @@ def move_layers(
         largest = max(largest, batch.nbytes)
         start += len(batch)
     return h.hexdigest(), largest
+
+
+def _ahead(items: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """``items``, each next one made in a background thread while this one is used (the
+    decoding of the next batch overlaps the writing of this one)."""
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        coming = worker.submit(next, items, None)
+        while (item := coming.result()) is not None:
+            coming = worker.submit(next, items, None)
+            yield item
 
 
 def _named(batches: Iterator[np.ndarray], where: Path, leaf: str) -> Iterator[np.ndarray]:
@@ -146,14 +160,27 @@ def verify_layers(
     h = checksum_hasher(np.dtype(sliced.pairs[0].nnx_dtype), shape)
     for start in range(0, len(sliced.pairs), sliced.per_batch):
         names = [p.nnx for p in sliced.pairs[start : start + sliced.per_batch]]
-        keys = {n: (*map(str, live[n][0]), "value") for n in names}
-        with _reading(model_dir):
-            got = restore_part(
-                reader,
-                model_dir,
-                subtree(written, keys.values()),
-                lambda _, m: ocp.RestoreArgs(restore_type=np.ndarray),
-            )
+        values = read_back(reader, model_dir, written, live, names)
         for n in names:
-            h.update(np.ascontiguousarray(_leaf_meta(got, keys[n])).reshape(-1).view(np.uint8))
+            h.update(np.ascontiguousarray(values[n]).reshape(-1).view(np.uint8))
     return h.hexdigest() == digest
+
+
+def read_back(
+    reader: Any,
+    model_dir: Path,
+    written: Mapping[str, Any],
+    live: Mapping[str, tuple[Any, nnx.Variable]],
+    names: Sequence[str],
+) -> dict[str, np.ndarray]:
+    """The values of NNX variables ``names`` as written in the checkpoint at ``model_dir``
+    (``written``: its tree metadata), read into host memory."""
+    keys = {n: (*map(str, live[n][0]), "value") for n in names}
+    with _reading(model_dir):
+        got = restore_part(
+            reader,
+            model_dir,
+            subtree(written, keys.values()),
+            lambda _, m: ocp.RestoreArgs(restore_type=np.ndarray),
+        )
+    return {n: _leaf_meta(got, keys[n]) for n in names}

@@ -21,7 +21,7 @@ from ._errors import CheckpointError
 from ._paths import matches_any
 from ._plan import Pair, Plan, _desc
 from ._record import EXCLUDED_NNX_TYPES
-from ._transfer import check_problems
+from ._transfer import check_problems, shape_mismatches
 
 _NOT_VARIABLES = ("step", "opt_state", "apply_fn", "tx")
 
@@ -156,13 +156,7 @@ def _check(
             mismatched.append((where, _desc(t_shape, t_dtype), _desc(value.shape, value.dtype)))
             continue
         pairs.append(pair)
-    for m in plan.mismatched:
-        if m.reason != "shape":
-            continue
-        if matches_any(m.nnx, allow_missing) and all(matches_any(p, allow_unused) for p in m.linen):
-            continue
-        used.update(m.linen)
-        mismatched.append((f"{m.linen[0]} -> {m.nnx}", m.nnx_desc, m.linen_desc))
+    mismatched += shape_mismatches(plan, allow_missing, allow_unused, used)
     filled = {p.nnx for p in pairs}
     missing = [
         name

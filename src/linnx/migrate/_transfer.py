@@ -81,6 +81,23 @@ def _shorten(paths: Sequence[str], limit: int = 40) -> str:
     return shown + (f", ... ({len(paths) - limit} more)" if len(paths) > limit else "")
 
 
+def shape_mismatches(
+    plan: Plan, allow_missing: Sequence[str], allow_unused: Sequence[str], used: set[str]
+) -> list[tuple[str, str, str]]:
+    """The plan's shape mismatches that ``allow_missing``/``allow_unused`` do not both excuse,
+    as ``(where, expected, got)``; their Linen leaves are added to ``used`` (they are not
+    unused: they have the wrong shape)."""
+    out = []
+    for m in plan.mismatched:
+        if m.reason != "shape":
+            continue
+        if matches_any(m.nnx, allow_missing) and all(matches_any(p, allow_unused) for p in m.linen):
+            continue
+        used.update(m.linen)
+        out.append((f"{m.linen[0]} -> {m.nnx}", m.nnx_desc, m.linen_desc))
+    return out
+
+
 def check_problems(
     *,
     missing: Sequence[str] = (),
@@ -390,13 +407,7 @@ def linen_to_nnx(
         else:
             # astype only when needed: a typed PRNG key cannot be cast, even to its own dtype.
             new[pair.nnx] = value if value.dtype == target.dtype else value.astype(target.dtype)
-    for m in plan.mismatched:
-        if m.reason != "shape":
-            continue
-        if matches_any(m.nnx, allow_missing) and all(matches_any(p, allow_unused) for p in m.linen):
-            continue
-        used.update(m.linen)
-        mismatched.append((f"{m.linen[0]} -> {m.nnx}", m.nnx_desc, m.linen_desc))
+    mismatched += shape_mismatches(plan, allow_missing, allow_unused, used)
     missing = [p for p in _required(live) if p not in new and not matches_any(p, allow_missing)]
     unused = [p for p in flat if p not in used and not matches_any(p, allow_unused)]
     collections = sorted({p.split("/", 1)[0] for p in plan.linen_leaves})
