@@ -6,8 +6,9 @@ current trace level (to refuse a write *before* anything is written), the bookke
 attribute checks (to skip walks that cannot fail), Linen's call context (to run NNX code as
 if outside Linen, and to tell a plain top-level call), the mesh of a ``with mesh:`` block, the
 hook through which NNX constructs a module, the text of a few Flax errors that carry no
-attributes, and Orbax's private OCDBT merge (the streamed checkpoint migration joins its groups
-with it). They all live here, and nowhere else under ``src/linnx`` (a test greps for it).
+attributes, Orbax's private OCDBT merge (the streamed checkpoint migration joins its groups
+with it) and the format of Orbax's metadata files (to describe the arrays a migration renamed
+in place). They all live here, and nowhere else under ``src/linnx`` (a test greps for it).
 
 Each access is guarded: at import, :data:`CHECKS` records, by name, whether the internal
 looks as this module expects. Where a check fails (another Flax or JAX version), the code
@@ -24,7 +25,9 @@ switch-off test run.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
+import shutil
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -600,9 +603,7 @@ def join_orbax_parts(parts: list[Any], out: Any) -> None:
     Raises ``RuntimeError`` where the installed Orbax does not look as expected (the caller
     turns it into a typed error).
     """
-    import json
     import os
-    import shutil
 
     if not orbax_join_available():
         raise RuntimeError(f"this Orbax differs from the one linnx knows: {_ORBAX_JOIN}")
@@ -639,3 +640,55 @@ def join_orbax_parts(parts: list[Any], out: Any) -> None:
         )
     )
     (out / "commit_success.txt").write_text("Checkpoint commit was successful.")
+
+
+def _orbax_name(entry: Any) -> str:
+    """The parameter name (the key prefix in the database) of a ``_METADATA`` tree entry."""
+    return ".".join(str(k["key"]) for k in entry["key_metadata"])
+
+
+def orbax_part_names(shadow: Any) -> dict[tuple[str, ...], str]:
+    """Key path -> parameter name of every array Orbax wrote into ``shadow``."""
+    metadata = json.loads((shadow / "_METADATA").read_text())
+    return {
+        tuple(str(k["key"]) for k in entry["key_metadata"]): _orbax_name(entry)
+        for entry in metadata["tree_metadata"].values()
+    }
+
+
+def describe_orbax_part(shadow: Any, part: Any, chunks: Any) -> None:
+    """Gives ``part`` (a ``pathlib.Path`` whose ``ocdbt.process_0`` holds renamed arrays)
+    Orbax's metadata files.
+
+    ``shadow`` is what Orbax wrote for the same NNX variables holding one-element stand-ins:
+    its files have Orbax's own format and keys; only each array's write and chunk shape are
+    changed to what the renamed data has (``chunks``, by Orbax parameter name). Raises
+    ``RuntimeError`` where those files do not look as expected (the caller then restores and
+    saves instead)."""
+    for name in ("_CHECKPOINT_METADATA", "_sharding"):
+        if (shadow / name).exists():
+            shutil.copy(shadow / name, part / name)
+    metadata = json.loads((shadow / "_METADATA").read_text())
+    patched: set[str] = set()
+    for entry in metadata["tree_metadata"].values():
+        name = _orbax_name(entry)
+        if name in chunks and "write_shape" in entry["value_metadata"]:
+            entry["value_metadata"]["write_shape"] = chunks[name]
+            patched.add(name)
+    (part / "_METADATA").write_text(json.dumps(metadata))
+    arrays = []
+    for file in sorted((shadow / "array_metadatas").glob("*")):
+        arrays += json.loads(file.read_text()).get("array_metadatas", [])
+    for entry in arrays:
+        meta = entry["array_metadata"]
+        if meta["param_name"] in chunks:
+            meta["write_shape"] = meta["chunk_shape"] = chunks[meta["param_name"]]
+            patched.add(meta["param_name"] + "#array")
+    (part / "array_metadatas").mkdir()
+    (part / "array_metadatas" / "process_0").write_text(json.dumps({"array_metadatas": arrays}))
+    expected = set(chunks) | {f"{n}#array" for n in chunks}
+    if patched != expected:
+        raise RuntimeError(
+            "Orbax's metadata files do not look as linnx expects (no write/chunk shape for "
+            f"{sorted(expected - patched)[:5]})"
+        )

@@ -21,7 +21,6 @@ whatever the array's size.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -36,6 +35,7 @@ import orbax.checkpoint as ocp
 import tensorstore as ts
 from flax import nnx
 
+from .._flax_internals import describe_orbax_part, orbax_part_names
 from ._checkpoint_files import _leaf_meta, _reading, restore_part, subtree
 from ._checkpoint_stored import open_index, read_stored, zarr_metadata
 from ._errors import CheckpointError
@@ -86,55 +86,6 @@ def rename_in_place(where: Path, db: Path, moves: Sequence[tuple[str, str]]) -> 
         raise OSError(f"renaming in the copied index left {sorted(left ^ news)[:5]}")
 
 
-def orbax_name(entry: Mapping[str, Any]) -> str:
-    """The parameter name (the key prefix in the database) of a ``_METADATA`` tree entry."""
-    return ".".join(str(k["key"]) for k in entry["key_metadata"])
-
-
-def shadow_names(shadow: Path) -> dict[tuple[str, ...], str]:
-    """Key path -> parameter name of every array Orbax wrote into ``shadow``."""
-    metadata = json.loads((shadow / "_METADATA").read_text())
-    return {
-        tuple(str(k["key"]) for k in entry["key_metadata"]): orbax_name(entry)
-        for entry in metadata["tree_metadata"].values()
-    }
-
-
-def describe(shadow: Path, part: Path, chunks: Mapping[str, list[int]]) -> None:
-    """Gives ``part`` (whose ``ocdbt.process_0`` holds renamed arrays) Orbax's metadata files.
-
-    ``shadow`` is what Orbax wrote for the same NNX variables holding one-element stand-ins:
-    its files have Orbax's own format and keys; only each array's write and chunk shape
-    (``chunks``, by Orbax parameter name) are changed to what the renamed data has."""
-    for name in ("_CHECKPOINT_METADATA", "_sharding"):
-        if (shadow / name).exists():
-            shutil.copy(shadow / name, part / name)
-    metadata = json.loads((shadow / "_METADATA").read_text())
-    patched: set[str] = set()
-    for entry in metadata["tree_metadata"].values():
-        name = orbax_name(entry)
-        if name in chunks and "write_shape" in entry["value_metadata"]:
-            entry["value_metadata"]["write_shape"] = chunks[name]
-            patched.add(name)
-    (part / "_METADATA").write_text(json.dumps(metadata))
-    arrays = []
-    for file in sorted((shadow / "array_metadatas").glob("*")):
-        arrays += json.loads(file.read_text()).get("array_metadatas", [])
-    for entry in arrays:
-        meta = entry["array_metadata"]
-        if meta["param_name"] in chunks:
-            meta["write_shape"] = meta["chunk_shape"] = chunks[meta["param_name"]]
-            patched.add(meta["param_name"] + "#array")
-    (part / "array_metadatas").mkdir()
-    (part / "array_metadatas" / "process_0").write_text(json.dumps({"array_metadatas": arrays}))
-    expected = set(chunks) | {f"{n}#array" for n in chunks}
-    if patched != expected:
-        raise RuntimeError(
-            "Orbax's metadata files do not look as linnx expects (no write/chunk shape for "
-            f"{sorted(expected - patched)[:5]})"
-        )
-
-
 # -- the pairs of a streamed migration that only rename ---------------------------------------
 
 
@@ -179,7 +130,7 @@ def rename_pairs(
         for p in candidates
     ]
     writer.save(shadow, _state(stand_ins))
-    names = shadow_names(shadow)
+    names = orbax_part_names(shadow)
     new: dict[str, str] = {}
     for p in candidates:
         path = tuple(map(str, live[p.nnx][0]))
@@ -194,7 +145,7 @@ def rename_pairs(
         part.mkdir()
         rename_in_place(where, part / "ocdbt.process_0", moves)
         chunks = {new[p.nnx]: zarr[old[p.linen[0]]]["chunks"] for p in candidates}
-        describe(shadow, part, chunks)
+        describe_orbax_part(shadow, part, chunks)
     except (OSError, RuntimeError):
         # another filesystem (no hard links), or an Orbax that writes otherwise: restore
         # and save every array instead

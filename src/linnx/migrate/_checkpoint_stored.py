@@ -49,10 +49,13 @@ def zarr_metadata(where: Path, names: Iterable[str]) -> dict[str, dict[str, Any]
         return None
     if not (where / "manifest.ocdbt").is_file() or saved.get("use_zarr3", False):
         return None
-    kv = open_index(where)
     out = {}
-    for name in names:
-        got = kv.read(f"{name}/.zarray").result()
+    try:
+        kv = open_index(where)
+        found = {name: kv.read(f"{name}/.zarray").result() for name in names}
+    except Exception:  # an index TensorStore cannot open: the restore path names the damage
+        return None
+    for name, got in found.items():
         if got.state != "value":
             continue
         meta = json.loads(got.value)
