@@ -10,6 +10,11 @@ the parts become one checkpoint: each part's OCDBT database is a per-process dat
 result, and Orbax's own merge indexes them (no array is copied twice). A Linen user restores
 it with the standard NNX recipe, exactly like what :func:`save_nnx_checkpoint` writes.
 
+Two kinds of pairs skip the whole-array round trip. Pairs that only rename an array are
+renamed in a hard-linked copy of the source's index, their data never decoded nor rewritten
+(``_checkpoint_rename``); a stack bigger than a group that the port cuts into layers is
+decoded piece by piece and moved a few layers at a time (``_stream_layers``).
+
 With a ``mesh``, each NNX value is read straight into the sharding its variable's annotation
 asks for (``nnx.with_partitioning``, or the names a boxed Linen parameter carried): the
 source arrays are restored already sharded, the layout change runs under ``jax.jit`` with

@@ -118,8 +118,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--stream",
         action="store_true",
         help="move the checkpoint group by group (memory: about --group-mib or the largest "
-        "array, not the checkpoint); verification then compares a checksum of every moved "
-        "array with the source instead of running the models",
+        "array restored whole, not the checkpoint); verification then compares a checksum of "
+        "every moved array with the source instead of running the models",
     )
     parser.add_argument(
         "--group-mib",
