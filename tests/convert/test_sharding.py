@@ -183,8 +183,12 @@ def test_the_converted_model_shards_like_linen_on_a_2x4_mesh(corpus, tmp_path):
         kernel = nnx_model.mlp_2.wi.kernel.get_value()
         assert kernel.sharding.spec == P(None, "model")
         assert len(kernel.addressable_shards) == 8
-    # Move the Linen weights (linnx.migrate traces the Linen model without a mesh)...
+    # Move the Linen weights; matching under the mesh and its rules (boxed weights: their
+    # sharding constraints must not run on the trace's abstract values) gives the same plan.
     plan = migrate.match(linen_model, nnx_model, *args, rename=result.path_map)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        on_mesh = migrate.match(linen_model, nnx_model, *args, rename=result.path_map)
+    assert on_mesh.to_dict() == plan.to_dict() and len(plan.pairs) == len(result.path_map)
     nnx_model = migrate.linen_to_nnx(variables, nnx_model, plan)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         # ... shard the NNX state by its own names, and run both models on the mesh.

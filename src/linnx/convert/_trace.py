@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..migrate._paths import unboxed
 from ._errors import ExampleError
 
 __all__ = ["Example", "ChildCall", "Instance", "Trace", "load_source", "parse_example", "trace"]
@@ -284,14 +285,13 @@ def trace(example: Example, mod: types.ModuleType, rng_names: tuple[str, ...]) -
             f"{e}\nFix: pass inputs of the shapes and dtypes the model expects, and every "
             "call argument it needs (e.g. train=False)."
         ) from e
-    from flax.core import meta
 
     for inst in instances.values():
         inst.tree = instances
     for (col, *rest), leaf in iter_vars(variables):
         owner = instances.get(tuple(rest[:-1]))
         if owner is not None:
-            owner.own_vars[(col, rest[-1])] = meta.unbox(leaf)  # nn.Partitioned: its value
+            owner.own_vars[(col, rest[-1])] = unboxed(leaf)  # nn.Partitioned: its value
     return Trace(example, instances, variables, rng_names)
 
 

@@ -36,7 +36,6 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
-from flax.core import meta
 
 from .._keypath import path_str
 from .._public import public
@@ -55,7 +54,7 @@ from ._checkpoint_files import (
 from ._checks import check_mapping, check_nnx, check_path, check_plan
 from ._errors import CheckpointError
 from ._optim import opt_state_to_linen, opt_state_to_nnx
-from ._paths import flatten_mapping
+from ._paths import flatten_mapping, unboxed
 from ._plan import Plan
 from ._transfer import linen_to_nnx, nnx_to_linen
 
@@ -109,13 +108,13 @@ class LinenCheckpoint:
 
     def __repr__(self) -> str:
         # A summary, never the arrays: a real checkpoint would print gigabytes of numbers.
-        leaves = jax.tree_util.tree_leaves(meta.unbox(self.variables))
+        leaves = jax.tree_util.tree_leaves(unboxed(self.variables))
         size = sum(getattr(x, "nbytes", 0) for x in leaves)
         parts = [f"kind={self.kind!r}"]
         if self.step is not None:
             parts.append(f"step={self.step}")
         collections = ", ".join(
-            f"{name!r}: {len(jax.tree_util.tree_leaves(meta.unbox(tree)))} arrays"
+            f"{name!r}: {len(jax.tree_util.tree_leaves(unboxed(tree)))} arrays"
             for name, tree in self.variables.items()
         )
         parts.append(f"variables={{{collections}}} ({_bytes(size)})")
@@ -238,7 +237,7 @@ def _split(raw: Any, where: Path) -> LinenCheckpoint:
             continue
         (variables if isinstance(value, Mapping) else extra)[key] = value
     step = raw.get("step")
-    opt_state = meta.unbox(raw.get("opt_state"))
+    opt_state = unboxed(raw.get("opt_state"))
     return LinenCheckpoint(
         variables=variables,
         opt_state=opt_state,

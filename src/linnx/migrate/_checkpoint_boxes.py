@@ -22,6 +22,7 @@ from flax import linen as nn
 from flax.core import meta
 
 from .._keypath import path_str
+from ._paths import unboxed
 
 __all__ = ["box_record", "unwrap", "rebox", "names_after"]
 
@@ -115,7 +116,7 @@ def rebox(variables: Mapping[str, Any], boxes: Mapping[str, Any], wanted: set[st
     def walk(node: Any, path: tuple[str, ...]) -> Any:
         where = path_str(path)
         if where in back:
-            return {"value": meta.unbox(node)}
+            return {"value": unboxed(node)}
         if isinstance(node, Mapping):
             return {k: walk(v, (*path, str(k))) for k, v in node.items()}
         return node

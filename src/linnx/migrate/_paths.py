@@ -13,6 +13,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import jax
+from flax.core import meta
+
 from ._errors import MigrationTypeError, RenameError
 
 __all__ = [
@@ -45,6 +48,20 @@ def flatten_mapping(tree: Any, prefix: Path = ()) -> dict[Path, Any]:
     elif prefix:
         out[prefix] = tree
     return out
+
+
+def unboxed(tree: Any) -> Any:
+    """``tree`` with every Flax box (``nn.Partitioned``, ``nn.LogicallyPartitioned``, ...)
+    replaced by its value, as is. ``meta.unbox`` also applies the box's sharding constraint
+    when a mesh is set: an error on the abstract values of a trace, and a reshard of concrete
+    ones, where migration only reads them."""
+
+    def value(x: Any) -> Any:
+        if isinstance(x, meta.Partitioned):
+            return x.unbox(apply_constraint=False)
+        return x.unbox() if isinstance(x, meta.AxisMetadata) else x
+
+    return jax.tree_util.tree_map(value, tree, is_leaf=lambda x: isinstance(x, meta.AxisMetadata))
 
 
 def unflatten_mapping(flat: Mapping[Path, Any]) -> dict[Any, Any]:

@@ -30,14 +30,13 @@ import jax
 import numpy as np
 from flax import linen as nn
 from flax import nnx
-from flax.core import meta
 from flax.linen.partitioning import AxisMetadata
 
 from .._keypath import path_str
 from ..bridge import ToNNX, registered_pairs
 from ..bridge._registry import registered_name
 from ._errors import TraceError
-from ._paths import Path, flatten_mapping
+from ._paths import Path, flatten_mapping, unboxed
 
 __all__ = [
     "VarInfo",
@@ -345,7 +344,7 @@ def record_linen(
             rec.outputs = _shapes(out)
             with contextlib.suppress(Exception):
                 for col, tree in m.variables.items():
-                    for p, leaf in flatten_mapping(meta.unbox(tree)).items():
+                    for p, leaf in flatten_mapping(unboxed(tree)).items():
                         if hasattr(leaf, "shape"):
                             rec.var_shapes[(col, *p)] = tuple(leaf.shape)
         return out
@@ -363,7 +362,7 @@ def record_linen(
     except Exception as err:
         raise _trace_failed("linen", err, kwargs) from err
 
-    flat = flatten_mapping(meta.unbox(variables))
+    flat = flatten_mapping(unboxed(variables))
     module_paths = set(calls) | {()}
     by_owner: dict[Path, list[VarInfo]] = {}
     all_vars: dict[str, VarInfo] = {}

@@ -14,7 +14,6 @@ from typing import Any, Final, TypeVar
 
 import jax
 from flax import nnx
-from flax.core import meta
 
 from .._errors import StructureMismatchError
 from .._keypath import path_str
@@ -26,6 +25,7 @@ from ._paths import (
     matches_any,
     patterns,
     similarity,
+    unboxed,
     unflatten_mapping,
     whole_subtrees,
 )
@@ -370,7 +370,7 @@ def linen_to_nnx(
     # A to_linen graphdef and params_axes entries describe the model; they are not weights.
     flat = {
         path_str(p): v
-        for p, v in flatten_mapping(meta.unbox(variables)).items()
+        for p, v in flatten_mapping(unboxed(variables)).items()
         if non_weight_leaf(v) is None
     }
     live = _live_variables(nnx_model)

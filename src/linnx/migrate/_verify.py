@@ -28,7 +28,6 @@ import jax
 import numpy as np
 from flax import linen as nn
 from flax import nnx
-from flax.core import meta
 
 from .._errors import LinnxError
 from .._keypath import path_str
@@ -44,7 +43,7 @@ from ._deterministic import (
 )
 from ._errors import MigrationTypeError, TraceError, VerificationError
 from ._match import match
-from ._paths import flatten_mapping
+from ._paths import flatten_mapping, unboxed
 from ._plan import Plan
 from ._record import non_weight_leaf
 from ._transfer import nnx_to_linen
@@ -226,7 +225,7 @@ def _compare_outputs(mode, linen_out, nnx_out, atol, rtol) -> list[Difference]:
 def _compare_collections(mode, updates, after, atol, rtol) -> list[Difference]:
     out = []
     by_col: dict[str, list[tuple[str, Any]]] = {}
-    for path, leaf in flatten_mapping(meta.unbox(updates)).items():
+    for path, leaf in flatten_mapping(unboxed(updates)).items():
         if non_weight_leaf(leaf) is not None:
             continue  # a to_linen graphdef, params_axes names: structure, not state
         by_col.setdefault(str(path[0]), []).append((path_str(path), leaf))
