@@ -172,3 +172,37 @@ def test_a_submodule_made_in_one_statement_and_called_twice_is_one_attribute(tmp
     assert "def __call__(self, x):" in result.code
     assert result.path_map == {"Dense_0/bias": "proj/bias", "Dense_0/kernel": "proj/kernel"}
     assert ruff(result.code, tmp_path) == ""
+
+
+POSITIONAL = {
+    # big_vision's style: the train/eval flag passed positionally to the layer's call
+    "compact": (
+        "class Net(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x, train: bool = False):\n"
+        "        x = nn.BatchNorm(momentum=0.9)(nn.Dense(4)(x), not train)\n"
+        "        return nn.Dropout(0.5)(nn.Dropout(0.1)(x, True), not train)\n",
+        "return self.dropout1(self.dropout2(x, deterministic=True))",
+    ),
+    "setup": (
+        "class Net(nn.Module):\n"
+        "    def setup(self):\n"
+        "        self.dense = nn.Dense(4)\n"
+        "        self.drop = nn.Dropout(0.5)\n\n"
+        "    def __call__(self, x, train: bool):\n"
+        "        return self.drop(self.dense(x), not train)\n",
+        "return self.drop(self.dense(x))",
+    ),
+}
+
+
+@pytest.mark.parametrize("style", sorted(POSITIONAL))
+def test_a_train_flag_passed_positionally_is_a_mode_switch(style):
+    body, call = POSITIONAL[style]
+    example = ["Net()(jnp.ones((2, 3)), train=False)"]
+    result = convert.convert_source(HEAD + body, example)
+    assert result.ok, result.report()
+    assert "def __call__(self, x):" in result.code and call in result.code, result.code
+    kept = convert.convert_source(HEAD + body, example, keep_signatures=True)
+    assert kept.ok, kept.report()
+    assert "deterministic=not train" in kept.code, kept.code

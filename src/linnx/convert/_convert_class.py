@@ -47,7 +47,7 @@ from ._cstutil import (
 from ._idioms import inline_helper, module_factory, static_site
 from ._rng import CONVERTED_API
 from ._rnn import add_rnn_calls, is_cell, is_recurrent, rnn_site
-from ._rules import Rule, nnx_function, nnx_kwargs, rule_for
+from ._rules import Rule, call_mode, nnx_function, nnx_kwargs, rule_for
 from ._sharding import annotation_call, is_axes_call
 from ._trace import ChildCall, Instance
 
@@ -688,9 +688,10 @@ class _Converter:
                 assert rule is not None
                 ctor_args = () if id(site) in seen else site.ctor.args
                 seen.add(id(site))
-                for a in (*ctor_args, *node.args):
+                for a in ctor_args:
                     if a.keyword is not None and a.keyword.value in rule.modes:
                         out.append(a.value)
+                out += [a.value for i, a in enumerate(node.args) if call_mode(rule, i, a)]
             elif site.kind == "user":
                 child = self.ctx.plans[site.child_cls.__name__]
                 out += [node.args[i].value for i in child.flag_args(node.args)]

@@ -119,6 +119,15 @@ def calls_in(node: cst.CSTNode) -> list[cst.Call]:
     return visitor.calls
 
 
+def keyword_arg(name: str, arg: cst.Arg) -> cst.Arg:
+    """``arg`` passed as ``name=value`` (no spaces around ``=``, as black writes it)."""
+    tight = cst.SimpleWhitespace("")
+    return arg.with_changes(
+        keyword=cst.Name(name),
+        equal=cst.AssignEqual(whitespace_before=tight, whitespace_after=tight),
+    )
+
+
 def names_in(node: cst.CSTNode) -> set[str]:
     """The free names an expression reads."""
     v = _Names()

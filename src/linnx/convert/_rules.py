@@ -35,6 +35,8 @@ class Rule:
         size_kw: the NNX keyword of the input size (used when a factory is called).
         rename: Linen field -> NNX argument name.
         modes: Linen fields (and call arguments) that only choose train/eval behaviour.
+        call_modes: the position of such an argument when the Linen layer's call may take it
+            positionally (``nn.Dropout(rate)(x, deterministic)``), by position.
         out: the Linen field that gives the output's last axis; ``IN`` when it keeps the
             input's; ``None`` when unknown.
         out_default_in: ``out`` falls back to the input size when the field is unset.
@@ -48,6 +50,7 @@ class Rule:
     size_kw: str | None = None
     rename: Mapping[str, str] = field(default_factory=dict)
     modes: tuple[str, ...] = ()
+    call_modes: Mapping[int, str] = field(default_factory=dict)
     out: str | None = IN
     out_default_in: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)  # NNX arguments Linen implies
@@ -105,13 +108,34 @@ RULES: dict[str, Rule] = {
         Rule("LayerNorm", "LayerNorm", (IN,), "num_features"),
         Rule("RMSNorm", "RMSNorm", (IN,), "num_features"),
         Rule("GroupNorm", "GroupNorm", (IN,), "num_features"),
-        Rule("BatchNorm", "BatchNorm", (IN,), "num_features", modes=("use_running_average",)),
-        Rule("Dropout", "Dropout", ("rate",), modes=("deterministic",)),
+        Rule(
+            "BatchNorm",
+            "BatchNorm",
+            (IN,),
+            "num_features",
+            modes=("use_running_average",),
+            call_modes={1: "use_running_average"},
+        ),
+        Rule(
+            "Dropout",
+            "Dropout",
+            ("rate",),
+            modes=("deterministic",),
+            call_modes={1: "deterministic"},
+        ),
         Rule("MultiHeadDotProductAttention", "MultiHeadAttention", **_ATTENTION),
         Rule("MultiHeadAttention", "MultiHeadAttention", **_ATTENTION),
         Rule("SelfAttention", "MultiHeadAttention", **_ATTENTION),
     )
 }
+
+
+def call_mode(rule: Rule, index: int, arg: Any) -> str | None:
+    """The train/eval argument that argument ``index`` (a ``cst.Arg``) of a call of the
+    layer sets, by keyword or by position; ``None`` for any other argument."""
+    if arg.keyword is not None:
+        return arg.keyword.value if arg.keyword.value in rule.modes else None
+    return rule.call_modes.get(index) if not arg.star else None
 
 
 def rule_for(cls: type) -> Rule | None:

@@ -14,10 +14,10 @@ import libcst as cst
 
 from ._classes import Site, literal
 from ._convert_class import _BASE_NAMES
-from ._cstutil import calls_in, code, dotted, is_self_attr, names_in, snake, targets
+from ._cstutil import calls_in, code, dotted, is_self_attr, keyword_arg, names_in, snake, targets
 from ._idioms import inline_helper
 from ._rnn import is_recurrent, setup_rnn
-from ._rules import IN, rule_for
+from ._rules import IN, call_mode, rule_for
 from ._sharding import axes_call
 
 if TYPE_CHECKING:
@@ -197,8 +197,8 @@ def _collect_modes(b, method, sites, out) -> None:
             site = sites.get(name) if name else None
             if site is not None and site.kind == "layer":
                 rule = rule_for(site.child_cls)
-                for a in node.args:
-                    if a.keyword is not None and a.keyword.value in rule.modes:
+                for i, a in enumerate(node.args):
+                    if call_mode(rule, i, a) is not None:
                         out.append(a.value)
             elif site is not None and site.kind == "user":
                 child = b.ctx.plans[site.child_cls.__name__]
@@ -425,8 +425,11 @@ def _rewrite_method(b, m: cst.FunctionDef, sites, params, drop_flags: bool):
             args = []
             for i, a in enumerate(updated.args):
                 kw = a.keyword.value if a.keyword is not None else None
-                if rule is not None and kw in rule.modes and names_in(a.value) & removed:
+                mode = call_mode(rule, i, a) if rule is not None else None
+                if mode is not None and names_in(a.value) & removed:
                     continue
+                if mode is not None and kw is None:
+                    a = keyword_arg(mode, a)  # NNX takes it by keyword only
                 if child is not None:
                     pname = kw or (child.call_params[i] if i < len(child.call_params) else None)
                     if pname in child.removed_flags:

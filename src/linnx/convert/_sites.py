@@ -26,10 +26,10 @@ from ._classes import (
     literal,
     one_value,
 )
-from ._cstutil import code, dotted, identifier, is_self_attr, names_in, unique
+from ._cstutil import code, dotted, identifier, is_self_attr, keyword_arg, names_in, unique
 from ._rng import RngMixin
 from ._rnn import lifted_method, rnn_call, rnn_ctor
-from ._rules import IN, Rule, nnx_kwargs, rule_for
+from ._rules import IN, Rule, call_mode, nnx_kwargs, rule_for
 from ._sharding import axes_call, unwrap_annotation
 from ._trace import ChildCall, Instance
 from ._walk import _Walker
@@ -102,6 +102,7 @@ class _Compact(CacheMixin, RngMixin, _Walker):
         kw = self.arg_fields(ctor, site.child_cls)
         moved: list[str] = []
         drop_call_args: set[int] = set()
+        keyword_call_args: dict[int, str] = {}
         out: str | None = None
         lines: list[str] = []
         if site.kind == "layer":
@@ -115,9 +116,11 @@ class _Compact(CacheMixin, RngMixin, _Walker):
                     node,
                 )
             for i, a in enumerate(node.args):
-                if a.keyword is not None and a.keyword.value in rule.modes:
-                    if names_in(a.value) & self.removed:
-                        drop_call_args.add(i)
+                mode = call_mode(rule, i, a)
+                if mode is not None and names_in(a.value) & self.removed:
+                    drop_call_args.add(i)
+                elif mode is not None and a.keyword is None:
+                    keyword_call_args[i] = mode  # NNX takes it by keyword only
             args_t: dict[str, str] = {}
             for f, v in kw.items():
                 if f in rule.modes:
@@ -240,19 +243,14 @@ class _Compact(CacheMixin, RngMixin, _Walker):
         target = self.target(site, loops, conds) if not dry and not site.named else ""
 
         def replace(updated: cst.Call, target=target, drop=frozenset(drop_call_args)):
-            args = [a for i, a in enumerate(updated.args) if i not in drop]
+            args = [
+                keyword_arg(keyword_call_args[i], a) if i in keyword_call_args else a
+                for i, a in enumerate(updated.args)
+                if i not in drop
+            ]
             for m in moved:
                 k, _, v = m.partition("=")
-                args.append(
-                    cst.Arg(
-                        value=cst.parse_expression(v),
-                        keyword=cst.Name(k),
-                        equal=cst.AssignEqual(
-                            whitespace_before=cst.SimpleWhitespace(""),
-                            whitespace_after=cst.SimpleWhitespace(""),
-                        ),
-                    )
-                )
+                args.append(keyword_arg(k, cst.Arg(value=cst.parse_expression(v))))
             if args:
                 args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
             func = cst.parse_expression(target) if target else updated.func
