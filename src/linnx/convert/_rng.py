@@ -103,25 +103,38 @@ class RngMixin:
 
     def drop_init_branches(self, method: cst.FunctionDef) -> cst.FunctionDef:
         """``if self.is_initializing(): A else: B`` became ``if False: ...``: only B stays
-        (``if not ...``: only A)."""
+        (``if not ...``: only A); ``if self.is_mutable_collection('cache'): A`` became
+        ``if True: ...`` (NNX variables are always writable): only A stays."""
+
+        def const(test: cst.BaseExpression) -> bool | None:
+            name = test
+            if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+                name = test.expression
+            negated = name is not test
+            if isinstance(name, cst.Name) and name.value in ("True", "False"):
+                return (name.value == "True") != negated
+            return None
+
+        def inline(updated: cst.If, block: Any) -> Any:
+            """The statements of ``block`` in place of the ``if``, keeping its comments."""
+            body = list(block.body)
+            if body and updated.leading_lines:
+                lines = [*updated.leading_lines, *body[0].leading_lines]
+                body[0] = body[0].with_changes(leading_lines=lines)
+            return cst.FlattenSentinel(body)
 
         class T(cst.CSTTransformer):
             def leave_If(self, original, updated):
-                test = updated.test
-                if isinstance(test, cst.Name) and test.value == "False":
+                taken = const(updated.test)
+                if taken is True:
+                    return inline(updated, updated.body)
+                if taken is False:
                     orelse = updated.orelse
                     if orelse is None:
                         return cst.RemoveFromParent()
                     if isinstance(orelse, cst.If):
                         return orelse.with_changes(leading_lines=updated.leading_lines)
-                    return cst.FlattenSentinel(orelse.body.body)
-                if (
-                    isinstance(test, cst.UnaryOperation)
-                    and isinstance(test.operator, cst.Not)
-                    and isinstance(test.expression, cst.Name)
-                    and test.expression.value == "False"
-                ):
-                    return cst.FlattenSentinel(updated.body.body)
+                    return inline(updated, orelse.body)
                 return updated
 
         return cast(cst.FunctionDef, method.visit(T()))
