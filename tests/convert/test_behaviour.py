@@ -206,3 +206,21 @@ def test_a_train_flag_passed_positionally_is_a_mode_switch(style):
     kept = convert.convert_source(HEAD + body, example, keep_signatures=True)
     assert kept.ok, kept.report()
     assert "deterministic=not train" in kept.code, kept.code
+
+
+def test_a_child_output_size_reads_as_written():
+    source = HEAD + (
+        "class Block(nn.Module):\n"
+        "    hidden: int\n\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.Dense(2 * self.hidden)(x)\n\n\n"
+        "class Net(nn.Module):\n"
+        "    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.Dense(3)(Block(4)(x))\n"
+    )
+    result = convert.convert_source(source, ["Net()(jnp.ones((2, 5)))"])
+    assert result.ok, result.report()
+    # The field's value stands in the size as written (not `2 * (4)`).
+    assert "nnx.Linear(2 * 4, 3, rngs=rngs)" in result.code, result.code

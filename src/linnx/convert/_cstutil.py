@@ -119,6 +119,12 @@ def calls_in(node: cst.CSTNode) -> list[cst.Call]:
     return visitor.calls
 
 
+def operand(expr: str) -> str:
+    """``expr`` ready to stand inside a larger expression: a name, number or attribute as
+    is, anything compound in parentheses (``2 * self.hidden`` -> ``2 * 4``, not ``2 * (4)``)."""
+    return expr if re.fullmatch(r"[\w.]+", expr) else f"({expr})"
+
+
 def keyword_arg(name: str, arg: cst.Arg) -> cst.Arg:
     """``arg`` passed as ``name=value`` (no spaces around ``=``, as black writes it)."""
     tight = cst.SimpleWhitespace("")

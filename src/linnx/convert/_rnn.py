@@ -22,7 +22,6 @@ Weight layouts, per cell (Linen -> NNX):
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 import libcst as cst
 
 from ._classes import Site, linen_fields
-from ._cstutil import code
+from ._cstutil import code, operand
 from ._rules import nnx_kwargs
 
 if TYPE_CHECKING:
@@ -283,13 +282,8 @@ def _rnn_expr(conv: _Compact, call: cst.CSTNode, in_t: str, env, dry) -> tuple[s
     parts.append("rngs=rngs")
     out = None
     if "merge_fn" not in kw and not return_carry and out_f and out_b:
-        out = f"2 * {_operand(out_f)}" if out_f == out_b else f"{out_f} + {out_b}"
+        out = f"2 * {operand(out_f)}" if out_f == out_b else f"{out_f} + {out_b}"
     return f"nnx.Bidirectional({', '.join(parts)})", out
-
-
-def _operand(expr: str) -> str:
-    """``expr`` ready to be multiplied: a compound expression is put in parentheses."""
-    return expr if re.fullmatch(r"[\w.]+", expr) else f"({expr})"
 
 
 def _cell_expr(conv: _Compact, call, in_t: str, env) -> tuple[str, str | None]:

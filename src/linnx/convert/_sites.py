@@ -26,7 +26,16 @@ from ._classes import (
     literal,
     one_value,
 )
-from ._cstutil import code, dotted, identifier, is_self_attr, keyword_arg, names_in, unique
+from ._cstutil import (
+    code,
+    dotted,
+    identifier,
+    is_self_attr,
+    keyword_arg,
+    names_in,
+    operand,
+    unique,
+)
 from ._rng import RngMixin
 from ._rnn import lifted_method, rnn_call, rnn_ctor
 from ._rules import IN, Rule, call_mode, nnx_kwargs, rule_for
@@ -437,7 +446,7 @@ class _Compact(CacheMixin, RngMixin, _Walker):
                     if t is None:
                         bad = True
                         return updated
-                    return cst.parse_expression(f"({t})")
+                    return cst.parse_expression(operand(t))
                 return updated
 
             def leave_Name(self, original, updated):
@@ -446,7 +455,7 @@ class _Compact(CacheMixin, RngMixin, _Walker):
                     if in_t is None:
                         bad = True
                         return updated
-                    return cst.parse_expression(f"({in_t})")
+                    return cst.parse_expression(operand(in_t))
                 return updated
 
         new = expr.visit(T())
