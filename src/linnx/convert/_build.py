@@ -108,6 +108,11 @@ class _Builder(_Compact):
                 return updated if fn is None else fn(updated)
 
             def leave_For(self, original, updated):
+                if original in conv.loop_over:
+                    over, item = conv.loop_over[original]
+                    updated = updated.with_changes(
+                        target=cst.Name(item), iter=cst.parse_expression(over)
+                    )
                 extra = inserts.get(original)
                 if not extra:
                     return updated

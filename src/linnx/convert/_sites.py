@@ -65,6 +65,15 @@ class _Compact(CacheMixin, RngMixin, _Walker):
             and len(it.args) == 1
             and sum(1 for s in self.sites_in(loop.body) if s is site) == 1
         ):
+            if loop.target.value == "_" and all(
+                s is site for s in self.sites_in(loop.body) if s.is_list
+            ):
+                # `for _ in range(n)` over one list of layers: loop over the list itself
+                taken = self.method_locals | set(self.fields) | names_in(loop.body)
+                name = unique(_singular(site.attr), taken)
+                self.loop_over[loop] = (f"self.{site.attr}", name)
+                self.method_locals.add(name)
+                return name
             return f"self.{site.attr}[{loop.target.value}]"
         name = f"{site.attr}_iter"
         stmts = self.insert_before.setdefault(loops[0], [])
@@ -582,3 +591,8 @@ def _sample(value: Any, conv, node) -> str:
     if text is None:
         raise conv.fail(f"cannot write an example input of type {type(value).__name__}", node)
     return text
+
+
+def _singular(attr: str) -> str:
+    """A name for one item of the list ``attr`` (``linears`` -> ``linear``)."""
+    return attr[:-1] if attr.endswith("s") and len(attr) > 1 else f"{attr}_item"
