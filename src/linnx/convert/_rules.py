@@ -35,8 +35,8 @@ class Rule:
         size_kw: the NNX keyword of the input size (used when a factory is called).
         rename: Linen field -> NNX argument name.
         modes: Linen fields (and call arguments) that only choose train/eval behaviour.
-        call_modes: the position of such an argument when the Linen layer's call may take it
-            positionally (``nn.Dropout(rate)(x, deterministic)``), by position.
+        call_modes: position -> name of such an argument where the Linen layer's call takes
+            it positionally (``nn.Dropout(rate)(x, deterministic)``).
         out: the Linen field that gives the output's last axis; ``IN`` when it keeps the
             input's; ``None`` when unknown.
         out_default_in: ``out`` falls back to the input size when the field is unset.
