@@ -226,17 +226,31 @@ def test_a_child_output_size_reads_as_written():
     assert "nnx.Linear(2 * 4, 3, rngs=rngs)" in result.code, result.code
 
 
-def test_a_range_loop_over_one_list_of_layers_loops_over_the_list():
+LOOPS = {
+    "one list": (
+        "x = nn.relu(nn.Dense(8)(x))",
+        "for linear in self.linears:\n            x = nnx.relu(linear(x))\n",
+    ),
+    "two lists": (
+        "x = nn.LayerNorm()(nn.relu(nn.Dense(8)(x)))",
+        "for linear, layer_norm in zip(self.linears, self.layer_norms, strict=True):\n"
+        "            x = layer_norm(nnx.relu(linear(x)))\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LOOPS))
+def test_a_range_loop_over_lists_of_layers_loops_over_the_lists(case):
+    body, loop = LOOPS[case]
     source = HEAD + (
         "class MLP(nn.Module):\n"
         "    depth: int = 3\n\n"
         "    @nn.compact\n"
         "    def __call__(self, x):\n"
         "        for _ in range(self.depth):\n"
-        "            x = nn.relu(nn.Dense(8)(x))\n"
+        f"            {body}\n"
         "        return nn.Dense(2)(x)\n"
     )
     result = convert.convert_source(source, ["MLP()(jnp.ones((2, 5)))"])
     assert result.ok, result.report()
-    loop = "        for linear in self.linears:\n            x = nnx.relu(linear(x))\n"
-    assert loop in result.code and "[_]" not in result.code, result.code
+    assert f"        {loop}" in result.code and "[_]" not in result.code, result.code

@@ -108,10 +108,13 @@ class _Builder(_Compact):
                 return updated if fn is None else fn(updated)
 
             def leave_For(self, original, updated):
-                if original in conv.loop_over:
-                    over, item = conv.loop_over[original]
+                items = conv.loop_over.get(original)
+                if items:  # `for _ in range(n)` over the lists it indexed
+                    lists = ", ".join(f"self.{attr}" for attr in items)
+                    many = len(items) > 1
                     updated = updated.with_changes(
-                        target=cst.Name(item), iter=cst.parse_expression(over)
+                        target=cst.parse_expression(", ".join(items.values())),
+                        iter=cst.parse_expression(f"zip({lists}, strict=True)" if many else lists),
                     )
                 extra = inserts.get(original)
                 if not extra:

@@ -146,7 +146,7 @@ class _Converter:
         self.removed: set[str] = set()
         self.mode_loads: dict[str, int] = {}
         self.insert_before: dict[cst.CSTNode, list[str]] = {}
-        self.loop_over: dict[cst.CSTNode, tuple[str, str]] = {}  # for loop -> (list, item)
+        self.loop_over: dict[cst.CSTNode, dict[str, str]] = {}  # loop -> {list attr: item}
         self.taken: set[str] = set(self.fields) | {"rngs"}
         self.running_names: dict[str, str] = {}
         self.named: dict[cst.Call, Site] = {}  # constructions assigned to a name, by node

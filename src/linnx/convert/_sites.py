@@ -65,15 +65,14 @@ class _Compact(CacheMixin, RngMixin, _Walker):
             and len(it.args) == 1
             and sum(1 for s in self.sites_in(loop.body) if s is site) == 1
         ):
-            if loop.target.value == "_" and all(
-                s is site for s in self.sites_in(loop.body) if s.is_list
-            ):
-                # `for _ in range(n)` over one list of layers: loop over the list itself
-                taken = self.method_locals | set(self.fields) | names_in(loop.body)
-                name = unique(_singular(site.attr), taken)
-                self.loop_over[loop] = (f"self.{site.attr}", name)
-                self.method_locals.add(name)
-                return name
+            if loop.target.value == "_":
+                # `for _ in range(n)` over lists of layers: loop over the lists themselves
+                items = self.loop_over.setdefault(loop, {})
+                if site.attr not in items:
+                    taken = self.method_locals | set(self.fields) | names_in(loop.body)
+                    items[site.attr] = unique(_singular(site.attr), taken)
+                    self.method_locals.add(items[site.attr])
+                return items[site.attr]
             return f"self.{site.attr}[{loop.target.value}]"
         name = f"{site.attr}_iter"
         stmts = self.insert_before.setdefault(loops[0], [])
