@@ -17,7 +17,7 @@ import libcst as cst
 
 from ._classes import ClassPlan, Unsupported, literal
 from ._convert_class import Context
-from ._cstutil import code, dotted, is_self_attr, names_in, targets
+from ._cstutil import bracket_pairs, code, dotted, is_self_attr, names_in, split_args, targets
 from ._idioms import check_unreached, mixin_bases, mixin_fields, unused_helpers
 from ._rng import CONVERTED_API
 from ._rnn import claim_time_scan
@@ -345,7 +345,7 @@ def _one_line(text: str, width: int) -> str:
 def _split_choice(text: str) -> str | None:
     """``a = (x if c else y)`` -> one part a line, as a formatter would write it."""
     m = re.fullmatch(r"([\w.]+ = )\((.*)\)", text)
-    if m is None or _match(text).get(len(m.group(1))) != len(text) - 1:
+    if m is None or bracket_pairs(text).get(len(m.group(1))) != len(text) - 1:
         return None
     body, parts, cur, depth, i = m.group(2), [], "", 0, 0
     while i < len(body):
@@ -364,51 +364,15 @@ def _split_choice(text: str) -> str | None:
     return m.group(1) + "(\n" + "".join(f"    {p}\n" for p in parts) + ")"
 
 
-def _match(text: str) -> dict[int, int]:
-    """Positions of matching brackets (strings skipped)."""
-    pairs, stack, quote = {}, [], None
-    for i, c in enumerate(text):
-        if quote:
-            quote = None if c == quote else quote
-        elif c in "\"'":
-            quote = c
-        elif c in "([{":
-            stack.append(i)
-        elif c in ")]}" and stack:
-            pairs[stack.pop()] = i
-    return pairs
-
-
-def _args(inner: str) -> list[str]:
-    pairs = _match(inner)
-    args, cur, skip_to = [], "", -1
-    for i, c in enumerate(inner):
-        if i <= skip_to:
-            cur += c
-            continue
-        if c in "([{" and i in pairs:
-            skip_to = pairs[i]
-            cur += c
-            continue
-        if c == ",":
-            args.append(cur.strip())
-            cur = ""
-            continue
-        cur += c
-    if cur.strip():
-        args.append(cur.strip())
-    return args
-
-
 def _split_call(text: str) -> tuple[str, list[str], str] | None:
     """``a = f(x, y=g(1, 2))`` -> ('a = f(', ['x', 'y=g(1, 2)'], ')'): the outermost call
     (that closes at the end of the line) with at least two arguments."""
-    pairs = _match(text)
+    pairs = bracket_pairs(text)
     for start in sorted(pairs):
         end = pairs[start]
         if text[start] != "(" or text[end + 1 :].strip(")") != "":
             continue
-        args = _args(text[start + 1 : end])
+        args = split_args(text[start + 1 : end])
         if len(args) >= 2:
             return text[: start + 1], args, text[end:]
     return None

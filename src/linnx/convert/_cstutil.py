@@ -119,6 +119,46 @@ def calls_in(node: cst.CSTNode) -> list[cst.Call]:
     return visitor.calls
 
 
+def bracket_pairs(text: str) -> dict[int, int]:
+    """Positions of matching brackets in source text (string literals skipped)."""
+    pairs, stack, quote = {}, [], None
+    for i, c in enumerate(text):
+        if quote:
+            quote = None if c == quote else quote
+        elif c in "\"'":
+            quote = c
+        elif c in "([{":
+            stack.append(i)
+        elif c in ")]}" and stack:
+            pairs[stack.pop()] = i
+    return pairs
+
+
+def split_args(text: str) -> list[str]:
+    """Top-level comma-separated parts of an argument list's text (a lambda's parameters
+    stay with it)."""
+    parts, depth, cur, quote = [], 0, "", None
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif (
+            ch == "," and depth == 0 and not (cur.lstrip().startswith("lambda") and ":" not in cur)
+        ):
+            parts.append(cur.strip())
+            cur = ""
+            continue
+        cur += ch
+    if cur.strip():
+        parts.append(cur.strip())
+    return parts
+
+
 def operand(expr: str) -> str:
     """``expr`` ready to stand inside a larger expression: a name, number or attribute as
     is, anything compound in parentheses (``2 * self.hidden`` -> ``2 * 4``, not ``2 * (4)``)."""

@@ -32,7 +32,7 @@ from typing import Any
 import libcst as cst
 
 from ._classes import Site
-from ._cstutil import code, dotted, names_in, unique
+from ._cstutil import bracket_pairs, code, dotted, names_in, split_args, unique
 
 __all__ = [
     "Lift",
@@ -423,56 +423,14 @@ def _fmt(text: str, col: int, depth: int, tail: int = 1) -> str:
     if col + len(text) + tail <= 99 or "(" not in text or not text.endswith(")"):
         return text
     start = text.index("(")
-    end = _close(text, start)
+    end = bracket_pairs(text).get(start, len(text) - 1)
     if end != len(text) - 1:  # f(a)(b): split f's arguments, keep (b) after them
         rest = text[end + 1 :]
         return _fmt(text[: end + 1], col, depth, tail + len(rest)) + rest
     head, inner = text[:start], text[start + 1 : -1]
     pad = "    " * (depth + 1)
-    args = [_fmt(a, col + 4, depth + 1) for a in _split_args(inner)]
+    args = [_fmt(a, col + 4, depth + 1) for a in split_args(inner)]
     return head + "(\n" + "".join(f"{pad}{a},\n" for a in args) + "    " * depth + ")"
-
-
-def _close(text: str, start: int) -> int:
-    """The index of the bracket that closes ``text[start]`` (strings skipped)."""
-    depth, quote = 0, None
-    for i in range(start, len(text)):
-        ch = text[i]
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-            if depth == 0:
-                return i
-    return len(text) - 1
-
-
-def _split_args(text: str) -> list[str]:
-    """Top-level comma-separated parts of an argument list."""
-    parts, depth, cur, quote = [], 0, "", None
-    for ch in text:
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif (
-            ch == "," and depth == 0 and not (cur.lstrip().startswith("lambda") and ":" not in cur)
-        ):
-            parts.append(cur.strip())
-            cur = ""
-            continue
-        cur += ch
-    if cur.strip():
-        parts.append(cur.strip())
-    return parts
 
 
 def _wrap(conv, lf: Lift, fn: str, node, kept_pos, drop, stacked: bool) -> str:
