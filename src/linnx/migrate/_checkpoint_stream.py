@@ -414,14 +414,17 @@ def stream_linen_checkpoint_to_nnx(
                     renamed, zarr = rename_pairs(
                         where, tree, index, metas, pairs, live, parts_dir, writer
                     )
-                if renamed:
+                if renamed and (verify or not keep):
+                    # With `keep` the renamed arrays are restored for the models anyway (which
+                    # names damage, and checks NaN): read as stored only for the checksums.
                     source_index = open_index(where)
-                    decode = not keep and allow_nonfinite is not True  # keep: checked restored
+                    decode = not keep and allow_nonfinite is not True
                     for p in pairs:
                         if p.nnx in renamed and p.linen[0] not in stored:
                             how = (metas[p.linen[0]].dtype, zarr[p.linen[0]]) if decode else None
                             name = ".".join(index[p.linen[0]])
                             stored[p.linen[0]] = pool.submit(read_stored, source_index, name, how)
+                if renamed:
                     part = parts_dir / "0"
                     file_digests.update(_digest_files(part / "ocdbt.process_0", pool, "0/"))
                     parts.append(part)
